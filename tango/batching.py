@@ -1,0 +1,87 @@
+"""Batches that waste no compute on padding.
+
+Rows are sorted by token length, cut into batches by a row budget and a token budget
+(rows x longest row), each batch is padded only to its own longest row, and results are put
+back in input order by the caller using the index arrays returned here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass
+class Encodings:
+    """Token ids of N rows, unpadded. ``truncated`` counts rows cut to the model's limit."""
+
+    input_ids: list[list[int]]
+    token_type_ids: list[list[int]] | None = None
+    truncated: int = 0
+    lengths: np.ndarray = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.lengths = np.fromiter((len(ids) for ids in self.input_ids), dtype=np.int64,
+                                   count=len(self.input_ids))
+
+    def __len__(self) -> int:
+        return len(self.input_ids)
+
+    def take(self, rows: np.ndarray) -> Encodings:
+        """The encodings of a subset of rows (used when tiers share a tokenizer)."""
+        types = self.token_type_ids
+        return Encodings(
+            input_ids=[self.input_ids[i] for i in rows],
+            token_type_ids=None if types is None else [types[i] for i in rows],
+            truncated=0,
+        )
+
+
+def plan_batches(lengths: np.ndarray, batch_size: int = 32,
+                 max_tokens: int | None = None) -> list[np.ndarray]:
+    """Row indices of each batch: rows sorted by length, at most ``batch_size`` rows and at most
+    ``max_tokens`` padded tokens (rows x longest row) per batch; a single over-budget row still
+    gets a batch of its own."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if max_tokens is not None and max_tokens < 1:
+        raise ValueError(f"max_tokens must be >= 1 or None, got {max_tokens}")
+    order = np.argsort(lengths, kind="stable")
+    batches: list[np.ndarray] = []
+    start = 0
+    for end in range(1, len(order) + 1):
+        rows = end - start
+        longest = int(lengths[order[end - 1]])  # ascending order: the newest row is the longest
+        over_tokens = max_tokens is not None and rows * longest > max_tokens and rows > 1
+        if rows > batch_size or over_tokens:
+            batches.append(order[start:end - 1])
+            start = end - 1
+    if start < len(order):
+        batches.append(order[start:])
+    return batches
+
+
+def pad_batch(encodings: Encodings, rows: np.ndarray, pad_id: int = 0) -> dict[str, np.ndarray]:
+    """Padded int64 arrays (B, T) for the given rows, T = their longest length."""
+    longest = int(encodings.lengths[rows].max())
+    input_ids = np.full((len(rows), longest), pad_id, dtype=np.int64)
+    attention_mask = np.zeros((len(rows), longest), dtype=np.int64)
+    token_type_ids = np.zeros((len(rows), longest), dtype=np.int64)
+    for out_row, row in enumerate(rows):
+        ids = encodings.input_ids[row]
+        input_ids[out_row, : len(ids)] = ids
+        attention_mask[out_row, : len(ids)] = 1
+        if encodings.token_type_ids is not None:
+            token_type_ids[out_row, : len(ids)] = encodings.token_type_ids[row]
+    batch = {"input_ids": input_ids, "attention_mask": attention_mask}
+    if encodings.token_type_ids is not None:
+        batch["token_type_ids"] = token_type_ids
+    return batch
+
+
+def padding_efficiency(lengths: np.ndarray, batches: list[np.ndarray]) -> float:
+    """Real tokens / computed tokens over a batch plan (1.0 = no padding at all)."""
+    real = int(sum(lengths[b].sum() for b in batches))
+    computed = int(sum(len(b) * lengths[b].max() for b in batches))
+    return real / computed if computed else 1.0

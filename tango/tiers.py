@@ -1,0 +1,259 @@
+"""A tier: one text classifier and its tokenizer, on ONNX Runtime or PyTorch.
+
+Texts (or text pairs) go in, logits come out. Rows are tokenized once, sorted by length and
+batched by :mod:`tango.batching`, and the logits are returned in input order. The runtime is
+chosen by the directory's contents (``model.onnx`` -> ONNX Runtime, else PyTorch); loading
+never exports.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+import os
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from tango.batching import Encodings, pad_batch, padding_efficiency, plan_batches
+from tango.confidence import softmax
+
+Texts = Sequence[str] | Sequence[tuple[str, str]]
+ONNX_FILE = "model.onnx"
+RUNTIMES = ("auto", "onnx", "torch")
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+def default_threads() -> int:
+    """The cores this process may use."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def as_texts(texts: str | tuple[str, str] | Texts) -> list[str] | list[tuple[str, str]]:
+    """Wrap a single text (or pair) into a list; validate the rows are all str or all pairs."""
+    if isinstance(texts, str) or (isinstance(texts, tuple) and len(texts) == 2
+                                  and all(isinstance(t, str) for t in texts)):
+        texts = [texts]  # type: ignore[list-item]
+    rows = list(texts)  # type: ignore[arg-type]
+    if rows and not all(isinstance(r, str) for r in rows) and not all(
+        isinstance(r, (tuple, list)) and len(r) == 2 for r in rows
+    ):
+        raise TypeError("texts must be a list of strings or a list of (text, text_pair) tuples")
+    return rows  # type: ignore[return-value]
+
+
+class Runtime(Protocol):
+    """What a tier needs from a runtime: padded int64 batches in, float logits (B, K) out."""
+
+    input_names: tuple[str, ...]
+
+    def run(self, batch: dict[str, np.ndarray]) -> np.ndarray: ...
+
+
+def make_session(model_path: str | Path, threads: int | None = None, providers: list[str] | None = None):
+    """The one place an ONNX Runtime session is built: threads, providers, graph optimisation."""
+    import onnxruntime as ort
+
+    providers = providers or ["CPUExecutionProvider"]
+    missing = [p for p in providers if p not in ort.get_available_providers()]
+    if missing:
+        raise ValueError(f"ONNX Runtime providers {missing} are not available here; "
+                         f"available: {ort.get_available_providers()}")
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads or default_threads()
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return ort.InferenceSession(str(model_path), sess_options=options, providers=providers)
+
+
+class OnnxRuntime:
+    """Runs ``model.onnx`` (fp32 or int8) with ONNX Runtime on the CPU."""
+
+    def __init__(self, model_path: Path, threads: int | None = None) -> None:
+        self.session = make_session(model_path, threads)
+        self.input_names = tuple(i.name for i in self.session.get_inputs())
+        self.description = f"onnxruntime ({_onnx_precision(model_path)})"
+
+    def run(self, batch: dict[str, np.ndarray]) -> np.ndarray:
+        feed = {name: batch[name] for name in self.input_names}
+        return self.session.run(None, feed)[0].astype(np.float32)
+
+
+def _onnx_precision(model_path: Path) -> str:
+    export_info = model_path.parent / "tango_export.json"
+    if export_info.exists():
+        return "int8" if json.loads(export_info.read_text()).get("int8") else "fp32"
+    return "fp32"
+
+
+def bf16_supported() -> bool:
+    """True where PyTorch has fast bf16 matrix units on this CPU (AMX or AVX-512 bf16)."""
+    import torch
+
+    amx = getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)()
+    avx512_bf16 = getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)()
+    return bool(amx or avx512_bf16)
+
+
+class TorchRuntime:
+    """Runs a Hugging Face sequence classifier in PyTorch: fp32, or bf16 autocast on the CPU."""
+
+    def __init__(self, model_dir: Path, threads: int | None = None, precision: str = "auto",
+                 device: str = "cpu") -> None:
+        import torch
+        from transformers import AutoModelForSequenceClassification
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()  # one bar per weight file is noise in a CLI
+        torch.set_num_threads(threads or default_threads())
+        self.model = AutoModelForSequenceClassification.from_pretrained(model_dir).eval().to(device)
+        self.device = device
+        self.bf16 = precision == "bf16" or (precision == "auto" and bf16_supported())
+        self.input_names = tuple(
+            name for name in ("input_ids", "attention_mask", "token_type_ids")
+            if name in inspect.signature(self.model.forward).parameters
+        )
+        self.description = f"pytorch ({'bf16 autocast' if self.bf16 else 'fp32'})"
+
+    def run(self, batch: dict[str, np.ndarray]) -> np.ndarray:
+        import torch
+
+        inputs = {name: torch.from_numpy(batch[name]).to(self.device) for name in self.input_names
+                  if name in batch}
+        device_type = "cuda" if self.device.startswith("cuda") else "cpu"
+        with torch.inference_mode(), torch.autocast(device_type, torch.bfloat16, enabled=self.bf16):
+            logits = self.model(**inputs).logits
+        return logits.float().cpu().numpy()
+
+
+class Tier:
+    """A text classifier with its tokenizer. Build one with :meth:`from_pretrained`.
+
+    Example
+    -------
+    >>> tier = Tier.from_pretrained("path/to/model_dir")           # doctest: +SKIP
+    >>> tier.predict(["a gorgeous, witty film", "a dull mess"])      # doctest: +SKIP
+    array(['positive', 'negative'], dtype='<U8')
+    """
+
+    def __init__(self, path: Path, tokenizer: Any, runtime: Runtime, labels: list[str],
+                 batch_size: int = 32, max_tokens: int | None = 16384,
+                 max_length: int | None = None, source: str | None = None) -> None:
+        self.path = path
+        self.tokenizer = tokenizer
+        self.runtime = runtime
+        self.labels = labels
+        self.batch_size = batch_size
+        self.max_tokens = max_tokens
+        self.max_length = max_length or model_max_length(tokenizer, path)
+        self.source = source or str(path)
+        self.last_padding_efficiency_: float | None = None
+
+    @classmethod
+    def from_pretrained(cls, name_or_path: str | Path, runtime: str = "auto",
+                        precision: str = "auto", threads: int | None = None,
+                        batch_size: int = 32, max_tokens: int | None = 16384,
+                        max_length: int | None = None, device: str = "cpu") -> Tier:
+        """Load a tier from a directory, an alias (``configs/aliases.toml``) or a hub id.
+
+        ``runtime="auto"`` uses ONNX Runtime when the directory holds ``model.onnx``,
+        PyTorch otherwise. ``precision`` applies to PyTorch: ``auto`` = bf16 autocast where
+        the CPU has fast bf16, else fp32. ``threads`` defaults to this machine's cores.
+        """
+        from transformers import AutoConfig, AutoTokenizer
+
+        from tango.registry import resolve
+
+        if runtime not in RUNTIMES:
+            raise ValueError(f"runtime must be one of {RUNTIMES}, got {runtime!r}")
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+        path = resolve(name_or_path)
+        has_onnx = (path / ONNX_FILE).exists()
+        if runtime == "onnx" and not has_onnx:
+            raise ValueError(f"{path} has no {ONNX_FILE}; make one with `tango export {path} "
+                             f"--out DIR`, or use runtime='torch'")
+        config = AutoConfig.from_pretrained(path)
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        if runtime == "onnx" or (runtime == "auto" and has_onnx):
+            backend: Runtime = OnnxRuntime(path / ONNX_FILE, threads)
+        else:
+            backend = TorchRuntime(path, threads, precision, device)
+        labels = [str(config.id2label[i]) for i in range(config.num_labels)]
+        return cls(path, tokenizer, backend, labels, batch_size, max_tokens, max_length,
+                   source=str(name_or_path))
+
+    # --- tokenize -> infer --------------------------------------------------------------------
+    @property
+    def tokenizer_fingerprint(self) -> str:
+        """Equal for tiers whose tokenizers give identical ids, so a cascade tokenizes once."""
+        backend = getattr(self.tokenizer, "backend_tokenizer", None)
+        spec = backend.to_str() if backend is not None else repr(self.tokenizer.get_vocab())
+        return hashlib.sha1(f"{spec}|{self.max_length}".encode()).hexdigest()
+
+    def tokenize(self, texts: Texts) -> Encodings:
+        """Token ids, truncated to ``max_length``, unpadded."""
+        rows = as_texts(texts)
+        if not rows:
+            return Encodings(input_ids=[], token_type_ids=None)
+        if isinstance(rows[0], str):
+            encoded = self.tokenizer(rows, truncation=True, max_length=self.max_length)
+        else:
+            firsts, seconds = zip(*rows, strict=True)
+            encoded = self.tokenizer(list(firsts), list(seconds), truncation=True,
+                                     max_length=self.max_length)
+        truncated = sum(bool(e.overflowing) for e in encoded.encodings or [])
+        return Encodings(encoded["input_ids"], encoded.get("token_type_ids"), truncated)
+
+    def infer(self, encodings: Encodings, progress: bool = False) -> np.ndarray:
+        """Logits (N, K) in input order, from length-sorted, token-budgeted batches."""
+        logits = np.zeros((len(encodings), len(self.labels)), dtype=np.float32)
+        if not len(encodings):
+            self.last_padding_efficiency_ = 1.0
+            return logits
+        batches = plan_batches(encodings.lengths, self.batch_size, self.max_tokens)
+        pad_id = self.tokenizer.pad_token_id or 0
+        for rows in tqdm(batches, desc=f"{self.path.name}", disable=not progress, leave=False):
+            logits[rows] = self.runtime.run(pad_batch(encodings, rows, pad_id))
+        self.last_padding_efficiency_ = padding_efficiency(encodings.lengths, batches)
+        return logits
+
+    # --- scikit-learn style -------------------------------------------------------------------
+    def logits(self, texts: Texts) -> np.ndarray:
+        return self.infer(self.tokenize(texts))
+
+    def predict_proba(self, texts: Texts) -> np.ndarray:
+        return softmax(self.logits(texts))
+
+    def predict(self, texts: Texts) -> np.ndarray:
+        return np.asarray(self.labels)[self.logits(texts).argmax(axis=1)]
+
+    def save_pretrained(self, directory: str | Path) -> None:
+        """Copy the tier's files (config, tokenizer, weights or ONNX graph) into ``directory``."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        for item in self.path.iterdir():
+            if item.is_file() and not item.name.startswith("."):
+                shutil.copy2(item, directory / item.name)
+
+    def __repr__(self) -> str:
+        return (f"Tier({self.source!r}, runtime={getattr(self.runtime, 'description', '?')}, "
+                f"labels={self.labels})")
+
+
+def model_max_length(tokenizer: Any, path: Path) -> int:
+    """The longest input the model takes: the tokenizer's limit, capped by its positions."""
+    config_file = path / "config.json"
+    positions = 512
+    if config_file.exists():
+        config = json.loads(config_file.read_text())
+        offset = 2 if config.get("model_type") in ("roberta", "mpnet", "xlm-roberta") else 0
+        positions = int(config.get("max_position_embeddings", 512)) - offset
+    limit = getattr(tokenizer, "model_max_length", positions) or positions
+    return int(min(limit, positions, 512))

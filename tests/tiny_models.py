@@ -1,0 +1,54 @@
+"""Tiny random-weight classifiers for tests: built from a config, no network, in seconds."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+WORDS = (
+    "the a an and or but not no is was are were be been it this that film movie story plot "
+    "actors acting good great wonderful excellent fun funny brilliant best love loved bad awful "
+    "terrible boring dull worst hate hated mess waste i you he she they we very really so too "
+    "quite rather of in on at to for with by from as about than then there here what which who "
+    "why how one two three time day night man woman life world news market sports game team "
+    "win lost company stock shares price war government science space ? ! . , '"
+).split()
+
+
+def write_vocab(directory: Path) -> Path:
+    special = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    path = directory / "vocab.txt"
+    path.write_text("\n".join(special + sorted(set(WORDS))) + "\n")
+    return path
+
+
+def build_tiny_classifier(directory: Path, seed: int = 0, labels: tuple[str, ...] = ("negative", "positive"),
+                          layers: int = 2, hidden: int = 32, model_type: str = "bert") -> Path:
+    """Save a randomly initialised sequence classifier + tokenizer as a HF directory."""
+    import torch
+    from tokenizers import BertWordPieceTokenizer
+    from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
+    from transformers import MPNetConfig, MPNetForSequenceClassification
+
+    directory.mkdir(parents=True, exist_ok=True)
+    # transformers 5 ignores BertTokenizerFast(vocab_file=...): build the WordPiece model directly.
+    wordpiece = BertWordPieceTokenizer(str(write_vocab(directory)), lowercase=True)
+    tokenizer = BertTokenizerFast(tokenizer_object=wordpiece._tokenizer, model_max_length=64)
+    assert len(tokenizer) == 5 + len(set(WORDS)), "the tiny vocabulary did not load"
+    common = dict(vocab_size=len(tokenizer), hidden_size=hidden, num_hidden_layers=layers,
+                  num_attention_heads=2, intermediate_size=2 * hidden, max_position_embeddings=66,
+                  num_labels=len(labels), id2label=dict(enumerate(labels)),
+                  label2id={name: i for i, name in enumerate(labels)}, pad_token_id=0,
+                  initializer_range=0.5)  # wide weights: inputs get visibly different logits
+    torch.manual_seed(seed)
+    if model_type == "bert":
+        model = BertForSequenceClassification(BertConfig(**common))
+    else:
+        model = MPNetForSequenceClassification(MPNetConfig(**common, bos_token_id=2, eos_token_id=3))
+    # Default heads (std 0.02) give near-uniform probabilities; wider ones spread confidences.
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "classifier" in name and param.dim() == 2:
+                param.normal_(0.0, 1.0)
+    model.save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return directory
