@@ -1,0 +1,252 @@
+"""Batch offline scoring of a file, crash-safe and resumable: the engine of ``tango run``.
+
+The input streams through in chunks (memory stays flat however large the file): each chunk's
+good rows go through the cascade, its bad rows to the errors file, and both are appended and
+fsync'ed before a small progress file is replaced atomically. After a crash, ``resume=True``
+truncates the outputs back to the last committed chunk and skips the rows already done, so every
+input row is written exactly once: ``rows out + rows in the errors file (+ skipped) = rows in``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from tango.cascade import Cascade, CascadeResult
+from tango.data import Record, RowError, columns_of, read_records
+
+ON_ERROR = ("write", "skip", "fail")
+TEXT_COLUMNS = ("text", "sentence", "review", "content")
+
+
+@dataclass
+class RunSummary:
+    """Totals of a scoring run (across resumes); also the content of the progress file."""
+
+    rows_in: int = 0  # input rows consumed (good + bad)
+    rows_out: int = 0  # rows scored and written
+    errors: int = 0  # bad rows written to the errors file
+    skipped: int = 0  # bad rows dropped by on_error="skip" (each one reported on stderr)
+    truncated: int = 0  # rows cut to the first tier's max length
+    seconds: float = 0.0  # wall clock, including reading and writing
+    tier_rows: list[int] = field(default_factory=list)  # rows scored by each tier
+    tier_answered: list[int] = field(default_factory=list)  # final answers from each tier
+    tier_seconds: list[float] = field(default_factory=list)  # tokenize + infer per tier
+    output_bytes: int = 0  # committed length of the output file
+    errors_bytes: int = 0  # committed length of the errors file
+
+    @property
+    def rows_per_s(self) -> float:
+        return self.rows_out / self.seconds if self.seconds else 0.0
+
+    @property
+    def estimated_speedup(self) -> float | None:
+        """Tier-last-alone time over cascade time, from measured per-row tier costs."""
+        if not self.tier_rows or not self.tier_rows[-1] or not sum(self.tier_seconds):
+            return None
+        last_cost = self.tier_seconds[-1] / self.tier_rows[-1]
+        return last_cost * self.rows_out / sum(self.tier_seconds)
+
+    def add(self, result: CascadeResult) -> None:
+        tiers = result.stats.tiers
+        if not self.tier_rows:
+            self.tier_rows, self.tier_answered, self.tier_seconds = ([0] * len(tiers), [0] * len(tiers),
+                                                                     [0.0] * len(tiers))
+        for k, stats in enumerate(tiers):
+            self.tier_rows[k] += stats.rows
+            self.tier_answered[k] += stats.answered
+            self.tier_seconds[k] += stats.seconds
+        self.truncated += tiers[0].truncated if tiers else 0
+        self.rows_out += len(result)
+
+    def report(self) -> str:
+        """The end-of-run summary a person reads."""
+        lines = [f"rows in: {self.rows_in:,}   scored: {self.rows_out:,}   errors: {self.errors:,}"
+                 f"   skipped: {self.skipped:,}   truncated: {self.truncated:,}",
+                 f"time: {self.seconds:.1f} s   {self.rows_per_s:,.1f} rows/s"]
+        for k, (answered, seconds) in enumerate(zip(self.tier_answered, self.tier_seconds, strict=True)):
+            share = answered / self.rows_out if self.rows_out else 0.0
+            lines.append(f"tier {k}: answered {share:6.1%} of rows, scored {self.tier_rows[k]:,} rows"
+                         f" in {seconds:.1f} s")
+        speedup = self.estimated_speedup
+        lines.append("estimated speedup over the last tier alone: "
+                     + (f"{speedup:.2f}x" if speedup else "n/a (no row reached it, its cost is unmeasured)"))
+        return "\n".join(lines)
+
+
+def score_file(cascade: Cascade, input_path: str | Path, output_path: str | Path, *,
+               text_column: str = "text", text_pair_column: str | None = None,
+               id_column: str | None = None, format: str | None = None,
+               errors_path: str | Path | None = None, on_error: str = "write",
+               chunk_size: int = 1024, probabilities: bool = False, resume: bool = False,
+               overwrite: bool = False, progress: bool = True) -> RunSummary:
+    """Score every row of ``input_path`` into ``output_path`` (``.jsonl`` or ``.csv``).
+
+    Each output row holds ``id`` (the id column, else the input line number), ``label``,
+    ``confidence``, ``tier`` (index of the tier that answered) and, with ``probabilities``,
+    one probability per class. Bad rows go to ``errors_path`` (default
+    ``<output>.errors.jsonl``) with their line, field and raw text; ``on_error="skip"`` reports
+    them on stderr only, ``"fail"`` stops at the first one after committing the rows before it.
+    """
+    if on_error not in ON_ERROR:
+        raise ValueError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    output_path = Path(output_path)
+    writer = _writer_for(output_path, cascade.classes_, probabilities)
+    errors_path = Path(errors_path) if errors_path else output_path.with_name(output_path.name + ".errors.jsonl")
+    state_path = output_path.with_name(output_path.name + ".progress.json")
+    summary = _start(output_path, errors_path, state_path, resume, overwrite)
+    records = read_records(input_path, text_column, text_pair_column, id_column=id_column,
+                           format=format, skip_lines=summary.rows_in)  # checks columns first
+    started = time.perf_counter() - summary.seconds
+    total = _count_rows(input_path)
+    bar = tqdm(total=total, initial=summary.rows_in, unit="row", disable=not progress,
+               desc=f"scoring {Path(str(input_path)).name}", dynamic_ncols=True)
+    with bar, open(output_path, "ab") as out, open(errors_path, "ab") as err:
+        for chunk in _chunks(records, chunk_size):
+            failure = next((row for row in chunk if isinstance(row, RowError)), None) if on_error == "fail" else None
+            if failure is not None:
+                chunk = chunk[: chunk.index(failure)]
+            good = [row for row in chunk if isinstance(row, Record)]
+            bad = [row for row in chunk if isinstance(row, RowError)]
+            result = cascade.predict_detailed([row.text for row in good])
+            summary.add(result)
+            summary.rows_in += len(chunk)
+            if on_error == "skip":
+                summary.skipped += len(bad)
+                for row in bad:
+                    print(f"skipped {input_path}:{row.line} [{row.field or '-'}]: {row.message}", file=sys.stderr)
+            else:
+                summary.errors += len(bad)
+                summary.errors_bytes += _append(err, b"".join(_error_line(row) for row in bad))
+            summary.output_bytes += _append(out, writer(good, result, first=summary.output_bytes == 0))
+            summary.seconds = time.perf_counter() - started
+            _save_state(state_path, summary)
+            bar.update(len(chunk))
+            escalated = 1 - summary.tier_answered[0] / summary.rows_out if summary.rows_out and summary.tier_answered else 0.0
+            bar.set_postfix(escalated=f"{escalated:.1%}", errors=summary.errors + summary.skipped)
+            if failure is not None:
+                raise ValueError(f"{input_path}: line {failure.line}, field {failure.field or '-'}: "
+                                 f"{failure.message}. {summary.rows_out} rows scored before it are "
+                                 f"in {output_path}; rerun with --resume after fixing the file, or "
+                                 f"use --on-error write")
+    state_path.unlink(missing_ok=True)
+    if summary.errors == 0 and errors_path.exists() and errors_path.stat().st_size == 0:
+        errors_path.unlink()
+    return summary
+
+
+def guess_text_column(path: str | Path, format: str | None = None) -> str:
+    """The first of TEXT_COLUMNS the file has ("text" for stdin, which cannot be peeked at)."""
+    if str(path) == "-":
+        return "text"
+    found = columns_of(path, format)
+    return next((name for name in TEXT_COLUMNS if name in found), "text")
+
+
+# --- commit protocol ----------------------------------------------------------------------------
+def _start(output: Path, errors: Path, state: Path, resume: bool, overwrite: bool) -> RunSummary:
+    """A fresh run, or the committed state of an interrupted one with the outputs cut back to it."""
+    if resume and state.exists():
+        summary = RunSummary(**json.loads(state.read_text()))
+        _truncate(output, summary.output_bytes)
+        _truncate(errors, summary.errors_bytes)
+        return summary
+    if resume and output.exists():
+        raise ValueError(f"{output} looks complete: there is no {state.name} to resume from")
+    if output.exists() and not overwrite:
+        raise ValueError(f"{output} already exists; pass --resume to finish an interrupted run "
+                         f"or --overwrite to start again")
+    for path in (output, errors, state):
+        path.unlink(missing_ok=True)
+    return RunSummary()
+
+
+def _truncate(path: Path, size: int) -> None:
+    if path.exists():
+        with open(path, "r+b") as file:
+            file.truncate(size)
+    elif size:
+        raise ValueError(f"cannot resume: {path} is missing but {size} bytes were committed to it")
+
+
+def _append(file: Any, data: bytes) -> int:
+    if data:
+        file.write(data)
+        file.flush()
+        os.fsync(file.fileno())
+    return len(data)
+
+
+def _save_state(path: Path, summary: RunSummary) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(asdict(summary)))
+    os.replace(tmp, path)  # atomic: the state always matches committed bytes
+
+
+# --- reading and writing rows -------------------------------------------------------------------
+def _chunks(rows: Iterator[Record | RowError], size: int) -> Iterator[list[Record | RowError]]:
+    chunk: list[Record | RowError] = []
+    for row in rows:
+        chunk.append(row)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def _count_rows(path: str | Path) -> int | None:
+    """Rows in a regular file, for the progress bar (newlines, minus a CSV/TSV header)."""
+    if str(path) == "-" or not Path(path).is_file():
+        return None
+    with open(path, "rb") as file:
+        lines = sum(block.count(b"\n") for block in iter(lambda: file.read(1 << 20), b""))
+    return max(lines - (0 if str(path).endswith((".jsonl", ".json", ".ndjson")) else 1), 0)
+
+
+def _error_line(row: RowError) -> bytes:
+    return (json.dumps({"line": row.line, "field": row.field, "error": row.message, "raw": row.raw},
+                       ensure_ascii=False) + "\n").encode()
+
+
+def _writer_for(path: Path, labels: np.ndarray, probabilities: bool):
+    """A function (rows, result, first) -> bytes for the output's format, chosen by extension."""
+    suffix = path.suffix.lower()
+    if suffix not in (".jsonl", ".csv"):
+        raise ValueError(f"cannot write {path}: the output must end in .jsonl or .csv")
+    names = [str(label) for label in labels]
+
+    def fields(row: Record, k: int, result: CascadeResult) -> dict[str, Any]:
+        out = {"id": row.id if row.id is not None else row.line, "label": str(result.labels[k]),
+               "confidence": round(float(result.confidence[k]), 6), "tier": int(result.tier[k])}
+        if probabilities:
+            out.update({f"p_{name}": round(float(p), 6) for name, p in zip(names, result.probabilities[k], strict=True)})
+        return out
+
+    def jsonl(rows: list[Record], result: CascadeResult, first: bool) -> bytes:
+        return "".join(json.dumps(fields(row, k, result), ensure_ascii=False) + "\n"
+                       for k, row in enumerate(rows)).encode()
+
+    def csv_rows(rows: list[Record], result: CascadeResult, first: bool) -> bytes:
+        buffer = io.StringIO()
+        columns = ["id", "label", "confidence", "tier"] + ([f"p_{n}" for n in names] if probabilities else [])
+        writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
+        if first:
+            writer.writeheader()
+        writer.writerows(fields(row, k, result) for k, row in enumerate(rows))
+        return buffer.getvalue().encode()
+
+    return jsonl if suffix == ".jsonl" else csv_rows
