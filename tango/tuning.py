@@ -1,0 +1,199 @@
+"""Fitting a cascade to labelled dev data: temperatures, the threshold curve, the threshold.
+
+``calibrate_cascade`` runs every tier on every dev row once (tokenization included, so the
+per-row costs it measures are the ones a run pays), fits one temperature per tier, sweeps the
+tier-1 threshold over every distinct confidence value, and stores the threshold that meets the
+user's target. The numerical pieces live in :mod:`tango.calibration`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tango.calibration import (
+    TemperatureScaler,
+    ThresholdCurve,
+    expected_calibration_error,
+    guarantee_threshold,
+    negative_log_likelihood,
+    reliability_diagram,
+    select_threshold,
+    sweep_thresholds,
+)
+from tango.cascade import Cascade
+from tango.confidence import confidence, softmax
+from tango.data import LabelledData
+from tango.tiers import Tier
+
+
+@dataclass
+class TierCalibration:
+    """What calibration found for one tier on the dev rows."""
+
+    temperature: float
+    accuracy: float
+    ece_before: float
+    ece_after: float
+    nll_before: float
+    nll_after: float
+    seconds_per_row: float  # tokenize + infer, measured on the dev rows
+
+
+@dataclass
+class CalibrationReport:
+    """The evidence behind a cascade's temperatures and threshold."""
+
+    rows: int
+    tiers: list[TierCalibration]
+    target: dict[str, float]
+    threshold: float | None
+    dev_rows: list[str]  # short hashes of the dev rows, to refuse evaluating on them later
+    expected: dict[str, float] = field(default_factory=dict)  # the curve at the chosen threshold
+    guarantee: dict[str, Any] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def score_tiers(tiers: list[Tier], texts: list) -> tuple[list[np.ndarray], list[float]]:
+    """Every tier's logits on every row, and each tier's measured seconds per row."""
+    logits, costs = [], []
+    for tier in tiers:
+        start = time.perf_counter()
+        logits.append(tier.infer(tier.tokenize(texts), progress=True))
+        costs.append((time.perf_counter() - start) / max(len(texts), 1))
+    return logits, costs
+
+
+def row_hashes(texts: list) -> list[str]:
+    """Short hashes of rows, stored with a calibration so test rows can be checked against it."""
+    return sorted({hashlib.sha1(repr(t).encode()).hexdigest()[:12] for t in texts})
+
+
+def calibrate_cascade(cascade: Cascade, dev: LabelledData, *, max_drop: float | None = None,
+                      min_speedup: float | None = None, max_escalation: float | None = None,
+                      guarantee: float | None = None, delta: float = 0.1,
+                      report_dir: str | Path | None = None) -> CalibrationReport:
+    """Fit temperatures and choose the threshold of a two-tier cascade on labelled dev rows.
+
+    Exactly one target: ``max_drop`` (accuracy points below tier-2 alone), ``min_speedup``,
+    ``max_escalation``, or ``guarantee`` = EPS (disagreement with tier 2 at most EPS with
+    probability at least ``1 - delta``). With no target only temperatures are fitted. The
+    cascade is updated in place; ``report_dir`` receives reliability diagrams, the curve
+    (JSON + PNG) and ``report.json``.
+    """
+    targets = {k: v for k, v in [("max_drop", max_drop), ("min_speedup", min_speedup),
+                                 ("max_escalation", max_escalation), ("guarantee", guarantee)]
+               if v is not None}
+    if len(targets) > 1:
+        raise ValueError(f"give one target, got {sorted(targets)}")
+    tiers = cascade._validated()[0]
+    labels = _align_labels(dev, list(cascade.classes_))
+    logits, costs = score_tiers(tiers, dev.texts)
+    scalers = [TemperatureScaler().fit(z, labels) for z in logits]
+    report = CalibrationReport(
+        rows=len(dev), tiers=[_tier_report(z, labels, s, c) for z, s, c in zip(logits, scalers, costs, strict=True)],
+        target=targets, threshold=None, dev_rows=row_hashes(dev.texts))
+    cascade.temperatures = [s.temperature_ for s in scalers]
+    out = Path(report_dir) if report_dir else None
+    if out:
+        out.mkdir(parents=True, exist_ok=True)
+        for k, (z, scaler) in enumerate(zip(logits, scalers, strict=True)):
+            reliability_diagram(softmax(z), scaler.predict_proba(z), labels, out / f"reliability_tier{k}.png",
+                                title=f"tier {k}: {tiers[k].path.name}")
+    if targets:
+        if len(tiers) != 2:
+            raise ValueError("threshold selection handles two-tier cascades; with more tiers set "
+                             "--threshold per boundary by hand (temperatures are still fitted)")
+        _choose_threshold(cascade, report, logits, scalers, labels, costs, targets, delta, out)
+    cascade.calibration = report.to_dict()
+    if out:
+        (out / "report.json").write_text(json.dumps(report.to_dict(), indent=2))
+    return report
+
+
+def _choose_threshold(cascade: Cascade, report: CalibrationReport, logits: list[np.ndarray],
+                      scalers: list[TemperatureScaler], labels: np.ndarray, costs: list[float],
+                      targets: dict[str, float], delta: float, out: Path | None) -> None:
+    conf = confidence(scalers[0].predict_proba(logits[0]), cascade.confidence)
+    pred1, pred2 = logits[0].argmax(axis=1), logits[1].argmax(axis=1)
+    curve = sweep_thresholds(conf, pred1, pred2, labels, costs[0], costs[1])
+    if "guarantee" in targets:
+        result = guarantee_threshold(conf, pred1 != pred2, targets["guarantee"], delta)
+        report.guarantee = result.to_dict()
+        threshold = result.threshold
+    else:
+        threshold = select_threshold(curve, **targets)
+    report.threshold = float(threshold)
+    report.expected = _curve_at(curve, threshold)
+    cascade.thresholds = [float(threshold)]
+    if out:
+        (out / "curve.json").write_text(json.dumps(curve.to_dict()))
+        curve.plot(out / "curve.png")
+
+
+def _curve_at(curve: ThresholdCurve, threshold: float) -> dict[str, float]:
+    i = int(np.searchsorted(curve.threshold, threshold))
+    i = min(i, len(curve.threshold) - 1)
+    point = {"escalated": curve.escalated[i], "speedup": curve.speedup[i],
+             "agreement_with_tier2": curve.agreement_with_tier2[i]}
+    if curve.accuracy is not None:
+        point.update(accuracy=curve.accuracy[i], tier1_accuracy=curve.tier1_accuracy,
+                     tier2_accuracy=curve.tier2_accuracy)
+    return {k: float(v) for k, v in point.items()}
+
+
+def _tier_report(logits: np.ndarray, labels: np.ndarray, scaler: TemperatureScaler,
+                 cost: float) -> TierCalibration:
+    before, after = softmax(logits), scaler.predict_proba(logits)
+    return TierCalibration(
+        temperature=float(scaler.temperature_), accuracy=float((logits.argmax(1) == labels).mean()),
+        ece_before=expected_calibration_error(before, labels), ece_after=expected_calibration_error(after, labels),
+        nll_before=negative_log_likelihood(before, labels), nll_after=negative_log_likelihood(after, labels),
+        seconds_per_row=cost)
+
+
+def _align_labels(data: LabelledData, classes: list[str]) -> np.ndarray:
+    """The data's labels as indices into the cascade's classes (names or ids must match)."""
+    if data.label_names == classes:
+        return data.labels
+    if data.label_names == [str(i) for i in range(len(classes))]:
+        return data.labels  # the file holds ids; they index the model's id2label
+    missing = sorted(set(data.label_names) - set(classes))
+    if missing:
+        raise ValueError(f"dev labels {missing} are not among the cascade's labels {classes}")
+    index = {name: i for i, name in enumerate(classes)}
+    return np.asarray([index[data.label_names[i]] for i in data.labels], dtype=np.int64)
+
+
+MAX_SHARED_ROWS = 0.01  # a few duplicates between real splits are normal; more is leakage
+
+
+def check_held_out(calibration: dict[str, Any] | None, test: LabelledData) -> None:
+    """Refuse to evaluate on the rows the cascade was calibrated on."""
+    dev = set((calibration or {}).get("dev_rows", []))
+    shared = sum(h in dev for h in row_hashes(test.texts))
+    if shared > MAX_SHARED_ROWS * len(test):
+        raise ValueError(f"{shared} of the {len(test)} test rows are rows this cascade was "
+                         "calibrated on; accuracy there says nothing about new data. Evaluate on a "
+                         "held-out file, or calibrate with --dev-fraction to split one file into "
+                         "dev and test")
+
+
+def evaluate(cascade: Cascade, test: LabelledData) -> dict[str, float]:
+    """Accuracy, escalation and wall-clock of the cascade on held-out labelled rows."""
+    check_held_out(cascade.calibration, test)
+    labels = _align_labels(test, list(cascade.classes_))
+    start = time.perf_counter()
+    result = cascade.predict_detailed(test.texts)
+    seconds = time.perf_counter() - start
+    return {"rows": len(test), "accuracy": float((result.probabilities.argmax(1) == labels).mean()),
+            "escalated": result.stats.escalated[0] if result.stats.escalated else 0.0,
+            "rows_per_s": len(test) / seconds if seconds else 0.0}
