@@ -373,3 +373,21 @@ def format_calibration(report: Any) -> str:
         lines.append(f"guarantee: disagreement <= {g['eps']} with prob >= {1 - g['delta']:.2f} "
                      f"(bound {g['risk_bound']:.4f}, empirical {g['empirical_risk']:.4f})")
     return "\n".join(lines)
+
+
+@cli.command()
+@click.option("--output", "-o", type=click.Path(dir_okay=False), default="scored.jsonl", show_default=True,
+              help="Where to write the scored example file.")
+@click.option("--train", "train_file", type=click.Path(dir_okay=False), default=None,
+              help="Labelled SST-2-style file for the quick tiers (default: ../shared/data/sst2/train.tsv).")
+@user_errors
+def quickstart(output: str, train_file: str | None) -> None:
+    """Install the offline encoders, make quick tiers if none exist, score examples/reviews.csv."""
+    from tango.quickstart import SST2_TRAIN
+    from tango.quickstart import quickstart as run_quickstart
+
+    summary = run_quickstart(Path(output), Path(train_file) if train_file else SST2_TRAIN,
+                             log=lambda m: click.echo(m, err=True))
+    click.echo(Path(output).read_text(), nl=False)
+    click.echo(summary.report(), err=True)
+    click.echo(f"wrote {output}. Next: `tango run --tier1 distil --tier2 large -i FILE -o OUT`", err=True)
