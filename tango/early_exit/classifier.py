@@ -1,0 +1,244 @@
+"""The user-facing early-exit estimator: texts in, labels / probabilities / exit layers out.
+
+A model directory is a Hugging Face encoder directory (``config.json`` with ``id2label``,
+tokenizer files, ``model.safetensors``) plus ``exit_heads.safetensors`` and ``early_exit.json``
+(exits, labels, temperatures, policy, training record).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from transformers import AutoModel, AutoTokenizer, PreTrainedTokenizerBase
+
+import tango
+from tango.early_exit.model import MultiExitModel
+from tango.early_exit.policy import ExitPolicy
+
+Texts = Sequence[str] | Sequence[tuple[str, str]]
+MANIFEST = "early_exit.json"
+HEADS = "exit_heads.safetensors"
+_MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+
+
+@dataclass
+class EarlyExitResult:
+    labels: np.ndarray  # (N,) label names
+    probabilities: np.ndarray  # (N, K) calibrated at each row's exit; rows sum to 1
+    confidence: np.ndarray  # (N,) top probability
+    exit_layer: np.ndarray  # (N,) 1-based encoder layer at which each row left
+
+    @property
+    def mean_exit_layer(self) -> float:
+        """Average layers run per row: the compute spent, in layers."""
+        return float(self.exit_layer.mean()) if len(self.exit_layer) else 0.0
+
+
+@dataclass
+class EarlyExitClassifier:
+    """A :class:`MultiExitModel` with its tokenizer, labels and exit policy.
+
+    Examples
+    --------
+    >>> clf = EarlyExitClassifier.from_pretrained("runs/sst2-ee", threshold=0.95)  # doctest: +SKIP
+    >>> clf.predict_detailed(["a gorgeous film"]).exit_layer  # doctest: +SKIP
+    array([2])
+    """
+
+    model: MultiExitModel = field(repr=False)
+    tokenizer: PreTrainedTokenizerBase = field(repr=False)
+    labels: Sequence[str]
+    policy: str = "maxprob"  # "maxprob" | "entropy" | "patience"
+    threshold: float | None = None  # None = the policy's default (policy.DEFAULT_THRESHOLDS)
+    patience: int = 2
+    temperatures: Sequence[float] | None = None  # one per exit; None = 1.0
+    batch_size: int = 32
+    max_length: int = 256
+    device: str = "cpu"  # "cpu" | "cuda" | "cuda:1" ...
+    precision: str = "fp32"  # "fp32" | "bf16" (autocast)
+    metadata: dict[str, Any] = field(default_factory=dict)  # training record for early_exit.json
+
+    @property
+    def classes_(self) -> np.ndarray:
+        return np.asarray(self.labels)
+
+    @property
+    def exits_(self) -> tuple[int, ...]:
+        return self.model.exits
+
+    # --- inference ----------------------------------------------------------------------------
+
+    def predict(self, texts: Texts) -> np.ndarray:
+        """(N,) label names."""
+        return self.predict_detailed(texts).labels
+
+    def predict_proba(self, texts: Texts) -> np.ndarray:
+        """(N, K) calibrated probabilities at each row's exit; rows sum to 1."""
+        return self.predict_detailed(texts).probabilities
+
+    def predict_detailed(self, texts: Texts) -> EarlyExitResult:
+        """Labels, probabilities, confidence and exit layer per row, in input order."""
+        policy = self._policy()
+        num_rows, num_labels = len(texts), len(self.labels)
+        probabilities = np.zeros((num_rows, num_labels), dtype=np.float32)
+        exit_index = np.zeros(num_rows, dtype=np.int64)
+        for rows, batch in self._batches(texts):
+            with precision_context(self.device, self.precision):
+                logits, index = self.model.early_exit(
+                    batch["input_ids"], batch["attention_mask"], policy, batch.get("token_type_ids")
+                )
+            for i in index.unique().tolist():  # calibrate each row with its own exit's temperature
+                at_exit = index == i
+                probs = policy.probabilities(i, logits[at_exit])
+                probabilities[rows[at_exit.cpu().numpy()]] = probs.cpu().numpy()
+            exit_index[rows] = index.cpu().numpy()
+        return EarlyExitResult(
+            labels=self.classes_[probabilities.argmax(axis=1)] if num_rows else self.classes_[:0],
+            probabilities=probabilities,
+            confidence=probabilities.max(axis=1, initial=0.0),
+            exit_layer=np.asarray(self.model.exits)[exit_index],
+        )
+
+    def exit_logits(self, texts: Texts) -> np.ndarray:
+        """Raw logits of every exit, (E, N, K), no early stopping: for fitting temperatures."""
+        out = np.zeros((len(self.model.exits), len(texts), len(self.labels)), dtype=np.float32)
+        for rows, batch in self._batches(texts):
+            with torch.no_grad(), precision_context(self.device, self.precision):
+                logits = self.model(**batch)  # (E, b, K)
+            out[:, rows] = logits.float().cpu().numpy()
+        return out
+
+    def _policy(self) -> ExitPolicy:
+        temperatures = None if self.temperatures is None else tuple(self.temperatures)
+        if temperatures is not None and len(temperatures) != len(self.model.exits):
+            raise ValueError(f"temperatures needs one value per exit {self.model.exits}; got {temperatures}")
+        return ExitPolicy(self.policy, self.threshold, self.patience, temperatures)
+
+    def _batches(self, texts: Texts) -> Iterator[tuple[np.ndarray, dict[str, torch.Tensor]]]:
+        """Length-sorted batches, each padded to its longest row: (original rows, tensors)."""
+        if self.model.num_labels != len(self.labels):
+            raise ValueError(f"{len(self.labels)} labels for a model with {self.model.num_labels}")
+        self.model.to(self.device).eval()
+        encodings = encode(self.tokenizer, texts, self.max_length)
+        order = np.argsort([len(ids) for ids in encodings["input_ids"]], kind="stable")
+        for start in range(0, len(order), self.batch_size):
+            rows = order[start : start + self.batch_size]
+            yield rows, collate(self.tokenizer, encodings, rows, self.device)
+
+    # --- directories --------------------------------------------------------------------------
+
+    def save_pretrained(self, path: str | Path) -> Path:
+        """Write the encoder, tokenizer, exit heads and ``early_exit.json`` to ``path``."""
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        config = self.model.encoder.config
+        config.id2label = dict(enumerate(self.labels))
+        config.label2id = {label: i for i, label in enumerate(self.labels)}
+        self.model.encoder.save_pretrained(path)
+        self.tokenizer.save_pretrained(path)
+        heads = self.model.heads.state_dict()
+        save_file({name: tensor.contiguous() for name, tensor in heads.items()}, path / HEADS)
+        manifest = {
+            "tango_version": tango.__version__,
+            "exits": list(self.model.exits),
+            "labels": list(self.labels),
+            "temperatures": None if self.temperatures is None else list(self.temperatures),
+            "policy": self.policy,
+            "threshold": self.threshold,
+            "patience": self.patience,
+            "max_length": self.max_length,
+            **self.metadata,
+        }
+        (path / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+        return path
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        path: str | Path,
+        *,
+        device: str = "cpu",
+        policy: str | None = None,
+        threshold: float | None = None,
+        patience: int | None = None,
+        temperatures: Sequence[float] | None = None,
+        precision: str = "fp32",
+        batch_size: int = 32,
+    ) -> EarlyExitClassifier:
+        """Load a directory from :meth:`save_pretrained`; ``None`` knobs take the saved values."""
+        path = Path(path)
+        if not (path / MANIFEST).is_file():
+            found = sorted(p.name for p in path.iterdir()) if path.is_dir() else "no such directory"
+            raise ValueError(
+                f"{path} is not an early-exit model: no {MANIFEST} (found: {found}). "
+                "Train one with `tango train-early-exit` or tango.early_exit.train_early_exit()."
+            )
+        manifest = json.loads((path / MANIFEST).read_text())
+        model = MultiExitModel(
+            AutoModel.from_pretrained(path, add_pooling_layer=False),
+            manifest["exits"],
+            len(manifest["labels"]),
+        )
+        model.heads.load_state_dict(load_file(path / HEADS))
+        own = {"exits", "labels", "temperatures", "policy", "threshold", "patience", "max_length"}
+        return cls(
+            model=model,
+            tokenizer=AutoTokenizer.from_pretrained(path),
+            labels=manifest["labels"],
+            policy=policy or manifest["policy"],
+            threshold=manifest["threshold"] if threshold is None else threshold,
+            patience=manifest["patience"] if patience is None else patience,
+            temperatures=manifest["temperatures"] if temperatures is None else temperatures,
+            batch_size=batch_size,
+            max_length=manifest["max_length"],
+            device=device,
+            precision=precision,
+            metadata={k: v for k, v in manifest.items() if k not in own | {"tango_version"}},
+        )
+
+
+# --- helpers shared with training ---------------------------------------------------------------
+
+
+def encode(tokenizer: PreTrainedTokenizerBase, texts: Texts, max_length: int) -> dict[str, list[list[int]]]:
+    """Tokenize without padding: {"input_ids": [[...], ...], "attention_mask": ..., ...}."""
+    if isinstance(texts, str | tuple) or not all(
+        isinstance(t, str) or (isinstance(t, tuple | list) and len(t) == 2) for t in texts
+    ):
+        raise TypeError("texts must be a list of strings or of (text, text) pairs; wrap one as [t]")
+    if not texts:
+        return {"input_ids": []}
+    if all(isinstance(t, str) for t in texts):
+        return dict(tokenizer(list(texts), truncation=True, max_length=max_length))
+    if any(isinstance(t, str) for t in texts):
+        raise TypeError("texts mixes single strings and pairs; pass one kind per call")
+    first, second = zip(*texts, strict=True)
+    return dict(tokenizer(list(first), list(second), truncation=True, max_length=max_length))
+
+
+def collate(
+    tokenizer: PreTrainedTokenizerBase,
+    encodings: dict[str, list[list[int]]],
+    rows: Sequence[int],
+    device: str,
+) -> dict[str, torch.Tensor]:
+    """Pad the chosen rows to their longest one: {"input_ids": (B, T), ...} on ``device``."""
+    features = {k: [v[r] for r in rows] for k, v in encodings.items() if k in _MODEL_INPUTS}
+    padded = tokenizer.pad(features, padding=True, return_tensors="pt")
+    return {k: v.to(device) for k, v in padded.items()}
+
+
+def precision_context(device: str, precision: str) -> contextlib.AbstractContextManager:
+    if precision not in ("fp32", "bf16"):
+        raise ValueError(f"precision must be 'fp32' or 'bf16'; got {precision!r}")
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16)

@@ -1,0 +1,169 @@
+"""A Hugging Face encoder with a classifier (an *exit*) on several of its layers.
+
+The encoder's own ``forward`` runs every layer. Here the embeddings run first and then the layers
+one *segment* at a time (a segment = the layers after one exit up to and including the next), so
+that inference can take finished rows out of the batch between segments (compaction) and SWEET
+training can cut the gradient between segments.
+
+Supported encoders: those with ``.embeddings`` and ``.encoder.layer`` whose layers take
+``(hidden_states, attention_mask=...)`` -- BERT, RoBERTa, XLM-R, MiniLM -- and MPNet, whose layers
+also take the relative ``position_bias`` the encoder computes once per sequence length.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+from transformers import PreTrainedModel
+from transformers.masking_utils import create_bidirectional_mask
+
+from tango.early_exit.policy import ExitPolicy
+
+
+def parse_exits(exits: str | Sequence[int], num_layers: int) -> tuple[int, ...]:
+    """``"all"``, ``"1,2,4"`` or ``[1, 2, 4]`` -> sorted 1-based layers; the last layer is added."""
+    if isinstance(exits, str):
+        if exits.strip() == "all":
+            return tuple(range(1, num_layers + 1))
+        try:
+            exits = [int(part) for part in exits.split(",") if part.strip()]
+        except ValueError:
+            raise ValueError(
+                f"exits must be 'all' or comma-separated layer numbers like '1,2,4,6'; got {exits!r}"
+            ) from None
+    layers = sorted({int(layer) for layer in exits} | {num_layers})
+    if layers[0] < 1 or layers[-1] > num_layers:
+        raise ValueError(f"exit layers must lie in 1..{num_layers} (1-based); got {layers}")
+    return tuple(layers)
+
+
+class ExitHead(nn.Module):
+    """CLS hidden state -> dense + tanh -> dropout -> linear: BERT's pooler plus a classifier."""
+
+    def __init__(self, hidden_size: int, num_labels: int, dropout: float) -> None:
+        super().__init__()
+        self.dense = nn.Linear(hidden_size, hidden_size)
+        self.dropout = nn.Dropout(dropout)
+        self.classifier = nn.Linear(hidden_size, num_labels)
+
+    def forward(self, cls: torch.Tensor) -> torch.Tensor:  # (B, C) -> (B, K)
+        return self.classifier(self.dropout(torch.tanh(self.dense(cls))))
+
+
+class MultiExitModel(nn.Module):
+    """An encoder (``AutoModel``) with one :class:`ExitHead` per exit layer.
+
+    ``forward`` computes every exit (training, calibration); ``early_exit`` stops each row at its
+    first confident exit and drops it from the batch there.
+    """
+
+    def __init__(self, encoder: PreTrainedModel, exits: str | Sequence[int], num_labels: int):
+        super().__init__()
+        layers = getattr(getattr(encoder, "encoder", None), "layer", None)
+        if not hasattr(encoder, "embeddings") or layers is None:
+            raise ValueError(
+                f"{type(encoder).__name__} is not supported: early exit needs an encoder with "
+                "`.embeddings` and `.encoder.layer` (BERT, RoBERTa, XLM-R, MiniLM, MPNet)"
+            )
+        if num_labels < 2:
+            raise ValueError(f"early exit needs at least 2 labels; got {num_labels}")
+        config = encoder.config
+        self.encoder = encoder
+        self.exits = parse_exits(exits, config.num_hidden_layers)  # 1-based layer numbers
+        # MPNet adds a relative position bias to every layer's attention scores
+        self._relative_bias = hasattr(encoder.encoder, "compute_position_bias")
+        dropout = getattr(config, "classifier_dropout", None) or config.hidden_dropout_prob
+        self.heads = nn.ModuleList(ExitHead(config.hidden_size, num_labels, dropout) for _ in self.exits)
+
+    @property
+    def num_labels(self) -> int:
+        return self.heads[0].classifier.out_features
+
+    def segments(self) -> list[tuple[int, int]]:
+        """0-based half-open layer ranges, one per exit: (1, 2, 4) -> [(0, 1), (1, 2), (2, 4)]."""
+        starts = (0, *self.exits[:-1])
+        return list(zip(starts, self.exits, strict=True))
+
+    def embed(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None) -> torch.Tensor:
+        """(B, T) token ids -> (B, T, C) embeddings."""
+        extra = {} if token_type_ids is None else {"token_type_ids": token_type_ids}
+        return self.encoder.embeddings(input_ids=input_ids, **extra)
+
+    def run_segment(
+        self, h: torch.Tensor, attention_mask: torch.Tensor, start: int, stop: int
+    ) -> torch.Tensor:
+        """Run layers ``start..stop-1`` on h (B, T, C) with the padding mask (B, T)."""
+        # the mask format (additive float, boolean, or None) follows config._attn_implementation
+        mask = create_bidirectional_mask(
+            config=self.encoder.config, inputs_embeds=h, attention_mask=attention_mask
+        )
+        extra = {}
+        if self._relative_bias:
+            extra["position_bias"] = self.encoder.encoder.compute_position_bias(h)  # (B, H, T, T)
+        for layer in self.encoder.encoder.layer[start:stop]:
+            out = layer(h, attention_mask=mask, **extra)
+            h = out[0] if isinstance(out, tuple) else out  # MPNet returns a tuple, BERT a tensor
+        return h
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        token_type_ids: torch.Tensor | None = None,
+        detach_between_exits: bool = False,
+    ) -> torch.Tensor:
+        """Logits of every exit, (E, B, K).
+
+        ``detach_between_exits`` (SWEET) cuts the gradient at each segment's input, so exit i's
+        loss only reaches the layers between exit i-1 and exit i (and head i).
+        """
+        h = self.embed(input_ids, token_type_ids)  # (B, T, C)
+        logits = []
+        for head, (start, stop) in zip(self.heads, self.segments(), strict=True):
+            if detach_between_exits and start > 0:
+                h = h.detach()
+            h = self.run_segment(h, attention_mask, start, stop)
+            logits.append(head(h[:, 0]))  # (B, K)
+        return torch.stack(logits)
+
+    @torch.no_grad()
+    def early_exit(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        policy: ExitPolicy,
+        token_type_ids: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each row's logits at its exit, (B, K), and its exit index into ``self.exits``, (B,).
+
+        After every segment the rows that exit leave the batch, and so do padding columns that
+        only they needed, so the remaining rows never wait on finished ones. Each row's result is
+        the one it gets alone in a batch of one (up to float rounding of padded matmuls).
+        """
+        assert not self.training, "call .eval() first: dropout would make the exits random"
+        batch_size = input_ids.shape[0]
+        device = input_ids.device
+        exit_logits = torch.zeros(batch_size, self.num_labels, device=device)  # (B, K)
+        exit_index = torch.full((batch_size,), -1, dtype=torch.long, device=device)  # (B,)
+        rows = torch.arange(batch_size, device=device)  # original position of each remaining row
+        state = policy.start(batch_size, device)  # (B, S)
+        h = self.embed(input_ids, token_type_ids)  # (B, T, C)
+        last = len(self.exits) - 1
+        for i, (head, (start, stop)) in enumerate(zip(self.heads, self.segments(), strict=True)):
+            h = self.run_segment(h, attention_mask, start, stop)  # (b, t, C)
+            logits = head(h[:, 0]).float()  # (b, K)
+            done, state = policy.step(i, logits, state)  # (b,)
+            if i == last:
+                done = torch.ones_like(done)
+            exit_logits[rows[done]] = logits[done]
+            exit_index[rows[done]] = i
+            keep = ~done
+            if not keep.any():
+                break
+            rows, state, h, attention_mask = rows[keep], state[keep], h[keep], attention_mask[keep]
+            width = int(attention_mask.any(0).nonzero().max()) + 1  # last column still in use
+            h, attention_mask = h[:, :width], attention_mask[:, :width]
+        assert bool((exit_index >= 0).all()), "every row must leave at some exit"
+        return exit_logits, exit_index

@@ -1,0 +1,428 @@
+"""Early exit: crafted exits, compaction == batch of one, patience, SWEET gradients, training."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+from transformers import BertConfig, BertModel, BertTokenizer, MPNetConfig, MPNetModel
+
+from tango.early_exit import EarlyExitClassifier, ExitPolicy, MultiExitModel, train_early_exit
+from tango.early_exit.model import parse_exits
+from tango.early_exit.training import _stages, _train_stage, read_labelled_file
+
+SPECIALS = ["[UNK]", "[PAD]", "[CLS]", "[SEP]", "[MASK]"]  # [PAD] = 1, MPNet's padding index
+CODES = [f"code{c}" for c in range(4)]  # crafted tests: the token at position 0 picks the exit
+WORDS = ["good", "bad", "the", "a", "movie", "film", "plot", "was", "is", "very", "quite", "so"]
+VOCAB = SPECIALS + CODES + WORDS
+HIDDEN = 32
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny models on a shared 2-core machine run ~30x faster without intra-op threads."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def tokenizer() -> BertTokenizer:
+    tok = BertTokenizer(vocab={word: i for i, word in enumerate(VOCAB)})
+    assert len(tok) == len(VOCAB), "the tokenizer ignored our vocabulary"
+    assert tok.pad_token_id == 1
+    return tok
+
+
+def tiny_encoder(kind: str, num_layers: int = 4, seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    sizes = dict(
+        vocab_size=len(VOCAB),
+        hidden_size=HIDDEN,
+        num_hidden_layers=num_layers,
+        num_attention_heads=2,
+        intermediate_size=2 * HIDDEN,
+        max_position_embeddings=64,
+        pad_token_id=1,
+    )
+    if kind == "bert":
+        return BertModel(BertConfig(**sizes), add_pooling_layer=False)
+    return MPNetModel(MPNetConfig(**sizes), add_pooling_layer=False)
+
+
+def random_texts(n: int, seed: int, max_words: int = 14) -> list[str]:
+    rng = random.Random(seed)
+    return [" ".join(rng.choices(WORDS, k=rng.randint(1, max_words))) for _ in range(n)]
+
+
+# --- exits and policies --------------------------------------------------------------------------
+
+
+def test_parse_exits() -> None:
+    assert parse_exits("all", 4) == (1, 2, 3, 4)
+    assert parse_exits("1, 3", 4) == (1, 3, 4), "the last layer is always an exit"
+    assert parse_exits([4, 2, 2], 4) == (2, 4)
+    for bad in ("0,2", "1,5", "one,two"):
+        with pytest.raises(ValueError, match="exit"):
+            parse_exits(bad, 4)
+
+
+def craft(model: MultiExitModel) -> MultiExitModel:
+    """Make the layers identities and head i confident only when the first token is code{i}.
+
+    Zeroed linear maps turn each layer into LayerNorm(LayerNorm(h)) = h; the embedding of code{c}
+    is 10 * e_c, so after LayerNorm the CLS vector is high on dim c and equal on all others. Head
+    i's logit gap is 20 * (h_i - h_last): ~24 when c == i, exactly 0 (probabilities 0.5) otherwise.
+    """
+    with torch.no_grad():
+        for linear in (m for m in model.encoder.encoder.layer.modules() if isinstance(m, nn.Linear)):
+            linear.weight.zero_()
+            linear.bias.zero_()
+        embeddings = model.encoder.embeddings
+        embeddings.position_embeddings.weight.zero_()
+        if hasattr(embeddings, "token_type_embeddings"):
+            embeddings.token_type_embeddings.weight.zero_()
+        embeddings.word_embeddings.weight.zero_()
+        for c, code in enumerate(CODES):
+            embeddings.word_embeddings.weight[VOCAB.index(code), c] = 10.0
+        for i, head in enumerate(model.heads):
+            head.dense.weight.copy_(torch.eye(HIDDEN))
+            head.dense.bias.zero_()
+            head.classifier.weight.zero_()
+            head.classifier.bias.zero_()
+            head.classifier.weight[1, i] = 20.0
+            head.classifier.weight[1, HIDDEN - 1] = -20.0
+    return model.eval()
+
+
+@pytest.mark.parametrize("kind", ["bert", "mpnet"])
+@pytest.mark.parametrize("policy", [ExitPolicy("maxprob", 0.9), ExitPolicy("entropy", 0.2)])
+def test_crafted_heads_force_known_exits(kind: str, policy: ExitPolicy, tokenizer) -> None:
+    model = craft(MultiExitModel(tiny_encoder(kind), exits=(1, 2, 4), num_labels=2))
+    rng = random.Random(0)
+    codes = [rng.randrange(3) for _ in range(24)]  # code{c} -> exit index c -> layer (1, 2, 4)[c]
+    texts = [" ".join([CODES[c], *rng.choices(WORDS, k=rng.randint(0, 9))]) for c in codes]
+    batch = tokenizer(texts, padding=True, add_special_tokens=False, return_tensors="pt")
+    logits, exit_index = model.early_exit(batch["input_ids"], batch["attention_mask"], policy)
+    assert exit_index.tolist() == codes
+    assert (logits.argmax(-1) == 1).all(), "every exit here is confident in class 1"
+
+
+def run_without_compaction(policy: ExitPolicy, logits: torch.Tensor) -> list[int]:
+    """Reference: the first exit each row of (E, N, K) logits takes; the last one if none."""
+    state = policy.start(logits.shape[1], "cpu")
+    first = torch.full((logits.shape[1],), logits.shape[0] - 1)
+    taken = torch.zeros(logits.shape[1], dtype=torch.bool)
+    for i in range(logits.shape[0] - 1):
+        done, state = policy.step(i, logits[i], state)
+        first = torch.where(done & ~taken, i, first)
+        taken |= done
+    return first.tolist()
+
+
+@pytest.mark.parametrize(
+    ("patience", "expected"),
+    [(1, [1, 2, 3, 1, 3]), (2, [2, 3, 3, 3, 3]), (3, [3, 3, 3, 3, 3])],
+)
+def test_patience_counts_consecutive_agreeing_exits(patience: int, expected: list[int]) -> None:
+    argmax = torch.tensor(
+        [[0, 0, 0, 0], [0, 1, 1, 1], [1, 0, 1, 0], [1, 1, 0, 0], [0, 1, 0, 0]]
+    ).T  # (E=4, N=5): the argmax of each row at each exit
+    logits = nn.functional.one_hot(argmax, 2).float() * 3.0  # (E, N, K)
+    assert run_without_compaction(ExitPolicy("patience", patience=patience), logits) == expected
+
+
+@pytest.mark.parametrize(("patience", "expected_layer"), [(1, 3), (2, 4)])
+def test_patience_through_the_model(patience: int, expected_layer: int, tokenizer) -> None:
+    """Heads with fixed outputs (bias only) vote 1, 0, 0, 0 at layers 1..4."""
+    model = MultiExitModel(tiny_encoder("bert"), exits="all", num_labels=2).eval()
+    with torch.no_grad():
+        for i, head in enumerate(model.heads):
+            head.classifier.weight.zero_()
+            head.classifier.bias.copy_(torch.tensor([0.0, 1.0] if i == 0 else [1.0, 0.0]))
+    clf = EarlyExitClassifier(model, tokenizer, ["neg", "pos"], policy="patience", patience=patience)
+    result = clf.predict_detailed(random_texts(5, seed=1))
+    assert result.exit_layer.tolist() == [expected_layer] * 5
+    assert result.labels.tolist() == ["neg"] * 5
+
+
+# --- compaction ----------------------------------------------------------------------------------
+
+
+def random_classifier(kind: str, tokenizer, policy: str, texts: list) -> EarlyExitClassifier:
+    """A random model whose exits disagree and are peaky on ``texts``; median thresholds.
+
+    Each head's bias is centred so that its argmax varies across rows, and each exit's
+    temperature scales its logits to a spread of about 3, so every exit is confident on some rows.
+    """
+    model = MultiExitModel(tiny_encoder(kind, seed=3), exits=(1, 2, 4), num_labels=3)
+    clf = EarlyExitClassifier(model, tokenizer, ["a", "b", "c"], policy=policy, patience=1)
+    clf.batch_size = 8
+    logits = torch.from_numpy(clf.exit_logits(texts))  # (E, N, K)
+    with torch.no_grad():
+        for head, exit_logits in zip(model.heads, logits, strict=True):
+            head.classifier.bias -= exit_logits.mean(dim=0)
+    logits = logits - logits.mean(dim=1, keepdim=True)
+    clf.temperatures = (logits.std(dim=(1, 2)) / 3).tolist()
+    probs = torch.softmax(logits[0] / clf.temperatures[0], dim=-1)  # (N, K) at the first exit
+    entropy = -(probs * probs.log()).sum(dim=-1) / np.log(3)
+    scores = {"maxprob": probs.max(dim=-1).values, "entropy": entropy}
+    clf.threshold = middle_gap(scores[policy]) if policy in scores else None
+    return clf
+
+
+def middle_gap(values: torch.Tensor) -> float:
+    """A threshold in the widest gap of the middle third of ``values``: far from every row, so
+    float rounding between padded and unpadded runs cannot flip a decision."""
+    v = values.sort().values
+    lo, hi = len(v) // 3, 2 * len(v) // 3
+    k = lo + int((v[lo + 1 : hi + 1] - v[lo:hi]).argmax())
+    return float(v[k] + v[k + 1]) / 2
+
+
+@pytest.mark.parametrize(
+    ("kind", "policy", "pairs"),
+    [
+        ("bert", "maxprob", False),
+        ("bert", "entropy", True),
+        ("bert", "patience", False),
+        ("mpnet", "maxprob", False),
+        ("mpnet", "patience", False),
+    ],
+)
+def test_compaction_equals_batch_of_one(kind: str, policy: str, pairs: bool, tokenizer) -> None:
+    texts = random_texts(40, seed=2)
+    if pairs:
+        texts = list(zip(texts, random_texts(40, seed=3), strict=True))
+    clf = random_classifier(kind, tokenizer, policy, texts)
+    batched = clf.predict_detailed(texts)
+    alone = [clf.predict_detailed([text]) for text in texts]
+    assert len(set(batched.exit_layer.tolist())) >= 2, "the test needs early and late rows"
+    assert batched.exit_layer.tolist() == [r.exit_layer[0] for r in alone]
+    np.testing.assert_allclose(
+        batched.probabilities, np.concatenate([r.probabilities for r in alone]), atol=1e-4
+    )
+    assert batched.labels.tolist() == [r.labels[0] for r in alone]
+
+
+def test_compaction_runs_each_layer_only_on_rows_still_inside(tokenizer) -> None:
+    texts = random_texts(40, seed=2)
+    clf = random_classifier("bert", tokenizer, "maxprob", texts)
+    clf.batch_size = 64  # one batch: the hooks see the whole of it
+    seen: list[tuple[int, int]] = []  # (rows, columns) entering each layer
+    for layer in clf.model.encoder.encoder.layer:
+        layer.register_forward_pre_hook(lambda _, args: seen.append(tuple(args[0].shape[:2])))
+    result = clf.predict_detailed(texts)
+    rows_per_layer = [rows for rows, _ in seen]
+    assert rows_per_layer == [int((result.exit_layer >= layer).sum()) for layer in (1, 2, 3, 4)]
+    assert rows_per_layer[-1] < len(texts), "some rows must have left early"
+    lengths = np.array([len(ids) for ids in tokenizer(texts)["input_ids"]])
+    widths = [columns for _, columns in seen]
+    assert widths == [lengths[result.exit_layer >= layer].max() for layer in (1, 2, 3, 4)]
+
+
+# --- SWEET and two-stage training ----------------------------------------------------------------
+
+
+def test_sweet_isolates_each_exit_to_its_own_segment(tokenizer) -> None:
+    model = MultiExitModel(tiny_encoder("bert"), exits=(2, 4), num_labels=2).train()
+    batch = tokenizer(random_texts(6, seed=4), padding=True, return_tensors="pt")
+    labels = torch.tensor([0, 1, 0, 1, 0, 1])
+    below_first = model.encoder.encoder.layer[1].attention.self.query.weight  # segment 1
+    above_first = model.encoder.encoder.layer[2].attention.self.query.weight  # segment 2
+    stage = _stages(model, "sweet")[0]
+    assert stage.detach, "sweet mode must cut the gradient between segments"
+
+    def reached(exit_index: int, detach: bool) -> tuple[bool, bool, bool]:
+        """Does that exit's loss give a nonzero gradient to: layer 2, layer 3, the embeddings?"""
+        model.zero_grad(set_to_none=True)
+        logits = model(**batch, detach_between_exits=detach)  # (E, B, K)
+        nn.functional.cross_entropy(logits[exit_index], labels).backward()
+        params = (below_first, above_first, model.encoder.embeddings.word_embeddings.weight)
+        return tuple(p.grad is not None and bool(p.grad.any()) for p in params)
+
+    assert reached(exit_index=1, detach=True) == (False, True, False), "exit 2 reached below 1"
+    assert reached(exit_index=0, detach=True) == (True, False, True)
+    assert reached(exit_index=1, detach=False) == (True, True, True), "joint reaches everything"
+
+
+def test_two_stage_second_stage_leaves_backbone_and_last_head_alone(tokenizer) -> None:
+    model = MultiExitModel(tiny_encoder("bert", num_layers=2), exits="all", num_labels=2)
+    stage1, stage2 = _stages(model, "two-stage")
+    assert stage1.weights.tolist() == [0.0, 1.0] and stage2.weights.tolist() == [1.0, 0.0]
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    texts = random_texts(16, seed=5)
+    encodings = dict(tokenizer(texts, truncation=True, max_length=32))
+    labels = torch.tensor([i % 2 for i in range(16)])
+    steps = _train_stage(
+        model,
+        stage2,
+        tokenizer,
+        encodings,
+        labels,
+        epochs=1,
+        batch_size=8,
+        lr=1e-2,
+        max_steps=None,
+        seed=0,
+        device="cpu",
+        precision="fp32",
+        show_progress_bar=False,
+    )
+    assert steps == 2
+    changed = {name for name, p in model.named_parameters() if not torch.equal(p, before[name])}
+    assert changed and all(name.startswith("heads.0.") for name in changed), changed
+
+
+# --- the estimator and training ------------------------------------------------------------------
+
+
+def synthetic(n: int, seed: int) -> tuple[list[str], list[str]]:
+    """Texts with one 'good' or 'bad' among filler words; the label says which."""
+    rng = random.Random(seed)
+    filler = [w for w in WORDS if w not in ("good", "bad")]
+    texts, labels = [], []
+    for _ in range(n):
+        label = rng.choice(["pos", "neg"])
+        words = rng.choices(filler, k=rng.randint(2, 8))
+        words.insert(rng.randint(0, len(words)), "good" if label == "pos" else "bad")
+        texts.append(" ".join(words))
+        labels.append(label)
+    return texts, labels
+
+
+@pytest.fixture(scope="module")
+def base_dir(tmp_path_factory, tokenizer):
+    path = tmp_path_factory.mktemp("tiny-bert")
+    tiny_encoder("bert", num_layers=2).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, base_dir):
+    out = tmp_path_factory.mktemp("early-exit")
+    record = train_early_exit(
+        base_dir,
+        *synthetic(300, seed=0),
+        out,
+        exits="all",
+        mode="joint",
+        epochs=3,
+        batch_size=16,
+        lr=2e-3,
+        max_length=32,
+        seed=0,
+        dev=synthetic(100, seed=1),
+        precision="fp32",
+        show_progress_bar=False,
+    )
+    return out, record
+
+
+def test_training_learns_a_trivial_task(trained) -> None:
+    out, record = trained
+    assert record["exits"] == [1, 2] and record["steps"] == 3 * 19
+    assert record["dev_accuracy"]["2"] > 0.9, record
+    manifest = json.loads((out / "early_exit.json").read_text())
+    assert manifest["dev_accuracy"] == record["dev_accuracy"] and manifest["mode"] == "joint"
+    assert json.loads((out / "config.json").read_text())["id2label"] == {"0": "neg", "1": "pos"}
+
+
+def test_save_load_round_trip_and_api_contract(trained, tmp_path) -> None:
+    out, _ = trained
+    clf = EarlyExitClassifier.from_pretrained(out, threshold=0.8)
+    texts, labels = synthetic(30, seed=2)
+    result = clf.predict_detailed(texts)
+    np.testing.assert_allclose(result.probabilities.sum(axis=1), 1.0, atol=1e-6)
+    assert set(result.labels) <= {"neg", "pos"} and (result.labels == np.array(labels)).mean() > 0.9
+    np.testing.assert_array_equal(clf.predict(texts), result.labels)
+    np.testing.assert_allclose(clf.predict_proba(texts), result.probabilities)
+    np.testing.assert_allclose(result.confidence, result.probabilities.max(axis=1))
+    assert set(result.exit_layer) <= {1, 2} and 1 <= result.mean_exit_layer <= 2
+    assert clf.exit_logits(texts).shape == (2, 30, 2)
+
+    clf.temperatures = [2.0, 1.5]
+    clf.save_pretrained(tmp_path / "copy")
+    again = EarlyExitClassifier.from_pretrained(tmp_path / "copy")
+    assert again.temperatures == [2.0, 1.5] and again.threshold == 0.8
+    np.testing.assert_allclose(again.predict_proba(texts), clf.predict_proba(texts), atol=1e-6)
+
+    empty = clf.predict_detailed([])
+    assert empty.probabilities.shape == (0, 2) and empty.labels.shape == (0,)
+    with pytest.raises(TypeError, match=r"\[t\]"):
+        clf.predict("a good film")
+    with pytest.raises(ValueError, match="one value per exit"):
+        EarlyExitClassifier.from_pretrained(out, temperatures=[1.0]).predict(texts)
+    with pytest.raises(ValueError, match="no early_exit.json"):
+        EarlyExitClassifier.from_pretrained(tmp_path)
+
+
+@pytest.mark.parametrize("mode", ["weighted", "sweet", "two-stage"])
+def test_every_mode_trains(mode: str, base_dir, tmp_path) -> None:
+    record = train_early_exit(
+        base_dir,
+        *synthetic(32, seed=0),
+        tmp_path,
+        mode=mode,
+        batch_size=16,
+        max_steps=1,
+        precision="fp32",
+        show_progress_bar=False,
+    )
+    assert record["steps"] == (2 if mode == "two-stage" else 1)
+    assert EarlyExitClassifier.from_pretrained(tmp_path).predict(["good"]).shape == (1,)
+
+
+def test_mpnet_trains_saves_and_loads_with_pairs(tokenizer, tmp_path) -> None:
+    tiny_encoder("mpnet", num_layers=2).save_pretrained(tmp_path / "base")
+    tokenizer.save_pretrained(tmp_path / "base")
+    texts, labels = synthetic(16, seed=0)
+    pairs = list(zip(texts, reversed(texts), strict=True))
+    train_early_exit(
+        tmp_path / "base",
+        pairs,
+        labels,
+        tmp_path / "out",
+        batch_size=8,
+        max_steps=1,
+        precision="fp32",
+        show_progress_bar=False,
+    )
+    clf = EarlyExitClassifier.from_pretrained(tmp_path / "out", threshold=0.0)
+    assert type(clf.model.encoder).__name__ == "MPNetModel"
+    assert clf.predict_detailed(pairs).exit_layer.tolist() == [1] * 16, "threshold 0 exits at 1"
+
+
+def test_read_labelled_file(tmp_path) -> None:
+    tsv = tmp_path / "train.tsv"
+    tsv.write_text('sentence\tlabel\nhide new "secretions" \t0\na gem \t1\n')
+    assert read_labelled_file(tsv) == (['hide new "secretions"', "a gem"], ["0", "1"])
+    csv_file = tmp_path / "bad.csv"
+    csv_file.write_text("review,label\nfine,1\n")
+    with pytest.raises(ValueError, match="'sentence'"):
+        read_labelled_file(csv_file)
+
+
+def test_cli_train_early_exit(base_dir, tmp_path) -> None:
+    from click.testing import CliRunner
+
+    from tango.cli import cli
+
+    data = tmp_path / "train.tsv"
+    texts, labels = synthetic(32, seed=0)
+    data.write_text("sentence\tlabel\n" + "".join(f"{t} \t{y}\n" for t, y in zip(texts, labels, strict=True)))
+    out = tmp_path / "model"
+    args = ["train-early-exit", str(base_dir), "--train", str(data), "--dev", str(data)]
+    args += ["--out", str(out), "--exits", "1", "--mode", "sweet", "--max-steps", "2"]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    assert "exits [1, 2], 2 steps" in result.output and "layer 2" in result.output
+    assert EarlyExitClassifier.from_pretrained(out).labels == ["neg", "pos"]
+    bad = CliRunner().invoke(cli, [*args[:6], "--out", str(out), "--exits", "1,9"])
+    assert bad.exit_code == 1 and "exit layers must lie in 1..2" in bad.output
