@@ -331,6 +331,8 @@ def calibrate(cascade_out: str, dev_path: str, test_path: str | None, dev_fracti
     from tango.data import load_labelled, split_rows
     from tango.tuning import calibrate_cascade, evaluate
 
+    if (Path(cascade_out) / "early_exit.json").exists():
+        return calibrate_exits(cascade_out, dev_path, text_column, pair_column, label_column, max_drop)
     if tier1 or tier2:
         cascade = build_cascade(None, tier1, tier2, None, (), confidence, runtime, threads, 32)
     else:
@@ -355,6 +357,26 @@ def calibrate(cascade_out: str, dev_path: str, test_path: str | None, dev_fracti
         click.echo(f"held-out test ({result['rows']} rows): accuracy {result['accuracy']:.2%}, "
                    f"escalated {result['escalated']:.1%}, {result['rows_per_s']:.0f} rows/s")
     click.echo(f"saved to {cascade_out}")
+
+
+def calibrate_exits(model_dir: str, dev_path: str, text_column: str | None, pair_column: str | None,
+                    label_column: str | None, max_drop: float | None) -> None:
+    """`tango calibrate` on an early-exit model: one temperature per exit (and a threshold)."""
+    from tango.data import load_labelled
+    from tango.early_exit import EarlyExitClassifier
+    from tango.tuning import calibrate_early_exit
+
+    model = EarlyExitClassifier.from_pretrained(model_dir)
+    dev = load_labelled(dev_path, text_column, pair_column, label_column, label_names=list(model.classes_))
+    report = calibrate_early_exit(model, dev, max_drop=max_drop, report_dir=Path(model_dir) / "calibration")
+    model.save_pretrained(model_dir)
+    click.echo("exit layer  temperature  accuracy  ECE before -> after")
+    for e in report["exits"]:
+        click.echo(f"{e['layer']:>10}  {e['temperature']:11.3f}  {e['accuracy']:8.2%}  "
+                   f"{e['ece_before']:.4f} -> {e['ece_after']:.4f}")
+    if "threshold" in report:
+        click.echo(f"threshold {report['threshold']:.4f} (within {max_drop} points of the last exit)")
+    click.echo(f"saved to {model_dir}")
 
 
 def format_calibration(report: Any) -> str:
@@ -391,3 +413,41 @@ def quickstart(output: str, train_file: str | None) -> None:
     click.echo(Path(output).read_text(), nl=False)
     click.echo(summary.report(), err=True)
     click.echo(f"wrote {output}. Next: `tango run --tier1 distil --tier2 large -i FILE -o OUT`", err=True)
+
+
+@cli.command("train-early-exit")
+@click.argument("model", type=click.Path(exists=True, file_okay=False))
+@click.option("--train", "train_path", required=True, type=click.Path(exists=True, dir_okay=False),
+              help="Labelled TSV/CSV with a 'sentence' (or 'text') and a 'label' column.")
+@click.option("--dev", "dev_path", type=click.Path(exists=True, dir_okay=False),
+              help="Labelled dev file: each exit's accuracy goes into early_exit.json.")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
+              help="Directory for the early-exit model.")
+@click.option("--exits", default="all", show_default=True,
+              help="Exit layers, 1-based and comma-separated (e.g. 1,2,4,6), or 'all'.")
+@click.option("--mode", type=click.Choice(["joint", "weighted", "sweet", "two-stage"]),
+              default="joint", show_default=True, help="How the exit losses train the model.")
+@click.option("--epochs", type=int, default=3, show_default=True, help="Passes over --train.")
+@click.option("--batch-size", type=int, default=32, show_default=True, help="Rows per step.")
+@click.option("--max-length", type=int, default=128, show_default=True, help="Tokens per row.")
+@click.option("--lr", type=float, default=5e-5, show_default=True, help="Peak learning rate.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed for heads and order.")
+@click.option("--max-steps", type=int, default=None, help="Stop each stage after this many steps.")
+@user_errors
+def train_early_exit_command(model: str, train_path: str, dev_path: str | None,
+                             **options: Any) -> None:
+    """Fine-tune MODEL (an encoder directory) with a classifier on several layers.
+
+    \b
+    Example:
+      tango train-early-exit MINILM_DIR --train sst2/train.tsv --dev sst2/dev.tsv \\
+        --exits 1,2,4,6 --mode sweet --out runs/sst2-ee
+    """
+    from tango.early_exit import train_early_exit
+    from tango.early_exit.training import read_labelled_file
+
+    dev = read_labelled_file(dev_path) if dev_path else None
+    record = train_early_exit(model, *read_labelled_file(train_path), dev=dev, **options)
+    accuracy = ", ".join(f"layer {k} {v:.4f}" for k, v in (record["dev_accuracy"] or {}).items())
+    click.echo(f"saved {options['out_dir']}: exits {record['exits']}, {record['steps']} steps "
+               f"in {record['train_seconds']:.0f}s; dev accuracy: {accuracy or '-'}")

@@ -30,7 +30,9 @@ PRECISIONS = ("auto", "fp32", "bf16")
 
 
 def default_threads() -> int:
-    """The cores this process may use."""
+    """``$TANGO_THREADS``, else the cores this process may use."""
+    if os.environ.get("TANGO_THREADS"):
+        return int(os.environ["TANGO_THREADS"])
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 

@@ -197,3 +197,63 @@ def evaluate(cascade: Cascade, test: LabelledData) -> dict[str, float]:
     return {"rows": len(test), "accuracy": float((result.probabilities.argmax(1) == labels).mean()),
             "escalated": result.stats.escalated[0] if result.stats.escalated else 0.0,
             "rows_per_s": len(test) / seconds if seconds else 0.0}
+
+
+# --- early-exit models: one temperature per exit ------------------------------------------------
+@dataclass
+class ExitCurve:
+    """Operating points of a maxprob exit policy, simulated from every exit's logits."""
+
+    threshold: list[float]
+    accuracy: list[float]
+    mean_exit_layer: list[float]
+
+
+def calibrate_early_exit(model: Any, dev: LabelledData, *, max_drop: float | None = None,
+                         report_dir: str | Path | None = None) -> dict[str, Any]:
+    """Fit one temperature per exit of an ``EarlyExitClassifier``; optionally choose its threshold.
+
+    The maxprob policy is simulated from all exits' logits (a row leaves at the first exit whose
+    calibrated confidence reaches the threshold), so the whole curve costs one pass. With
+    ``max_drop``, the smallest-compute threshold within that many accuracy points of the last exit
+    is stored in ``model.threshold``.
+    """
+    labels = _align_labels(dev, list(model.classes_))
+    logits = model.exit_logits(dev.texts)  # (E, N, K)
+    scalers = [TemperatureScaler().fit(z, labels) for z in logits]
+    layers = list(model.exits_)
+    exits = [dict(layer=layer, **asdict(_tier_report(z, labels, s, 0.0)))
+             for layer, z, s in zip(layers, logits, scalers, strict=True)]
+    model.temperatures = [s.temperature_ for s in scalers]
+    confidences = np.stack([s.predict_proba(z).max(axis=1) for s, z in zip(scalers, logits, strict=True)])
+    curve = _exit_curve(confidences, logits.argmax(axis=2) == labels, np.asarray(layers))
+    report: dict[str, Any] = {"rows": len(dev), "exits": exits, "curve": asdict(curve),
+                              "dev_rows": row_hashes(dev.texts)}
+    if max_drop is not None:
+        ok = np.asarray(curve.accuracy) >= exits[-1]["accuracy"] - max_drop / 100
+        best = min(np.flatnonzero(ok), key=lambda i: curve.mean_exit_layer[i])
+        model.threshold = curve.threshold[best]
+        report.update(threshold=model.threshold, target={"max_drop": max_drop})
+    if report_dir:
+        out = Path(report_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        for layer, z, scaler in zip(layers, logits, scalers, strict=True):
+            reliability_diagram(softmax(z), scaler.predict_proba(z), labels, out / f"reliability_exit{layer}.png",
+                                title=f"exit at layer {layer}")
+        (out / "report.json").write_text(json.dumps(report, indent=2))
+    return report
+
+
+def _exit_curve(confidences: np.ndarray, correct: np.ndarray, layers: np.ndarray) -> ExitCurve:
+    """Accuracy and mean exit layer at thresholds on a fine grid. (E, N) inputs."""
+    thresholds = np.unique(np.concatenate([np.linspace(0.5, 1.0, 101), np.quantile(confidences, np.linspace(0, 1, 101))]))
+    curve = ExitCurve([], [], [])
+    rows = np.arange(confidences.shape[1])
+    for t in thresholds:
+        leaves = confidences >= t
+        leaves[-1] = True  # the last exit takes every row still inside
+        first = leaves.argmax(axis=0)  # (N,) index of the exit each row leaves at
+        curve.threshold.append(float(t))
+        curve.accuracy.append(float(correct[first, rows].mean()))
+        curve.mean_exit_layer.append(float(layers[first].mean()))
+    return curve

@@ -426,3 +426,30 @@ def test_cli_train_early_exit(base_dir, tmp_path) -> None:
     assert EarlyExitClassifier.from_pretrained(out).labels == ["neg", "pos"]
     bad = CliRunner().invoke(cli, [*args[:6], "--out", str(out), "--exits", "1,9"])
     assert bad.exit_code == 1 and "exit layers must lie in 1..2" in bad.output
+
+
+def test_calibrate_fits_one_temperature_per_exit(trained, tmp_path) -> None:
+    import shutil
+
+    from click.testing import CliRunner
+
+    from tango.cli import cli
+
+    model_dir = tmp_path / "model"
+    shutil.copytree(trained[0], model_dir)
+    texts, labels = synthetic(200, seed=5)
+    dev = tmp_path / "dev.tsv"
+    dev.write_text("sentence\tlabel\n" + "".join(f"{t}\t{y}\n" for t, y in zip(texts, labels, strict=True)))
+    result = CliRunner().invoke(cli, ["calibrate", str(model_dir), "--dev", str(dev), "--max-drop", "1"])
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((model_dir / "early_exit.json").read_text())
+    assert len(manifest["temperatures"]) == 2 and all(t > 0 for t in manifest["temperatures"])
+    report = json.loads((model_dir / "calibration" / "report.json").read_text())
+    last = report["exits"][-1]["accuracy"]
+    chosen = report["curve"]["threshold"].index(manifest["threshold"])
+    assert report["curve"]["accuracy"][chosen] >= last - 0.01
+    # the simulated curve matches what the model really does at that threshold
+    model = EarlyExitClassifier.from_pretrained(model_dir)
+    detailed = model.predict_detailed(texts)
+    assert detailed.mean_exit_layer == pytest.approx(report["curve"]["mean_exit_layer"][chosen])
+    assert (model_dir / "calibration" / "reliability_exit1.png").exists()

@@ -1,0 +1,114 @@
+"""One parametrised check over every tier runtime, plus name resolution."""
+
+import numpy as np
+import pytest
+
+from tango.registry import register, resolve
+from tango.tiers import Tier
+from tiny_models import build_tiny_classifier
+
+TEXTS = ["the film was good", "awful boring mess", "i loved it", "what a waste of time really",
+         "news about the stock market", "the team lost the game", "why ?", "a"] * 4
+PAIRS = [("a man and a woman", "they are at the market"), ("the game", "the team lost")] * 3
+
+
+@pytest.fixture(scope="module")
+def int8_dir(tiny_model_dir, tmp_path_factory):
+    from tango.export import export_tier
+
+    out = tmp_path_factory.mktemp("int8")
+    export_tier(tiny_model_dir, out, int8=True)
+    return out
+
+
+# (fixture, runtime, precision, tolerance on logits vs PyTorch fp32, minimum argmax agreement)
+RUNTIMES = {
+    "torch-fp32": ("tiny_model_dir", "torch", "fp32", 1e-6, 1.0),
+    "torch-bf16": ("tiny_model_dir", "torch", "bf16", 0.25, 0.8),
+    "onnx-fp32": ("tiny_onnx_dir", "onnx", "auto", 1e-4, 1.0),
+    "onnx-int8": ("int8_dir", "onnx", "auto", 1.0, 0.8),  # logits span about +-8 here
+}
+
+
+@pytest.fixture(params=sorted(RUNTIMES), scope="module")
+def case(request, tiny_model_dir):
+    fixture, runtime, precision, tolerance, agreement = RUNTIMES[request.param]
+    tier = Tier.from_pretrained(request.getfixturevalue(fixture), runtime=runtime, precision=precision,
+                                batch_size=5)
+    reference = Tier.from_pretrained(tiny_model_dir, runtime="torch", precision="fp32")
+    return tier, reference, tolerance, agreement
+
+
+def test_shapes_and_probabilities(case):
+    tier = case[0]
+    logits = tier.logits(TEXTS)
+    assert logits.shape == (len(TEXTS), 2) and logits.dtype == np.float32
+    np.testing.assert_allclose(tier.predict_proba(TEXTS).sum(axis=1), 1.0, rtol=1e-6)
+    assert set(tier.predict(TEXTS)) <= {"negative", "positive"}
+
+
+def test_matches_pytorch_fp32_on_the_same_weights(case):
+    tier, reference, tolerance, agreement = case
+    for texts in (TEXTS, PAIRS):
+        expected, got = reference.logits(texts), tier.logits(texts)
+        assert np.abs(expected - got).max() <= tolerance
+        assert (expected.argmax(1) == got.argmax(1)).mean() >= agreement
+
+
+def test_input_order_survives_length_sorting(case):
+    tier = case[0]
+    one_by_one = np.concatenate([tier.logits([t]) for t in TEXTS[:8]])
+    np.testing.assert_allclose(tier.logits(TEXTS[:8]), one_by_one, atol=case[2] + 1e-5)
+
+
+def test_empty_and_single_inputs(case):
+    tier = case[0]
+    assert tier.logits([]).shape == (0, 2)
+    assert tier.predict("i loved it").shape == (1,)
+    assert tier.predict(("a man", "a woman")).shape == (1,)
+
+
+def test_save_and_load_round_trip(case, tmp_path):
+    tier = case[0]
+    tier.save_pretrained(tmp_path / "copy")
+    again = Tier.from_pretrained(tmp_path / "copy", runtime="auto", precision="fp32")
+    assert type(again.runtime) is type(tier.runtime)
+    np.testing.assert_allclose(again.logits(TEXTS), case[1].logits(TEXTS), atol=case[2] + 1e-5)
+
+
+def test_padding_efficiency_and_truncation_are_reported(tiny_model_dir):
+    tier = Tier.from_pretrained(tiny_model_dir, precision="fp32", max_length=6)
+    encodings = tier.tokenize(["the film was good and fun and great", "i loved it"])
+    assert encodings.truncated == 1 and encodings.lengths.tolist() == [6, 5]
+    tier.infer(encodings)
+    assert tier.last_padding_efficiency_ == pytest.approx(11 / 12)  # one batch padded to 6
+
+def test_bad_options_are_refused(tiny_model_dir):
+    with pytest.raises(ValueError, match="runtime must be one of"):
+        Tier.from_pretrained(tiny_model_dir, runtime="tpu")
+    with pytest.raises(ValueError, match="has no model.onnx"):
+        Tier.from_pretrained(tiny_model_dir, runtime="onnx")
+    with pytest.raises(TypeError, match="list of strings"):
+        Tier.from_pretrained(tiny_model_dir).predict([1, 2])
+
+
+def test_names_resolve_directory_then_alias_then_hub(tiny_model_dir, monkeypatch, tmp_path):
+    monkeypatch.setenv("TANGO_HOME", str(tmp_path))
+    monkeypatch.setenv("TANGO_OFFLINE", "1")
+    assert resolve(tiny_model_dir) == tiny_model_dir
+    with pytest.raises(ValueError) as error:
+        resolve("distil")
+    message = str(error.value)
+    assert "alias 'distil'" in message and "minilm-l6-sst2" in message and "no tiers are registered" in message
+    register("minilm-l6-sst2", tiny_model_dir, role="tier")
+    assert resolve("distil") == tiny_model_dir  # the alias falls back to the registered tier
+    assert resolve("minilm-l6-sst2") == tiny_model_dir
+    with pytest.raises(ValueError, match="local tiers registered here: minilm-l6-sst2"):
+        resolve("no-such-model")
+
+
+def test_shared_tokenizer_fingerprint(tiny_model_dir, tmp_path):
+    other = Tier.from_pretrained(build_tiny_classifier(tmp_path / "b", seed=3, layers=1))
+    tier = Tier.from_pretrained(tiny_model_dir)
+    assert tier.tokenizer_fingerprint == other.tokenizer_fingerprint
+    assert tier.tokenizer_fingerprint != Tier.from_pretrained(tiny_model_dir, max_length=8).tokenizer_fingerprint
