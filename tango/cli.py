@@ -212,10 +212,15 @@ def _label_names(labels: str | None) -> list[str] | None:
               help="bf16 autocast (default: where the CPU has it).")
 @click.option("--resume/--no-resume", default=True, show_default=True,
               help="Continue from OUT/checkpoint if a run with the same settings was cut off.")
+@click.option("--early-exit", "early_exit", type=click.Choice(["joint", "weighted", "sweet", "two-stage"]),
+              default=None, help="Train a multi-exit model with this loss scheme instead of a tier.")
+@click.option("--exits", default="all", show_default=True,
+              help="With --early-exit: exit layers, 1-based, comma-separated (e.g. 1,2,4,6), or 'all'.")
 @user_errors
 def train(model: str, train_path: str, dev_path: str | None, dev_fraction: float | None,
           out_dir: str, name: str | None, text_column: str | None, pair_column: str | None,
-          label_column: str | None, labels: str | None, bf16: bool | None, **options: Any) -> None:
+          label_column: str | None, labels: str | None, bf16: bool | None, early_exit: str | None,
+          exits: str, **options: Any) -> None:
     """Fine-tune MODEL (a directory or registered name, e.g. minilm) into a tier.
 
     \b
@@ -223,6 +228,7 @@ def train(model: str, train_path: str, dev_path: str | None, dev_fraction: float
       tango train minilm --train sst2/train.tsv --dev sst2/dev.tsv --labels sst2 --out DIR
       tango train minilm --layers 2 --train sst2/train.tsv --labels sst2 --out DIR
       tango train minilm --teacher mpnet-base-sst2 --train sst2/train.tsv --out DIR
+      tango train minilm --early-exit sweet --exits 1,2,4,6 --train sst2/train.tsv --out DIR
     """
     from dataclasses import replace
 
@@ -238,11 +244,34 @@ def train(model: str, train_path: str, dev_path: str | None, dev_fraction: float
         split = f"seeded split (dev_fraction={dev_fraction}, seed={options['seed']})"
         data, dev = (replace(data.subset(rows), source=f"{train_path} {part} of {split}")
                      for part, rows in (("train", train_rows), ("dev", dev_rows)))
+    if early_exit:
+        return train_exits(model, data, dev, out_dir, name, early_exit, exits, bf16, options)
     result = train_classifier(model, data, out_dir, dev=dev, name=name,
                               bf16="auto" if bf16 is None else bf16, **options)
     accuracy = "-" if result.dev_accuracy is None else f"{result.dev_accuracy:.4f}"
     click.echo(f"saved {result.out_dir}: {result.steps} steps in {result.train_seconds:.0f}s "
                f"({result.examples_per_second:.0f} examples/s), dev accuracy {accuracy}")
+
+
+def train_exits(model: str, data: Any, dev: Any, out_dir: str, name: str | None, mode: str, exits: str,
+                bf16: bool | None, options: dict[str, Any]) -> None:
+    """`tango train --early-exit MODE`: a multi-exit model, registered like a tier."""
+    from tango.early_exit import train_early_exit
+    from tango.registry import register, resolve
+
+    def labelled(part: Any) -> tuple[list, list[str]]:
+        return part.texts, [part.label_names[i] for i in part.labels]
+
+    record = train_early_exit(
+        resolve(model), *labelled(data), out_dir, exits=exits, mode=mode, epochs=options["epochs"],
+        batch_size=options["batch_size"], lr=options["lr"] or 5e-5, max_length=options["max_length"],
+        seed=options["seed"], dev=labelled(dev) if dev is not None else None, label_names=data.label_names,
+        max_steps=options["max_steps"], precision="auto" if bf16 is None else ("bf16" if bf16 else "fp32"))
+    register(name or Path(out_dir).name, out_dir, role="early-exit", mode=mode,
+             metrics={"dev_accuracy": record["dev_accuracy"]})
+    accuracy = ", ".join(f"layer {k} {v:.4f}" for k, v in (record["dev_accuracy"] or {}).items())
+    click.echo(f"saved {out_dir}: exits {record['exits']}, {record['steps']} steps "
+               f"in {record['train_seconds']:.0f}s; dev accuracy: {accuracy or '-'}")
 
 
 @cli.command()
@@ -413,41 +442,3 @@ def quickstart(output: str, train_file: str | None) -> None:
     click.echo(Path(output).read_text(), nl=False)
     click.echo(summary.report(), err=True)
     click.echo(f"wrote {output}. Next: `tango run --tier1 distil --tier2 large -i FILE -o OUT`", err=True)
-
-
-@cli.command("train-early-exit")
-@click.argument("model", type=click.Path(exists=True, file_okay=False))
-@click.option("--train", "train_path", required=True, type=click.Path(exists=True, dir_okay=False),
-              help="Labelled TSV/CSV with a 'sentence' (or 'text') and a 'label' column.")
-@click.option("--dev", "dev_path", type=click.Path(exists=True, dir_okay=False),
-              help="Labelled dev file: each exit's accuracy goes into early_exit.json.")
-@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
-              help="Directory for the early-exit model.")
-@click.option("--exits", default="all", show_default=True,
-              help="Exit layers, 1-based and comma-separated (e.g. 1,2,4,6), or 'all'.")
-@click.option("--mode", type=click.Choice(["joint", "weighted", "sweet", "two-stage"]),
-              default="joint", show_default=True, help="How the exit losses train the model.")
-@click.option("--epochs", type=int, default=3, show_default=True, help="Passes over --train.")
-@click.option("--batch-size", type=int, default=32, show_default=True, help="Rows per step.")
-@click.option("--max-length", type=int, default=128, show_default=True, help="Tokens per row.")
-@click.option("--lr", type=float, default=5e-5, show_default=True, help="Peak learning rate.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed for heads and order.")
-@click.option("--max-steps", type=int, default=None, help="Stop each stage after this many steps.")
-@user_errors
-def train_early_exit_command(model: str, train_path: str, dev_path: str | None,
-                             **options: Any) -> None:
-    """Fine-tune MODEL (an encoder directory) with a classifier on several layers.
-
-    \b
-    Example:
-      tango train-early-exit MINILM_DIR --train sst2/train.tsv --dev sst2/dev.tsv \\
-        --exits 1,2,4,6 --mode sweet --out runs/sst2-ee
-    """
-    from tango.early_exit import train_early_exit
-    from tango.early_exit.training import read_labelled_file
-
-    dev = read_labelled_file(dev_path) if dev_path else None
-    record = train_early_exit(model, *read_labelled_file(train_path), dev=dev, **options)
-    accuracy = ", ".join(f"layer {k} {v:.4f}" for k, v in (record["dev_accuracy"] or {}).items())
-    click.echo(f"saved {options['out_dir']}: exits {record['exits']}, {record['steps']} steps "
-               f"in {record['train_seconds']:.0f}s; dev accuracy: {accuracy or '-'}")

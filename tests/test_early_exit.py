@@ -13,7 +13,7 @@ from transformers import BertConfig, BertModel, BertTokenizer, MPNetConfig, MPNe
 
 from tango.early_exit import EarlyExitClassifier, ExitPolicy, MultiExitModel, train_early_exit
 from tango.early_exit.model import parse_exits
-from tango.early_exit.training import _stages, _train_stage, read_labelled_file
+from tango.early_exit.training import _stages, _train_stage
 
 SPECIALS = ["[UNK]", "[PAD]", "[CLS]", "[SEP]", "[MASK]"]  # [PAD] = 1, MPNet's padding index
 CODES = [f"code{c}" for c in range(4)]  # crafted tests: the token at position 0 picks the exit
@@ -399,16 +399,6 @@ def test_mpnet_trains_saves_and_loads_with_pairs(tokenizer, tmp_path) -> None:
     assert clf.predict_detailed(pairs).exit_layer.tolist() == [1] * 16, "threshold 0 exits at 1"
 
 
-def test_read_labelled_file(tmp_path) -> None:
-    tsv = tmp_path / "train.tsv"
-    tsv.write_text('sentence\tlabel\nhide new "secretions" \t0\na gem \t1\n')
-    assert read_labelled_file(tsv) == (['hide new "secretions"', "a gem"], ["0", "1"])
-    csv_file = tmp_path / "bad.csv"
-    csv_file.write_text("review,label\nfine,1\n")
-    with pytest.raises(ValueError, match="'sentence'"):
-        read_labelled_file(csv_file)
-
-
 def test_cli_train_early_exit(base_dir, tmp_path) -> None:
     from click.testing import CliRunner
 
@@ -418,13 +408,13 @@ def test_cli_train_early_exit(base_dir, tmp_path) -> None:
     texts, labels = synthetic(32, seed=0)
     data.write_text("sentence\tlabel\n" + "".join(f"{t} \t{y}\n" for t, y in zip(texts, labels, strict=True)))
     out = tmp_path / "model"
-    args = ["train-early-exit", str(base_dir), "--train", str(data), "--dev", str(data)]
-    args += ["--out", str(out), "--exits", "1", "--mode", "sweet", "--max-steps", "2"]
+    args = ["train", str(base_dir), "--train", str(data), "--dev", str(data), "--early-exit", "sweet"]
+    args += ["--out", str(out), "--exits", "1", "--batch-size", "16", "--no-bf16"]
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 0, result.output
     assert "exits [1, 2], 2 steps" in result.output and "layer 2" in result.output
     assert EarlyExitClassifier.from_pretrained(out).labels == ["neg", "pos"]
-    bad = CliRunner().invoke(cli, [*args[:6], "--out", str(out), "--exits", "1,9"])
+    bad = CliRunner().invoke(cli, [*args[:8], "--out", str(out), "--exits", "1,9"])
     assert bad.exit_code == 1 and "exit layers must lie in 1..2" in bad.output
 
 

@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-import csv
 import itertools
 import math
 import time
@@ -247,25 +246,3 @@ def _auto_precision(device: str) -> str:
 def _quiet(show_progress_bar: bool | None) -> bool | None:
     """tqdm's ``disable``: None (auto) hides the bar when stderr is not a terminal."""
     return None if show_progress_bar is None else not show_progress_bar
-
-
-def read_labelled_file(path: str | Path) -> tuple[list[str], list[str]]:
-    """Texts and labels of a TSV (``.tsv``) or CSV file with ``sentence``/``text`` and ``label``.
-
-    A stop-gap reader for ``tango train-early-exit``; values are stripped (SST-2 pads them).
-    """
-    path = Path(path)
-    delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
-    quoting = csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL
-    with path.open(newline="", encoding="utf-8") as f:
-        reader = csv.reader(f, delimiter=delimiter, quoting=quoting)
-        header = [name.strip() for name in next(reader, [])]
-        text_column = next((c for c in ("sentence", "text") if c in header), None)
-        if text_column is None or "label" not in header:
-            raise ValueError(f"{path}: needs a 'sentence' (or 'text') and a 'label' column; found {header}")
-        t, y = header.index(text_column), header.index("label")
-        rows = [row for row in reader if row]
-    bad = next((i for i, row in enumerate(rows, start=2) if len(row) != len(header)), None)
-    if bad is not None:
-        raise ValueError(f"{path}:{bad}: expected {len(header)} fields like the header")
-    return [row[t].strip() for row in rows], [row[y].strip() for row in rows]
