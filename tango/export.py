@@ -1,0 +1,186 @@
+"""Export a PyTorch tier to ONNX (optionally int8) and check the export against PyTorch.
+
+The graph comes from the TorchScript exporter (``torch.onnx.export(dynamo=False)``, opset 17):
+on torch 2.13 the dynamo exporter's graphs are neither fused by ONNX Runtime's transformer
+optimizer nor accepted by ``quantize_dynamic``. Then, measured on this CPU (docs/models.md):
+
+- fp32: ONNX Runtime's transformer optimizer fuses attention, GELU and LayerNorm (``optimize``);
+- int8: ``quantize_dynamic`` (int8 weights, uint8 activations quantised per batch; VNNI/AMX
+  kernels) on the *plain* export, which ran faster than int8 of the fused graph.
+
+The output is a tier directory: ``config.json``, tokenizer files, ``model.onnx`` and
+``tango_export.json``, which records the self-check: logits against PyTorch fp32 and the share of
+equal predictions on a sample (the ``check_data`` file, else built-in sentences).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from tango.registry import register, resolve
+
+OPSET = 17
+MIN_AGREEMENT = 0.995  # share of rows whose predicted label must survive the export
+FP32_TOLERANCE = 1e-3  # max |logit difference| allowed for an fp32 export
+
+# Used when no check file is given: short and long, plain and tricky, so the check sees
+# several lengths and both classes of a sentiment model.
+CHECK_SENTENCES = [
+    "a gorgeous, witty, seductive movie.",
+    "the plot is nothing but a string of clichés, and the acting is worse.",
+    "it's not a bad film, but it is not a good one either.",
+    "one of the best films of the year.",
+    "dull.",
+    "I laughed, I cried, I wanted my money back.",
+    "an utterly charming and hilarious film that reminded me of my own childhood.",
+    "The company reported quarterly earnings above analysts' expectations on Tuesday.",
+    "The team lost the final after a penalty shoot-out.",
+    "Scientists found water ice in a crater near the moon's south pole.",
+    "Stocks fell sharply as oil prices rose to a record high.",
+    "what a waste of two hours",
+    "absolutely wonderful from start to finish",
+    "the worst thing about this movie is that it ends",
+    "never boring, always surprising, occasionally brilliant",
+    "a mess of a film with a few good scenes that cannot save it",
+]
+
+
+@dataclass
+class ExportCheck:
+    """How the exported graph compares with PyTorch fp32 on the same rows."""
+
+    rows: int
+    source: str  # where the rows came from
+    max_abs_diff: float  # largest |logit difference|
+    mean_abs_diff: float
+    agreement: float  # share of rows with the same predicted label
+    torch_accuracy: float | None  # when the check rows have labels
+    onnx_accuracy: float | None
+    passed: bool
+
+
+def export_tier(model: str | Path, out_dir: str | Path, *, int8: bool = False,
+                optimize: bool | None = None, check_data: str | Path | None = None,
+                check_rows: int = 1000, name: str | None = None) -> ExportCheck:
+    """Export ``model`` (a PyTorch tier directory or registered name) to ``out_dir`` and check it.
+
+    ``optimize=None`` fuses the fp32 graph and quantises the plain one (the faster choice for each
+    on this CPU). The check uses the first ``check_rows`` rows of ``check_data`` (a labelled file;
+    text columns are guessed, see ``load_labelled``) or built-in sentences. The tier is
+    registered as ``name`` when one is given. Raises ValueError after writing if the check fails.
+    """
+    source = resolve(model)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    torch_model, tokenizer = _load(source)
+    optimize = (not int8) if optimize is None else optimize
+    with tempfile.TemporaryDirectory(dir=out_dir) as tmp:
+        graph = _export(torch_model, tokenizer, Path(tmp) / "plain.onnx")
+        if optimize:
+            graph = _optimize(graph, torch_model.config)
+        if int8:
+            graph = _quantize(graph, fused=optimize)
+        shutil.move(graph, out_dir / "model.onnx")
+    torch_model.config.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+
+    check = _check(source, out_dir, check_data, check_rows, int8)
+    record = {"source": str(source), "int8": int8, "optimized": optimize, "opset": OPSET,
+              "onnx_bytes": (out_dir / "model.onnx").stat().st_size, "check": asdict(check)}
+    (out_dir / "tango_export.json").write_text(json.dumps(record, indent=2))
+    if name:
+        register(name, out_dir, role="tier", runtime="onnx", int8=int8,
+                 metrics={"agreement": check.agreement, "accuracy": check.onnx_accuracy})
+    if not check.passed:
+        raise ValueError(f"the export in {out_dir} failed its self-check: {check}")
+    return check
+
+
+def _load(source: Path):
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    model = AutoModelForSequenceClassification.from_pretrained(source, dtype=torch.float32).eval()
+    return model, AutoTokenizer.from_pretrained(source)
+
+
+def _export(model, tokenizer, path: Path) -> Path:
+    """Trace with dynamic batch and sequence axes; inputs are what the tokenizer produces."""
+    import torch
+
+    names = [n for n in tokenizer.model_input_names if n in ("input_ids", "attention_mask",
+                                                               "token_type_ids")]
+    sample = tokenizer(["a short example", "and a somewhat longer second example"],
+                       padding=True, return_tensors="pt")
+
+    class Logits(torch.nn.Module):  # positional inputs -> logits only, one named output
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+            return self.model(**dict(zip(names, inputs, strict=True))).logits
+
+    axes = {n: {0: "batch", 1: "sequence"} for n in names} | {"logits": {0: "batch"}}
+    with torch.no_grad():
+        torch.onnx.export(Logits(), tuple(sample[n] for n in names), str(path), dynamo=False,
+                          opset_version=OPSET, input_names=names, output_names=["logits"],
+                          dynamic_axes=axes, do_constant_folding=True)
+    return path
+
+
+def _optimize(path: Path, config) -> Path:
+    """Fuse attention, GELU and LayerNorm with ONNX Runtime's transformer optimizer."""
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    fused = optimize_model(str(path), model_type="bert", num_heads=config.num_attention_heads,
+                           hidden_size=config.hidden_size, opt_level=1)
+    out = path.with_name("fused.onnx")
+    fused.save_model_to_file(str(out))
+    return out
+
+
+def _quantize(path: Path, fused: bool) -> Path:
+    """Dynamic int8: weights int8 once, activations uint8 per batch (VNNI u8 x s8 kernels)."""
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    out = path.with_name("int8.onnx")
+    extra = {"DefaultTensorType": onnx.TensorProto.FLOAT} if fused else {}
+    quantize_dynamic(str(path), str(out), weight_type=QuantType.QInt8, extra_options=extra)
+    return out
+
+
+def _check_texts(check_data: str | Path | None, rows: int, label_names: list[str]):
+    """(texts, label ids or None, description) for the self-check."""
+    if check_data is None:
+        return CHECK_SENTENCES, None, "built-in sentences"
+    from tango.data import load_labelled
+
+    data = load_labelled(check_data, label_names=label_names)
+    return data.texts[:rows], data.labels[:rows], f"{check_data} (first {rows} rows)"
+
+
+def _check(source: Path, out_dir: Path, check_data: str | Path | None, rows: int, int8: bool
+           ) -> ExportCheck:
+    from tango.tiers import Tier
+
+    reference = Tier.from_pretrained(source, runtime="torch", precision="fp32")
+    exported = Tier.from_pretrained(out_dir, runtime="onnx")
+    texts, labels, description = _check_texts(check_data, rows, reference.labels)
+    expected, got = reference.logits(texts), exported.logits(texts)
+    diff = np.abs(expected - got)
+    agreement = float((expected.argmax(1) == got.argmax(1)).mean())
+
+    def accuracy(logits: np.ndarray) -> float | None:
+        return None if labels is None else float((logits.argmax(1) == labels).mean())
+
+    close = int8 or float(diff.max()) <= FP32_TOLERANCE  # int8 is judged by its predictions
+    return ExportCheck(len(texts), description, float(diff.max()), float(diff.mean()), agreement,
+                       accuracy(expected), accuracy(got), close and agreement >= MIN_AGREEMENT)

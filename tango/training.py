@@ -1,0 +1,340 @@
+"""Fine-tune a sequence classifier on CPU: the tiers of a cascade.
+
+One loop serves three jobs: plain fine-tuning, a shallow tier cut from the first K layers of a
+bigger encoder (``layers=K``), and distillation of a tier-1 from a fine-tuned tier-2
+(``teacher=DIR``: a temperature-scaled KL on the teacher's soft targets mixed with the usual
+cross-entropy). Soft targets teach the student *how sure* to be, which is what the cascade's gate
+reads. CPU specifics: bf16 autocast where the CPU has bf16 units (AMX/AVX-512 BF16: ~3x fp32),
+length-bucketed batches (half the tokens of a random batch are padding otherwise), fused AdamW.
+
+The output directory is a tier directory (``save_pretrained`` of model and tokenizer, with
+``id2label``) plus ``tango_train.json``; ``checkpoint/`` holds what a killed run resumes from and
+is removed when training ends.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import random
+import shutil
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from tango.data import LabelledData
+from tango.registry import register, resolve
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 1  # passes over the training rows
+    batch_size: int = 32  # rows per optimizer step
+    lr: float | None = None  # peak learning rate; None: 5e-5 under 50M parameters, else 3e-5
+    max_length: int = 64  # tokens per row (SST-2 averages 25; use 128-256 for reviews)
+    warmup: float = 0.06  # fraction of steps with a linear warm-up, then linear decay to 0
+    weight_decay: float = 0.01  # AdamW decay, not applied to biases and LayerNorm weights
+    seed: int = 0  # seeds batch order, dropout and the new classification head
+    bf16: bool | str = "auto"  # bf16 autocast: "auto" uses it where the CPU has bf16 units
+    max_steps: int | None = None  # stop early after this many steps (smoke tests, budgets)
+    layers: int | None = None  # keep only the first K encoder layers (a shallow tier)
+    teacher: str | None = None  # fine-tuned tier to distil from (same labels)
+    distill_alpha: float = 0.5  # weight of the KL term; 1 - alpha goes to cross-entropy
+    distill_temperature: float = 2.0  # softens both distributions in the KL term
+    checkpoint_every: int = 500  # steps between resumable checkpoints
+    resume: bool = True  # continue from out_dir/checkpoint when its settings match
+    log_every: int = 20  # steps between progress-bar updates of loss and examples/s
+    eval_batch_size: int = 64  # rows per batch when scoring dev rows or teacher logits
+
+
+@dataclass
+class TrainResult:
+    out_dir: Path
+    steps: int
+    train_seconds: float  # wall time of the optimisation loop (this run's part, if resumed)
+    examples_per_second: float
+    dev_accuracy: float | None
+
+
+# --- inputs --------------------------------------------------------------------------------------
+
+
+def _encode(tokenizer, texts: list, max_length: int) -> list[dict[str, list[int]]]:
+    """Tokenize once, unpadded; pairs use the tokenizer's pair encoding."""
+    if texts and isinstance(texts[0], tuple):
+        first, second = zip(*texts, strict=True)
+        encoded = tokenizer(list(first), list(second), truncation=True, max_length=max_length)
+    else:
+        encoded = tokenizer(list(texts), truncation=True, max_length=max_length)
+    keys = [k for k in ("input_ids", "token_type_ids", "attention_mask") if k in encoded]
+    return [{k: encoded[k][i] for k in keys} for i in range(len(texts))]
+
+
+def _pad(rows: list[dict[str, list[int]]], pad_id: int) -> dict[str, torch.Tensor]:
+    """Pad a batch to its longest row: (B, T) tensors."""
+    width = max(len(row["input_ids"]) for row in rows)
+    batch = {}
+    for key in rows[0]:
+        fill = pad_id if key == "input_ids" else 0
+        batch[key] = torch.tensor([row[key] + [fill] * (width - len(row[key])) for row in rows])
+    return batch
+
+
+def _length_batches(lengths: np.ndarray, batch_size: int, rng: np.random.Generator
+                    ) -> list[np.ndarray]:
+    """Shuffle, sort within windows of 50 batches by length, then shuffle the batches.
+
+    Rows in a batch have similar lengths (little padding) while the order stays random.
+    """
+    order = rng.permutation(len(lengths))
+    window = 50 * batch_size
+    batches = []
+    for start in range(0, len(order), window):
+        chunk = order[start:start + window]
+        chunk = chunk[np.argsort(-lengths[chunk], kind="stable")]
+        batches += [chunk[i:i + batch_size] for i in range(0, len(chunk), batch_size)]
+    return [batches[i] for i in rng.permutation(len(batches))]
+
+
+def _use_bf16(setting: bool | str) -> bool:
+    if setting == "auto":
+        return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+    return bool(setting)
+
+
+@torch.no_grad()
+def predict_logits(model, rows: list[dict[str, list[int]]], pad_id: int, *, batch_size: int = 64,
+                   bf16: bool = False, progress: str | None = None) -> np.ndarray:
+    """Logits (N, C) in fp32, computed in length-sorted batches, returned in input order."""
+    model.eval()
+    order = np.argsort([len(row["input_ids"]) for row in rows], kind="stable")
+    logits = np.zeros((len(rows), model.config.num_labels), dtype=np.float32)
+    starts = range(0, len(rows), batch_size)
+    for start in tqdm(starts, desc=progress, disable=progress is None, mininterval=5):
+        index = order[start:start + batch_size]
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            out = model(**_pad([rows[i] for i in index], pad_id)).logits
+        logits[index] = out.float().numpy()
+    return logits
+
+
+# --- model ---------------------------------------------------------------------------------------
+
+
+def _load(model_dir: Path, data: LabelledData, layers: int | None):
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    id2label = dict(enumerate(data.label_names))
+    model = AutoModelForSequenceClassification.from_pretrained(
+        model_dir, num_labels=len(id2label), id2label=id2label,
+        label2id={name: i for i, name in id2label.items()}, ignore_mismatched_sizes=True,
+        dtype=torch.float32)
+    if layers is not None:
+        encoder = model.base_model.encoder
+        if not 0 < layers <= len(encoder.layer):
+            raise ValueError(f"layers={layers}: {model_dir} has {len(encoder.layer)} layers")
+        encoder.layer = encoder.layer[:layers]
+        model.config.num_hidden_layers = layers
+    return model, tokenizer
+
+
+def _optimizer(model, config: TrainConfig, total_steps: int):
+    n_params = sum(p.numel() for p in model.parameters())
+    lr = config.lr or (5e-5 if n_params < 50e6 else 3e-5)
+    decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
+    no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
+    groups = [{"params": decay, "weight_decay": config.weight_decay},
+              {"params": no_decay, "weight_decay": 0.0}]
+    optimizer = torch.optim.AdamW(groups, lr=lr, fused=True)
+    warmup = max(1, int(config.warmup * total_steps))
+
+    def schedule(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
+
+    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+
+
+def _teacher_logits(teacher: str, data: LabelledData, config: TrainConfig, cache: Path
+                    ) -> torch.Tensor:
+    """The teacher's logits over the training rows, computed once (bf16) and cached."""
+    if cache.exists():
+        logits = np.load(cache)
+        if len(logits) == len(data):
+            return torch.from_numpy(logits)
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    teacher_dir = resolve(teacher)
+    model = AutoModelForSequenceClassification.from_pretrained(teacher_dir, dtype=torch.float32)
+    names = [model.config.id2label[i] for i in range(model.config.num_labels)]
+    if names != data.label_names:
+        raise ValueError(f"teacher {teacher} predicts {names} but the data's labels are "
+                         f"{data.label_names}; pass matching label names (--labels)")
+    tokenizer = AutoTokenizer.from_pretrained(teacher_dir)
+    rows = _encode(tokenizer, data.texts, config.max_length)
+    logits = predict_logits(model, rows, tokenizer.pad_token_id, batch_size=config.eval_batch_size,
+                            bf16=_use_bf16(config.bf16), progress="teacher logits")
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    np.save(cache, logits)
+    return torch.from_numpy(logits)
+
+
+def _loss(logits: torch.Tensor, labels: torch.Tensor, soft: torch.Tensor | None,
+          config: TrainConfig) -> torch.Tensor:
+    """Cross-entropy; with a teacher, alpha * T^2 * KL(teacher_T || student_T) + (1-alpha) * CE."""
+    ce = F.cross_entropy(logits, labels)
+    if soft is None:
+        return ce
+    t = config.distill_temperature
+    kl = F.kl_div(F.log_softmax(logits / t, -1), F.log_softmax(soft / t, -1), log_target=True,
+                  reduction="batchmean")
+    return config.distill_alpha * t * t * kl + (1 - config.distill_alpha) * ce
+
+
+# --- checkpoints ---------------------------------------------------------------------------------
+
+
+def _fingerprint(model_dir: Path, data: LabelledData, config: TrainConfig) -> dict:
+    """What must match for a checkpoint to be resumed."""
+    keep = ("epochs", "batch_size", "lr", "max_length", "warmup", "weight_decay", "seed",
+            "max_steps", "layers", "teacher", "distill_alpha", "distill_temperature")
+    return {"model": str(model_dir), "rows": len(data), "labels": data.label_names,
+            "first_text": str(data.texts[0])[:80], **{k: getattr(config, k) for k in keep}}
+
+
+def _save_checkpoint(path: Path, step: int, model, optimizer, scheduler, fingerprint: dict
+                     ) -> None:
+    state = {"step": step, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+             "scheduler": scheduler.state_dict(), "torch_rng": torch.get_rng_state(),
+             "fingerprint": fingerprint}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(state, path.with_suffix(".tmp"))
+    path.with_suffix(".tmp").replace(path)  # atomic: a kill mid-save keeps the last checkpoint
+
+
+def _load_checkpoint(path: Path, model, optimizer, scheduler, fingerprint: dict) -> int:
+    state = torch.load(path, weights_only=False)
+    if state["fingerprint"] != fingerprint:
+        raise ValueError(f"the checkpoint in {path.parent} was made with other data or settings; "
+                         "delete it or pass resume=False (--no-resume) to start afresh")
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    torch.set_rng_state(state["torch_rng"])
+    return state["step"]
+
+
+# --- the loop ------------------------------------------------------------------------------------
+
+
+def train_classifier(model: str | Path, train: LabelledData, out_dir: str | Path, *,
+                     dev: LabelledData | None = None, name: str | None = None,
+                     config: TrainConfig | None = None, **options) -> TrainResult:
+    """Fine-tune ``model`` (a directory or registered name) on ``train``; save it in ``out_dir``.
+
+    Settings come from ``config`` or as keyword arguments (``epochs=1, layers=2, teacher=...``),
+    see ``TrainConfig``. The tier is registered as ``name`` (default: ``out_dir``'s basename).
+
+    >>> train_classifier("minilm", load_labelled("train.tsv"), "out", epochs=1)  # doctest: +SKIP
+    """
+    config = config or TrainConfig(**options)
+    out_dir = Path(out_dir)
+    model_dir = resolve(model)
+    torch.manual_seed(config.seed)
+    random.seed(config.seed)
+    net, tokenizer = _load(model_dir, train, config.layers)
+    rows = _encode(tokenizer, train.texts, config.max_length)
+    lengths = np.array([len(row["input_ids"]) for row in rows])
+    epochs = [_length_batches(lengths, config.batch_size, np.random.default_rng(config.seed + e))
+              for e in range(config.epochs)]
+    plan = [batch for epoch in epochs for batch in epoch][:config.max_steps]
+    optimizer, scheduler = _optimizer(net, config, len(plan))
+
+    checkpoint = out_dir / "checkpoint" / "state.pt"
+    fingerprint = _fingerprint(model_dir, train, config)
+    step = 0
+    if config.resume and checkpoint.exists():
+        step = _load_checkpoint(checkpoint, net, optimizer, scheduler, fingerprint)
+        print(f"resuming from step {step} of {len(plan)} ({checkpoint})")
+    soft = (_teacher_logits(config.teacher, train, config, out_dir / "checkpoint" / "teacher.npy")
+            if config.teacher else None)
+
+    bf16 = _use_bf16(config.bf16)
+    labels = torch.from_numpy(train.labels)
+    seconds, seen = _run(net, tokenizer, rows, labels, soft, plan, step, optimizer, scheduler,
+                         config, bf16, lambda s: _save_checkpoint(
+                             checkpoint, s, net, optimizer, scheduler, fingerprint))
+    accuracy = evaluate(net, tokenizer, dev, config) if dev is not None else None
+
+    net.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+    result = TrainResult(out_dir, len(plan), seconds, seen / max(seconds, 1e-9), accuracy)
+    _write_record(out_dir, model_dir, train, dev, config, bf16, result)
+    shutil.rmtree(out_dir / "checkpoint", ignore_errors=True)
+    register(name or out_dir.name, out_dir, role="tier", runtime="torch",
+             labels=train.label_names, metrics={"dev_accuracy": accuracy})
+    return result
+
+
+def _run(net, tokenizer, rows, labels, soft, plan, first_step, optimizer, scheduler, config,
+         bf16, save) -> tuple[float, int]:
+    """The optimisation loop from ``first_step``; returns (seconds, rows seen) by this run."""
+    net.train()
+    bar = tqdm(total=len(plan), initial=first_step, desc="train", unit="step", mininterval=5)
+    start, seen, losses = time.perf_counter(), 0, []
+    for step in range(first_step, len(plan)):
+        index = plan[step]
+        batch = _pad([rows[i] for i in index], tokenizer.pad_token_id)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            logits = net(**batch).logits.float()  # (B, C)
+        loss = _loss(logits, labels[index], None if soft is None else soft[index], config)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        seen += len(index)
+        losses.append(loss.item())
+        bar.update()
+        if (step + 1) % config.log_every == 0:
+            rate = seen / (time.perf_counter() - start)
+            bar.set_postfix(loss=f"{np.mean(losses[-config.log_every:]):.4f}", ex_s=f"{rate:.0f}")
+        if (step + 1) % config.checkpoint_every == 0 and step + 1 < len(plan):
+            save(step + 1)
+    bar.close()
+    if not math.isfinite(losses[-1] if losses else 0.0):
+        raise ValueError("training diverged (loss is not finite); lower the learning rate (--lr)")
+    return time.perf_counter() - start, seen
+
+
+def evaluate(net, tokenizer, data: LabelledData, config: TrainConfig) -> float:
+    """Accuracy on ``data`` in fp32 (what an fp32 export reproduces)."""
+    rows = _encode(tokenizer, data.texts, config.max_length)
+    logits = predict_logits(net, rows, tokenizer.pad_token_id, batch_size=config.eval_batch_size)
+    return float((logits.argmax(-1) == data.labels).mean())
+
+
+def _write_record(out_dir: Path, model_dir: Path, train: LabelledData, dev: LabelledData | None,
+                  config: TrainConfig, bf16: bool, result: TrainResult) -> None:
+    record = {
+        "base_model": str(model_dir),
+        "train": train.source, "train_rows": len(train),
+        "dev": dev.source if dev is not None else None,
+        "dev_rows": len(dev) if dev is not None else None,
+        "label_names": train.label_names, "config": asdict(config), "bf16": bf16,
+        "steps": result.steps, "train_seconds": round(result.train_seconds, 1),
+        "examples_per_second": round(result.examples_per_second, 1),
+        "dev_accuracy": result.dev_accuracy, "threads": torch.get_num_threads(),
+        "torch": torch.__version__, "cpu": platform.processor() or platform.machine(),
+        "cpus": os.cpu_count(),
+    }
+    (out_dir / "tango_train.json").write_text(json.dumps(record, indent=2))

@@ -1,0 +1,61 @@
+"""Fixtures shared by every test module.
+
+- Every test session gets a private, empty ``$TANGO_HOME``: tests never read or write the user's
+  model cache (``~/.cache/tango``), and what they register disappears with the session.
+- ``tiny_model_dir``: a random-weight 2-layer BERT sequence classifier (hidden size 32, a ~130-word
+  vocabulary from ``tiny_models.WORDS``, labels ``{0: "negative", 1: "positive"}``) saved as a
+  PyTorch tier directory (``config.json``, ``model.safetensors``, tokenizer). Built in ~1 s.
+- ``tiny_onnx_dir``: the same classifier exported by ``tango.export.export_tier`` (fp32 ONNX,
+  fused graph, with its passed self-check in ``tango_export.json``).
+
+Both are session-scoped and shared: copy them before changing their files.
+Tests marked ``@pytest.mark.slow`` run only with ``pytest --runslow``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from tiny_models import build_tiny_classifier
+
+# Tiny models gain nothing from threads, and a second thread fights any other job on a 2-core box.
+os.environ.setdefault("TANGO_THREADS", "1")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--runslow", action="store_true", help="also run tests marked slow")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if config.getoption("--runslow"):
+        return
+    skip = pytest.mark.skip(reason="slow: run with --runslow")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _private_tango_home(tmp_path_factory: pytest.TempPathFactory):
+    patch = pytest.MonkeyPatch()
+    patch.setenv("TANGO_HOME", str(tmp_path_factory.mktemp("tango_home")))
+    yield
+    patch.undo()
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random-weight 2-layer BERT classifier directory (negative/positive), PyTorch weights."""
+    return build_tiny_classifier(tmp_path_factory.mktemp("tiny_model"))
+
+
+@pytest.fixture(scope="session")
+def tiny_onnx_dir(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``tiny_model_dir`` exported to fp32 ONNX (``model.onnx`` + config + tokenizer)."""
+    from tango.export import export_tier
+
+    out = tmp_path_factory.mktemp("tiny_onnx")
+    export_tier(tiny_model_dir, out)
+    return out

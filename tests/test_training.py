@@ -1,0 +1,146 @@
+"""Fine-tuning a tiny model: it learns, resumes exactly, cuts layers and distils."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from tango.data import LabelledData
+from tango.registry import registered
+from tango.training import TrainConfig, _loss, train_classifier
+
+POSITIVE = "good great wonderful excellent fun funny brilliant best love loved".split()
+NEGATIVE = "bad awful terrible boring dull worst hate hated mess waste".split()
+FILLER = "the a film movie story plot actors acting was is it this very really so".split()
+
+# Small and fast: a few hundred rows, a tiny model, a high learning rate, fp32 for determinism.
+FAST = {"epochs": 3, "batch_size": 16, "lr": 3e-3, "max_length": 16, "bf16": False}
+
+
+def sentiment_rows(n: int, seed: int) -> LabelledData:
+    """Sentences of filler words with one or two sentiment words: learnable from the vocabulary."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 2, n)
+    texts = []
+    for label in labels:
+        words = list(rng.choice(FILLER, rng.integers(3, 8)))
+        for _ in range(rng.integers(1, 3)):
+            words.insert(rng.integers(0, len(words) + 1), rng.choice((NEGATIVE, POSITIVE)[label]))
+        texts.append(" ".join(words))
+    return LabelledData(texts, labels.astype(np.int64), ["negative", "positive"], "synthetic")
+
+
+def dies_after(steps: int):
+    """A loss that kills training (like Ctrl-C) in the step after ``steps`` steps."""
+    calls = []
+
+    def loss(*args):
+        calls.append(1)
+        if len(calls) > steps:
+            raise KeyboardInterrupt
+        return _loss(*args)
+
+    return loss
+
+
+@pytest.fixture(scope="module")
+def start_dir(tiny_model_dir, tmp_path_factory):
+    """The tiny model re-initialised at BERT's usual scale (std 0.02), which trains in a second;
+    the shared fixture's deliberately wide weights (spread-out confidences) barely train."""
+    from transformers import AutoConfig, AutoModelForSequenceClassification
+
+    out = tmp_path_factory.mktemp("start")
+    shutil.copytree(tiny_model_dir, out, dirs_exist_ok=True)
+    config = AutoConfig.from_pretrained(out)
+    config.initializer_range = 0.02
+    torch.manual_seed(0)
+    AutoModelForSequenceClassification.from_config(config).save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def trained(start_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("trained")
+    result = train_classifier(start_dir, sentiment_rows(320, 0), out,
+                              dev=sentiment_rows(200, 1), name="tiny-sentiment", **FAST)
+    return out, result
+
+
+def test_a_tiny_model_learns(trained):
+    out, result = trained
+    assert result.dev_accuracy > 0.8  # chance is 0.5
+    record = json.loads((out / "tango_train.json").read_text())
+    assert record["dev_accuracy"] == result.dev_accuracy and record["train_rows"] == 320
+    assert not (out / "checkpoint").exists()
+
+
+def test_trained_tier_is_registered_with_its_labels(trained):
+    out, _ = trained
+    entry = registered()["tiny-sentiment"]
+    assert entry["path"] == str(out.resolve()) and entry["role"] == "tier"
+    config = json.loads((out / "config.json").read_text())
+    assert config["id2label"] == {"0": "negative", "1": "positive"}
+
+
+def test_resume_continues_exactly_where_a_killed_run_stopped(start_dir, tmp_path,
+                                                           monkeypatch):
+    data = sentiment_rows(96, 2)
+    options = {**FAST, "epochs": 1, "checkpoint_every": 2}
+    train_classifier(start_dir, data, tmp_path / "straight", **options)
+
+    monkeypatch.setattr("tango.training._loss", dies_after(3))
+    with pytest.raises(KeyboardInterrupt):
+        train_classifier(start_dir, data, tmp_path / "resumed", **options)
+    assert (tmp_path / "resumed" / "checkpoint" / "state.pt").exists()
+    monkeypatch.setattr("tango.training._loss", _loss)
+    result = train_classifier(start_dir, data, tmp_path / "resumed", **options)
+    assert result.steps == 6
+
+    from safetensors.torch import load_file
+    straight = load_file(tmp_path / "straight" / "model.safetensors")
+    resumed = load_file(tmp_path / "resumed" / "model.safetensors")
+    assert all(torch.allclose(straight[k], resumed[k], atol=1e-6) for k in straight)
+
+
+def test_checkpoint_from_other_settings_is_refused(start_dir, tmp_path, monkeypatch):
+    data = sentiment_rows(64, 3)
+    monkeypatch.setattr("tango.training._loss", dies_after(2))
+    options = {**FAST, "epochs": 1, "checkpoint_every": 1}
+    with pytest.raises(KeyboardInterrupt):
+        train_classifier(start_dir, data, tmp_path, **options)
+    monkeypatch.setattr("tango.training._loss", _loss)
+    with pytest.raises(ValueError, match="other data or settings"):
+        train_classifier(start_dir, data, tmp_path, **{**options, "lr": 1e-3})
+    assert train_classifier(start_dir, data, tmp_path, resume=False, **options).steps == 4
+
+
+def test_layers_cuts_the_encoder(start_dir, tmp_path):
+    train_classifier(start_dir, sentiment_rows(32, 4), tmp_path, layers=1, **FAST)
+    assert json.loads((tmp_path / "config.json").read_text())["num_hidden_layers"] == 1
+    with pytest.raises(ValueError, match="has 2 layers"):
+        train_classifier(start_dir, sentiment_rows(32, 4), tmp_path / "x", layers=3, **FAST)
+
+
+def test_distillation_from_a_teacher(trained, start_dir, tmp_path):
+    teacher, _ = trained
+    result = train_classifier(start_dir, sentiment_rows(320, 0), tmp_path,
+                              dev=sentiment_rows(200, 1), teacher=str(teacher), **FAST)
+    assert result.dev_accuracy > 0.8
+    assert json.loads((tmp_path / "tango_train.json").read_text())["config"]["teacher"]
+    wrong = LabelledData(["a", "b"], np.array([0, 1]), ["yes", "no"])
+    with pytest.raises(ValueError, match="teacher"):
+        train_classifier(start_dir, wrong, tmp_path / "x", teacher=str(teacher), **FAST)
+
+
+def test_distillation_loss_mixes_kl_and_cross_entropy():
+    logits = torch.tensor([[2.0, -1.0], [0.5, 0.0]])
+    labels = torch.tensor([0, 1])
+    config = TrainConfig(distill_alpha=0.5, distill_temperature=2.0)
+    ce = torch.nn.functional.cross_entropy(logits, labels)
+    assert torch.isclose(_loss(logits, labels, None, config), ce)
+    assert torch.isclose(_loss(logits, labels, logits.clone(), config), 0.5 * ce)  # KL(p||p) = 0
+    assert _loss(logits, labels, -logits, config) > 0.5 * ce
