@@ -34,12 +34,25 @@ EARLY_EXIT_THRESHOLDS = (0.8, 0.9, 0.95, 0.99)
 ROOT = Path(__file__).resolve().parent
 DATA = ROOT.parent.parent / "shared" / "data"
 DATASETS: dict[str, dict[str, Any]] = {
-    "sst2": {"file": "sst2/dev.tsv", "tier1": "minilm-l6-sst2-distilled", "tier2": "mpnet-base-sst2",
-             "early_exit": ["minilm-l6-sst2-ee-joint", "minilm-l6-sst2-ee-sweet"]},
-    "ag_news": {"file": "ag_news/train_10k.tsv", "dev_split": (0.1, 0), "tier1": "minilm-l6-ag_news",
-                "tier2": "mpnet-base-ag_news", "early_exit": []},
-    "mrpc": {"file": "mrpc/validation.tsv", "tier1": "minilm-l6-mrpc", "tier2": "mpnet-base-mrpc",
-             "early_exit": []},
+    "sst2": {
+        "file": "sst2/dev.tsv",
+        "tier1": "minilm-l6-sst2-distilled",
+        "tier2": "mpnet-base-sst2",
+        "early_exit": ["minilm-l6-sst2-ee-joint", "minilm-l6-sst2-ee-sweet"],
+    },
+    "ag_news": {
+        "file": "ag_news/train_10k.tsv",
+        "dev_split": (0.1, 0),
+        "tier1": "minilm-l6-agnews",
+        "tier2": "mpnet-base-agnews",
+        "early_exit": [],
+    },
+    "mrpc": {
+        "file": "mrpc/validation.tsv",
+        "tier1": "minilm-l6-mrpc",
+        "tier2": "mpnet-base-mrpc",
+        "early_exit": [],
+    },
 }
 
 os.environ.setdefault("OMP_NUM_THREADS", str(THREADS))
@@ -53,15 +66,28 @@ def machine() -> dict[str, Any]:
 
     import tango
 
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor())
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor(),
+    )
     flags = Path("/proc/cpuinfo").read_text()
-    return {"cpu": cpu, "cores": os.cpu_count(), "threads": THREADS,
-            "isa": [f for f in ("avx512_vnni", "amx_int8", "amx_bf16") if f in flags],
-            "python": platform.python_version(), "torch": torch.__version__,
-            "transformers": transformers.__version__, "onnxruntime": onnxruntime.__version__,
-            "numpy": np.__version__, "tango": tango.__version__,
-            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "threads": THREADS,
+        "isa": [f for f in ("avx512_vnni", "amx_int8", "amx_bf16") if f in flags],
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "onnxruntime": onnxruntime.__version__,
+        "numpy": np.__version__,
+        "tango": tango.__version__,
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+    }
 
 
 def timed(run: Callable[[], Any], repeats: int) -> tuple[float, Any]:
@@ -99,8 +125,10 @@ def fastest_tier(name: str, data, repeats: int, log: Callable[[str], None]):
         timings[runtime] = (timed(lambda t=tier: t.logits(data.texts), repeats)[0], tier)
         log(f"  {model} on {runtime}: {len(data) / timings[runtime][0]:.0f} rows/s")
     if not timings:
-        raise click.ClickException(f"no tier named {name!r} or {name}-int8 is registered; build them "
-                                   "with `bash benchmarks/make_models.sh`")
+        raise click.ClickException(
+            f"no tier named {name!r} or {name}-int8 is registered; build them "
+            "with `bash benchmarks/make_models.sh`"
+        )
     runtime = min(timings, key=lambda r: timings[r][0])
     return timings[runtime][1], runtime, {r: len(data) / s for r, (s, _) in timings.items()}
 
@@ -109,10 +137,24 @@ def accuracy(predicted: np.ndarray, data) -> float:
     return float((np.asarray(predicted) == np.asarray(data.label_names)[data.labels]).mean())
 
 
-def row(system: str, settings: dict[str, Any], acc: float, seconds: float, n: int,
-        escalated: float | None = None, **extra: Any) -> dict[str, Any]:
-    return {"system": system, "settings": settings, "accuracy": acc, "rows_per_s": n / seconds,
-            "seconds": seconds, "escalated": escalated, **extra}
+def row(
+    system: str,
+    settings: dict[str, Any],
+    acc: float,
+    seconds: float,
+    n: int,
+    escalated: float | None = None,
+    **extra: Any,
+) -> dict[str, Any]:
+    return {
+        "system": system,
+        "settings": settings,
+        "accuracy": acc,
+        "rows_per_s": n / seconds,
+        "seconds": seconds,
+        "escalated": escalated,
+        **extra,
+    }
 
 
 def bench_tiers(t1, t2, data, repeats: int) -> tuple[list[dict], float, float]:
@@ -120,9 +162,20 @@ def bench_tiers(t1, t2, data, repeats: int) -> tuple[list[dict], float, float]:
     for system, tier in (("tier1", t1), ("tier2", t2)):
         seconds, predicted = timed(lambda t=tier: t.predict(data.texts), repeats)
         costs.append(seconds / len(data))
-        rows.append(row(system, {"model": tier.source, "runtime": tier.runtime.description,
-                                 "padding_efficiency": tier.last_padding_efficiency_},
-                        accuracy(predicted, data), seconds, len(data), 0.0 if system == "tier1" else 1.0))
+        rows.append(
+            row(
+                system,
+                {
+                    "model": tier.source,
+                    "runtime": tier.runtime.description,
+                    "padding_efficiency": tier.last_padding_efficiency_,
+                },
+                accuracy(predicted, data),
+                seconds,
+                len(data),
+                0.0 if system == "tier1" else 1.0,
+            )
+        )
     return rows, costs[0], costs[1]
 
 
@@ -140,9 +193,17 @@ def bench_cascade_sweep(t1, t2, data, repeats: int, c1: float, c2: float) -> lis
         cascade.thresholds = [float(np.quantile(conf, fraction))]
         seconds, result = timed(lambda: cascade.predict_detailed(data.texts), repeats)
         f = result.stats.escalated[0]
-        rows.append(row(f"cascade@{cascade.thresholds[0]:.4f}", {"temperatures": cascade.temperatures,
-                        "threshold_source": "sweep (in-sample temperatures)"}, accuracy(result.labels, data),
-                        seconds, len(data), f, analytic_speedup=c2 / (c1 + f * c2)))
+        rows.append(
+            row(
+                f"cascade@{cascade.thresholds[0]:.4f}",
+                {"temperatures": cascade.temperatures, "threshold_source": "sweep (in-sample temperatures)"},
+                accuracy(result.labels, data),
+                seconds,
+                len(data),
+                f,
+                analytic_speedup=c2 / (c1 + f * c2),
+            )
+        )
     return rows
 
 
@@ -164,9 +225,19 @@ def bench_cascade_chosen(t1, t2, data, repeats: int, c1: float, c2: float) -> di
         correct += accuracy(result.labels, part) * len(part)
         escalated += result.stats.escalated[0] * len(part)
     f = escalated / len(data)
-    return row(f"cascade@{np.mean(thresholds):.4f}", {"threshold_source": f"calibrated, max_drop {MAX_DROP} "
-               "points, 2-fold cross-fitted", "thresholds": thresholds}, correct / len(data), seconds,
-               len(data), f, analytic_speedup=c2 / (c1 + f * c2), chosen=True)
+    return row(
+        f"cascade@{np.mean(thresholds):.4f}",
+        {
+            "threshold_source": f"calibrated, max_drop {MAX_DROP} points, 2-fold cross-fitted",
+            "thresholds": thresholds,
+        },
+        correct / len(data),
+        seconds,
+        len(data),
+        f,
+        analytic_speedup=c2 / (c1 + f * c2),
+        chosen=True,
+    )
 
 
 def bench_reference(t1, t2, data, repeats: int) -> list[dict]:
@@ -175,8 +246,12 @@ def bench_reference(t1, t2, data, repeats: int) -> list[dict]:
     from transformers import pipeline
 
     torch.set_num_threads(THREADS)
-    pipes = [pipeline("text-classification", model=str(_torch_dir(t)), device=-1, batch_size=32,
-                      dtype=torch.float32) for t in (t1, t2)]
+    pipes = [
+        pipeline(
+            "text-classification", model=str(_torch_dir(t)), device=-1, batch_size=32, dtype=torch.float32
+        )
+        for t in (t1, t2)
+    ]
     inputs = [t if isinstance(t, str) else {"text": t[0], "text_pair": t[1]} for t in data.texts]
 
     def scores(pipe, rows):
@@ -191,12 +266,32 @@ def bench_reference(t1, t2, data, repeats: int) -> list[dict]:
         return labels, len(unsure) / len(inputs)
 
     seconds, (labels, escalated) = timed(reference, repeats)
-    rows = [row("tangobert-reference", {"runtime": "transformers pipeline, pytorch fp32", "batch_size": 32,
-                "threshold": REFERENCE_THRESHOLD, "confidence": "uncalibrated maxprob"},
-                accuracy(labels, data), seconds, len(data), escalated)]
+    rows = [
+        row(
+            "tangobert-reference",
+            {
+                "runtime": "transformers pipeline, pytorch fp32",
+                "batch_size": 32,
+                "threshold": REFERENCE_THRESHOLD,
+                "confidence": "uncalibrated maxprob",
+            },
+            accuracy(labels, data),
+            seconds,
+            len(data),
+            escalated,
+        )
+    ]
     seconds, out = timed(lambda: scores(pipes[1], inputs), repeats)
-    rows.append(row("tier2-pipeline", {"runtime": "transformers pipeline, pytorch fp32", "batch_size": 32},
-                    accuracy([o["label"] for o in out], data), seconds, len(data), 1.0))
+    rows.append(
+        row(
+            "tier2-pipeline",
+            {"runtime": "transformers pipeline, pytorch fp32", "batch_size": 32},
+            accuracy([o["label"] for o in out], data),
+            seconds,
+            len(data),
+            1.0,
+        )
+    )
     return rows
 
 
@@ -223,12 +318,26 @@ def bench_early_exit(names: list[str], data, repeats: int) -> list[dict]:
             for batch_size in (32, 1):
                 if batch_size == 1 and threshold != EARLY_EXIT_THRESHOLDS[1]:
                     continue  # batch size 1 is slow: one threshold shows the gap
-                model = EarlyExitClassifier.from_pretrained(path, threshold=threshold, precision="bf16",
-                                                            batch_size=batch_size)
+                model = EarlyExitClassifier.from_pretrained(
+                    path, threshold=threshold, precision="bf16", batch_size=batch_size
+                )
                 seconds, result = timed(lambda m=model: m.predict_detailed(data.texts), repeats)
-                rows.append(row(f"early-exit-{mode}@{threshold}", {"model": name, "batch_size": batch_size,
-                                "policy": "maxprob", "runtime": "pytorch bf16"}, accuracy(result.labels, data),
-                                seconds, len(data), None, mean_exit_layer=result.mean_exit_layer))
+                rows.append(
+                    row(
+                        f"early-exit-{mode}@{threshold}",
+                        {
+                            "model": name,
+                            "batch_size": batch_size,
+                            "policy": "maxprob",
+                            "runtime": "pytorch bf16",
+                        },
+                        accuracy(result.labels, data),
+                        seconds,
+                        len(data),
+                        None,
+                        mean_exit_layer=result.mean_exit_layer,
+                    )
+                )
     return rows
 
 
@@ -255,32 +364,52 @@ def run_dataset(name: str, repeats: int, log: Callable[[str], None]) -> dict[str
     tier2_speed = next(r["rows_per_s"] for r in rows if r["system"] == "tier2")
     for r in rows:
         r["speedup"] = r["rows_per_s"] / tier2_speed
-    return {"dataset": name, "rows_scored": len(data), "machine": machine(), "repeats": repeats,
-            "runtimes": {"tier1": {"chosen": r1, "rows_per_s": speeds1},
-                         "tier2": {"chosen": r2, "rows_per_s": speeds2}},
-            "rows": rows}
+    return {
+        "dataset": name,
+        "rows_scored": len(data),
+        "machine": machine(),
+        "repeats": repeats,
+        "runtimes": {
+            "tier1": {"chosen": r1, "rows_per_s": speeds1},
+            "tier2": {"chosen": r2, "rows_per_s": speeds2},
+        },
+        "rows": rows,
+    }
 
 
 # --- reports ----------------------------------------------------------------------------------
 def markdown(result: dict[str, Any]) -> str:
     m = result["machine"]
-    lines = [f"### {result['dataset']} ({result['rows_scored']} rows)", "",
-             f"{m['cpu']}, {m['threads']} threads, torch {m['torch']}, onnxruntime {m['onnxruntime']}, "
-             f"transformers {m['transformers']}; median of {result['repeats']} runs after a warm-up; {m['date']}.",
-             f"Runtimes chosen: tier 1 {result['runtimes']['tier1']['chosen']}, tier 2 "
-             f"{result['runtimes']['tier2']['chosen']}.", "",
-             "| system | accuracy | rows/s | speedup vs tier2 | escalated | analytic bound | notes |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [
+        f"### {result['dataset']} ({result['rows_scored']} rows)",
+        "",
+        f"{m['cpu']}, {m['threads']} threads, torch {m['torch']}, onnxruntime {m['onnxruntime']}, "
+        f"transformers {m['transformers']}; median of {result['repeats']} runs after a warm-up; {m['date']}.",
+        f"Runtimes chosen: tier 1 {result['runtimes']['tier1']['chosen']}, tier 2 "
+        f"{result['runtimes']['tier2']['chosen']}.",
+        "",
+        "| system | accuracy | rows/s | speedup vs tier2 | escalated | analytic bound | notes |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for r in result["rows"]:
         bound = r.get("analytic_speedup")
         notes = "**chosen**" if r.get("chosen") else ""
         if "mean_exit_layer" in r:
             notes = f"batch {r['settings']['batch_size']}, mean exit layer {r['mean_exit_layer']:.2f}"
-        lines.append(f"| {r['system']} | {r['accuracy']:.2%} | {r['rows_per_s']:.1f} | {r['speedup']:.2f}x | "
-                     + (f"{r['escalated']:.1%}" if r["escalated"] is not None else "-") + " | "
-                     + (f"{bound:.2f}x ({r['speedup'] / bound:.0%})" if bound else "-") + f" | {notes} |")
+        lines.append(
+            f"| {r['system']} | {r['accuracy']:.2%} | {r['rows_per_s']:.1f} | {r['speedup']:.2f}x | "
+            + (f"{r['escalated']:.1%}" if r["escalated"] is not None else "-")
+            + " | "
+            + (f"{bound:.2f}x ({r['speedup'] / bound:.0%})" if bound else "-")
+            + f" | {notes} |"
+        )
     lines += ["", targets(result), ""]
     return "\n".join(lines)
+
+
+def _versus(a: dict[str, Any], b: dict[str, Any]) -> str:
+    """Speed ratio and accuracy difference of row a over row b."""
+    return f"{a['rows_per_s'] / b['rows_per_s']:.1f}x, {100 * (a['accuracy'] - b['accuracy']):+.2f} pt"
 
 
 def targets(result: dict[str, Any]) -> str:
@@ -289,19 +418,33 @@ def targets(result: dict[str, Any]) -> str:
     chosen = next(r for r in result["rows"] if r.get("chosen"))
     tier2, ref, pipe = by["tier2"], by["tangobert-reference"], by["tier2-pipeline"]
     checks = [
-        ("accuracy within 0.5 pt of tier 2 alone", f"{100 * (chosen['accuracy'] - tier2['accuracy']):+.2f} pt",
-         chosen["accuracy"] >= tier2["accuracy"] - 0.005),
+        (
+            "accuracy within 0.5 pt of tier 2 alone",
+            f"{100 * (chosen['accuracy'] - tier2['accuracy']):+.2f} pt",
+            chosen["accuracy"] >= tier2["accuracy"] - 0.005,
+        ),
         (">= 3x tier-2-alone throughput", f"{chosen['speedup']:.2f}x", chosen["speedup"] >= 3),
-        (">= 8x the TangoBERT reference at >= its accuracy",
-         f"{chosen['rows_per_s'] / ref['rows_per_s']:.1f}x, {100 * (chosen['accuracy'] - ref['accuracy']):+.2f} pt",
-         chosen["rows_per_s"] >= 8 * ref["rows_per_s"] and chosen["accuracy"] >= ref["accuracy"]),
-        (">= 12x tier 2 through pipeline within 0.5 pt",
-         f"{chosen['rows_per_s'] / pipe['rows_per_s']:.1f}x, {100 * (chosen['accuracy'] - pipe['accuracy']):+.2f} pt",
-         chosen["rows_per_s"] >= 12 * pipe["rows_per_s"] and chosen["accuracy"] >= pipe["accuracy"] - 0.005),
-        ("measured speedup >= 90% of the analytic bound", f"{chosen['speedup'] / chosen['analytic_speedup']:.0%}",
-         chosen["speedup"] >= 0.9 * chosen["analytic_speedup"]),
-        ("padding efficiency >= 0.9", f"{by['tier1']['settings']['padding_efficiency']:.3f}",
-         by["tier1"]["settings"]["padding_efficiency"] >= 0.9),
+        (
+            ">= 8x the TangoBERT reference at >= its accuracy",
+            _versus(chosen, ref),
+            chosen["rows_per_s"] >= 8 * ref["rows_per_s"] and chosen["accuracy"] >= ref["accuracy"],
+        ),
+        (
+            ">= 12x tier 2 through pipeline within 0.5 pt",
+            _versus(chosen, pipe),
+            chosen["rows_per_s"] >= 12 * pipe["rows_per_s"]
+            and chosen["accuracy"] >= pipe["accuracy"] - 0.005,
+        ),
+        (
+            "measured speedup >= 90% of the analytic bound",
+            f"{chosen['speedup'] / chosen['analytic_speedup']:.0%}",
+            chosen["speedup"] >= 0.9 * chosen["analytic_speedup"],
+        ),
+        (
+            "padding efficiency >= 0.9",
+            f"{by['tier1']['settings']['padding_efficiency']:.3f}",
+            by["tier1"]["settings"]["padding_efficiency"] >= 0.9,
+        ),
     ]
     lines = ["| target (chosen cascade) | measured | met |", "|---|---|---|"]
     lines += [f"| {name} | {value} | {'yes' if ok else '**no**'} |" for name, value, ok in checks]
@@ -323,10 +466,18 @@ def plot(result: dict[str, Any], path: Path) -> None:
         style = "o-" if len(rows) > 1 else "s"
         ax.plot([r["rows_per_s"] for r in rows], [100 * r["accuracy"] for r in rows], style, label=name)
     chosen = next(r for r in result["rows"] if r.get("chosen"))
-    ax.annotate("chosen", (chosen["rows_per_s"], 100 * chosen["accuracy"]), textcoords="offset points",
-                xytext=(5, -12))
-    ax.set(xscale="log", xlabel="rows/s (log scale, end to end, 2 threads)", ylabel="accuracy (%)",
-           title=f"{result['dataset']}: speed vs accuracy")
+    ax.annotate(
+        "chosen",
+        (chosen["rows_per_s"], 100 * chosen["accuracy"]),
+        textcoords="offset points",
+        xytext=(5, -12),
+    )
+    ax.set(
+        xscale="log",
+        xlabel="rows/s (log scale, end to end, 2 threads)",
+        ylabel="accuracy (%)",
+        title=f"{result['dataset']}: speed vs accuracy",
+    )
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.savefig(path, dpi=120, bbox_inches="tight")
@@ -337,13 +488,22 @@ def write_docs(results: list[dict[str, Any]]) -> None:
     intro = (ROOT / "README.md").read_text()
     parts = [intro, "## Results", ""]
     for result in results:
-        parts += [markdown(result), f"![{result['dataset']}](../benchmarks/results/{result['dataset']}.png)", ""]
+        parts += [
+            markdown(result),
+            f"![{result['dataset']}](../benchmarks/results/{result['dataset']}.png)",
+            "",
+        ]
     (ROOT.parent / "docs" / "benchmarks.md").write_text("\n".join(parts))
 
 
 @click.command()
-@click.option("--dataset", "datasets", multiple=True, type=click.Choice(sorted(DATASETS)),
-              help="Data set(s) to run (default: all).")
+@click.option(
+    "--dataset",
+    "datasets",
+    multiple=True,
+    type=click.Choice(sorted(DATASETS)),
+    help="Data set(s) to run (default: all).",
+)
 @click.option("--repeats", default=REPEATS, show_default=True, help="Timed runs after the warm-up.")
 def main(datasets: tuple[str, ...], repeats: int) -> None:
     """Run the benchmark and write benchmarks/results/ and docs/benchmarks.md."""

@@ -22,8 +22,9 @@ class Encodings:
     lengths: np.ndarray = field(init=False)
 
     def __post_init__(self) -> None:
-        self.lengths = np.fromiter((len(ids) for ids in self.input_ids), dtype=np.int64,
-                                   count=len(self.input_ids))
+        self.lengths = np.fromiter(
+            (len(ids) for ids in self.input_ids), dtype=np.int64, count=len(self.input_ids)
+        )
 
     def __len__(self) -> int:
         return len(self.input_ids)
@@ -38,8 +39,9 @@ class Encodings:
         )
 
 
-def plan_batches(lengths: np.ndarray, batch_size: int = 32,
-                 max_tokens: int | None = None) -> list[np.ndarray]:
+def plan_batches(
+    lengths: np.ndarray, batch_size: int = 32, max_tokens: int | None = None
+) -> list[np.ndarray]:
     """Row indices of each batch: rows sorted by length, at most ``batch_size`` rows and at most
     ``max_tokens`` padded tokens (rows x longest row) per batch; a single over-budget row still
     gets a batch of its own."""
@@ -55,7 +57,7 @@ def plan_batches(lengths: np.ndarray, batch_size: int = 32,
         longest = int(lengths[order[end - 1]])  # ascending order: the newest row is the longest
         over_tokens = max_tokens is not None and rows * longest > max_tokens and rows > 1
         if rows > batch_size or over_tokens:
-            batches.append(order[start:end - 1])
+            batches.append(order[start : end - 1])
             start = end - 1
     if start < len(order):
         batches.append(order[start:])

@@ -59,8 +59,12 @@ class CascadeStats:
         return [t.fraction for t in self.tiers[1:]]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"rows": self.rows, "seconds": self.seconds, "escalated": self.escalated,
-                "tiers": [asdict(t) for t in self.tiers]}
+        return {
+            "rows": self.rows,
+            "seconds": self.seconds,
+            "escalated": self.escalated,
+            "tiers": [asdict(t) for t in self.tiers],
+        }
 
 
 @dataclass
@@ -101,9 +105,14 @@ class Cascade:
     [0.5]
     """
 
-    def __init__(self, tiers: list[Tier | str], thresholds: float | list[float] | None = None,
-                 confidence: str = "maxprob", temperatures: list[float] | None = None,
-                 calibration: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        tiers: list[Tier | str],
+        thresholds: float | list[float] | None = None,
+        confidence: str = "maxprob",
+        temperatures: list[float] | None = None,
+        calibration: dict[str, Any] | None = None,
+    ) -> None:
         self.tiers = tiers
         self.thresholds = thresholds
         self.confidence = confidence
@@ -130,8 +139,10 @@ class Cascade:
         labels = self.tiers[0].labels
         for tier in self.tiers[1:]:
             if tier.labels != labels:
-                raise ValueError(f"tiers disagree on labels: {labels} vs {tier.labels} ({tier.path}); "
-                                 "set the same id2label in each tier's config.json")
+                raise ValueError(
+                    f"tiers disagree on labels: {labels} vs {tier.labels} ({tier.path}); "
+                    "set the same id2label in each tier's config.json"
+                )
         return self.tiers, thresholds, temperatures  # type: ignore[return-value]
 
     @property
@@ -175,8 +186,9 @@ class Cascade:
         return CascadeResult(labels, probabilities, confidences, answered_by, stats)
 
     @staticmethod
-    def _encode(tier: Tier, rows: list, active: np.ndarray,
-                encoded: dict[str, tuple[np.ndarray, Encodings]]) -> Encodings:
+    def _encode(
+        tier: Tier, rows: list, active: np.ndarray, encoded: dict[str, tuple[np.ndarray, Encodings]]
+    ) -> Encodings:
         """Tokenize the active rows, or reuse an earlier tier's ids when tokenizers match."""
         fingerprint = tier.tokenizer_fingerprint
         if fingerprint in encoded:
@@ -218,8 +230,9 @@ class Cascade:
         (directory / MANIFEST).write_text(json.dumps(manifest, indent=2))
 
     @classmethod
-    def from_pretrained(cls, directory: str | Path, thresholds: float | list[float] | None = None,
-                        **tier_options: Any) -> Cascade:
+    def from_pretrained(
+        cls, directory: str | Path, thresholds: float | list[float] | None = None, **tier_options: Any
+    ) -> Cascade:
         """Load a saved cascade; ``thresholds`` overrides the stored (calibrated) ones.
 
         ``tier_options`` (runtime, precision, threads, batch_size, ...) go to every
@@ -228,16 +241,24 @@ class Cascade:
         directory = Path(directory)
         manifest_file = directory / MANIFEST
         if not manifest_file.exists():
-            raise FileNotFoundError(f"{directory} is not a cascade directory: no {MANIFEST}. "
-                                    "Make one with Cascade(...).save_pretrained(dir)")
+            raise FileNotFoundError(
+                f"{directory} is not a cascade directory: no {MANIFEST}. "
+                "Make one with Cascade(...).save_pretrained(dir)"
+            )
         manifest = json.loads(manifest_file.read_text())
         tiers = [Tier.from_pretrained(directory / t["path"], **tier_options) for t in manifest["tiers"]]
         for tier, entry in zip(tiers, manifest["tiers"], strict=True):
             tier.source = entry.get("source", tier.source)
-        return cls(tiers, thresholds if thresholds is not None else manifest["thresholds"],
-                   manifest.get("confidence", "maxprob"), manifest.get("temperatures"),
-                   manifest.get("calibration"))
+        return cls(
+            tiers,
+            thresholds if thresholds is not None else manifest["thresholds"],
+            manifest.get("confidence", "maxprob"),
+            manifest.get("temperatures"),
+            manifest.get("calibration"),
+        )
 
     def __repr__(self) -> str:
-        return (f"Cascade(tiers={self.tiers!r}, thresholds={self.thresholds!r}, "
-                f"confidence={self.confidence!r}, temperatures={self.temperatures!r})")
+        return (
+            f"Cascade(tiers={self.tiers!r}, thresholds={self.thresholds!r}, "
+            f"confidence={self.confidence!r}, temperatures={self.temperatures!r})"
+        )

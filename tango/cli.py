@@ -43,29 +43,58 @@ def cli() -> None:
 def cascade_options(func: Callable[..., Any]) -> Callable[..., Any]:
     """Options that build a cascade: a saved one (--cascade) or tiers by name (--tier1/2/3)."""
     options = [
-        click.option("--cascade", "cascade_dir", type=click.Path(exists=True, file_okay=False),
-                     help="A saved (calibrated) cascade directory."),
-        click.option("--tier1", help="Tier-1 model: a directory, an alias (configs/aliases.toml) or a hub id."),
+        click.option(
+            "--cascade",
+            "cascade_dir",
+            type=click.Path(exists=True, file_okay=False),
+            help="A saved (calibrated) cascade directory.",
+        ),
+        click.option(
+            "--tier1", help="Tier-1 model: a directory, an alias (configs/aliases.toml) or a hub id."
+        ),
         click.option("--tier2", help="Tier-2 model, same forms as --tier1."),
         click.option("--tier3", help="Optional third tier, same forms as --tier1."),
-        click.option("--threshold", type=float, multiple=True,
-                     help="Escalate rows whose confidence is below this (once per tier boundary). "
-                          "Default: the cascade's calibrated threshold, else 0.9."),
-        click.option("--confidence", type=click.Choice(["maxprob", "margin", "entropy"]),
-                     default=None, help="How confidence is read off the probabilities (default maxprob)."),
-        click.option("--runtime", type=click.Choice(["auto", "onnx", "torch"]), default="auto",
-                     show_default=True, help="Runtime for every tier; auto = ONNX if model.onnx exists."),
+        click.option(
+            "--threshold",
+            type=float,
+            multiple=True,
+            help="Escalate rows whose confidence is below this (once per tier boundary). "
+            "Default: the cascade's calibrated threshold, else 0.9.",
+        ),
+        click.option(
+            "--confidence",
+            type=click.Choice(["maxprob", "margin", "entropy"]),
+            default=None,
+            help="How confidence is read off the probabilities (default maxprob).",
+        ),
+        click.option(
+            "--runtime",
+            type=click.Choice(["auto", "onnx", "torch"]),
+            default="auto",
+            show_default=True,
+            help="Runtime for every tier; auto = ONNX if model.onnx exists.",
+        ),
         click.option("--threads", type=int, default=None, help="Intra-op threads (default: all cores)."),
-        click.option("--batch-size", type=int, default=32, show_default=True, help="Rows per batch, per tier."),
+        click.option(
+            "--batch-size", type=int, default=32, show_default=True, help="Rows per batch, per tier."
+        ),
     ]
     for option in reversed(options):
         func = option(func)
     return func
 
 
-def build_cascade(cascade_dir: str | None, tier1: str | None, tier2: str | None, tier3: str | None,
-                  threshold: tuple[float, ...], confidence: str | None, runtime: str,
-                  threads: int | None, batch_size: int) -> Any:
+def build_cascade(
+    cascade_dir: str | None,
+    tier1: str | None,
+    tier2: str | None,
+    tier3: str | None,
+    threshold: tuple[float, ...],
+    confidence: str | None,
+    runtime: str,
+    threads: int | None,
+    batch_size: int,
+) -> Any:
     """The Cascade the options describe (shared by run, calibrate and bench)."""
     from tango.cascade import Cascade
     from tango.tiers import Tier
@@ -90,33 +119,81 @@ def build_cascade(cascade_dir: str | None, tier1: str | None, tier2: str | None,
 
 @cli.command()
 @cascade_options
-@click.option("--input", "-i", "input_path", required=True,
-              help="CSV, TSV or JSONL file to score, or - for stdin.")
-@click.option("--output", "-o", "output_path", required=True, type=click.Path(dir_okay=False),
-              help="Where to write the scores: .jsonl or .csv.")
-@click.option("--text-column", default=None,
-              help="Column with the text (default: the first of text, sentence, review, content).")
+@click.option(
+    "--input", "-i", "input_path", required=True, help="CSV, TSV or JSONL file to score, or - for stdin."
+)
+@click.option(
+    "--output",
+    "-o",
+    "output_path",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="Where to write the scores: .jsonl or .csv.",
+)
+@click.option(
+    "--text-column",
+    default=None,
+    help="Column with the text (default: the first of text, sentence, review, content).",
+)
 @click.option("--pair-column", default=None, help="Second text column, for sentence-pair tasks.")
 @click.option("--id-column", default=None, help="Column copied to the output as id (default: line number).")
-@click.option("--format", "input_format", type=click.Choice(["csv", "tsv", "jsonl"]), default=None,
-              help="Input format (default: from the extension; needed for stdin).")
-@click.option("--on-error", type=click.Choice(["write", "skip", "fail"]), default="write", show_default=True,
-              help="Bad rows: write them to the errors file, skip them (reported on stderr), or stop.")
-@click.option("--errors", "errors_path", type=click.Path(dir_okay=False), default=None,
-              help="Errors file (default: OUTPUT.errors.jsonl).")
+@click.option(
+    "--format",
+    "input_format",
+    type=click.Choice(["csv", "tsv", "jsonl"]),
+    default=None,
+    help="Input format (default: from the extension; needed for stdin).",
+)
+@click.option(
+    "--on-error",
+    type=click.Choice(["write", "skip", "fail"]),
+    default="write",
+    show_default=True,
+    help="Bad rows: write them to the errors file, skip them (reported on stderr), or stop.",
+)
+@click.option(
+    "--errors",
+    "errors_path",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Errors file (default: OUTPUT.errors.jsonl).",
+)
 @click.option("--probabilities", is_flag=True, help="Also write every class probability.")
-@click.option("--chunk-size", type=int, default=1024, show_default=True,
-              help="Rows read, scored and committed at a time.")
+@click.option(
+    "--chunk-size",
+    type=int,
+    default=1024,
+    show_default=True,
+    help="Rows read, scored and committed at a time.",
+)
 @click.option("--resume", is_flag=True, help="Finish an interrupted run where it stopped.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing output file.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar or summary.")
 @user_errors
-def run(cascade_dir: str | None, tier1: str | None, tier2: str | None, tier3: str | None,
-        threshold: tuple[float, ...], confidence: str | None, runtime: str, threads: int | None,
-        batch_size: int, input_path: str, output_path: str, text_column: str | None,
-        pair_column: str | None, id_column: str | None, input_format: str | None, on_error: str,
-        errors_path: str | None, probabilities: bool, chunk_size: int, resume: bool,
-        overwrite: bool, quiet: bool) -> None:
+def run(
+    cascade_dir: str | None,
+    tier1: str | None,
+    tier2: str | None,
+    tier3: str | None,
+    threshold: tuple[float, ...],
+    confidence: str | None,
+    runtime: str,
+    threads: int | None,
+    batch_size: int,
+    input_path: str,
+    output_path: str,
+    text_column: str | None,
+    pair_column: str | None,
+    id_column: str | None,
+    input_format: str | None,
+    on_error: str,
+    errors_path: str | None,
+    probabilities: bool,
+    chunk_size: int,
+    resume: bool,
+    overwrite: bool,
+    quiet: bool,
+) -> None:
     """Score a file with a cascade: every input row lands in OUTPUT or the errors file.
 
     \b
@@ -128,16 +205,28 @@ def run(cascade_dir: str | None, tier1: str | None, tier2: str | None, tier3: st
     from tango.scoring import guess_text_column, score_file
 
     if not cascade_dir and not threshold:
-        click.echo("note: no calibrated threshold; using 0.9. Run `tango calibrate` to choose one "
-                   "from evidence.", err=True)
-    cascade = build_cascade(cascade_dir, tier1, tier2, tier3, threshold, confidence, runtime,
-                            threads, batch_size)
+        click.echo(
+            "note: no calibrated threshold; using 0.9. Run `tango calibrate` to choose one from evidence.",
+            err=True,
+        )
+    cascade = build_cascade(
+        cascade_dir, tier1, tier2, tier3, threshold, confidence, runtime, threads, batch_size
+    )
     summary = score_file(
-        cascade, input_path, output_path,
+        cascade,
+        input_path,
+        output_path,
         text_column=text_column or guess_text_column(input_path, input_format),
-        text_pair_column=pair_column, id_column=id_column, format=input_format,
-        errors_path=errors_path, on_error=on_error, chunk_size=chunk_size,
-        probabilities=probabilities, resume=resume, overwrite=overwrite, progress=not quiet,
+        text_pair_column=pair_column,
+        id_column=id_column,
+        format=input_format,
+        errors_path=errors_path,
+        on_error=on_error,
+        chunk_size=chunk_size,
+        probabilities=probabilities,
+        resume=resume,
+        overwrite=overwrite,
+        progress=not quiet,
     )
     if not quiet:
         click.echo(summary.report(), err=True)
@@ -183,44 +272,98 @@ def _label_names(labels: str | None) -> list[str] | None:
 
 @cli.command()
 @click.argument("model")
-@click.option("--train", "train_path", required=True, type=click.Path(exists=True, dir_okay=False),
-              help="Labelled training file (CSV, TSV or JSON lines).")
-@click.option("--dev", "dev_path", type=click.Path(exists=True, dir_okay=False),
-              help="Labelled dev file, scored after training.")
-@click.option("--dev-fraction", type=float, default=None,
-              help="Without --dev: hold out this seeded fraction of --train as the dev set.")
-@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
-              help="Directory for the trained tier (also holds the resumable checkpoint).")
+@click.option(
+    "--train",
+    "train_path",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False),
+    help="Labelled training file (CSV, TSV or JSON lines).",
+)
+@click.option(
+    "--dev",
+    "dev_path",
+    type=click.Path(exists=True, dir_okay=False),
+    help="Labelled dev file, scored after training.",
+)
+@click.option(
+    "--dev-fraction",
+    type=float,
+    default=None,
+    help="Without --dev: hold out this seeded fraction of --train as the dev set.",
+)
+@click.option(
+    "--out",
+    "out_dir",
+    required=True,
+    type=click.Path(file_okay=False),
+    help="Directory for the trained tier (also holds the resumable checkpoint).",
+)
 @click.option("--name", default=None, help="Registry name (default: the --out directory's name).")
 @click.option("--text-column", default=None, help="Text column (default: guessed).")
 @click.option("--pair-column", default=None, help="Second text column, for sentence pairs.")
 @click.option("--label-column", default=None, help="Label column (default: guessed).")
-@click.option("--labels", default=None,
-              help="Label names in id order, comma-separated, or a known data set's (sst2, "
-                   "ag_news, snli, mrpc, qnli, imdb).")
+@click.option(
+    "--labels",
+    default=None,
+    help="Label names in id order, comma-separated, or a known data set's (sst2, "
+    "ag_news, snli, mrpc, qnli, imdb).",
+)
 @click.option("--layers", type=int, default=None, help="Keep only the first K encoder layers.")
 @click.option("--teacher", default=None, help="Fine-tuned tier to distil from (soft targets).")
 @click.option("--epochs", type=int, default=1, show_default=True, help="Passes over --train.")
 @click.option("--batch-size", type=int, default=32, show_default=True, help="Rows per step.")
-@click.option("--lr", type=float, default=None,
-              help="Peak learning rate (default 5e-5 under 50M parameters, else 3e-5).")
+@click.option(
+    "--lr",
+    type=float,
+    default=None,
+    help="Peak learning rate (default 5e-5 under 50M parameters, else 3e-5).",
+)
 @click.option("--max-length", type=int, default=64, show_default=True, help="Tokens per row.")
-@click.option("--seed", type=int, default=0, show_default=True,
-              help="Seed for batch order, dropout, the new head and the dev split.")
+@click.option(
+    "--seed",
+    type=int,
+    default=0,
+    show_default=True,
+    help="Seed for batch order, dropout, the new head and the dev split.",
+)
 @click.option("--max-steps", type=int, default=None, help="Stop after this many steps.")
-@click.option("--bf16/--no-bf16", default=None,
-              help="bf16 autocast (default: where the CPU has it).")
-@click.option("--resume/--no-resume", default=True, show_default=True,
-              help="Continue from OUT/checkpoint if a run with the same settings was cut off.")
-@click.option("--early-exit", "early_exit", type=click.Choice(["joint", "weighted", "sweet", "two-stage"]),
-              default=None, help="Train a multi-exit model with this loss scheme instead of a tier.")
-@click.option("--exits", default="all", show_default=True,
-              help="With --early-exit: exit layers, 1-based, comma-separated (e.g. 1,2,4,6), or 'all'.")
+@click.option("--bf16/--no-bf16", default=None, help="bf16 autocast (default: where the CPU has it).")
+@click.option(
+    "--resume/--no-resume",
+    default=True,
+    show_default=True,
+    help="Continue from OUT/checkpoint if a run with the same settings was cut off.",
+)
+@click.option(
+    "--early-exit",
+    "early_exit",
+    type=click.Choice(["joint", "weighted", "sweet", "two-stage"]),
+    default=None,
+    help="Train a multi-exit model with this loss scheme instead of a tier.",
+)
+@click.option(
+    "--exits",
+    default="all",
+    show_default=True,
+    help="With --early-exit: exit layers, 1-based, comma-separated (e.g. 1,2,4,6), or 'all'.",
+)
 @user_errors
-def train(model: str, train_path: str, dev_path: str | None, dev_fraction: float | None,
-          out_dir: str, name: str | None, text_column: str | None, pair_column: str | None,
-          label_column: str | None, labels: str | None, bf16: bool | None, early_exit: str | None,
-          exits: str, **options: Any) -> None:
+def train(
+    model: str,
+    train_path: str,
+    dev_path: str | None,
+    dev_fraction: float | None,
+    out_dir: str,
+    name: str | None,
+    text_column: str | None,
+    pair_column: str | None,
+    label_column: str | None,
+    labels: str | None,
+    bf16: bool | None,
+    early_exit: str | None,
+    exits: str,
+    **options: Any,
+) -> None:
     """Fine-tune MODEL (a directory or registered name, e.g. minilm) into a tier.
 
     \b
@@ -235,26 +378,39 @@ def train(model: str, train_path: str, dev_path: str | None, dev_fraction: float
     from tango.data import load_labelled, split_rows
     from tango.training import train_classifier
 
-    columns = {"text_column": text_column, "text_pair_column": pair_column,
-               "label_column": label_column}
+    columns = {"text_column": text_column, "text_pair_column": pair_column, "label_column": label_column}
     data = load_labelled(train_path, label_names=_label_names(labels), **columns)
     dev = load_labelled(dev_path, label_names=data.label_names, **columns) if dev_path else None
     if dev is None and dev_fraction:
         train_rows, dev_rows = split_rows(len(data), dev_fraction, options["seed"])
         split = f"seeded split (dev_fraction={dev_fraction}, seed={options['seed']})"
-        data, dev = (replace(data.subset(rows), source=f"{train_path} {part} of {split}")
-                     for part, rows in (("train", train_rows), ("dev", dev_rows)))
+        data, dev = (
+            replace(data.subset(rows), source=f"{train_path} {part} of {split}")
+            for part, rows in (("train", train_rows), ("dev", dev_rows))
+        )
     if early_exit:
         return train_exits(model, data, dev, out_dir, name, early_exit, exits, bf16, options)
-    result = train_classifier(model, data, out_dir, dev=dev, name=name,
-                              bf16="auto" if bf16 is None else bf16, **options)
+    result = train_classifier(
+        model, data, out_dir, dev=dev, name=name, bf16="auto" if bf16 is None else bf16, **options
+    )
     accuracy = "-" if result.dev_accuracy is None else f"{result.dev_accuracy:.4f}"
-    click.echo(f"saved {result.out_dir}: {result.steps} steps in {result.train_seconds:.0f}s "
-               f"({result.examples_per_second:.0f} examples/s), dev accuracy {accuracy}")
+    click.echo(
+        f"saved {result.out_dir}: {result.steps} steps in {result.train_seconds:.0f}s "
+        f"({result.examples_per_second:.0f} examples/s), dev accuracy {accuracy}"
+    )
 
 
-def train_exits(model: str, data: Any, dev: Any, out_dir: str, name: str | None, mode: str, exits: str,
-                bf16: bool | None, options: dict[str, Any]) -> None:
+def train_exits(
+    model: str,
+    data: Any,
+    dev: Any,
+    out_dir: str,
+    name: str | None,
+    mode: str,
+    exits: str,
+    bf16: bool | None,
+    options: dict[str, Any],
+) -> None:
     """`tango train --early-exit MODE`: a multi-exit model, registered like a tier."""
     from tango.early_exit import train_early_exit
     from tango.registry import register, resolve
@@ -263,42 +419,86 @@ def train_exits(model: str, data: Any, dev: Any, out_dir: str, name: str | None,
         return part.texts, [part.label_names[i] for i in part.labels]
 
     record = train_early_exit(
-        resolve(model), *labelled(data), out_dir, exits=exits, mode=mode, epochs=options["epochs"],
-        batch_size=options["batch_size"], lr=options["lr"] or 5e-5, max_length=options["max_length"],
-        seed=options["seed"], dev=labelled(dev) if dev is not None else None, label_names=data.label_names,
-        max_steps=options["max_steps"], precision="auto" if bf16 is None else ("bf16" if bf16 else "fp32"))
-    register(name or Path(out_dir).name, out_dir, role="early-exit", mode=mode,
-             metrics={"dev_accuracy": record["dev_accuracy"]})
+        resolve(model),
+        *labelled(data),
+        out_dir,
+        exits=exits,
+        mode=mode,
+        epochs=options["epochs"],
+        batch_size=options["batch_size"],
+        lr=options["lr"] or 5e-5,
+        max_length=options["max_length"],
+        seed=options["seed"],
+        dev=labelled(dev) if dev is not None else None,
+        label_names=data.label_names,
+        max_steps=options["max_steps"],
+        precision="auto" if bf16 is None else ("bf16" if bf16 else "fp32"),
+    )
+    register(
+        name or Path(out_dir).name,
+        out_dir,
+        role="early-exit",
+        mode=mode,
+        metrics={"dev_accuracy": record["dev_accuracy"]},
+    )
     accuracy = ", ".join(f"layer {k} {v:.4f}" for k, v in (record["dev_accuracy"] or {}).items())
-    click.echo(f"saved {out_dir}: exits {record['exits']}, {record['steps']} steps "
-               f"in {record['train_seconds']:.0f}s; dev accuracy: {accuracy or '-'}")
+    click.echo(
+        f"saved {out_dir}: exits {record['exits']}, {record['steps']} steps "
+        f"in {record['train_seconds']:.0f}s; dev accuracy: {accuracy or '-'}"
+    )
 
 
 @cli.command()
 @click.argument("model")
-@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
-              help="Directory for model.onnx, config, tokenizer and tango_export.json.")
+@click.option(
+    "--out",
+    "out_dir",
+    required=True,
+    type=click.Path(file_okay=False),
+    help="Directory for model.onnx, config, tokenizer and tango_export.json.",
+)
 @click.option("--int8", is_flag=True, help="Quantise to int8 (dynamic, VNNI/AMX kernels).")
-@click.option("--optimize/--no-optimize", default=None,
-              help="Fuse the graph with ONNX Runtime's transformer optimizer "
-                   "(default: fp32 fused, int8 plain; the faster choices on this CPU).")
-@click.option("--check-data", type=click.Path(exists=True, dir_okay=False), default=None,
-              help="Labelled file to check the export on (default: built-in sentences).")
-@click.option("--check-rows", type=int, default=1000, show_default=True,
-              help="Rows of --check-data to check on.")
+@click.option(
+    "--optimize/--no-optimize",
+    default=None,
+    help="Fuse the graph with ONNX Runtime's transformer optimizer "
+    "(default: fp32 fused, int8 plain; the faster choices on this CPU).",
+)
+@click.option(
+    "--check-data",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="Labelled file to check the export on (default: built-in sentences).",
+)
+@click.option(
+    "--check-rows", type=int, default=1000, show_default=True, help="Rows of --check-data to check on."
+)
 @click.option("--name", default=None, help="Register the exported tier under this name.")
 @user_errors
-def export(model: str, out_dir: str, int8: bool, optimize: bool | None, check_data: str | None,
-           check_rows: int, name: str | None) -> None:
+def export(
+    model: str,
+    out_dir: str,
+    int8: bool,
+    optimize: bool | None,
+    check_data: str | None,
+    check_rows: int,
+    name: str | None,
+) -> None:
     """Export MODEL (a PyTorch tier) to ONNX and check it against PyTorch."""
     from tango.export import export_tier
 
-    check = export_tier(model, out_dir, int8=int8, optimize=optimize, check_data=check_data,
-                        check_rows=check_rows, name=name)
-    accuracy = ("" if check.onnx_accuracy is None else
-                f", accuracy {check.torch_accuracy:.4f} -> {check.onnx_accuracy:.4f}")
-    click.echo(f"{out_dir}: {check.agreement:.2%} of {check.rows} predictions equal, max |logit "
-               f"diff| {check.max_abs_diff:.2g}{accuracy} (saved in tango_export.json)")
+    check = export_tier(
+        model, out_dir, int8=int8, optimize=optimize, check_data=check_data, check_rows=check_rows, name=name
+    )
+    accuracy = (
+        ""
+        if check.onnx_accuracy is None
+        else f", accuracy {check.torch_accuracy:.4f} -> {check.onnx_accuracy:.4f}"
+    )
+    click.echo(
+        f"{out_dir}: {check.agreement:.2%} of {check.rows} predictions equal, max |logit "
+        f"diff| {check.max_abs_diff:.2g}{accuracy} (saved in tango_export.json)"
+    )
 
 
 def data_options(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -315,37 +515,88 @@ def data_options(func: Callable[..., Any]) -> Callable[..., Any]:
 
 @cli.command()
 @click.argument("cascade_out", type=click.Path(file_okay=False))
-@click.option("--dev", "dev_path", required=True, type=click.Path(exists=True, dir_okay=False),
-              help="Labelled dev file (CSV, TSV or JSONL) to calibrate on.")
-@click.option("--test", "test_path", type=click.Path(exists=True, dir_okay=False), default=None,
-              help="Held-out labelled file to report the calibrated cascade's accuracy on.")
-@click.option("--dev-fraction", type=float, default=None,
-              help="Split the --dev file: calibrate on this fraction, report test accuracy on the rest.")
+@click.option(
+    "--dev",
+    "dev_path",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False),
+    help="Labelled dev file (CSV, TSV or JSONL) to calibrate on.",
+)
+@click.option(
+    "--test",
+    "test_path",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="Held-out labelled file to report the calibrated cascade's accuracy on.",
+)
+@click.option(
+    "--dev-fraction",
+    type=float,
+    default=None,
+    help="Split the --dev file: calibrate on this fraction, report test accuracy on the rest.",
+)
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the --dev-fraction split.")
 @data_options
 @click.option("--tier1", help="Create the cascade from these tiers (else CASCADE_OUT must hold one).")
 @click.option("--tier2", help="Tier-2 model when creating the cascade.")
-@click.option("--confidence", type=click.Choice(["maxprob", "margin", "entropy"]), default=None,
-              help="Confidence kind the threshold acts on (default: the cascade's, else maxprob).")
-@click.option("--max-drop", type=float, default=None,
-              help="Target: the fastest threshold within this many accuracy points of tier 2 alone "
-                   "(the default target is 0.5).")
-@click.option("--min-speedup", type=float, default=None,
-              help="Target: the most accurate threshold at least this much faster than tier 2 alone.")
-@click.option("--max-escalation", type=float, default=None,
-              help="Target: send at most this fraction of rows to tier 2.")
-@click.option("--guarantee", type=float, default=None,
-              help="Target: disagreement with tier 2 at most EPS with probability >= 1 - DELTA.")
+@click.option(
+    "--confidence",
+    type=click.Choice(["maxprob", "margin", "entropy"]),
+    default=None,
+    help="Confidence kind the threshold acts on (default: the cascade's, else maxprob).",
+)
+@click.option(
+    "--max-drop",
+    type=float,
+    default=None,
+    help="Target: the fastest threshold within this many accuracy points of tier 2 alone "
+    "(the default target is 0.5).",
+)
+@click.option(
+    "--min-speedup",
+    type=float,
+    default=None,
+    help="Target: the most accurate threshold at least this much faster than tier 2 alone.",
+)
+@click.option(
+    "--max-escalation", type=float, default=None, help="Target: send at most this fraction of rows to tier 2."
+)
+@click.option(
+    "--guarantee",
+    type=float,
+    default=None,
+    help="Target: disagreement with tier 2 at most EPS with probability >= 1 - DELTA.",
+)
 @click.option("--delta", type=float, default=0.1, show_default=True, help="Risk level of --guarantee.")
-@click.option("--runtime", type=click.Choice(["auto", "onnx", "torch"]), default="auto", show_default=True,
-              help="Runtime for every tier; auto = ONNX if model.onnx exists.")
+@click.option(
+    "--runtime",
+    type=click.Choice(["auto", "onnx", "torch"]),
+    default="auto",
+    show_default=True,
+    help="Runtime for every tier; auto = ONNX if model.onnx exists.",
+)
 @click.option("--threads", type=int, default=None, help="Intra-op threads (default: all cores).")
 @user_errors
-def calibrate(cascade_out: str, dev_path: str, test_path: str | None, dev_fraction: float | None,
-              seed: int, text_column: str | None, pair_column: str | None, label_column: str | None,
-              tier1: str | None, tier2: str | None, confidence: str | None, max_drop: float | None,
-              min_speedup: float | None, max_escalation: float | None, guarantee: float | None,
-              delta: float, runtime: str, threads: int | None) -> None:
+def calibrate(
+    cascade_out: str,
+    dev_path: str,
+    test_path: str | None,
+    dev_fraction: float | None,
+    seed: int,
+    text_column: str | None,
+    pair_column: str | None,
+    label_column: str | None,
+    tier1: str | None,
+    tier2: str | None,
+    confidence: str | None,
+    max_drop: float | None,
+    min_speedup: float | None,
+    max_escalation: float | None,
+    guarantee: float | None,
+    delta: float,
+    runtime: str,
+    threads: int | None,
+) -> None:
     """Fit temperatures and choose the threshold of the cascade in CASCADE_OUT from dev data.
 
     Writes the temperatures and threshold into CASCADE_OUT/cascade.json and the evidence
@@ -367,8 +618,11 @@ def calibrate(cascade_out: str, dev_path: str, test_path: str | None, dev_fracti
     else:
         cascade = build_cascade(cascade_out, None, None, None, (), confidence, runtime, threads, 32)
     dev = load_labelled(dev_path, text_column, pair_column, label_column, label_names=list(cascade.classes_))
-    test = load_labelled(test_path, text_column, pair_column, label_column,
-                         label_names=list(cascade.classes_)) if test_path else None
+    test = (
+        load_labelled(test_path, text_column, pair_column, label_column, label_names=list(cascade.classes_))
+        if test_path
+        else None
+    )
     if dev_fraction is not None:
         if test is not None:
             raise click.UsageError("give --test or --dev-fraction, not both")
@@ -376,20 +630,35 @@ def calibrate(cascade_out: str, dev_path: str, test_path: str | None, dev_fracti
         dev, test = dev.subset(dev_rows), dev.subset(test_rows)
     if not any(v is not None for v in (max_drop, min_speedup, max_escalation, guarantee)):
         max_drop = 0.5
-    report = calibrate_cascade(cascade, dev, max_drop=max_drop, min_speedup=min_speedup,
-                               max_escalation=max_escalation, guarantee=guarantee, delta=delta,
-                               report_dir=Path(cascade_out) / "calibration")
+    report = calibrate_cascade(
+        cascade,
+        dev,
+        max_drop=max_drop,
+        min_speedup=min_speedup,
+        max_escalation=max_escalation,
+        guarantee=guarantee,
+        delta=delta,
+        report_dir=Path(cascade_out) / "calibration",
+    )
     cascade.save_pretrained(cascade_out)
     click.echo(format_calibration(report))
     if test is not None:
         result = evaluate(cascade, test)
-        click.echo(f"held-out test ({result['rows']} rows): accuracy {result['accuracy']:.2%}, "
-                   f"escalated {result['escalated']:.1%}, {result['rows_per_s']:.0f} rows/s")
+        click.echo(
+            f"held-out test ({result['rows']} rows): accuracy {result['accuracy']:.2%}, "
+            f"escalated {result['escalated']:.1%}, {result['rows_per_s']:.0f} rows/s"
+        )
     click.echo(f"saved to {cascade_out}")
 
 
-def calibrate_exits(model_dir: str, dev_path: str, text_column: str | None, pair_column: str | None,
-                    label_column: str | None, max_drop: float | None) -> None:
+def calibrate_exits(
+    model_dir: str,
+    dev_path: str,
+    text_column: str | None,
+    pair_column: str | None,
+    label_column: str | None,
+    max_drop: float | None,
+) -> None:
     """`tango calibrate` on an early-exit model: one temperature per exit (and a threshold)."""
     from tango.data import load_labelled
     from tango.early_exit import EarlyExitClassifier
@@ -401,8 +670,10 @@ def calibrate_exits(model_dir: str, dev_path: str, text_column: str | None, pair
     model.save_pretrained(model_dir)
     click.echo("exit layer  temperature  accuracy  ECE before -> after")
     for e in report["exits"]:
-        click.echo(f"{e['layer']:>10}  {e['temperature']:11.3f}  {e['accuracy']:8.2%}  "
-                   f"{e['ece_before']:.4f} -> {e['ece_after']:.4f}")
+        click.echo(
+            f"{e['layer']:>10}  {e['temperature']:11.3f}  {e['accuracy']:8.2%}  "
+            f"{e['ece_before']:.4f} -> {e['ece_after']:.4f}"
+        )
     if "threshold" in report:
         click.echo(f"threshold {report['threshold']:.4f} (within {max_drop} points of the last exit)")
     click.echo(f"saved to {model_dir}")
@@ -410,35 +681,53 @@ def calibrate_exits(model_dir: str, dev_path: str, text_column: str | None, pair
 
 def format_calibration(report: Any) -> str:
     """The calibration report as a small table."""
-    lines = [f"calibrated on {report.rows} dev rows",
-             "tier  temperature  accuracy  ECE before -> after  NLL before -> after  ms/row"]
+    lines = [
+        f"calibrated on {report.rows} dev rows",
+        "tier  temperature  accuracy  ECE before -> after  NLL before -> after  ms/row",
+    ]
     for k, t in enumerate(report.tiers):
-        lines.append(f"{k:>4}  {t.temperature:11.3f}  {t.accuracy:8.2%}  {t.ece_before:10.4f} -> "
-                     f"{t.ece_after:.4f}  {t.nll_before:10.4f} -> {t.nll_after:.4f}  "
-                     f"{1000 * t.seconds_per_row:6.2f}")
+        lines.append(
+            f"{k:>4}  {t.temperature:11.3f}  {t.accuracy:8.2%}  {t.ece_before:10.4f} -> "
+            f"{t.ece_after:.4f}  {t.nll_before:10.4f} -> {t.nll_after:.4f}  "
+            f"{1000 * t.seconds_per_row:6.2f}"
+        )
     if report.threshold is not None:
         expected = ", ".join(f"{k} {v:.4g}" for k, v in report.expected.items())
         lines.append(f"threshold {report.threshold:.6g} for target {report.target}: {expected}")
     if report.guarantee:
         g = report.guarantee
-        lines.append(f"guarantee: disagreement <= {g['eps']} with prob >= {1 - g['delta']:.2f} "
-                     f"(bound {g['risk_bound']:.4f}, empirical {g['empirical_risk']:.4f})")
+        lines.append(
+            f"guarantee: disagreement <= {g['eps']} with prob >= {1 - g['delta']:.2f} "
+            f"(bound {g['risk_bound']:.4f}, empirical {g['empirical_risk']:.4f})"
+        )
     return "\n".join(lines)
 
 
 @cli.command()
-@click.option("--output", "-o", type=click.Path(dir_okay=False), default="scored.jsonl", show_default=True,
-              help="Where to write the scored example file.")
-@click.option("--train", "train_file", type=click.Path(dir_okay=False), default=None,
-              help="Labelled SST-2-style file for the quick tiers (default: ../shared/data/sst2/train.tsv).")
+@click.option(
+    "--output",
+    "-o",
+    type=click.Path(dir_okay=False),
+    default="scored.jsonl",
+    show_default=True,
+    help="Where to write the scored example file.",
+)
+@click.option(
+    "--train",
+    "train_file",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Labelled SST-2-style file for the quick tiers (default: ../shared/data/sst2/train.tsv).",
+)
 @user_errors
 def quickstart(output: str, train_file: str | None) -> None:
     """Install the offline encoders, make quick tiers if none exist, score examples/reviews.csv."""
     from tango.quickstart import SST2_TRAIN
     from tango.quickstart import quickstart as run_quickstart
 
-    summary = run_quickstart(Path(output), Path(train_file) if train_file else SST2_TRAIN,
-                             log=lambda m: click.echo(m, err=True))
+    summary = run_quickstart(
+        Path(output), Path(train_file) if train_file else SST2_TRAIN, log=lambda m: click.echo(m, err=True)
+    )
     click.echo(Path(output).read_text(), nl=False)
     click.echo(summary.report(), err=True)
     click.echo(f"wrote {output}. Next: `tango run --tier1 distil --tier2 large -i FILE -o OUT`", err=True)

@@ -35,15 +35,20 @@ def build_quick_tiers(train_file: Path = SST2_TRAIN, log: Callable[[str], None] 
     from tango.training import train_classifier
 
     if not train_file.exists():
-        raise FileNotFoundError(f"no training data at {train_file}: pass --train FILE with a "
-                                "labelled SST-2-style file (sentence, label)")
+        raise FileNotFoundError(
+            f"no training data at {train_file}: pass --train FILE with a "
+            "labelled SST-2-style file (sentence, label)"
+        )
     data = load_labelled(train_file, label_names=LABEL_NAMES["sst2"])
     for name, (encoder, layers, rows) in QUICK_TIERS.items():
         if f"{name}-int8" in registered():
             continue
         subset = data.subset(split_rows(len(data), rows / len(data), seed=0)[1])
-        log(f"fine-tuning {name}: {encoder}" + (f" cut to {layers} layers" if layers else "")
-            + f" on {len(subset)} rows")
+        log(
+            f"fine-tuning {name}: {encoder}"
+            + (f" cut to {layers} layers" if layers else "")
+            + f" on {len(subset)} rows"
+        )
         out = tango_home() / "models" / name
         train_classifier(encoder, subset, out, layers=layers, name=name)
         export_tier(out, tango_home() / "models" / f"{name}-int8", int8=True, name=f"{name}-int8")

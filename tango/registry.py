@@ -2,17 +2,19 @@
 
 A name resolves in this order: (1) an existing local directory, (2) an alias from
 ``configs/aliases.toml`` (the alias's public hub checkpoint; where the hub cannot be reached,
-the best tier that ``tango train`` registered locally), (3) a Hugging Face hub id. Trained tiers are cached under ``$TANGO_HOME``
-(default ``~/.cache/tango``) and listed in its ``registry.json``.
+the best tier that ``tango train`` registered locally), (3) a Hugging Face hub id. Trained
+tiers are cached under ``$TANGO_HOME`` (default ``~/.cache/tango``) and listed in its
+``registry.json``.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import tomllib
 from pathlib import Path
 from typing import Any
+
+import tomllib
 
 ALIASES_FILE = Path(__file__).resolve().parent.parent / "configs" / "aliases.toml"
 
@@ -63,8 +65,9 @@ def _hub_snapshot(repo_id: str) -> Path:
     """Download (or find in the HF cache) a hub checkpoint; raises OSError when unreachable."""
     from huggingface_hub import snapshot_download
 
-    return Path(snapshot_download(repo_id, allow_patterns=["*.json", "*.txt", "*.safetensors",
-                                                          "*.model", "*.onnx"]))
+    return Path(
+        snapshot_download(repo_id, allow_patterns=["*.json", "*.txt", "*.safetensors", "*.model", "*.onnx"])
+    )
 
 
 def _offline() -> bool:
@@ -123,6 +126,9 @@ def resolve(name: str | Path) -> Path:
         "`tango train` (see docs/models.md)"
     )
     raise ValueError(
-        f"cannot resolve model {str(name)!r}. Tried: " + "; ".join(tried) + f". {hint}; aliases: "
-        + ", ".join(sorted(aliases())) + "."
+        f"cannot resolve model {str(name)!r}. Tried: "
+        + "; ".join(tried)
+        + f". {hint}; aliases: "
+        + ", ".join(sorted(aliases()))
+        + "."
     )

@@ -61,8 +61,11 @@ class RunSummary:
     def add(self, result: CascadeResult) -> None:
         tiers = result.stats.tiers
         if not self.tier_rows:
-            self.tier_rows, self.tier_answered, self.tier_seconds = ([0] * len(tiers), [0] * len(tiers),
-                                                                     [0.0] * len(tiers))
+            self.tier_rows, self.tier_answered, self.tier_seconds = (
+                [0] * len(tiers),
+                [0] * len(tiers),
+                [0.0] * len(tiers),
+            )
         for k, stats in enumerate(tiers):
             self.tier_rows[k] += stats.rows
             self.tier_answered[k] += stats.answered
@@ -72,25 +75,42 @@ class RunSummary:
 
     def report(self) -> str:
         """The end-of-run summary a person reads."""
-        lines = [f"rows in: {self.rows_in:,}   scored: {self.rows_out:,}   errors: {self.errors:,}"
-                 f"   skipped: {self.skipped:,}   truncated: {self.truncated:,}",
-                 f"time: {self.seconds:.1f} s   {self.rows_per_s:,.1f} rows/s"]
+        lines = [
+            f"rows in: {self.rows_in:,}   scored: {self.rows_out:,}   errors: {self.errors:,}"
+            f"   skipped: {self.skipped:,}   truncated: {self.truncated:,}",
+            f"time: {self.seconds:.1f} s   {self.rows_per_s:,.1f} rows/s",
+        ]
         for k, (answered, seconds) in enumerate(zip(self.tier_answered, self.tier_seconds, strict=True)):
             share = answered / self.rows_out if self.rows_out else 0.0
-            lines.append(f"tier {k}: answered {share:6.1%} of rows, scored {self.tier_rows[k]:,} rows"
-                         f" in {seconds:.1f} s")
+            lines.append(
+                f"tier {k}: answered {share:6.1%} of rows, scored {self.tier_rows[k]:,} rows"
+                f" in {seconds:.1f} s"
+            )
         speedup = self.estimated_speedup
-        lines.append("estimated speedup over the last tier alone: "
-                     + (f"{speedup:.2f}x" if speedup else "n/a (no row reached it, its cost is unmeasured)"))
+        lines.append(
+            "estimated speedup over the last tier alone: "
+            + (f"{speedup:.2f}x" if speedup else "n/a (no row reached it, its cost is unmeasured)")
+        )
         return "\n".join(lines)
 
 
-def score_file(cascade: Cascade, input_path: str | Path, output_path: str | Path, *,
-               text_column: str = "text", text_pair_column: str | None = None,
-               id_column: str | None = None, format: str | None = None,
-               errors_path: str | Path | None = None, on_error: str = "write",
-               chunk_size: int = 1024, probabilities: bool = False, resume: bool = False,
-               overwrite: bool = False, progress: bool = True) -> RunSummary:
+def score_file(
+    cascade: Cascade,
+    input_path: str | Path,
+    output_path: str | Path,
+    *,
+    text_column: str = "text",
+    text_pair_column: str | None = None,
+    id_column: str | None = None,
+    format: str | None = None,
+    errors_path: str | Path | None = None,
+    on_error: str = "write",
+    chunk_size: int = 1024,
+    probabilities: bool = False,
+    resume: bool = False,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> RunSummary:
     """Score every row of ``input_path`` into ``output_path`` (``.jsonl`` or ``.csv``).
 
     Each output row holds ``id`` (the id column, else the input line number), ``label``,
@@ -105,18 +125,36 @@ def score_file(cascade: Cascade, input_path: str | Path, output_path: str | Path
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
     output_path = Path(output_path)
     writer = _writer_for(output_path, cascade.classes_, probabilities)
-    errors_path = Path(errors_path) if errors_path else output_path.with_name(output_path.name + ".errors.jsonl")
+    errors_path = (
+        Path(errors_path) if errors_path else output_path.with_name(output_path.name + ".errors.jsonl")
+    )
     state_path = output_path.with_name(output_path.name + ".progress.json")
     summary = _start(output_path, errors_path, state_path, resume, overwrite)
-    records = read_records(input_path, text_column, text_pair_column, id_column=id_column,
-                           format=format, skip_lines=summary.rows_in)  # checks columns first
+    records = read_records(
+        input_path,
+        text_column,
+        text_pair_column,
+        id_column=id_column,
+        format=format,
+        skip_lines=summary.rows_in,
+    )  # checks columns first
     started = time.perf_counter() - summary.seconds
     total = _count_rows(input_path)
-    bar = tqdm(total=total, initial=summary.rows_in, unit="row", disable=not progress,
-               desc=f"scoring {Path(str(input_path)).name}", dynamic_ncols=True)
+    bar = tqdm(
+        total=total,
+        initial=summary.rows_in,
+        unit="row",
+        disable=not progress,
+        desc=f"scoring {Path(str(input_path)).name}",
+        dynamic_ncols=True,
+    )
     with bar, open(output_path, "ab") as out, open(errors_path, "ab") as err:
         for chunk in _chunks(records, chunk_size):
-            failure = next((row for row in chunk if isinstance(row, RowError)), None) if on_error == "fail" else None
+            failure = (
+                next((row for row in chunk if isinstance(row, RowError)), None)
+                if on_error == "fail"
+                else None
+            )
             if failure is not None:
                 chunk = chunk[: chunk.index(failure)]
             good = [row for row in chunk if isinstance(row, Record)]
@@ -127,7 +165,10 @@ def score_file(cascade: Cascade, input_path: str | Path, output_path: str | Path
             if on_error == "skip":
                 summary.skipped += len(bad)
                 for row in bad:
-                    print(f"skipped {input_path}:{row.line} [{row.field or '-'}]: {row.message}", file=sys.stderr)
+                    print(
+                        f"skipped {input_path}:{row.line} [{row.field or '-'}]: {row.message}",
+                        file=sys.stderr,
+                    )
             else:
                 summary.errors += len(bad)
                 summary.errors_bytes += _append(err, b"".join(_error_line(row) for row in bad))
@@ -135,13 +176,19 @@ def score_file(cascade: Cascade, input_path: str | Path, output_path: str | Path
             summary.seconds = time.perf_counter() - started
             _save_state(state_path, summary)
             bar.update(len(chunk))
-            escalated = 1 - summary.tier_answered[0] / summary.rows_out if summary.rows_out and summary.tier_answered else 0.0
+            escalated = (
+                1 - summary.tier_answered[0] / summary.rows_out
+                if summary.rows_out and summary.tier_answered
+                else 0.0
+            )
             bar.set_postfix(escalated=f"{escalated:.1%}", errors=summary.errors + summary.skipped)
             if failure is not None:
-                raise ValueError(f"{input_path}: line {failure.line}, field {failure.field or '-'}: "
-                                 f"{failure.message}. {summary.rows_out} rows scored before it are "
-                                 f"in {output_path}; rerun with --resume after fixing the file, or "
-                                 f"use --on-error write")
+                raise ValueError(
+                    f"{input_path}: line {failure.line}, field {failure.field or '-'}: "
+                    f"{failure.message}. {summary.rows_out} rows scored before it are "
+                    f"in {output_path}; rerun with --resume after fixing the file, or "
+                    f"use --on-error write"
+                )
     state_path.unlink(missing_ok=True)
     if summary.errors == 0 and errors_path.exists() and errors_path.stat().st_size == 0:
         errors_path.unlink()
@@ -167,8 +214,10 @@ def _start(output: Path, errors: Path, state: Path, resume: bool, overwrite: boo
     if resume and output.exists():
         raise ValueError(f"{output} looks complete: there is no {state.name} to resume from")
     if output.exists() and not overwrite:
-        raise ValueError(f"{output} already exists; pass --resume to finish an interrupted run "
-                         f"or --overwrite to start again")
+        raise ValueError(
+            f"{output} already exists; pass --resume to finish an interrupted run "
+            f"or --overwrite to start again"
+        )
     for path in (output, errors, state):
         path.unlink(missing_ok=True)
     return RunSummary()
@@ -218,8 +267,12 @@ def _count_rows(path: str | Path) -> int | None:
 
 
 def _error_line(row: RowError) -> bytes:
-    return (json.dumps({"line": row.line, "field": row.field, "error": row.message, "raw": row.raw},
-                       ensure_ascii=False) + "\n").encode()
+    return (
+        json.dumps(
+            {"line": row.line, "field": row.field, "error": row.message, "raw": row.raw}, ensure_ascii=False
+        )
+        + "\n"
+    ).encode()
 
 
 def _writer_for(path: Path, labels: np.ndarray, probabilities: bool):
@@ -230,15 +283,25 @@ def _writer_for(path: Path, labels: np.ndarray, probabilities: bool):
     names = [str(label) for label in labels]
 
     def fields(row: Record, k: int, result: CascadeResult) -> dict[str, Any]:
-        out = {"id": row.id if row.id is not None else row.line, "label": str(result.labels[k]),
-               "confidence": round(float(result.confidence[k]), 6), "tier": int(result.tier[k])}
+        out = {
+            "id": row.id if row.id is not None else row.line,
+            "label": str(result.labels[k]),
+            "confidence": round(float(result.confidence[k]), 6),
+            "tier": int(result.tier[k]),
+        }
         if probabilities:
-            out.update({f"p_{name}": round(float(p), 6) for name, p in zip(names, result.probabilities[k], strict=True)})
+            out.update(
+                {
+                    f"p_{name}": round(float(p), 6)
+                    for name, p in zip(names, result.probabilities[k], strict=True)
+                }
+            )
         return out
 
     def jsonl(rows: list[Record], result: CascadeResult, first: bool) -> bytes:
-        return "".join(json.dumps(fields(row, k, result), ensure_ascii=False) + "\n"
-                       for k, row in enumerate(rows)).encode()
+        return "".join(
+            json.dumps(fields(row, k, result), ensure_ascii=False) + "\n" for k, row in enumerate(rows)
+        ).encode()
 
     def csv_rows(rows: list[Record], result: CascadeResult, first: bool) -> bytes:
         buffer = io.StringIO()

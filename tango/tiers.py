@@ -38,12 +38,15 @@ def default_threads() -> int:
 
 def as_texts(texts: str | tuple[str, str] | Texts) -> list[str] | list[tuple[str, str]]:
     """Wrap a single text (or pair) into a list; validate the rows are all str or all pairs."""
-    if isinstance(texts, str) or (isinstance(texts, tuple) and len(texts) == 2
-                                  and all(isinstance(t, str) for t in texts)):
+    if isinstance(texts, str) or (
+        isinstance(texts, tuple) and len(texts) == 2 and all(isinstance(t, str) for t in texts)
+    ):
         texts = [texts]  # type: ignore[list-item]
     rows = list(texts)  # type: ignore[arg-type]
-    if rows and not all(isinstance(r, str) for r in rows) and not all(
-        isinstance(r, (tuple, list)) and len(r) == 2 for r in rows
+    if (
+        rows
+        and not all(isinstance(r, str) for r in rows)
+        and not all(isinstance(r, (tuple, list)) and len(r) == 2 for r in rows)
     ):
         raise TypeError("texts must be a list of strings or a list of (text, text_pair) tuples")
     return rows  # type: ignore[return-value]
@@ -64,8 +67,10 @@ def make_session(model_path: str | Path, threads: int | None = None, providers: 
     providers = providers or ["CPUExecutionProvider"]
     missing = [p for p in providers if p not in ort.get_available_providers()]
     if missing:
-        raise ValueError(f"ONNX Runtime providers {missing} are not available here; "
-                         f"available: {ort.get_available_providers()}")
+        raise ValueError(
+            f"ONNX Runtime providers {missing} are not available here; "
+            f"available: {ort.get_available_providers()}"
+        )
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads or default_threads()
     options.inter_op_num_threads = 1
@@ -106,8 +111,9 @@ def bf16_supported() -> bool:
 class TorchRuntime:
     """Runs a Hugging Face sequence classifier in PyTorch: fp32, or bf16 autocast on the CPU."""
 
-    def __init__(self, model_dir: Path, threads: int | None = None, precision: str = "auto",
-                 device: str = "cpu") -> None:
+    def __init__(
+        self, model_dir: Path, threads: int | None = None, precision: str = "auto", device: str = "cpu"
+    ) -> None:
         import torch
         from transformers import AutoModelForSequenceClassification
         from transformers.utils import logging as hf_logging
@@ -118,7 +124,8 @@ class TorchRuntime:
         self.device = device
         self.bf16 = precision == "bf16" or (precision == "auto" and bf16_supported())
         self.input_names = tuple(
-            name for name in ("input_ids", "attention_mask", "token_type_ids")
+            name
+            for name in ("input_ids", "attention_mask", "token_type_ids")
             if name in inspect.signature(self.model.forward).parameters
         )
         self.description = f"pytorch ({'bf16 autocast' if self.bf16 else 'fp32'})"
@@ -126,8 +133,9 @@ class TorchRuntime:
     def run(self, batch: dict[str, np.ndarray]) -> np.ndarray:
         import torch
 
-        inputs = {name: torch.from_numpy(batch[name]).to(self.device) for name in self.input_names
-                  if name in batch}
+        inputs = {
+            name: torch.from_numpy(batch[name]).to(self.device) for name in self.input_names if name in batch
+        }
         device_type = "cuda" if self.device.startswith("cuda") else "cpu"
         with torch.inference_mode(), torch.autocast(device_type, torch.bfloat16, enabled=self.bf16):
             logits = self.model(**inputs).logits
@@ -144,9 +152,17 @@ class Tier:
     array(['positive', 'negative'], dtype='<U8')
     """
 
-    def __init__(self, path: Path, tokenizer: Any, runtime: Runtime, labels: list[str],
-                 batch_size: int = 32, max_tokens: int | None = 16384,
-                 max_length: int | None = None, source: str | None = None) -> None:
+    def __init__(
+        self,
+        path: Path,
+        tokenizer: Any,
+        runtime: Runtime,
+        labels: list[str],
+        batch_size: int = 32,
+        max_tokens: int | None = 16384,
+        max_length: int | None = None,
+        source: str | None = None,
+    ) -> None:
         self.path = path
         self.tokenizer = tokenizer
         self.runtime = runtime
@@ -158,10 +174,17 @@ class Tier:
         self.last_padding_efficiency_: float | None = None
 
     @classmethod
-    def from_pretrained(cls, name_or_path: str | Path, runtime: str = "auto",
-                        precision: str = "auto", threads: int | None = None,
-                        batch_size: int = 32, max_tokens: int | None = 16384,
-                        max_length: int | None = None, device: str = "cpu") -> Tier:
+    def from_pretrained(
+        cls,
+        name_or_path: str | Path,
+        runtime: str = "auto",
+        precision: str = "auto",
+        threads: int | None = None,
+        batch_size: int = 32,
+        max_tokens: int | None = 16384,
+        max_length: int | None = None,
+        device: str = "cpu",
+    ) -> Tier:
         """Load a tier from a directory, an alias (``configs/aliases.toml``) or a hub id.
 
         ``runtime="auto"`` uses ONNX Runtime when the directory holds ``model.onnx``,
@@ -179,8 +202,10 @@ class Tier:
         path = resolve(name_or_path)
         has_onnx = (path / ONNX_FILE).exists()
         if runtime == "onnx" and not has_onnx:
-            raise ValueError(f"{path} has no {ONNX_FILE}; make one with `tango export {path} "
-                             f"--out DIR`, or use runtime='torch'")
+            raise ValueError(
+                f"{path} has no {ONNX_FILE}; make one with `tango export {path} "
+                f"--out DIR`, or use runtime='torch'"
+            )
         config = AutoConfig.from_pretrained(path)
         tokenizer = AutoTokenizer.from_pretrained(path)
         if runtime == "onnx" or (runtime == "auto" and has_onnx):
@@ -188,8 +213,9 @@ class Tier:
         else:
             backend = TorchRuntime(path, threads, precision, device)
         labels = [str(config.id2label[i]) for i in range(config.num_labels)]
-        return cls(path, tokenizer, backend, labels, batch_size, max_tokens, max_length,
-                   source=str(name_or_path))
+        return cls(
+            path, tokenizer, backend, labels, batch_size, max_tokens, max_length, source=str(name_or_path)
+        )
 
     # --- tokenize -> infer --------------------------------------------------------------------
     @property
@@ -208,8 +234,7 @@ class Tier:
             encoded = self.tokenizer(rows, truncation=True, max_length=self.max_length)
         else:
             firsts, seconds = zip(*rows, strict=True)
-            encoded = self.tokenizer(list(firsts), list(seconds), truncation=True,
-                                     max_length=self.max_length)
+            encoded = self.tokenizer(list(firsts), list(seconds), truncation=True, max_length=self.max_length)
         truncated = sum(bool(e.overflowing) for e in encoded.encodings or [])
         return Encodings(encoded["input_ids"], encoded.get("token_type_ids"), truncated)
 
@@ -245,8 +270,10 @@ class Tier:
                 shutil.copy2(item, directory / item.name)
 
     def __repr__(self) -> str:
-        return (f"Tier({self.source!r}, runtime={getattr(self.runtime, 'description', '?')}, "
-                f"labels={self.labels})")
+        return (
+            f"Tier({self.source!r}, runtime={getattr(self.runtime, 'description', '?')}, "
+            f"labels={self.labels})"
+        )
 
 
 def model_max_length(tokenizer: Any, path: Path) -> int:

@@ -77,10 +77,17 @@ def row_hashes(texts: list) -> list[str]:
     return sorted({hashlib.sha1(repr(t).encode()).hexdigest()[:12] for t in texts})
 
 
-def calibrate_cascade(cascade: Cascade, dev: LabelledData, *, max_drop: float | None = None,
-                      min_speedup: float | None = None, max_escalation: float | None = None,
-                      guarantee: float | None = None, delta: float = 0.1,
-                      report_dir: str | Path | None = None) -> CalibrationReport:
+def calibrate_cascade(
+    cascade: Cascade,
+    dev: LabelledData,
+    *,
+    max_drop: float | None = None,
+    min_speedup: float | None = None,
+    max_escalation: float | None = None,
+    guarantee: float | None = None,
+    delta: float = 0.1,
+    report_dir: str | Path | None = None,
+) -> CalibrationReport:
     """Fit temperatures and choose the threshold of a two-tier cascade on labelled dev rows.
 
     Exactly one target: ``max_drop`` (accuracy points below tier-2 alone), ``min_speedup``,
@@ -89,9 +96,16 @@ def calibrate_cascade(cascade: Cascade, dev: LabelledData, *, max_drop: float | 
     cascade is updated in place; ``report_dir`` receives reliability diagrams, the curve
     (JSON + PNG) and ``report.json``.
     """
-    targets = {k: v for k, v in [("max_drop", max_drop), ("min_speedup", min_speedup),
-                                 ("max_escalation", max_escalation), ("guarantee", guarantee)]
-               if v is not None}
+    targets = {
+        k: v
+        for k, v in [
+            ("max_drop", max_drop),
+            ("min_speedup", min_speedup),
+            ("max_escalation", max_escalation),
+            ("guarantee", guarantee),
+        ]
+        if v is not None
+    }
     if len(targets) > 1:
         raise ValueError(f"give one target, got {sorted(targets)}")
     tiers = cascade._validated()[0]
@@ -99,19 +113,30 @@ def calibrate_cascade(cascade: Cascade, dev: LabelledData, *, max_drop: float | 
     logits, costs = score_tiers(tiers, dev.texts)
     scalers = [TemperatureScaler().fit(z, labels) for z in logits]
     report = CalibrationReport(
-        rows=len(dev), tiers=[_tier_report(z, labels, s, c) for z, s, c in zip(logits, scalers, costs, strict=True)],
-        target=targets, threshold=None, dev_rows=row_hashes(dev.texts))
+        rows=len(dev),
+        tiers=[_tier_report(z, labels, s, c) for z, s, c in zip(logits, scalers, costs, strict=True)],
+        target=targets,
+        threshold=None,
+        dev_rows=row_hashes(dev.texts),
+    )
     cascade.temperatures = [s.temperature_ for s in scalers]
     out = Path(report_dir) if report_dir else None
     if out:
         out.mkdir(parents=True, exist_ok=True)
         for k, (z, scaler) in enumerate(zip(logits, scalers, strict=True)):
-            reliability_diagram(softmax(z), scaler.predict_proba(z), labels, out / f"reliability_tier{k}.png",
-                                title=f"tier {k}: {tiers[k].path.name}")
+            reliability_diagram(
+                softmax(z),
+                scaler.predict_proba(z),
+                labels,
+                out / f"reliability_tier{k}.png",
+                title=f"tier {k}: {tiers[k].path.name}",
+            )
     if targets:
         if len(tiers) != 2:
-            raise ValueError("threshold selection handles two-tier cascades; with more tiers set "
-                             "--threshold per boundary by hand (temperatures are still fitted)")
+            raise ValueError(
+                "threshold selection handles two-tier cascades; with more tiers set "
+                "--threshold per boundary by hand (temperatures are still fitted)"
+            )
         _choose_threshold(cascade, report, logits, scalers, labels, costs, targets, delta, out)
     cascade.calibration = report.to_dict()
     if out:
@@ -119,9 +144,17 @@ def calibrate_cascade(cascade: Cascade, dev: LabelledData, *, max_drop: float | 
     return report
 
 
-def _choose_threshold(cascade: Cascade, report: CalibrationReport, logits: list[np.ndarray],
-                      scalers: list[TemperatureScaler], labels: np.ndarray, costs: list[float],
-                      targets: dict[str, float], delta: float, out: Path | None) -> None:
+def _choose_threshold(
+    cascade: Cascade,
+    report: CalibrationReport,
+    logits: list[np.ndarray],
+    scalers: list[TemperatureScaler],
+    labels: np.ndarray,
+    costs: list[float],
+    targets: dict[str, float],
+    delta: float,
+    out: Path | None,
+) -> None:
     conf = confidence(scalers[0].predict_proba(logits[0]), cascade.confidence)
     pred1, pred2 = logits[0].argmax(axis=1), logits[1].argmax(axis=1)
     curve = sweep_thresholds(conf, pred1, pred2, labels, costs[0], costs[1])
@@ -142,22 +175,33 @@ def _choose_threshold(cascade: Cascade, report: CalibrationReport, logits: list[
 def _curve_at(curve: ThresholdCurve, threshold: float) -> dict[str, float]:
     i = int(np.searchsorted(curve.threshold, threshold))
     i = min(i, len(curve.threshold) - 1)
-    point = {"escalated": curve.escalated[i], "speedup": curve.speedup[i],
-             "agreement_with_tier2": curve.agreement_with_tier2[i]}
+    point = {
+        "escalated": curve.escalated[i],
+        "speedup": curve.speedup[i],
+        "agreement_with_tier2": curve.agreement_with_tier2[i],
+    }
     if curve.accuracy is not None:
-        point.update(accuracy=curve.accuracy[i], tier1_accuracy=curve.tier1_accuracy,
-                     tier2_accuracy=curve.tier2_accuracy)
+        point.update(
+            accuracy=curve.accuracy[i],
+            tier1_accuracy=curve.tier1_accuracy,
+            tier2_accuracy=curve.tier2_accuracy,
+        )
     return {k: float(v) for k, v in point.items()}
 
 
-def _tier_report(logits: np.ndarray, labels: np.ndarray, scaler: TemperatureScaler,
-                 cost: float) -> TierCalibration:
+def _tier_report(
+    logits: np.ndarray, labels: np.ndarray, scaler: TemperatureScaler, cost: float
+) -> TierCalibration:
     before, after = softmax(logits), scaler.predict_proba(logits)
     return TierCalibration(
-        temperature=float(scaler.temperature_), accuracy=float((logits.argmax(1) == labels).mean()),
-        ece_before=expected_calibration_error(before, labels), ece_after=expected_calibration_error(after, labels),
-        nll_before=negative_log_likelihood(before, labels), nll_after=negative_log_likelihood(after, labels),
-        seconds_per_row=cost)
+        temperature=float(scaler.temperature_),
+        accuracy=float((logits.argmax(1) == labels).mean()),
+        ece_before=expected_calibration_error(before, labels),
+        ece_after=expected_calibration_error(after, labels),
+        nll_before=negative_log_likelihood(before, labels),
+        nll_after=negative_log_likelihood(after, labels),
+        seconds_per_row=cost,
+    )
 
 
 def _align_labels(data: LabelledData, classes: list[str]) -> np.ndarray:
@@ -181,10 +225,12 @@ def check_held_out(calibration: dict[str, Any] | None, test: LabelledData) -> No
     dev = set((calibration or {}).get("dev_rows", []))
     shared = sum(h in dev for h in row_hashes(test.texts))
     if shared > MAX_SHARED_ROWS * len(test):
-        raise ValueError(f"{shared} of the {len(test)} test rows are rows this cascade was "
-                         "calibrated on; accuracy there says nothing about new data. Evaluate on a "
-                         "held-out file, or calibrate with --dev-fraction to split one file into "
-                         "dev and test")
+        raise ValueError(
+            f"{shared} of the {len(test)} test rows are rows this cascade was "
+            "calibrated on; accuracy there says nothing about new data. Evaluate on a "
+            "held-out file, or calibrate with --dev-fraction to split one file into "
+            "dev and test"
+        )
 
 
 def evaluate(cascade: Cascade, test: LabelledData) -> dict[str, float]:
@@ -194,9 +240,12 @@ def evaluate(cascade: Cascade, test: LabelledData) -> dict[str, float]:
     start = time.perf_counter()
     result = cascade.predict_detailed(test.texts)
     seconds = time.perf_counter() - start
-    return {"rows": len(test), "accuracy": float((result.probabilities.argmax(1) == labels).mean()),
-            "escalated": result.stats.escalated[0] if result.stats.escalated else 0.0,
-            "rows_per_s": len(test) / seconds if seconds else 0.0}
+    return {
+        "rows": len(test),
+        "accuracy": float((result.probabilities.argmax(1) == labels).mean()),
+        "escalated": result.stats.escalated[0] if result.stats.escalated else 0.0,
+        "rows_per_s": len(test) / seconds if seconds else 0.0,
+    }
 
 
 # --- early-exit models: one temperature per exit ------------------------------------------------
@@ -209,8 +258,9 @@ class ExitCurve:
     mean_exit_layer: list[float]
 
 
-def calibrate_early_exit(model: Any, dev: LabelledData, *, max_drop: float | None = None,
-                         report_dir: str | Path | None = None) -> dict[str, Any]:
+def calibrate_early_exit(
+    model: Any, dev: LabelledData, *, max_drop: float | None = None, report_dir: str | Path | None = None
+) -> dict[str, Any]:
     """Fit one temperature per exit of an ``EarlyExitClassifier``; optionally choose its threshold.
 
     The maxprob policy is simulated from all exits' logits (a row leaves at the first exit whose
@@ -222,13 +272,19 @@ def calibrate_early_exit(model: Any, dev: LabelledData, *, max_drop: float | Non
     logits = model.exit_logits(dev.texts)  # (E, N, K)
     scalers = [TemperatureScaler().fit(z, labels) for z in logits]
     layers = list(model.exits_)
-    exits = [dict(layer=layer, **asdict(_tier_report(z, labels, s, 0.0)))
-             for layer, z, s in zip(layers, logits, scalers, strict=True)]
+    exits = [
+        dict(layer=layer, **asdict(_tier_report(z, labels, s, 0.0)))
+        for layer, z, s in zip(layers, logits, scalers, strict=True)
+    ]
     model.temperatures = [s.temperature_ for s in scalers]
     confidences = np.stack([s.predict_proba(z).max(axis=1) for s, z in zip(scalers, logits, strict=True)])
     curve = _exit_curve(confidences, logits.argmax(axis=2) == labels, np.asarray(layers))
-    report: dict[str, Any] = {"rows": len(dev), "exits": exits, "curve": asdict(curve),
-                              "dev_rows": row_hashes(dev.texts)}
+    report: dict[str, Any] = {
+        "rows": len(dev),
+        "exits": exits,
+        "curve": asdict(curve),
+        "dev_rows": row_hashes(dev.texts),
+    }
     if max_drop is not None:
         ok = np.asarray(curve.accuracy) >= exits[-1]["accuracy"] - max_drop / 100
         best = min(np.flatnonzero(ok), key=lambda i: curve.mean_exit_layer[i])
@@ -238,15 +294,22 @@ def calibrate_early_exit(model: Any, dev: LabelledData, *, max_drop: float | Non
         out = Path(report_dir)
         out.mkdir(parents=True, exist_ok=True)
         for layer, z, scaler in zip(layers, logits, scalers, strict=True):
-            reliability_diagram(softmax(z), scaler.predict_proba(z), labels, out / f"reliability_exit{layer}.png",
-                                title=f"exit at layer {layer}")
+            reliability_diagram(
+                softmax(z),
+                scaler.predict_proba(z),
+                labels,
+                out / f"reliability_exit{layer}.png",
+                title=f"exit at layer {layer}",
+            )
         (out / "report.json").write_text(json.dumps(report, indent=2))
     return report
 
 
 def _exit_curve(confidences: np.ndarray, correct: np.ndarray, layers: np.ndarray) -> ExitCurve:
     """Accuracy and mean exit layer at thresholds on a fine grid. (E, N) inputs."""
-    thresholds = np.unique(np.concatenate([np.linspace(0.5, 1.0, 101), np.quantile(confidences, np.linspace(0, 1, 101))]))
+    thresholds = np.unique(
+        np.concatenate([np.linspace(0.5, 1.0, 101), np.quantile(confidences, np.linspace(0, 1, 101))])
+    )
     curve = ExitCurve([], [], [])
     rows = np.arange(confidences.shape[1])
     for t in thresholds:

@@ -7,8 +7,11 @@ from tango.confidence import confidence, softmax
 
 
 @settings(max_examples=200, deadline=None)
-@given(lengths=st.lists(st.integers(1, 300), max_size=200), batch_size=st.integers(1, 40),
-       max_tokens=st.one_of(st.none(), st.integers(1, 4000)))
+@given(
+    lengths=st.lists(st.integers(1, 300), max_size=200),
+    batch_size=st.integers(1, 40),
+    max_tokens=st.one_of(st.none(), st.integers(1, 4000)),
+)
 def test_plan_covers_every_row_once_within_budgets(lengths, batch_size, max_tokens):
     lengths = np.asarray(lengths, dtype=np.int64)
     batches = plan_batches(lengths, batch_size, max_tokens)

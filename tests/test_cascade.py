@@ -2,25 +2,38 @@ import json
 
 import numpy as np
 import pytest
+from tiny_models import build_tiny_classifier
 
 from tango.cascade import Cascade
 from tango.confidence import confidence, softmax
 from tango.tiers import Tier
-from tiny_models import build_tiny_classifier
 
 TEXTS = [
-    "the film was good", "awful boring mess", "i loved it", "what a waste of time really",
-    "news about the stock market", "the team lost the game", "a wonderful , funny story",
-    "the worst acting i have seen", "it was not bad", "quite dull but the actors are great",
-    "one , two , three", "why ?", "space science", "the government and the war", "best day",
+    "the film was good",
+    "awful boring mess",
+    "i loved it",
+    "what a waste of time really",
+    "news about the stock market",
+    "the team lost the game",
+    "a wonderful , funny story",
+    "the worst acting i have seen",
+    "it was not bad",
+    "quite dull but the actors are great",
+    "one , two , three",
+    "why ?",
+    "space science",
+    "the government and the war",
+    "best day",
 ] * 3
 
 
 @pytest.fixture(scope="module")
 def tier_dirs(tmp_path_factory):
     root = tmp_path_factory.mktemp("tiers")
-    return [build_tiny_classifier(root / f"t{k}", seed=k, model_type=kind)
-            for k, kind in enumerate(["bert", "mpnet", "bert"])]
+    return [
+        build_tiny_classifier(root / f"t{k}", seed=k, model_type=kind)
+        for k, kind in enumerate(["bert", "mpnet", "bert"])
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +81,9 @@ def test_temperatures_and_confidence_kinds_change_the_gate(tiers):
     for kind in ("maxprob", "margin", "entropy"):
         conf = confidence(softmax(logits, 3.0), kind)
         threshold = float(np.median(conf))
-        result = Cascade([t1, t2], threshold, confidence=kind, temperatures=[3.0, 1.0]).predict_detailed(TEXTS)
+        result = Cascade([t1, t2], threshold, confidence=kind, temperatures=[3.0, 1.0]).predict_detailed(
+            TEXTS
+        )
         assert np.array_equal(result.tier == 1, conf < threshold)
         # the answering tier's calibrated probabilities are returned
         kept = result.tier == 0
@@ -91,7 +106,9 @@ def test_text_pairs_route_like_singles(tiers):
     assert not np.allclose(p1, t1.predict_proba([a for a, _ in pairs])), "the pair must matter"
     threshold = float(np.median(p1.max(1)))
     result = Cascade([t1, t2], threshold).predict_detailed(pairs)
-    np.testing.assert_allclose(result.probabilities, np.where((p1.max(1) < threshold)[:, None], p2, p1), atol=1e-5)
+    np.testing.assert_allclose(
+        result.probabilities, np.where((p1.max(1) < threshold)[:, None], p2, p1), atol=1e-5
+    )
 
 
 def test_labels_are_names_and_probabilities_sum_to_one(tiers):
@@ -106,19 +123,24 @@ def test_shared_tokenizer_tokenizes_once(tiers, monkeypatch):
     assert t1.tokenizer_fingerprint == t3.tokenizer_fingerprint
     calls = []
     original = Tier.tokenize
-    monkeypatch.setattr(Tier, "tokenize", lambda self, texts: calls.append(len(texts)) or original(self, texts))
+    monkeypatch.setattr(
+        Tier, "tokenize", lambda self, texts: calls.append(len(texts)) or original(self, texts)
+    )
     result = Cascade([t1, t3], thresholds=1.01).predict_detailed(TEXTS)
     assert calls == [len(TEXTS)]
     np.testing.assert_allclose(result.probabilities, t3.predict_proba(TEXTS), atol=1e-5)
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    ({"thresholds": -0.1}, "thresholds must be >= 0"),
-    ({"thresholds": [0.5, 0.5]}, "need 1 thresholds"),
-    ({"thresholds": float("nan")}, "thresholds must be >= 0"),
-    ({"confidence": "vibes"}, "confidence must be one of"),
-    ({"temperatures": [1.0, 0.0]}, "temperature"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"thresholds": -0.1}, "thresholds must be >= 0"),
+        ({"thresholds": [0.5, 0.5]}, "need 1 thresholds"),
+        ({"thresholds": float("nan")}, "thresholds must be >= 0"),
+        ({"confidence": "vibes"}, "confidence must be one of"),
+        ({"temperatures": [1.0, 0.0]}, "temperature"),
+    ],
+)
 def test_bad_settings_fail_with_clear_errors(tiers, kwargs, message):
     with pytest.raises(ValueError, match=message):
         Cascade(tiers[:2], **kwargs).predict(TEXTS[:2])

@@ -7,15 +7,21 @@ import time
 
 import pytest
 from click.testing import CliRunner
+from tiny_models import build_tiny_classifier
 
 from tango.cascade import Cascade
 from tango.cli import cli
 from tango.scoring import score_file
 from tango.tiers import Tier
-from tiny_models import build_tiny_classifier
 
-SENTENCES = ["the film was good", "awful boring mess", "i loved it", "news about the stock market",
-             "the team lost the game", "a wonderful , funny story"]
+SENTENCES = [
+    "the film was good",
+    "awful boring mess",
+    "i loved it",
+    "news about the stock market",
+    "the team lost the game",
+    "a wonderful , funny story",
+]
 
 
 @pytest.fixture(scope="module")
@@ -41,11 +47,22 @@ def read_jsonl(path):
 
 def test_every_row_is_scored_or_reported_in_order(cascade, tmp_path):
     source = tmp_path / "in.jsonl"
-    lines = [json.dumps({"id": "a", "text": "i loved it"}), "{not json", json.dumps({"id": "b", "text": ""}),
-             json.dumps({"id": "c", "text": "awful boring mess"}), json.dumps({"id": "d", "text": ["x"]})]
-    source.write_bytes(("\n".join(lines) + "\n").encode() + b'{"id": "e", "text": "caf\xe9"}\n'
-                       + json.dumps({"id": "f", "text": "the team lost"}).encode() + b"\n")
-    summary = score_file(cascade, source, tmp_path / "out.jsonl", id_column="id", chunk_size=2, progress=False)
+    lines = [
+        json.dumps({"id": "a", "text": "i loved it"}),
+        "{not json",
+        json.dumps({"id": "b", "text": ""}),
+        json.dumps({"id": "c", "text": "awful boring mess"}),
+        json.dumps({"id": "d", "text": ["x"]}),
+    ]
+    source.write_bytes(
+        ("\n".join(lines) + "\n").encode()
+        + b'{"id": "e", "text": "caf\xe9"}\n'
+        + json.dumps({"id": "f", "text": "the team lost"}).encode()
+        + b"\n"
+    )
+    summary = score_file(
+        cascade, source, tmp_path / "out.jsonl", id_column="id", chunk_size=2, progress=False
+    )
     out = read_jsonl(tmp_path / "out.jsonl")
     errors = read_jsonl(tmp_path / "out.jsonl.errors.jsonl")
     assert [row["id"] for row in out] == ["a", "c", "f"]
@@ -60,8 +77,9 @@ def test_every_row_is_scored_or_reported_in_order(cascade, tmp_path):
 def test_csv_output_with_probabilities_and_line_numbers_as_ids(cascade, tmp_path):
     source = tmp_path / "in.csv"
     source.write_text('sentence,label\n"i loved it, truly",1\nawful boring mess,0\nragged,row,here\n')
-    summary = score_file(cascade, source, tmp_path / "out.csv", text_column="sentence",
-                         probabilities=True, progress=False)
+    summary = score_file(
+        cascade, source, tmp_path / "out.csv", text_column="sentence", probabilities=True, progress=False
+    )
     rows = (tmp_path / "out.csv").read_text().splitlines()
     assert rows[0] == "id,label,confidence,tier,p_negative,p_positive"
     assert [r.split(",")[0] for r in rows[1:]] == ["2", "3"]
@@ -104,10 +122,25 @@ def test_existing_output_is_never_clobbered(cascade, tmp_path):
 
 def test_cli_reads_stdin_and_prints_a_summary(tier_dirs, tmp_path):
     runner = CliRunner()
-    result = runner.invoke(cli, ["run", "--tier1", str(tier_dirs[0]), "--tier2", str(tier_dirs[1]),
-                                 "--threshold", "0.8", "-i", "-", "--format", "jsonl",
-                                 "-o", str(tmp_path / "out.jsonl")],
-                           input='{"text": "i loved it"}\n{"text": "awful boring mess"}\n')
+    result = runner.invoke(
+        cli,
+        [
+            "run",
+            "--tier1",
+            str(tier_dirs[0]),
+            "--tier2",
+            str(tier_dirs[1]),
+            "--threshold",
+            "0.8",
+            "-i",
+            "-",
+            "--format",
+            "jsonl",
+            "-o",
+            str(tmp_path / "out.jsonl"),
+        ],
+        input='{"text": "i loved it"}\n{"text": "awful boring mess"}\n',
+    )
     assert result.exit_code == 0, result.output
     assert len(read_jsonl(tmp_path / "out.jsonl")) == 2
     assert "rows in: 2" in result.output and "tier 0: answered" in result.output
@@ -117,8 +150,20 @@ def test_cli_names_the_local_choices_for_unknown_models(tmp_path, monkeypatch):
     monkeypatch.setenv("TANGO_HOME", str(tmp_path))
     monkeypatch.setenv("TANGO_OFFLINE", "1")
     (tmp_path / "in.jsonl").write_text('{"text": "hi"}\n')
-    result = CliRunner().invoke(cli, ["run", "--tier1", "distil", "--tier2", "large", "-i",
-                                      str(tmp_path / "in.jsonl"), "-o", str(tmp_path / "o.jsonl")])
+    result = CliRunner().invoke(
+        cli,
+        [
+            "run",
+            "--tier1",
+            "distil",
+            "--tier2",
+            "large",
+            "-i",
+            str(tmp_path / "in.jsonl"),
+            "-o",
+            str(tmp_path / "o.jsonl"),
+        ],
+    )
     assert result.exit_code == 1
     assert "cannot resolve model 'distil'" in result.output and "minilm-l6-sst2" in result.output
 
@@ -126,10 +171,29 @@ def test_cli_names_the_local_choices_for_unknown_models(tmp_path, monkeypatch):
 def test_kill_9_then_resume_scores_every_row_exactly_once(tier_dirs, tmp_path):
     n = 4000
     write_jsonl(tmp_path / "in.jsonl", n)
-    command = [sys.executable, "-m", "tango", "run", "--tier1", str(tier_dirs[0]), "--tier2",
-               str(tier_dirs[1]), "--threshold", "0.9", "--id-column", "id", "-i",
-               str(tmp_path / "in.jsonl"), "-o", str(tmp_path / "out.jsonl"), "--chunk-size", "50",
-               "--batch-size", "8", "-q"]
+    command = [
+        sys.executable,
+        "-m",
+        "tango",
+        "run",
+        "--tier1",
+        str(tier_dirs[0]),
+        "--tier2",
+        str(tier_dirs[1]),
+        "--threshold",
+        "0.9",
+        "--id-column",
+        "id",
+        "-i",
+        str(tmp_path / "in.jsonl"),
+        "-o",
+        str(tmp_path / "out.jsonl"),
+        "--chunk-size",
+        "50",
+        "--batch-size",
+        "8",
+        "-q",
+    ]
     process = subprocess.Popen(command, env={**os.environ, "OMP_NUM_THREADS": "1"})
     progress = tmp_path / "out.jsonl.progress.json"
     deadline = time.time() + 120

@@ -2,13 +2,21 @@
 
 import numpy as np
 import pytest
+from tiny_models import build_tiny_classifier
 
 from tango.registry import register, resolve
 from tango.tiers import Tier
-from tiny_models import build_tiny_classifier
 
-TEXTS = ["the film was good", "awful boring mess", "i loved it", "what a waste of time really",
-         "news about the stock market", "the team lost the game", "why ?", "a"] * 4
+TEXTS = [
+    "the film was good",
+    "awful boring mess",
+    "i loved it",
+    "what a waste of time really",
+    "news about the stock market",
+    "the team lost the game",
+    "why ?",
+    "a",
+] * 4
 PAIRS = [("a man and a woman", "they are at the market"), ("the game", "the team lost")] * 3
 
 
@@ -33,8 +41,9 @@ RUNTIMES = {
 @pytest.fixture(params=sorted(RUNTIMES), scope="module")
 def case(request, tiny_model_dir):
     fixture, runtime, precision, tolerance, agreement = RUNTIMES[request.param]
-    tier = Tier.from_pretrained(request.getfixturevalue(fixture), runtime=runtime, precision=precision,
-                                batch_size=5)
+    tier = Tier.from_pretrained(
+        request.getfixturevalue(fixture), runtime=runtime, precision=precision, batch_size=5
+    )
     reference = Tier.from_pretrained(tiny_model_dir, runtime="torch", precision="fp32")
     return tier, reference, tolerance, agreement
 
@@ -83,6 +92,7 @@ def test_padding_efficiency_and_truncation_are_reported(tiny_model_dir):
     tier.infer(encodings)
     assert tier.last_padding_efficiency_ == pytest.approx(11 / 12)  # one batch padded to 6
 
+
 def test_bad_options_are_refused(tiny_model_dir):
     with pytest.raises(ValueError, match="runtime must be one of"):
         Tier.from_pretrained(tiny_model_dir, runtime="tpu")
@@ -99,7 +109,9 @@ def test_names_resolve_directory_then_alias_then_hub(tiny_model_dir, monkeypatch
     with pytest.raises(ValueError) as error:
         resolve("distil")
     message = str(error.value)
-    assert "alias 'distil'" in message and "minilm-l6-sst2" in message and "no tiers are registered" in message
+    assert (
+        "alias 'distil'" in message and "minilm-l6-sst2" in message and "no tiers are registered" in message
+    )
     register("minilm-l6-sst2", tiny_model_dir, role="tier")
     assert resolve("distil") == tiny_model_dir  # the alias falls back to the registered tier
     assert resolve("minilm-l6-sst2") == tiny_model_dir
@@ -111,4 +123,6 @@ def test_shared_tokenizer_fingerprint(tiny_model_dir, tmp_path):
     other = Tier.from_pretrained(build_tiny_classifier(tmp_path / "b", seed=3, layers=1))
     tier = Tier.from_pretrained(tiny_model_dir)
     assert tier.tokenizer_fingerprint == other.tokenizer_fingerprint
-    assert tier.tokenizer_fingerprint != Tier.from_pretrained(tiny_model_dir, max_length=8).tokenizer_fingerprint
+    assert (
+        tier.tokenizer_fingerprint != Tier.from_pretrained(tiny_model_dir, max_length=8).tokenizer_fingerprint
+    )

@@ -4,13 +4,13 @@ import random
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from tiny_models import WORDS, build_tiny_classifier
 
 from tango.cascade import Cascade
 from tango.cli import cli
 from tango.data import LabelledData
 from tango.tiers import Tier
 from tango.tuning import calibrate_cascade, check_held_out
-from tiny_models import WORDS, build_tiny_classifier
 
 
 def make_rows(n, seed):
@@ -23,8 +23,10 @@ def make_rows(n, seed):
 @pytest.fixture(scope="module")
 def tiers(tmp_path_factory):
     root = tmp_path_factory.mktemp("tuning")
-    return [Tier.from_pretrained(build_tiny_classifier(root / f"t{k}", seed=k), precision="fp32")
-            for k in range(2)]
+    return [
+        Tier.from_pretrained(build_tiny_classifier(root / f"t{k}", seed=k), precision="fp32")
+        for k in range(2)
+    ]
 
 
 @pytest.fixture()
@@ -56,9 +58,23 @@ def test_calibration_fits_temperatures_and_meets_the_target(tiers, tmp_path):
 def test_cli_calibrate_stores_the_threshold_that_run_then_uses(tiers, dev_file, tmp_path):
     out = tmp_path / "cascade"
     runner = CliRunner()
-    result = runner.invoke(cli, ["calibrate", str(out), "--tier1", str(tiers[0].path), "--tier2",
-                                 str(tiers[1].path), "--dev", str(dev_file), "--dev-fraction", "0.5",
-                                 "--max-escalation", "0.4"])
+    result = runner.invoke(
+        cli,
+        [
+            "calibrate",
+            str(out),
+            "--tier1",
+            str(tiers[0].path),
+            "--tier2",
+            str(tiers[1].path),
+            "--dev",
+            str(dev_file),
+            "--dev-fraction",
+            "0.5",
+            "--max-escalation",
+            "0.4",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "held-out test (150 rows)" in result.output
     manifest = json.loads((out / "cascade.json").read_text())
@@ -75,8 +91,21 @@ def test_cli_calibrate_stores_the_threshold_that_run_then_uses(tiers, dev_file, 
 
 def test_refuses_to_report_accuracy_on_the_calibration_rows(tiers, dev_file, tmp_path):
     out = tmp_path / "cascade"
-    result = CliRunner().invoke(cli, ["calibrate", str(out), "--tier1", str(tiers[0].path), "--tier2",
-                                      str(tiers[1].path), "--dev", str(dev_file), "--test", str(dev_file)])
+    result = CliRunner().invoke(
+        cli,
+        [
+            "calibrate",
+            str(out),
+            "--tier1",
+            str(tiers[0].path),
+            "--tier2",
+            str(tiers[1].path),
+            "--dev",
+            str(dev_file),
+            "--test",
+            str(dev_file),
+        ],
+    )
     assert result.exit_code == 1
     assert "rows this cascade was calibrated on" in result.output
 
@@ -94,7 +123,8 @@ def test_held_out_check_allows_disjoint_rows():
 def test_guarantee_target_is_recorded(tiers, tmp_path):
     texts, labels = make_rows(400, seed=4)
     cascade = Cascade(tiers)
-    report = calibrate_cascade(cascade, LabelledData(texts, labels, ["negative", "positive"]),
-                               guarantee=0.2, delta=0.1)
+    report = calibrate_cascade(
+        cascade, LabelledData(texts, labels, ["negative", "positive"]), guarantee=0.2, delta=0.1
+    )
     assert report.guarantee["risk_bound"] <= 0.2
     assert cascade.thresholds == [report.threshold]

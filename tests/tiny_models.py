@@ -21,24 +21,43 @@ def write_vocab(directory: Path) -> Path:
     return path
 
 
-def build_tiny_classifier(directory: Path, seed: int = 0, labels: tuple[str, ...] = ("negative", "positive"),
-                          layers: int = 2, hidden: int = 32, model_type: str = "bert") -> Path:
+def build_tiny_classifier(
+    directory: Path,
+    seed: int = 0,
+    labels: tuple[str, ...] = ("negative", "positive"),
+    layers: int = 2,
+    hidden: int = 32,
+    model_type: str = "bert",
+) -> Path:
     """Save a randomly initialised sequence classifier + tokenizer as a HF directory."""
     import torch
     from tokenizers import BertWordPieceTokenizer
-    from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
-    from transformers import MPNetConfig, MPNetForSequenceClassification
+    from transformers import (
+        BertConfig,
+        BertForSequenceClassification,
+        BertTokenizerFast,
+        MPNetConfig,
+        MPNetForSequenceClassification,
+    )
 
     directory.mkdir(parents=True, exist_ok=True)
     # transformers 5 ignores BertTokenizerFast(vocab_file=...): build the WordPiece model directly.
     wordpiece = BertWordPieceTokenizer(str(write_vocab(directory)), lowercase=True)
     tokenizer = BertTokenizerFast(tokenizer_object=wordpiece._tokenizer, model_max_length=64)
     assert len(tokenizer) == 5 + len(set(WORDS)), "the tiny vocabulary did not load"
-    common = dict(vocab_size=len(tokenizer), hidden_size=hidden, num_hidden_layers=layers,
-                  num_attention_heads=2, intermediate_size=2 * hidden, max_position_embeddings=66,
-                  num_labels=len(labels), id2label=dict(enumerate(labels)),
-                  label2id={name: i for i, name in enumerate(labels)}, pad_token_id=0,
-                  initializer_range=0.5)  # wide weights: inputs get visibly different logits
+    common = dict(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=2,
+        intermediate_size=2 * hidden,
+        max_position_embeddings=66,
+        num_labels=len(labels),
+        id2label=dict(enumerate(labels)),
+        label2id={name: i for i, name in enumerate(labels)},
+        pad_token_id=0,
+        initializer_range=0.5,
+    )  # wide weights: inputs get visibly different logits
     torch.manual_seed(seed)
     if model_type == "bert":
         model = BertForSequenceClassification(BertConfig(**common))
