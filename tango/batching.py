@@ -8,6 +8,7 @@ back in input order by the caller using the index arrays returned here.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -37,6 +38,19 @@ class Encodings:
             token_type_ids=None if types is None else [types[i] for i in rows],
             truncated=0,
         )
+
+
+def tokenize(tokenizer: Any, rows: list[str] | list[tuple[str, str]], max_length: int) -> Encodings:
+    """Token ids of texts (or text pairs), truncated to ``max_length``, unpadded."""
+    if not rows:
+        return Encodings(input_ids=[], token_type_ids=None)
+    if isinstance(rows[0], str):
+        encoded = tokenizer(list(rows), truncation=True, max_length=max_length)
+    else:
+        firsts, seconds = zip(*rows, strict=True)
+        encoded = tokenizer(list(firsts), list(seconds), truncation=True, max_length=max_length)
+    truncated = sum(bool(e.overflowing) for e in encoded.encodings or [])
+    return Encodings(encoded["input_ids"], encoded.get("token_type_ids"), truncated)
 
 
 def plan_batches(

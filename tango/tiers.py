@@ -20,7 +20,7 @@ from typing import Any, Protocol
 import numpy as np
 from tqdm.auto import tqdm
 
-from tango.batching import Encodings, pad_batch, padding_efficiency, plan_batches
+from tango.batching import Encodings, pad_batch, padding_efficiency, plan_batches, tokenize
 from tango.confidence import softmax
 
 Texts = Sequence[str] | Sequence[tuple[str, str]]
@@ -227,16 +227,7 @@ class Tier:
 
     def tokenize(self, texts: Texts) -> Encodings:
         """Token ids, truncated to ``max_length``, unpadded."""
-        rows = as_texts(texts)
-        if not rows:
-            return Encodings(input_ids=[], token_type_ids=None)
-        if isinstance(rows[0], str):
-            encoded = self.tokenizer(rows, truncation=True, max_length=self.max_length)
-        else:
-            firsts, seconds = zip(*rows, strict=True)
-            encoded = self.tokenizer(list(firsts), list(seconds), truncation=True, max_length=self.max_length)
-        truncated = sum(bool(e.overflowing) for e in encoded.encodings or [])
-        return Encodings(encoded["input_ids"], encoded.get("token_type_ids"), truncated)
+        return tokenize(self.tokenizer, as_texts(texts), self.max_length)
 
     def infer(self, encodings: Encodings, progress: bool = False) -> np.ndarray:
         """Logits (N, K) in input order, from length-sorted, token-budgeted batches."""

@@ -12,6 +12,7 @@ from torch import nn
 from transformers import BertConfig, BertModel, BertTokenizer, MPNetConfig, MPNetModel
 
 from tango.early_exit import EarlyExitClassifier, ExitPolicy, MultiExitModel, train_early_exit
+from tango.early_exit.classifier import encode
 from tango.early_exit.model import parse_exits
 from tango.early_exit.training import _stages, _train_stage
 
@@ -257,7 +258,7 @@ def test_two_stage_second_stage_leaves_backbone_and_last_head_alone(tokenizer) -
     assert stage1.weights.tolist() == [0.0, 1.0] and stage2.weights.tolist() == [1.0, 0.0]
     before = {name: p.detach().clone() for name, p in model.named_parameters()}
     texts = random_texts(16, seed=5)
-    encodings = dict(tokenizer(texts, truncation=True, max_length=32))
+    encodings = encode(tokenizer, texts, max_length=32)
     labels = torch.tensor([i % 2 for i in range(16)])
     steps = _train_stage(
         model,
@@ -355,8 +356,9 @@ def test_save_load_round_trip_and_api_contract(trained, tmp_path) -> None:
 
     empty = clf.predict_detailed([])
     assert empty.probabilities.shape == (0, 2) and empty.labels.shape == (0,)
-    with pytest.raises(TypeError, match=r"\[t\]"):
-        clf.predict("a good film")
+    assert clf.predict("a good film").shape == (1,)  # a single text is wrapped, as in Cascade
+    with pytest.raises(TypeError, match="list of strings"):
+        clf.predict([1, 2])
     with pytest.raises(ValueError, match="one value per exit"):
         EarlyExitClassifier.from_pretrained(out, temperatures=[1.0]).predict(texts)
     with pytest.raises(ValueError, match="no early_exit.json"):

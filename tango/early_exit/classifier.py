@@ -20,13 +20,14 @@ from safetensors.torch import load_file, save_file
 from transformers import AutoModel, AutoTokenizer, PreTrainedTokenizerBase
 
 import tango
+from tango.batching import Encodings, pad_batch, plan_batches, tokenize
 from tango.early_exit.model import MultiExitModel
 from tango.early_exit.policy import ExitPolicy
+from tango.tiers import as_texts
 
 Texts = Sequence[str] | Sequence[tuple[str, str]]
 MANIFEST = "early_exit.json"
 HEADS = "exit_heads.safetensors"
-_MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
 
 @dataclass
@@ -86,7 +87,7 @@ class EarlyExitClassifier:
 
     def predict_detailed(self, texts: Texts) -> EarlyExitResult:
         """Labels, probabilities, confidence and exit layer per row, in input order."""
-        policy = self._policy()
+        policy, texts = self._policy(), as_texts(texts)
         num_rows, num_labels = len(texts), len(self.labels)
         probabilities = np.zeros((num_rows, num_labels), dtype=np.float32)
         exit_index = np.zeros(num_rows, dtype=np.int64)
@@ -109,6 +110,7 @@ class EarlyExitClassifier:
 
     def exit_logits(self, texts: Texts) -> np.ndarray:
         """Raw logits of every exit, (E, N, K), no early stopping: for fitting temperatures."""
+        texts = as_texts(texts)
         out = np.zeros((len(self.model.exits), len(texts), len(self.labels)), dtype=np.float32)
         for rows, batch in self._batches(texts):
             with torch.no_grad(), precision_context(self.device, self.precision):
@@ -128,9 +130,7 @@ class EarlyExitClassifier:
             raise ValueError(f"{len(self.labels)} labels for a model with {self.model.num_labels}")
         self.model.to(self.device).eval()
         encodings = encode(self.tokenizer, texts, self.max_length)
-        order = np.argsort([len(ids) for ids in encodings["input_ids"]], kind="stable")
-        for start in range(0, len(order), self.batch_size):
-            rows = order[start : start + self.batch_size]
+        for rows in plan_batches(encodings.lengths, self.batch_size):
             yield rows, collate(self.tokenizer, encodings, rows, self.device)
 
     # --- directories --------------------------------------------------------------------------
@@ -208,32 +208,17 @@ class EarlyExitClassifier:
 # --- helpers shared with training ---------------------------------------------------------------
 
 
-def encode(tokenizer: PreTrainedTokenizerBase, texts: Texts, max_length: int) -> dict[str, list[list[int]]]:
-    """Tokenize without padding: {"input_ids": [[...], ...], "attention_mask": ..., ...}."""
-    if isinstance(texts, str | tuple) or not all(
-        isinstance(t, str) or (isinstance(t, tuple | list) and len(t) == 2) for t in texts
-    ):
-        raise TypeError("texts must be a list of strings or of (text, text) pairs; wrap one as [t]")
-    if not texts:
-        return {"input_ids": []}
-    if all(isinstance(t, str) for t in texts):
-        return dict(tokenizer(list(texts), truncation=True, max_length=max_length))
-    if any(isinstance(t, str) for t in texts):
-        raise TypeError("texts mixes single strings and pairs; pass one kind per call")
-    first, second = zip(*texts, strict=True)
-    return dict(tokenizer(list(first), list(second), truncation=True, max_length=max_length))
+def encode(tokenizer: PreTrainedTokenizerBase, texts: Texts, max_length: int) -> Encodings:
+    """Token ids of texts or pairs (a single one is wrapped), unpadded: the tiers' tokenizer path."""
+    return tokenize(tokenizer, as_texts(texts), max_length)
 
 
 def collate(
-    tokenizer: PreTrainedTokenizerBase,
-    encodings: dict[str, list[list[int]]],
-    rows: Sequence[int],
-    device: str,
+    tokenizer: PreTrainedTokenizerBase, encodings: Encodings, rows: Sequence[int], device: str
 ) -> dict[str, torch.Tensor]:
     """Pad the chosen rows to their longest one: {"input_ids": (B, T), ...} on ``device``."""
-    features = {k: [v[r] for r in rows] for k, v in encodings.items() if k in _MODEL_INPUTS}
-    padded = tokenizer.pad(features, padding=True, return_tensors="pt")
-    return {k: v.to(device) for k, v in padded.items()}
+    batch = pad_batch(encodings, np.asarray(rows), tokenizer.pad_token_id or 0)
+    return {name: torch.from_numpy(values).to(device) for name, values in batch.items()}
 
 
 def precision_context(device: str, precision: str) -> contextlib.AbstractContextManager:
