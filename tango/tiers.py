@@ -137,7 +137,10 @@ class TorchRuntime:
             name: torch.from_numpy(batch[name]).to(self.device) for name in self.input_names if name in batch
         }
         device_type = "cuda" if self.device.startswith("cuda") else "cpu"
-        with torch.inference_mode(), torch.autocast(device_type, torch.bfloat16, enabled=self.bf16):
+        # cache_enabled=False: under inference_mode the autocast weight cache grows with every
+        # new batch shape (measured: +580 MB over 1M rows); each weight is used once per call anyway.
+        autocast = torch.autocast(device_type, torch.bfloat16, enabled=self.bf16, cache_enabled=False)
+        with torch.inference_mode(), autocast:
             logits = self.model(**inputs).logits
         return logits.float().cpu().numpy()
 

@@ -226,4 +226,5 @@ def precision_context(device: str, precision: str) -> contextlib.AbstractContext
         raise ValueError(f"precision must be 'fp32' or 'bf16'; got {precision!r}")
     if precision == "fp32":
         return contextlib.nullcontext()
-    return torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16)
+    # No weight cache: it only grows across batch shapes (see tango.tiers.TorchRuntime.run).
+    return torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16, cache_enabled=False)
