@@ -341,15 +341,19 @@ def bench_early_exit(names: list[str], data, repeats: int) -> list[dict]:
     return rows
 
 
-def run_dataset(name: str, repeats: int, log: Callable[[str], None]) -> dict[str, Any]:
+def run_dataset(
+    name: str, repeats: int, log: Callable[[str], None], limit: int | None = None, **overrides: Any
+) -> dict[str, Any]:
     import torch
 
-    torch.set_num_threads(THREADS)
-    spec = DATASETS[name]
     from tango.tiers import Tier
 
+    torch.set_num_threads(THREADS)
+    spec = {**DATASETS[name], **{k: v for k, v in overrides.items() if v}}
     labels = Tier.from_pretrained(spec["tier1"], runtime="torch", threads=THREADS).labels
     data = load_rows(spec, labels)
+    if limit:
+        data = data.subset(np.arange(min(limit, len(data))))
     log(f"{name}: {len(data)} rows; choosing runtimes")
     t1, r1, speeds1 = fastest_tier(spec["tier1"], data, repeats, log)
     t2, r2, speeds2 = fastest_tier(spec["tier2"], data, repeats, log)
@@ -505,18 +509,39 @@ def write_docs(results: list[dict[str, Any]]) -> None:
     help="Data set(s) to run (default: all).",
 )
 @click.option("--repeats", default=REPEATS, show_default=True, help="Timed runs after the warm-up.")
-def main(datasets: tuple[str, ...], repeats: int) -> None:
-    """Run the benchmark and write benchmarks/results/ and docs/benchmarks.md."""
-    out = ROOT / "results"
-    out.mkdir(exist_ok=True)
+@click.option("--limit", type=int, default=None, help="Only the first N rows (a smoke test).")
+@click.option("--tier1", default=None, help="Override the data set's tier-1 name.")
+@click.option("--tier2", default=None, help="Override the data set's tier-2 name.")
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False),
+    default=str(ROOT / "results"),
+    show_default=True,
+    help="Where the JSON, Markdown and PNG results go.",
+)
+def main(
+    datasets: tuple[str, ...],
+    repeats: int,
+    limit: int | None,
+    tier1: str | None,
+    tier2: str | None,
+    out_dir: str,
+) -> None:
+    """Run the benchmark and write the results and docs/benchmarks.md."""
+    out = Path(out_dir)
+    out.mkdir(exist_ok=True, parents=True)
     for name in datasets or tuple(DATASETS):
-        result = run_dataset(name, repeats, lambda m: click.echo(m, err=True))
+        result = run_dataset(
+            name, repeats, lambda m: click.echo(m, err=True), limit, tier1=tier1, tier2=tier2
+        )
         (out / f"{name}.json").write_text(json.dumps(result, indent=2))
         (out / f"{name}.md").write_text(markdown(result))
         plot(result, out / f"{name}.png")
         click.echo(markdown(result))
-    done = [json.loads((out / f"{n}.json").read_text()) for n in DATASETS if (out / f"{n}.json").exists()]
-    write_docs(done)
+    if out == ROOT / "results" and not limit:
+        done = [json.loads((out / f"{n}.json").read_text()) for n in DATASETS if (out / f"{n}.json").exists()]
+        write_docs(done)
 
 
 if __name__ == "__main__":
