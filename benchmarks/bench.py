@@ -38,7 +38,8 @@ DATASETS: dict[str, dict[str, Any]] = {
         "file": "sst2/dev.tsv",
         "tier1": "minilm-l6-sst2-distilled",
         "tier2": "mpnet-base-sst2",
-        "early_exit": ["minilm-l6-sst2-ee-joint", "minilm-l6-sst2-ee-sweet"],
+        "early_exit": ["minilm-l6-sst2-ee-joint", "minilm-l6-sst2-ee-sweet", "mpnet-base-sst2-ee-joint",
+                       "mpnet-base-sst2-ee-sweet"],
     },
     "ag_news": {
         "file": "ag_news/train_10k.tsv",

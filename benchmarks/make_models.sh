@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# Re-create every tier documented in docs/models.md, one training at a time (2 cores: never two).
+#
+#   bash benchmarks/make_models.sh            # all of them (~2 h on 2 quiet cores)
+#   bash benchmarks/make_models.sh sst2       # only the SST-2 tiers (also: agnews, mrpc)
+#   EXPORT=0 bash benchmarks/make_models.sh   # train only; a later run exports
+#
+# Tiers land in $TANGO_HOME/models/<name> (default ~/.cache/tango), logs in $TANGO_HOME/logs.
+# Each is registered as <name> (PyTorch), <name>-onnx (fp32 ONNX) and <name>-int8 (int8 ONNX).
+# A finished tier is skipped; an interrupted training resumes from its checkpoint.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+DATA=${TANGO_DATA:-$(cd .. && pwd)/shared/data}
+HOME_DIR=${TANGO_HOME:-$HOME/.cache/tango}
+TANGO=${TANGO:-"python -m tango"}
+SETS=${*:-sst2 agnews mrpc}
+EXPORT=${EXPORT:-1}
+# Sleeping, not spinning, OpenMP workers: with any other job on the 2 cores, spinning threads made
+# training 7x slower (see docs/models.md).
+export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}
+mkdir -p "$HOME_DIR/logs"
+
+# tier NAME CHECK_FILE TRAIN_ARGS...: train (unless done), then export fp32 and int8.
+tier() {
+  local name=$1 check=$2 out="$HOME_DIR/models/$1"
+  shift 2
+  if [[ ! -f "$out/tango_train.json" ]]; then
+    echo "== training $name (log: $HOME_DIR/logs/$name.log)"
+    $TANGO train "$@" --out "$out" --name "$name" > "$HOME_DIR/logs/$name.log" 2>&1
+    tail -n 1 "$HOME_DIR/logs/$name.log"
+  fi
+  [[ $EXPORT == 1 ]] || return 0
+  $TANGO export "$out" --out "$out-onnx" --name "$name-onnx" --check-data "$check"
+  $TANGO export "$out" --out "$out-int8" --name "$name-int8" --check-data "$check" --int8 ||
+    echo "!! $name-int8 failed its self-check: not registered (see $out-int8/tango_export.json)"
+}
+
+$TANGO models install minilm mpnet
+
+for group in $SETS; do
+  case $group in
+    sst2)
+      sst2=(--train "$DATA/sst2/train.tsv" --dev "$DATA/sst2/dev.tsv" --labels sst2)
+      tier minilm-l6-sst2 "$DATA/sst2/dev.tsv" minilm "${sst2[@]}"
+      tier minilm-l2-sst2 "$DATA/sst2/dev.tsv" minilm --layers 2 "${sst2[@]}"
+      # 1,200 steps (57% of an epoch, 38k rows) to fit a 2-core budget; it still passes 93%.
+      tier mpnet-base-sst2 "$DATA/sst2/dev.tsv" mpnet --max-steps 1200 "${sst2[@]}"
+      tier minilm-l6-sst2-distilled "$DATA/sst2/dev.tsv" minilm --teacher mpnet-base-sst2 \
+        "${sst2[@]}"
+      ;;
+    agnews)  # no dev file: a seeded 90/10 split of the 10k rows
+      agnews=(--train "$DATA/ag_news/train_10k.tsv" --dev-fraction 0.1 --labels ag_news
+              --max-length 128)
+      tier minilm-l6-agnews "$DATA/ag_news/train_10k.tsv" minilm "${agnews[@]}"
+      tier mpnet-base-agnews "$DATA/ag_news/train_10k.tsv" mpnet "${agnews[@]}"
+      ;;
+    mrpc)  # sentence pairs; 3.7k rows, so three epochs
+      mrpc=(--train "$DATA/mrpc/train.tsv" --dev "$DATA/mrpc/validation.tsv" --labels mrpc
+            --max-length 128 --epochs 3)
+      tier minilm-l6-mrpc "$DATA/mrpc/validation.tsv" minilm "${mrpc[@]}"
+      tier mpnet-base-mrpc "$DATA/mrpc/validation.tsv" mpnet "${mrpc[@]}"
+      ;;
+    *) echo "unknown group $group (choose sst2, agnews, mrpc)" >&2; exit 2 ;;
+  esac
+done
+
+[[ $EXPORT == 1 ]] || exit 0
+echo "== the table of docs/models.md"
+python benchmarks/model_table.py
