@@ -459,10 +459,10 @@ def train_exits(
 )
 @click.option("--int8", is_flag=True, help="Quantise to int8 (dynamic, VNNI/AMX kernels).")
 @click.option(
-    "--optimize/--no-optimize",
-    default=None,
-    help="Fuse the graph with ONNX Runtime's transformer optimizer "
-    "(default: fp32 fused, int8 plain; the faster choices on this CPU).",
+    "--optimize",
+    is_flag=True,
+    help="Fuse the graph with ONNX Runtime's transformer optimizer first "
+    "(slower than the plain graph on this CPU; see docs/models.md).",
 )
 @click.option(
     "--check-data",
@@ -479,7 +479,7 @@ def export(
     model: str,
     out_dir: str,
     int8: bool,
-    optimize: bool | None,
+    optimize: bool,
     check_data: str | None,
     check_rows: int,
     name: str | None,

@@ -100,12 +100,20 @@ def _csv_rows(lines: Iterator[_Line]) -> Iterator[_Row]:
             spans.append(line)
             yield line.text + "\n"
 
-    for fields in csv.reader(feed(), strict=True):
+    reader = csv.reader(feed(), strict=True)
+    while True:
+        try:
+            fields, error = next(reader), None
+        except StopIteration:
+            return
+        except csv.Error as problem:  # the reader goes on with the next line
+            fields, error = [], f"malformed CSV: {problem}"
         span, spans[:] = list(spans), []
         raw = "\n".join(line.text for line in span)
-        if not fields or (len(fields) == 1 and not fields[0].strip()):
+        if not error and (not fields or (len(fields) == 1 and not fields[0].strip())):
             continue
-        error = None if all(line.utf8 for line in span) else "not UTF-8"
+        if not all(line.utf8 for line in span):
+            error = "not UTF-8"
         yield _Row(span[0].number, fields, raw, error)
 
 
@@ -201,7 +209,8 @@ def _header(path: str | Path, rows: Iterator[_Row], format: str
             raise ValueError(f"{str(path)!r} is empty: expected a header row")
         if first.error:
             raise ValueError(f"{str(path)!r} line {first.line}: header is {first.error}")
-        return [field.strip() for field in first.fields], list(first.fields), []
+        header = [field.strip() for field in first.fields]
+        return header, header, []
     ahead = []
     for row in rows:
         ahead.append(row)

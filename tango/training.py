@@ -18,7 +18,6 @@ import json
 import math
 import os
 import platform
-import random
 import shutil
 import time
 from dataclasses import asdict, dataclass
@@ -58,7 +57,7 @@ class TrainConfig:
 class TrainResult:
     out_dir: Path
     steps: int
-    train_seconds: float  # wall time of the optimisation loop (this run's part, if resumed)
+    train_seconds: float  # wall time of the optimisation loop, summed over resumed runs
     examples_per_second: float
     dev_accuracy: float | None
 
@@ -211,17 +210,19 @@ def _fingerprint(model_dir: Path, data: LabelledData, config: TrainConfig) -> di
             "first_text": str(data.texts[0])[:80], **{k: getattr(config, k) for k in keep}}
 
 
-def _save_checkpoint(path: Path, step: int, model, optimizer, scheduler, fingerprint: dict
-                     ) -> None:
-    state = {"step": step, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-             "scheduler": scheduler.state_dict(), "torch_rng": torch.get_rng_state(),
-             "fingerprint": fingerprint}
+def _save_checkpoint(path: Path, step: int, seconds: float, model, optimizer, scheduler,
+                     fingerprint: dict) -> None:
+    state = {"step": step, "seconds": seconds, "model": model.state_dict(),
+             "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+             "torch_rng": torch.get_rng_state(), "fingerprint": fingerprint}
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(state, path.with_suffix(".tmp"))
     path.with_suffix(".tmp").replace(path)  # atomic: a kill mid-save keeps the last checkpoint
 
 
-def _load_checkpoint(path: Path, model, optimizer, scheduler, fingerprint: dict) -> int:
+def _load_checkpoint(path: Path, model, optimizer, scheduler, fingerprint: dict
+                     ) -> tuple[int, float]:
+    """Restore the state; returns (step, training seconds spent so far)."""
     state = torch.load(path, weights_only=False)
     if state["fingerprint"] != fingerprint:
         raise ValueError(f"the checkpoint in {path.parent} was made with other data or settings; "
@@ -230,7 +231,7 @@ def _load_checkpoint(path: Path, model, optimizer, scheduler, fingerprint: dict)
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     torch.set_rng_state(state["torch_rng"])
-    return state["step"]
+    return state["step"], state["seconds"]
 
 
 # --- the loop ------------------------------------------------------------------------------------
@@ -250,7 +251,6 @@ def train_classifier(model: str | Path, train: LabelledData, out_dir: str | Path
     out_dir = Path(out_dir)
     model_dir = resolve(model)
     torch.manual_seed(config.seed)
-    random.seed(config.seed)
     net, tokenizer = _load(model_dir, train, config.layers)
     rows = _encode(tokenizer, train.texts, config.max_length)
     lengths = np.array([len(row["input_ids"]) for row in rows])
@@ -261,23 +261,24 @@ def train_classifier(model: str | Path, train: LabelledData, out_dir: str | Path
 
     checkpoint = out_dir / "checkpoint" / "state.pt"
     fingerprint = _fingerprint(model_dir, train, config)
-    step = 0
+    step, spent = 0, 0.0
     if config.resume and checkpoint.exists():
-        step = _load_checkpoint(checkpoint, net, optimizer, scheduler, fingerprint)
+        step, spent = _load_checkpoint(checkpoint, net, optimizer, scheduler, fingerprint)
         print(f"resuming from step {step} of {len(plan)} ({checkpoint})")
     soft = (_teacher_logits(config.teacher, train, config, out_dir / "checkpoint" / "teacher.npy")
             if config.teacher else None)
 
     bf16 = _use_bf16(config.bf16)
     labels = torch.from_numpy(train.labels)
-    seconds, seen = _run(net, tokenizer, rows, labels, soft, plan, step, optimizer, scheduler,
-                         config, bf16, lambda s: _save_checkpoint(
-                             checkpoint, s, net, optimizer, scheduler, fingerprint))
+    seconds = _run(net, tokenizer, rows, labels, soft, plan, step, spent, optimizer, scheduler,
+                   config, bf16, lambda step, seconds: _save_checkpoint(
+                       checkpoint, step, seconds, net, optimizer, scheduler, fingerprint))
     accuracy = evaluate(net, tokenizer, dev, config) if dev is not None else None
 
     net.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
-    result = TrainResult(out_dir, len(plan), seconds, seen / max(seconds, 1e-9), accuracy)
+    examples = sum(len(batch) for batch in plan)
+    result = TrainResult(out_dir, len(plan), seconds, examples / max(seconds, 1e-9), accuracy)
     _write_record(out_dir, model_dir, train, dev, config, bf16, result)
     shutil.rmtree(out_dir / "checkpoint", ignore_errors=True)
     register(name or out_dir.name, out_dir, role="tier", runtime="torch",
@@ -285,9 +286,10 @@ def train_classifier(model: str | Path, train: LabelledData, out_dir: str | Path
     return result
 
 
-def _run(net, tokenizer, rows, labels, soft, plan, first_step, optimizer, scheduler, config,
-         bf16, save) -> tuple[float, int]:
-    """The optimisation loop from ``first_step``; returns (seconds, rows seen) by this run."""
+def _run(net, tokenizer, rows, labels, soft, plan, first_step, spent, optimizer, scheduler,
+         config, bf16, save) -> float:
+    """The optimisation loop from ``first_step``; returns the training seconds, ``spent`` (by
+    earlier runs of the same plan) included."""
     net.train()
     bar = tqdm(total=len(plan), initial=first_step, desc="train", unit="step", mininterval=5)
     start, seen, losses = time.perf_counter(), 0, []
@@ -309,11 +311,11 @@ def _run(net, tokenizer, rows, labels, soft, plan, first_step, optimizer, schedu
             rate = seen / (time.perf_counter() - start)
             bar.set_postfix(loss=f"{np.mean(losses[-config.log_every:]):.4f}", ex_s=f"{rate:.0f}")
         if (step + 1) % config.checkpoint_every == 0 and step + 1 < len(plan):
-            save(step + 1)
+            save(step + 1, spent + time.perf_counter() - start)
     bar.close()
     if not math.isfinite(losses[-1] if losses else 0.0):
         raise ValueError("training diverged (loss is not finite); lower the learning rate (--lr)")
-    return time.perf_counter() - start, seen
+    return spent + time.perf_counter() - start
 
 
 def evaluate(net, tokenizer, data: LabelledData, config: TrainConfig) -> float:

@@ -45,6 +45,14 @@ def _private_tango_home(tmp_path_factory: pytest.TempPathFactory):
     patch.undo()
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _one_torch_thread():
+    """PyTorch in-process (training, reference logits) follows TANGO_THREADS too."""
+    import torch
+
+    torch.set_num_threads(int(os.environ["TANGO_THREADS"]))
+
+
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A random-weight 2-layer BERT classifier directory (negative/positive), PyTorch weights."""

@@ -56,6 +56,14 @@ def test_csv_quoted_field_may_span_lines(tmp_path):
     assert items == [Record(2, "1", "two\nlines, one row", None), Record(4, "2", "plain", None)]
 
 
+def test_malformed_csv_row_is_reported_and_reading_goes_on(tmp_path):
+    path = write(tmp_path, "x.csv", 'text,label\nfine,1\n"bro"ken,0\nlast,1\n')
+    items = list(read_records(path, "text", label_column="label"))
+    assert [type(i).__name__ for i in items] == ["Record", "RowError", "Record"]
+    assert items[1].line == 3 and items[1].message.startswith("malformed CSV")
+    assert items[2] == Record(4, None, "last", "1")
+
+
 def test_jsonl_reports_malformed_lines_and_missing_fields(tmp_path):
     path = write(tmp_path, "x.jsonl", '{"text": "good", "label": 1}\n{oops\n\n{"label": 0}\n[1]\n')
     items = list(read_records(path, "text", label_column="label"))

@@ -144,3 +144,23 @@ def test_distillation_loss_mixes_kl_and_cross_entropy():
     assert torch.isclose(_loss(logits, labels, None, config), ce)
     assert torch.isclose(_loss(logits, labels, logits.clone(), config), 0.5 * ce)  # KL(p||p) = 0
     assert _loss(logits, labels, -logits, config) > 0.5 * ce
+
+
+def test_cli_train_with_a_seeded_dev_split(start_dir, tmp_path):
+    from click.testing import CliRunner
+
+    from tango.cli import cli
+
+    data = sentiment_rows(400, 5)
+    train_file = tmp_path / "train.tsv"
+    train_file.write_text("text\tlabel\n" + "".join(
+        f"{text}\t{label}\n" for text, label in zip(data.texts, data.labels, strict=True)))
+    result = CliRunner().invoke(cli, [
+        "train", str(start_dir), "--train", str(train_file), "--dev-fraction", "0.25",
+        "--labels", "sst2", "--out", str(tmp_path / "out"), "--name", "cli-tier",
+        "--epochs", "3", "--batch-size", "16", "--lr", "3e-3", "--no-bf16"])
+    assert result.exit_code == 0, result.output
+    record = json.loads((tmp_path / "out" / "tango_train.json").read_text())
+    assert record["train_rows"] == 300 and record["dev_rows"] == 100
+    assert "seeded split" in record["dev"] and record["dev_accuracy"] > 0.8
+    assert registered()["cli-tier"]["metrics"]["dev_accuracy"] == record["dev_accuracy"]
