@@ -433,6 +433,7 @@ def train_exits(
         label_names=data.label_names,
         max_steps=options["max_steps"],
         precision="auto" if bf16 is None else ("bf16" if bf16 else "fp32"),
+        show_progress_bar=True,
     )
     register(
         name or Path(out_dir).name,
@@ -473,6 +474,13 @@ def train_exits(
 @click.option(
     "--check-rows", type=int, default=1000, show_default=True, help="Rows of --check-data to check on."
 )
+@click.option(
+    "--min-agreement",
+    type=float,
+    default=0.995,
+    show_default=True,
+    help="Share of check rows whose prediction must survive the export.",
+)
 @click.option("--name", default=None, help="Register the exported tier under this name.")
 @user_errors
 def export(
@@ -482,13 +490,21 @@ def export(
     optimize: bool,
     check_data: str | None,
     check_rows: int,
+    min_agreement: float,
     name: str | None,
 ) -> None:
     """Export MODEL (a PyTorch tier) to ONNX and check it against PyTorch."""
     from tango.export import export_tier
 
     check = export_tier(
-        model, out_dir, int8=int8, optimize=optimize, check_data=check_data, check_rows=check_rows, name=name
+        model,
+        out_dir,
+        int8=int8,
+        optimize=optimize,
+        check_data=check_data,
+        check_rows=check_rows,
+        min_agreement=min_agreement,
+        name=name,
     )
     accuracy = (
         ""
