@@ -4,7 +4,8 @@
 #   bash benchmarks/make_early_exit.sh
 #
 # A budget that fits a 2-core afternoon: MiniLM-L6 trains 1,000 steps of 32 (32k rows, half an
-# epoch), MPNet-base 300 steps (9.6k rows); each run takes about 5 minutes on 2 quiet cores. Models land in $TANGO_HOME/models/<name> and
+# epoch). MPNet-base multi-exit models are one line each below; they were not trained in the
+# session that wrote this (no CPU time left), so docs/models.md has no row for them yet. Models land in $TANGO_HOME/models/<name> and
 # register as <name>; each gets one temperature per exit from `tango calibrate` on SST-2 dev.
 set -euo pipefail
 
@@ -30,5 +31,7 @@ exit_model() {
 $TANGO models install minilm mpnet
 exit_model minilm-l6-sst2-ee-joint minilm joint all --max-steps 1000
 exit_model minilm-l6-sst2-ee-sweet minilm sweet all --max-steps 1000
-exit_model mpnet-base-sst2-ee-joint mpnet joint 2,4,6,8,10,12 --max-steps 300
-exit_model mpnet-base-sst2-ee-sweet mpnet sweet 2,4,6,8,10,12 --max-steps 300
+if [[ ${MPNET:-0} == 1 ]]; then  # MPNET=1 bash benchmarks/make_early_exit.sh
+  exit_model mpnet-base-sst2-ee-joint mpnet joint 2,4,6,8,10,12 --max-steps 300
+  exit_model mpnet-base-sst2-ee-sweet mpnet sweet 2,4,6,8,10,12 --max-steps 300
+fi
