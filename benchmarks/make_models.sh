@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Re-create every tier documented in docs/models.md, one training at a time (2 cores: never two).
 #
-#   bash benchmarks/make_models.sh            # all of them (~2 h on 2 quiet cores)
+#   bash benchmarks/make_models.sh            # all of them (~1 h on 2 quiet cores)
 #   bash benchmarks/make_models.sh sst2       # only the SST-2 tiers (also: agnews, mrpc)
 #   EXPORT=0 bash benchmarks/make_models.sh   # train only; a later run exports
 #
 # Tiers land in $TANGO_HOME/models/<name> (default ~/.cache/tango), logs in $TANGO_HOME/logs.
 # Each is registered as <name> (PyTorch), <name>-onnx (fp32 ONNX) and <name>-int8 (int8 ONNX).
-# A finished tier is skipped; an interrupted training resumes from its checkpoint.
+# Finished tiers and exports are skipped (delete a directory to redo it); an interrupted training
+# resumes from its checkpoint.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -31,8 +32,10 @@ tier() {
     tail -n 1 "$HOME_DIR/logs/$name.log"
   fi
   [[ $EXPORT == 1 ]] || return 0
-  $TANGO export "$out" --out "$out-onnx" --name "$name-onnx" --check-data "$check"
-  $TANGO export "$out" --out "$out-int8" --name "$name-int8" --check-data "$check" --int8 ||
+  [[ -f "$out-onnx/tango_export.json" ]] ||
+    $TANGO export "$out" --out "$out-onnx" --name "$name-onnx" --check-data "$check"
+  [[ -f "$out-int8/tango_export.json" ]] ||
+    $TANGO export "$out" --out "$out-int8" --name "$name-int8" --check-data "$check" --int8 ||
     echo "!! $name-int8 failed its self-check: not registered (see $out-int8/tango_export.json)"
 }
 

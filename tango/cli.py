@@ -258,8 +258,8 @@ def models_list() -> None:
 
     for name, entry in sorted(registered().items()):
         accuracy = (entry.get("metrics") or {}).get("dev_accuracy")
-        shown = f"{accuracy:.4f}" if accuracy is not None else "-"
-        click.echo(f"{name:32} {entry.get('role', '?'):8} {shown:8} {entry['path']}")
+        shown = f"{accuracy:.4f}" if isinstance(accuracy, float) else "-"
+        click.echo(f"{name:32} {str(entry.get('role', '?')):8} {shown:8} {entry['path']}")
 
 
 def _label_names(labels: str | None) -> list[str] | None:

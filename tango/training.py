@@ -30,6 +30,7 @@ from tqdm.auto import tqdm
 
 from tango.data import LabelledData
 from tango.registry import register, resolve
+from tango.tiers import bf16_supported
 
 
 @dataclass
@@ -103,13 +104,11 @@ def _length_batches(lengths: np.ndarray, batch_size: int, rng: np.random.Generat
 
 
 def _use_bf16(setting: bool | str) -> bool:
-    if setting == "auto":
-        return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
-    return bool(setting)
+    return bf16_supported() if setting == "auto" else bool(setting)
 
 
 @torch.no_grad()
-def predict_logits(model, rows: list[dict[str, list[int]]], pad_id: int, *, batch_size: int = 64,
+def _predict_logits(model, rows: list[dict[str, list[int]]], pad_id: int, *, batch_size: int = 64,
                    bf16: bool = False, progress: str | None = None) -> np.ndarray:
     """Logits (N, C) in fp32, computed in length-sorted batches, returned in input order."""
     model.eval()
@@ -180,7 +179,7 @@ def _teacher_logits(teacher: str, data: LabelledData, config: TrainConfig, cache
                          f"{data.label_names}; pass matching label names (--labels)")
     tokenizer = AutoTokenizer.from_pretrained(teacher_dir)
     rows = _encode(tokenizer, data.texts, config.max_length)
-    logits = predict_logits(model, rows, tokenizer.pad_token_id, batch_size=config.eval_batch_size,
+    logits = _predict_logits(model, rows, tokenizer.pad_token_id, batch_size=config.eval_batch_size,
                             bf16=_use_bf16(config.bf16), progress="teacher logits")
     cache.parent.mkdir(parents=True, exist_ok=True)
     np.save(cache, logits)
@@ -321,7 +320,7 @@ def _run(net, tokenizer, rows, labels, soft, plan, first_step, spent, optimizer,
 def evaluate(net, tokenizer, data: LabelledData, config: TrainConfig) -> float:
     """Accuracy on ``data`` in fp32 (what an fp32 export reproduces)."""
     rows = _encode(tokenizer, data.texts, config.max_length)
-    logits = predict_logits(net, rows, tokenizer.pad_token_id, batch_size=config.eval_batch_size)
+    logits = _predict_logits(net, rows, tokenizer.pad_token_id, batch_size=config.eval_batch_size)
     return float((logits.argmax(-1) == data.labels).mean())
 
 
