@@ -40,6 +40,18 @@ def cli() -> None:
 # --- commands are added below, one small function each -----------------------------------------
 
 
+def data_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Columns of a labelled file (guessed from common names when not given)."""
+    options = [
+        click.option("--text-column", default=None, help="Text column (default: guessed)."),
+        click.option("--pair-column", default=None, help="Second text column, for pair tasks."),
+        click.option("--label-column", default=None, help="Label column (default: guessed)."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
 def cascade_options(func: Callable[..., Any]) -> Callable[..., Any]:
     """Options that build a cascade: a saved one (--cascade) or tiers by name (--tier1/2/3)."""
     options = [
@@ -299,9 +311,7 @@ def _label_names(labels: str | None) -> list[str] | None:
     help="Directory for the trained tier (also holds the resumable checkpoint).",
 )
 @click.option("--name", default=None, help="Registry name (default: the --out directory's name).")
-@click.option("--text-column", default=None, help="Text column (default: guessed).")
-@click.option("--pair-column", default=None, help="Second text column, for sentence pairs.")
-@click.option("--label-column", default=None, help="Label column (default: guessed).")
+@data_options
 @click.option(
     "--labels",
     default=None,
@@ -515,18 +525,6 @@ def export(
         f"{out_dir}: {check.agreement:.2%} of {check.rows} predictions equal, max |logit "
         f"diff| {check.max_abs_diff:.2g}{accuracy} (saved in tango_export.json)"
     )
-
-
-def data_options(func: Callable[..., Any]) -> Callable[..., Any]:
-    """Columns of a labelled file (guessed from common names when not given)."""
-    options = [
-        click.option("--text-column", default=None, help="Text column (default: guessed)."),
-        click.option("--pair-column", default=None, help="Second text column, for pair tasks."),
-        click.option("--label-column", default=None, help="Label column (default: guessed)."),
-    ]
-    for option in reversed(options):
-        func = option(func)
-    return func
 
 
 @cli.command()
