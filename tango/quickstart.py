@@ -68,4 +68,4 @@ def quickstart(output: Path, train_file: Path = SST2_TRAIN, log: Callable[[str],
     for alias, tier in zip(("distil", "large"), tiers, strict=True):
         log(f"{alias} -> {tier.path} ({tier.runtime.description})")
     cascade = Cascade(tiers, thresholds=0.9)
-    return score_file(cascade, EXAMPLE, output, overwrite=True, progress=False)
+    return score_file(cascade, EXAMPLE, output, id_column="id", overwrite=True, progress=False)
