@@ -28,9 +28,10 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from tango.batching import Encodings, pad_batch, plan_batches, tokenize
 from tango.data import LabelledData
 from tango.registry import register, resolve
-from tango.tiers import bf16_supported
+from tango.tiers import as_texts, bf16_supported
 
 
 @dataclass
@@ -66,25 +67,14 @@ class TrainResult:
 # --- inputs --------------------------------------------------------------------------------------
 
 
-def _encode(tokenizer, texts: list, max_length: int) -> list[dict[str, list[int]]]:
-    """Tokenize once, unpadded; pairs use the tokenizer's pair encoding."""
-    if texts and isinstance(texts[0], tuple):
-        first, second = zip(*texts, strict=True)
-        encoded = tokenizer(list(first), list(second), truncation=True, max_length=max_length)
-    else:
-        encoded = tokenizer(list(texts), truncation=True, max_length=max_length)
-    keys = [k for k in ("input_ids", "token_type_ids", "attention_mask") if k in encoded]
-    return [{k: encoded[k][i] for k in keys} for i in range(len(texts))]
+def _encode(tokenizer, texts: list, max_length: int) -> Encodings:
+    """Tokenize once, unpadded, exactly as the tiers do at inference."""
+    return tokenize(tokenizer, as_texts(texts), max_length)
 
 
-def _pad(rows: list[dict[str, list[int]]], pad_id: int) -> dict[str, torch.Tensor]:
+def _pad(encodings: Encodings, rows: np.ndarray, pad_id: int | None) -> dict[str, torch.Tensor]:
     """Pad a batch to its longest row: (B, T) tensors."""
-    width = max(len(row["input_ids"]) for row in rows)
-    batch = {}
-    for key in rows[0]:
-        fill = pad_id if key == "input_ids" else 0
-        batch[key] = torch.tensor([row[key] + [fill] * (width - len(row[key])) for row in rows])
-    return batch
+    return {k: torch.from_numpy(v) for k, v in pad_batch(encodings, np.asarray(rows), pad_id or 0).items()}
 
 
 def _length_batches(lengths: np.ndarray, batch_size: int, rng: np.random.Generator
@@ -108,17 +98,15 @@ def _use_bf16(setting: bool | str) -> bool:
 
 
 @torch.no_grad()
-def _predict_logits(model, rows: list[dict[str, list[int]]], pad_id: int, *, batch_size: int = 64,
+def _predict_logits(model, rows: Encodings, pad_id: int | None, *, batch_size: int = 64,
                    bf16: bool = False, progress: str | None = None) -> np.ndarray:
     """Logits (N, C) in fp32, computed in length-sorted batches, returned in input order."""
     model.eval()
-    order = np.argsort([len(row["input_ids"]) for row in rows], kind="stable")
     logits = np.zeros((len(rows), model.config.num_labels), dtype=np.float32)
-    starts = range(0, len(rows), batch_size)
-    for start in tqdm(starts, desc=progress, disable=progress is None, mininterval=5):
-        index = order[start:start + batch_size]
+    batches = plan_batches(rows.lengths, batch_size)
+    for index in tqdm(batches, desc=progress, disable=progress is None, mininterval=5):
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            out = model(**_pad([rows[i] for i in index], pad_id)).logits
+            out = model(**_pad(rows, index, pad_id)).logits
         logits[index] = out.float().numpy()
     return logits
 
@@ -252,8 +240,7 @@ def train_classifier(model: str | Path, train: LabelledData, out_dir: str | Path
     torch.manual_seed(config.seed)
     net, tokenizer = _load(model_dir, train, config.layers)
     rows = _encode(tokenizer, train.texts, config.max_length)
-    lengths = np.array([len(row["input_ids"]) for row in rows])
-    epochs = [_length_batches(lengths, config.batch_size, np.random.default_rng(config.seed + e))
+    epochs = [_length_batches(rows.lengths, config.batch_size, np.random.default_rng(config.seed + e))
               for e in range(config.epochs)]
     plan = [batch for epoch in epochs for batch in epoch][:config.max_steps]
     optimizer, scheduler = _optimizer(net, config, len(plan))
@@ -294,7 +281,7 @@ def _run(net, tokenizer, rows, labels, soft, plan, first_step, spent, optimizer,
     start, seen, losses = time.perf_counter(), 0, []
     for step in range(first_step, len(plan)):
         index = plan[step]
-        batch = _pad([rows[i] for i in index], tokenizer.pad_token_id)
+        batch = _pad(rows, index, tokenizer.pad_token_id)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             logits = net(**batch).logits.float()  # (B, C)
         loss = _loss(logits, labels[index], None if soft is None else soft[index], config)
