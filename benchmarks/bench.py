@@ -30,7 +30,8 @@ REPEATS = 3
 MAX_DROP = 0.5  # accuracy points below tier 2 alone that the chosen threshold may lose
 REFERENCE_THRESHOLD = 0.85  # the TangoBERT reference script's hard-coded threshold
 SWEEP_ESCALATION = (0.05, 0.1, 0.15, 0.2, 0.3, 0.45, 0.6)  # cascade points measured end to end
-EARLY_EXIT_THRESHOLDS = (0.8, 0.9, 0.95, 0.99)
+EARLY_EXIT_THRESHOLDS = (0.8, 0.9, 0.95, 0.99)  # maxprob, on per-exit calibrated probabilities
+EARLY_EXIT_PATIENCE = (1, 2)  # PABEE
 ROOT = Path(__file__).resolve().parent
 DATA = ROOT.parent.parent / "shared" / "data"
 DATASETS: dict[str, dict[str, Any]] = {
@@ -320,21 +321,29 @@ def bench_early_exit(names: list[str], data, repeats: int, batch1: tuple[str, ..
         except ValueError:
             continue
         mode = json.loads((path / "early_exit.json").read_text()).get("mode", name)
-        for threshold in EARLY_EXIT_THRESHOLDS:
+        knobs = [("maxprob", threshold, 2) for threshold in EARLY_EXIT_THRESHOLDS]
+        knobs += [("patience", None, patience) for patience in EARLY_EXIT_PATIENCE]
+        for policy, threshold, patience in knobs:
             for batch_size in (32, 1):
                 if batch_size == 1 and (threshold != EARLY_EXIT_THRESHOLDS[1] or name not in batch1):
                     continue  # batch size 1 is slow: one threshold on the small models shows the gap
                 model = EarlyExitClassifier.from_pretrained(
-                    path, threshold=threshold, precision="bf16", batch_size=batch_size
+                    path,
+                    policy=policy,
+                    threshold=threshold,
+                    patience=patience,
+                    precision="bf16",
+                    batch_size=batch_size,
                 )
                 seconds, result = timed(lambda m=model: m.predict_detailed(data.texts), repeats)
+                knob = f"@{threshold}" if policy == "maxprob" else f"-patience{patience}"
                 rows.append(
                     row(
-                        f"early-exit-{mode}@{threshold}",
+                        f"early-exit-{mode}{knob}",
                         {
                             "model": name,
                             "batch_size": batch_size,
-                            "policy": "maxprob",
+                            "policy": policy,
                             "runtime": "pytorch bf16",
                         },
                         accuracy(result.labels, data),

@@ -33,8 +33,16 @@ TASKS = {
     "agnews": ("ag_news/train_10k.tsv", 0.1, LABEL_NAMES["ag_news"]),
     "mrpc": ("mrpc/validation.tsv", None, LABEL_NAMES["mrpc"]),
 }
-MODELS = ["minilm-l6-sst2", "minilm-l2-sst2", "mpnet-base-sst2", "minilm-l6-sst2-distilled",
-          "minilm-l6-agnews", "mpnet-base-agnews", "minilm-l6-mrpc", "mpnet-base-mrpc"]
+MODELS = [
+    "minilm-l6-sst2",
+    "minilm-l2-sst2",
+    "mpnet-base-sst2",
+    "minilm-l6-sst2-distilled",
+    "minilm-l6-agnews",
+    "mpnet-base-agnews",
+    "minilm-l6-mrpc",
+    "mpnet-base-mrpc",
+]
 
 
 def dev_set(task: str):
@@ -48,8 +56,10 @@ def dev_set(task: str):
 def accuracy_and_ece(tier: Tier, data) -> tuple[float, float]:
     """Accuracy, and the expected calibration error of the uncalibrated probabilities."""
     logits = tier.logits(data.texts)
-    return (float((logits.argmax(1) == data.labels).mean()),
-            expected_calibration_error(softmax(logits), data.labels))
+    return (
+        float((logits.argmax(1) == data.labels).mean()),
+        expected_calibration_error(softmax(logits), data.labels),
+    )
 
 
 def throughput(tier: Tier, texts: list) -> float:
@@ -68,25 +78,32 @@ def row(name: str) -> str:
     data = dev_set(task)
     record = json.loads((resolve(name) / "tango_train.json").read_text())
     # by directory: an int8 export that failed its self-check is not registered, but measured
-    fp32, int8 = (Tier.from_pretrained(resolve(name).parent / f"{name}-{kind}", threads=THREADS,
-                                       batch_size=BATCH_SIZE) for kind in ("onnx", "int8"))
+    fp32, int8 = (
+        Tier.from_pretrained(resolve(name).parent / f"{name}-{kind}", threads=THREADS, batch_size=BATCH_SIZE)
+        for kind in ("onnx", "int8")
+    )
     export = json.loads((int8.path / "tango_export.json").read_text())["check"]
     failed = "" if export["passed"] else f" (check failed: {export['agreement']:.2%} equal)"
     minutes = record["train_seconds"] / 60
     int8_accuracy, int8_ece = accuracy_and_ece(int8, data)
-    return (f"| {name} | {task} | {record['dev_accuracy']:.2%} | "
-            f"{accuracy_and_ece(fp32, data)[0]:.2%} | {int8_accuracy:.2%}{failed} | {int8_ece:.3f} | "
-            f"{minutes:.1f} | {record['examples_per_second']:.0f} | "
-            f"{throughput(fp32, data.texts):.0f} | {throughput(int8, data.texts):.0f} |")
+    return (
+        f"| {name} | {task} | {record['dev_accuracy']:.2%} | "
+        f"{accuracy_and_ece(fp32, data)[0]:.2%} | {int8_accuracy:.2%}{failed} | {int8_ece:.3f} | "
+        f"{minutes:.1f} | {record['examples_per_second']:.0f} | "
+        f"{throughput(fp32, data.texts):.0f} | {throughput(int8, data.texts):.0f} |"
+    )
 
 
 @click.command()
-@click.option("--models", default=",".join(MODELS), show_default=True,
-              help="Comma-separated registered tier names.")
+@click.option(
+    "--models", default=",".join(MODELS), show_default=True, help="Comma-separated registered tier names."
+)
 def main(models: str) -> None:
     """Print the markdown table of docs/models.md."""
-    print("| tier | task | PyTorch fp32 | ONNX fp32 | ONNX int8 | int8 ECE | train min | train ex/s "
-          "| ONNX fp32 sent/s | ONNX int8 sent/s |")
+    print(
+        "| tier | task | PyTorch fp32 | ONNX fp32 | ONNX int8 | int8 ECE | train min | train ex/s "
+        "| ONNX fp32 sent/s | ONNX int8 sent/s |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|")
     for name in models.split(","):
         print(row(name), flush=True)

@@ -129,6 +129,36 @@ def build_cascade(
     return Cascade(tiers, thresholds=thresholds, confidence=confidence or "maxprob")
 
 
+def build_early_exit(
+    name: str,
+    threshold: tuple[float, ...],
+    policy: str | None,
+    patience: int | None,
+    device: str,
+    threads: int | None,
+    batch_size: int,
+) -> Any:
+    """The EarlyExitClassifier `tango run --early-exit` describes; bf16 where the hardware has it."""
+    import torch
+
+    from tango.early_exit import EarlyExitClassifier
+    from tango.registry import resolve
+
+    if len(threshold) > 1:
+        raise click.UsageError("an early-exit model takes one --threshold (its policy's knob)")
+    if threads:
+        torch.set_num_threads(threads)
+    return EarlyExitClassifier.from_pretrained(
+        resolve(name),
+        device=device,
+        policy=policy,
+        threshold=threshold[0] if threshold else None,
+        patience=patience,
+        precision="auto",
+        batch_size=batch_size,
+    )
+
+
 @cli.command()
 @cascade_options
 @click.option(
@@ -181,6 +211,30 @@ def build_cascade(
 @click.option("--resume", is_flag=True, help="Finish an interrupted run where it stopped.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing output file.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar or summary.")
+@click.option(
+    "--early-exit",
+    "early_exit",
+    default=None,
+    help="Score with this early-exit model (a directory or registered name) instead of a cascade.",
+)
+@click.option(
+    "--policy",
+    type=click.Choice(["maxprob", "entropy", "patience"]),
+    default=None,
+    help="With --early-exit: exit rule (default: the model's saved one, maxprob).",
+)
+@click.option(
+    "--patience",
+    type=int,
+    default=None,
+    help="With --early-exit --policy patience: agreeing exits in a row needed to stop.",
+)
+@click.option(
+    "--device",
+    default="cpu",
+    show_default=True,
+    help="With --early-exit: cpu, cuda or cuda:N.",
+)
 @user_errors
 def run(
     cascade_dir: str | None,
@@ -205,6 +259,10 @@ def run(
     resume: bool,
     overwrite: bool,
     quiet: bool,
+    early_exit: str | None,
+    policy: str | None,
+    patience: int | None,
+    device: str,
 ) -> None:
     """Score a file with a cascade: every input row lands in OUTPUT or the errors file.
 
@@ -213,19 +271,28 @@ def run(
       tango run --tier1 distil --tier2 large -i reviews.csv -o scored.jsonl
       tango run --cascade ~/.cache/tango/cascades/sst2 -i reviews.csv -o scored.csv --probabilities
       cat reviews.jsonl | tango run --cascade DIR -i - --format jsonl -o scored.jsonl
+      tango run --early-exit minilm-l6-sst2-ee-sweet --device cuda -i reviews.csv -o scored.csv
     """
     from tango.scoring import guess_text_column, score_file
 
-    if not cascade_dir and not threshold:
-        click.echo(
-            "note: no calibrated threshold; using 0.9. Run `tango calibrate` to choose one from evidence.",
-            err=True,
+    if early_exit:
+        if cascade_dir or tier1 or tier2 or tier3 or confidence:
+            raise click.UsageError("--early-exit scores with one model: drop --cascade/--tier*/--confidence")
+        model = build_early_exit(early_exit, threshold, policy, patience, device, threads, batch_size)
+    else:
+        if policy or patience is not None or device != "cpu":
+            raise click.UsageError("--policy, --patience and --device apply to --early-exit models")
+        if not cascade_dir and not threshold:
+            click.echo(
+                "note: no calibrated threshold; using 0.9. "
+                "Run `tango calibrate` to choose one from evidence.",
+                err=True,
+            )
+        model = build_cascade(
+            cascade_dir, tier1, tier2, tier3, threshold, confidence, runtime, threads, batch_size
         )
-    cascade = build_cascade(
-        cascade_dir, tier1, tier2, tier3, threshold, confidence, runtime, threads, batch_size
-    )
     summary = score_file(
-        cascade,
+        model,
         input_path,
         output_path,
         text_column=text_column or guess_text_column(input_path, input_format),
@@ -357,6 +424,19 @@ def _label_names(labels: str | None) -> list[str] | None:
     show_default=True,
     help="With --early-exit: exit layers, 1-based, comma-separated (e.g. 1,2,4,6), or 'all'.",
 )
+@click.option(
+    "--pooling",
+    type=click.Choice(["mean", "cls"]),
+    default="mean",
+    show_default=True,
+    help="With --early-exit: what each exit head reads (mean of the tokens, or the CLS token).",
+)
+@click.option(
+    "--device",
+    default="cpu",
+    show_default=True,
+    help="With --early-exit: where to train (cpu, cuda, cuda:1, ...).",
+)
 @user_errors
 def train(
     model: str,
@@ -372,6 +452,8 @@ def train(
     bf16: bool | None,
     early_exit: str | None,
     exits: str,
+    pooling: str,
+    device: str,
     **options: Any,
 ) -> None:
     """Fine-tune MODEL (a directory or registered name, e.g. minilm) into a tier.
@@ -399,7 +481,9 @@ def train(
             for part, rows in (("train", train_rows), ("dev", dev_rows))
         )
     if early_exit:
-        return train_exits(model, data, dev, out_dir, name, early_exit, exits, bf16, options)
+        return train_exits(model, data, dev, out_dir, name, early_exit, exits, bf16, options, pooling, device)
+    if pooling != "mean" or device != "cpu":
+        raise click.UsageError("--pooling and --device apply to --early-exit training only")
     result = train_classifier(
         model, data, out_dir, dev=dev, name=name, bf16="auto" if bf16 is None else bf16, **options
     )
@@ -420,6 +504,8 @@ def train_exits(
     exits: str,
     bf16: bool | None,
     options: dict[str, Any],
+    pooling: str,
+    device: str,
 ) -> None:
     """`tango train --early-exit MODE`: a multi-exit model, registered like a tier."""
     from tango.early_exit import train_early_exit
@@ -434,6 +520,8 @@ def train_exits(
         out_dir,
         exits=exits,
         mode=mode,
+        pooling=pooling,
+        device=device,
         epochs=options["epochs"],
         batch_size=options["batch_size"],
         lr=options["lr"] or 5e-5,
@@ -590,6 +678,7 @@ def export(
     help="Runtime for every tier; auto = ONNX if model.onnx exists.",
 )
 @click.option("--threads", type=int, default=None, help="Intra-op threads (default: all cores).")
+@click.option("--device", default="cpu", show_default=True, help="Early-exit models: cpu, cuda or cuda:N.")
 @user_errors
 def calibrate(
     cascade_out: str,
@@ -610,8 +699,11 @@ def calibrate(
     delta: float,
     runtime: str,
     threads: int | None,
+    device: str,
 ) -> None:
     """Fit temperatures and choose the threshold of the cascade in CASCADE_OUT from dev data.
+
+    CASCADE_OUT may also be an early-exit model directory: then one temperature per exit.
 
     Writes the temperatures and threshold into CASCADE_OUT/cascade.json and the evidence
     (reliability diagrams, speed/accuracy curve, report.json) into CASCADE_OUT/calibration/.
@@ -626,7 +718,11 @@ def calibrate(
     from tango.tuning import calibrate_cascade, evaluate
 
     if (Path(cascade_out) / "early_exit.json").exists():
-        return calibrate_exits(cascade_out, dev_path, text_column, pair_column, label_column, max_drop)
+        return calibrate_exits(
+            cascade_out, dev_path, text_column, pair_column, label_column, max_drop, device
+        )
+    if device != "cpu":
+        raise click.UsageError("--device applies to early-exit models; cascades run on the CPU")
     if tier1 or tier2:
         cascade = build_cascade(None, tier1, tier2, None, (), confidence, runtime, threads, 32)
     else:
@@ -672,13 +768,14 @@ def calibrate_exits(
     pair_column: str | None,
     label_column: str | None,
     max_drop: float | None,
+    device: str,
 ) -> None:
     """`tango calibrate` on an early-exit model: one temperature per exit (and a threshold)."""
     from tango.data import load_labelled
     from tango.early_exit import EarlyExitClassifier
     from tango.tuning import calibrate_early_exit
 
-    model = EarlyExitClassifier.from_pretrained(model_dir)
+    model = EarlyExitClassifier.from_pretrained(model_dir, device=device)
     dev = load_labelled(dev_path, text_column, pair_column, label_column, label_names=list(model.classes_))
     report = calibrate_early_exit(model, dev, max_drop=max_drop, report_dir=Path(model_dir) / "calibration")
     model.save_pretrained(model_dir)

@@ -145,8 +145,10 @@ def _format(path: str | Path, format: str | None) -> str:
         return format
     suffix = Path(str(path)).suffix.lower()
     if suffix not in FORMATS:
-        raise ValueError(f"cannot tell the format of {str(path)!r} from its extension; "
-                         "pass format='csv', 'tsv' or 'jsonl' (--format on the command line)")
+        raise ValueError(
+            f"cannot tell the format of {str(path)!r} from its extension; "
+            "pass format='csv', 'tsv' or 'jsonl' (--format on the command line)"
+        )
     return FORMATS[suffix]
 
 
@@ -159,19 +161,20 @@ def _open(path: str | Path) -> IO[bytes]:
 def _missing_columns(path: str | Path, wanted: list[str], found: Iterable[str]) -> None:
     missing = [column for column in wanted if column not in found]
     if missing:
-        raise ValueError(f"{str(path)!r} has no column {missing[0]!r}; columns found: "
-                         f"{', '.join(map(repr, found))}")
+        raise ValueError(
+            f"{str(path)!r} has no column {missing[0]!r}; columns found: {', '.join(map(repr, found))}"
+        )
 
 
-def _record(row: _Row, columns: dict[str, str | None], header: list[str] | None
-            ) -> Record | RowError:
+def _record(row: _Row, columns: dict[str, str | None], header: list[str] | None) -> Record | RowError:
     """Pick the asked-for columns out of a parsed row, or say what is wrong with it."""
     if row.error:
         return RowError(row.line, None, row.error, row.raw)
     if header is not None:
         if len(row.fields) != len(header):
-            return RowError(row.line, None, f"expected {len(header)} fields, found "
-                            f"{len(row.fields)}", row.raw)
+            return RowError(
+                row.line, None, f"expected {len(header)} fields, found {len(row.fields)}", row.raw
+            )
         values = dict(zip(header, row.fields, strict=True))
     else:
         values = row.fields
@@ -200,8 +203,9 @@ def _rows(binary: IO[bytes], format: str) -> Iterator[_Row]:
     return parse(_lines(binary))
 
 
-def _header(path: str | Path, rows: Iterator[_Row], format: str
-            ) -> tuple[list[str] | None, list[str], list[_Row]]:
+def _header(
+    path: str | Path, rows: Iterator[_Row], format: str
+) -> tuple[list[str] | None, list[str], list[_Row]]:
     """Column names, plus (for JSON lines) the rows read ahead to find the first object."""
     if format != "jsonl":
         first = next(rows, None)
@@ -219,9 +223,15 @@ def _header(path: str | Path, rows: Iterator[_Row], format: str
     raise ValueError(f"{str(path)!r} holds no JSON object to take column names from")
 
 
-def read_records(path: str | Path, text_column: str, text_pair_column: str | None = None,
-                 label_column: str | None = None, id_column: str | None = None,
-                 format: str | None = None, skip_lines: int = 0) -> Iterator[Record | RowError]:
+def read_records(
+    path: str | Path,
+    text_column: str,
+    text_pair_column: str | None = None,
+    label_column: str | None = None,
+    id_column: str | None = None,
+    format: str | None = None,
+    skip_lines: int = 0,
+) -> Iterator[Record | RowError]:
     """Stream the rows of a CSV, TSV or JSON-lines file (``"-"`` for stdin) as records.
 
     The header (or first JSON object) is checked here, before anything is yielded: a missing
@@ -236,8 +246,7 @@ def read_records(path: str | Path, text_column: str, text_pair_column: str | Non
     try:
         rows = _rows(binary, format)
         header, found, ahead = _header(path, rows, format)
-        columns = {"text": text_column, "pair": text_pair_column, "label": label_column,
-                   "id": id_column}
+        columns = {"text": text_column, "pair": text_pair_column, "label": label_column, "id": id_column}
         _missing_columns(path, [c for c in columns.values() if c], found)
     except BaseException:
         if binary is not sys.stdin.buffer:
@@ -246,9 +255,14 @@ def read_records(path: str | Path, text_column: str, text_pair_column: str | Non
     return _records(binary, ahead, rows, columns, header, skip_lines)
 
 
-def _records(binary: IO[bytes], ahead: list[_Row], rows: Iterator[_Row],
-             columns: dict[str, str | None], header: list[str] | None, skip: int
-             ) -> Iterator[Record | RowError]:
+def _records(
+    binary: IO[bytes],
+    ahead: list[_Row],
+    rows: Iterator[_Row],
+    columns: dict[str, str | None],
+    header: list[str] | None,
+    skip: int,
+) -> Iterator[Record | RowError]:
     try:
         for number, row in enumerate(_chain(ahead, rows)):
             if number >= skip:
@@ -273,8 +287,13 @@ def columns_of(path: str | Path, format: str | None = None) -> list[str]:
 # --- labelled data for training and calibration --------------------------------------------------
 
 # Column names tried, in order, when none are given: (text, text pair).
-_TEXT_COLUMNS = [("sentence1", "sentence2"), ("premise", "hypothesis"), ("question", "sentence"),
-                 ("sentence", None), ("text", None)]
+_TEXT_COLUMNS = [
+    ("sentence1", "sentence2"),
+    ("premise", "hypothesis"),
+    ("question", "sentence"),
+    ("sentence", None),
+    ("text", None),
+]
 _LABEL_COLUMNS = ["label", "labels", "gold_label", "target"]
 
 
@@ -292,18 +311,20 @@ class LabelledData:
 
     def subset(self, indices: np.ndarray) -> LabelledData:
         """The rows at ``indices`` (in that order), with the same label names."""
-        return LabelledData([self.texts[i] for i in indices], self.labels[indices],
-                            self.label_names, self.source)
+        return LabelledData(
+            [self.texts[i] for i in indices], self.labels[indices], self.label_names, self.source
+        )
 
 
 def _guess_columns(path: str | Path, found: list[str]) -> tuple[str, str | None, str]:
-    text = next(((t, p) for t, p in _TEXT_COLUMNS if t in found and (p is None or p in found)),
-                None)
+    text = next(((t, p) for t, p in _TEXT_COLUMNS if t in found and (p is None or p in found)), None)
     label = next((c for c in _LABEL_COLUMNS if c in found), None)
     if text is None or label is None:
-        raise ValueError(f"cannot guess the text and label columns of {str(path)!r} (columns: "
-                         f"{', '.join(found)}); pass text_column= and label_column= "
-                         "(--text-column/--label-column)")
+        raise ValueError(
+            f"cannot guess the text and label columns of {str(path)!r} (columns: "
+            f"{', '.join(found)}); pass text_column= and label_column= "
+            "(--text-column/--label-column)"
+        )
     return text[0], text[1], label
 
 
@@ -322,15 +343,21 @@ def _label_ids(raw: list[str], label_names: list[str] | None) -> tuple[np.ndarra
         elif label.isdigit() and int(label) < len(label_names):
             ids.append(int(label))
         else:
-            raise ValueError(f"label {label!r} is neither one of {label_names} nor an id below "
-                             f"{len(label_names)}; pass label_names= (--labels) to match the data")
+            raise ValueError(
+                f"label {label!r} is neither one of {label_names} nor an id below "
+                f"{len(label_names)}; pass label_names= (--labels) to match the data"
+            )
     return np.asarray(ids, dtype=np.int64), list(label_names)
 
 
-def load_labelled(path: str | Path, text_column: str | None = None,
-                  text_pair_column: str | None = None, label_column: str | None = None,
-                  label_names: list[str] | None = None, format: str | None = None
-                  ) -> LabelledData:
+def load_labelled(
+    path: str | Path,
+    text_column: str | None = None,
+    text_pair_column: str | None = None,
+    label_column: str | None = None,
+    label_names: list[str] | None = None,
+    format: str | None = None,
+) -> LabelledData:
     """Load a labelled file whole; columns are guessed from common names when not given.
 
     Labels may be names (``positive``) or ids (``1``); ``label_names`` fixes their order (pass the
@@ -376,4 +403,3 @@ LABEL_NAMES: dict[str, list[str]] = {
     "mrpc": ["not_equivalent", "equivalent"],
     "qnli": ["entailment", "not_entailment"],
 }
-

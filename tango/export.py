@@ -78,10 +78,17 @@ class ExportCheck:
     passed: bool
 
 
-def export_tier(model: str | Path, out_dir: str | Path, *, int8: bool = False,
-                optimize: bool = False, check_data: str | Path | None = None,
-                check_rows: int = 1000, min_agreement: float = MIN_AGREEMENT,
-                name: str | None = None) -> ExportCheck:
+def export_tier(
+    model: str | Path,
+    out_dir: str | Path,
+    *,
+    int8: bool = False,
+    optimize: bool = False,
+    check_data: str | Path | None = None,
+    check_rows: int = 1000,
+    min_agreement: float = MIN_AGREEMENT,
+    name: str | None = None,
+) -> ExportCheck:
     """Export ``model`` (a PyTorch tier directory or registered name) to ``out_dir`` and check it.
 
     ``optimize`` fuses the graph with ONNX Runtime's transformer optimizer first. The check uses
@@ -94,8 +101,9 @@ def export_tier(model: str | Path, out_dir: str | Path, *, int8: bool = False,
     out_dir.mkdir(parents=True, exist_ok=True)
     torch_model, tokenizer = _load(source)
     with tempfile.TemporaryDirectory(dir=out_dir) as tmp:
-        graph = _export(_smooth(torch_model, tokenizer) if int8 else torch_model, tokenizer,
-                        Path(tmp) / "plain.onnx")
+        graph = _export(
+            _smooth(torch_model, tokenizer) if int8 else torch_model, tokenizer, Path(tmp) / "plain.onnx"
+        )
         if optimize:
             graph = _optimize(graph, torch_model.config)
         if int8:
@@ -105,16 +113,30 @@ def export_tier(model: str | Path, out_dir: str | Path, *, int8: bool = False,
     tokenizer.save_pretrained(out_dir)
 
     check = _check(source, out_dir, check_data, check_rows, int8, min_agreement)
-    record = {"source": str(source), "int8": int8, "optimized": optimize, "opset": OPSET,
-              "min_agreement": min_agreement,
-              "onnx_bytes": (out_dir / "model.onnx").stat().st_size, "check": asdict(check)}
+    record = {
+        "source": str(source),
+        "int8": int8,
+        "optimized": optimize,
+        "opset": OPSET,
+        "min_agreement": min_agreement,
+        "onnx_bytes": (out_dir / "model.onnx").stat().st_size,
+        "check": asdict(check),
+    }
     (out_dir / "tango_export.json").write_text(json.dumps(record, indent=2))
     if not check.passed:
-        raise ValueError(f"the export in {out_dir} failed its self-check (see its "
-                         f"tango_export.json), so it was not registered: {check}")
+        raise ValueError(
+            f"the export in {out_dir} failed its self-check (see its "
+            f"tango_export.json), so it was not registered: {check}"
+        )
     if name:
-        register(name, out_dir, role="tier", runtime="onnx", int8=int8,
-                 metrics={"agreement": check.agreement, "accuracy": check.onnx_accuracy})
+        register(
+            name,
+            out_dir,
+            role="tier",
+            runtime="onnx",
+            int8=int8,
+            metrics={"agreement": check.agreement, "accuracy": check.onnx_accuracy},
+        )
     return check
 
 
@@ -145,14 +167,18 @@ class _Smoothed(torch.nn.Module):
 def _smooth(model, tokenizer):
     """Smooth every encoder Linear, its activation ranges read off the built-in sentences (the
     outlier channels are a property of the model, not of the input)."""
-    linears = {name: module for name, module in model.named_modules()
-               if isinstance(module, torch.nn.Linear) and ".encoder." in f".{name}"}
+    linears = {
+        name: module
+        for name, module in model.named_modules()
+        if isinstance(module, torch.nn.Linear) and ".encoder." in f".{name}"
+    }
     maxima: dict[str, torch.Tensor] = {}
 
     def record(name: str):
         def hook(module, args) -> None:
             seen = args[0].abs().amax(dim=(0, 1))  # (in,)
             maxima[name] = torch.maximum(maxima[name], seen) if name in maxima else seen
+
         return hook
 
     hooks = [module.register_forward_pre_hook(record(name)) for name, module in linears.items()]
@@ -161,7 +187,7 @@ def _smooth(model, tokenizer):
         handle.remove()
     for name, linear in linears.items():
         weight = linear.weight.abs().amax(dim=0).clamp(min=1e-5)  # (in,)
-        scale = (maxima[name].clamp(min=1e-5) ** SMOOTHING / weight ** (1 - SMOOTHING))
+        scale = maxima[name].clamp(min=1e-5) ** SMOOTHING / weight ** (1 - SMOOTHING)
         parent, attribute = name.rsplit(".", 1)
         setattr(model.get_submodule(parent), attribute, _Smoothed(linear, scale.clamp(min=1e-5)))
     return model
@@ -169,10 +195,10 @@ def _smooth(model, tokenizer):
 
 def _export(model, tokenizer, path: Path) -> Path:
     """Trace with dynamic batch and sequence axes; inputs are what the tokenizer produces."""
-    names = [n for n in tokenizer.model_input_names if n in ("input_ids", "attention_mask",
-                                                               "token_type_ids")]
-    sample = tokenizer(["a short example", "and a somewhat longer second example"],
-                       padding=True, return_tensors="pt")
+    names = [n for n in tokenizer.model_input_names if n in ("input_ids", "attention_mask", "token_type_ids")]
+    sample = tokenizer(
+        ["a short example", "and a somewhat longer second example"], padding=True, return_tensors="pt"
+    )
 
     class Logits(torch.nn.Module):  # positional inputs -> logits only, one named output
         def __init__(self) -> None:
@@ -184,9 +210,17 @@ def _export(model, tokenizer, path: Path) -> Path:
 
     axes = {n: {0: "batch", 1: "sequence"} for n in names} | {"logits": {0: "batch"}}
     with torch.no_grad():
-        torch.onnx.export(Logits(), tuple(sample[n] for n in names), str(path), dynamo=False,
-                          opset_version=OPSET, input_names=names, output_names=["logits"],
-                          dynamic_axes=axes, do_constant_folding=True)
+        torch.onnx.export(
+            Logits(),
+            tuple(sample[n] for n in names),
+            str(path),
+            dynamo=False,
+            opset_version=OPSET,
+            input_names=names,
+            output_names=["logits"],
+            dynamic_axes=axes,
+            do_constant_folding=True,
+        )
     return path
 
 
@@ -194,8 +228,13 @@ def _optimize(path: Path, config) -> Path:
     """Fuse attention, GELU and LayerNorm with ONNX Runtime's transformer optimizer."""
     from onnxruntime.transformers.optimizer import optimize_model
 
-    fused = optimize_model(str(path), model_type="bert", num_heads=config.num_attention_heads,
-                           hidden_size=config.hidden_size, opt_level=1)
+    fused = optimize_model(
+        str(path),
+        model_type="bert",
+        num_heads=config.num_attention_heads,
+        hidden_size=config.hidden_size,
+        opt_level=1,
+    )
     out = path.with_name("fused.onnx")
     fused.save_model_to_file(str(out))
     return out
@@ -208,13 +247,20 @@ def _quantize(path: Path, fused: bool) -> Path:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     graph = onnx.load(str(path), load_external_data=False)
-    keep_fp32 = [node.name for node in graph.graph.node
-                 if node.op_type == "MatMul" and KEEP_FP32.search(node.name)]
+    keep_fp32 = [
+        node.name for node in graph.graph.node if node.op_type == "MatMul" and KEEP_FP32.search(node.name)
+    ]
     out = path.with_name("int8.onnx")
     extra = {"DefaultTensorType": onnx.TensorProto.FLOAT} if fused else {}
-    quantize_dynamic(str(path), str(out), weight_type=QuantType.QInt8, per_channel=True,
-                     op_types_to_quantize=["MatMul"], nodes_to_exclude=keep_fp32,
-                     extra_options=extra)
+    quantize_dynamic(
+        str(path),
+        str(out),
+        weight_type=QuantType.QInt8,
+        per_channel=True,
+        op_types_to_quantize=["MatMul"],
+        nodes_to_exclude=keep_fp32,
+        extra_options=extra,
+    )
     return out
 
 
@@ -229,8 +275,9 @@ def _check_texts(check_data: str | Path | None, rows: int, label_names: list[str
     return texts, data.labels[:rows], f"{check_data} (first {len(texts)} rows)"
 
 
-def _check(source: Path, out_dir: Path, check_data: str | Path | None, rows: int, int8: bool,
-           min_agreement: float) -> ExportCheck:
+def _check(
+    source: Path, out_dir: Path, check_data: str | Path | None, rows: int, int8: bool, min_agreement: float
+) -> ExportCheck:
     from tango.tiers import Tier
 
     reference = Tier.from_pretrained(source, runtime="torch", precision="fp32")
@@ -244,5 +291,13 @@ def _check(source: Path, out_dir: Path, check_data: str | Path | None, rows: int
         return None if labels is None else float((logits.argmax(1) == labels).mean())
 
     close = int8 or float(diff.max()) <= FP32_TOLERANCE  # int8 is judged by its predictions
-    return ExportCheck(len(texts), description, float(diff.max()), float(diff.mean()), agreement,
-                       accuracy(expected), accuracy(got), close and agreement >= min_agreement)
+    return ExportCheck(
+        len(texts),
+        description,
+        float(diff.max()),
+        float(diff.mean()),
+        agreement,
+        accuracy(expected),
+        accuracy(got),
+        close and agreement >= min_agreement,
+    )

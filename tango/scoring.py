@@ -1,7 +1,11 @@
 """Batch offline scoring of a file, crash-safe and resumable: the engine of ``tango run``.
 
+The model is a :class:`~tango.cascade.Cascade` or an
+:class:`~tango.early_exit.EarlyExitClassifier`: anything with ``classes_`` and a
+``predict_detailed`` whose result has ``labels``, ``probabilities``, ``confidence`` and either
+``tier`` (cascades) or ``exit_layer`` (early exit), which becomes the output's last column.
 The input streams through in chunks (memory stays flat however large the file): each chunk's
-good rows go through the cascade, its bad rows to the errors file, and both are appended and
+good rows go through the model, its bad rows to the errors file, and both are appended and
 fsync'ed before a small progress file is replaced atomically. After a crash, ``resume=True``
 truncates the outputs back to the last committed chunk and skips the rows already done, so every
 input row is written exactly once: ``rows out + rows in the errors file (+ skipped) = rows in``.
@@ -43,6 +47,8 @@ class RunSummary:
     tier_rows: list[int] = field(default_factory=list)  # rows scored by each tier
     tier_answered: list[int] = field(default_factory=list)  # final answers from each tier
     tier_seconds: list[float] = field(default_factory=list)  # tokenize + infer per tier
+    exit_rows: dict[str, int] = field(default_factory=dict)  # early exit: rows leaving at each layer
+    num_layers: int = 0  # early exit: the encoder's depth (the last exit)
     output_bytes: int = 0  # committed length of the output file
     errors_bytes: int = 0  # committed length of the errors file
 
@@ -51,14 +57,33 @@ class RunSummary:
         return self.rows_out / self.seconds if self.seconds else 0.0
 
     @property
+    def mean_exit_layer(self) -> float | None:
+        """Early exit: encoder layers run per row, on average."""
+        rows = sum(self.exit_rows.values())
+        return sum(int(k) * n for k, n in self.exit_rows.items()) / rows if rows else None
+
+    @property
     def estimated_speedup(self) -> float | None:
-        """Tier-last-alone time over cascade time, from measured per-row tier costs."""
+        """Cascade: tier-last-alone time over cascade time, from measured per-row tier costs.
+
+        Early exit: encoder depth over the mean exit layer (layers saved; heads not counted).
+        """
+        if self.exit_rows:
+            mean = self.mean_exit_layer
+            return self.num_layers / mean if mean else None
         if not self.tier_rows or not self.tier_rows[-1] or not sum(self.tier_seconds):
             return None
         last_cost = self.tier_seconds[-1] / self.tier_rows[-1]
         return last_cost * self.rows_out / sum(self.tier_seconds)
 
-    def add(self, result: CascadeResult) -> None:
+    def add(self, result: Any, num_layers: int = 0) -> None:
+        """Count a chunk's result: a CascadeResult, or an early-exit result (``exit_layer``)."""
+        if not isinstance(result, CascadeResult):
+            self.num_layers = num_layers
+            for layer, count in zip(*np.unique(result.exit_layer, return_counts=True), strict=True):
+                self.exit_rows[str(layer)] = self.exit_rows.get(str(layer), 0) + int(count)
+            self.rows_out += len(result.labels)
+            return
         tiers = result.stats.tiers
         if not self.tier_rows:
             self.tier_rows, self.tier_answered, self.tier_seconds = (
@@ -80,6 +105,8 @@ class RunSummary:
             f"   skipped: {self.skipped:,}   truncated: {self.truncated:,}",
             f"time: {self.seconds:.1f} s   {self.rows_per_s:,.1f} rows/s",
         ]
+        if self.exit_rows:
+            return "\n".join(lines + self._exit_report())
         for k, (answered, seconds) in enumerate(zip(self.tier_answered, self.tier_seconds, strict=True)):
             share = answered / self.rows_out if self.rows_out else 0.0
             lines.append(
@@ -93,9 +120,29 @@ class RunSummary:
         )
         return "\n".join(lines)
 
+    def _exit_report(self) -> list[str]:
+        lines = [
+            f"exit at layer {layer:>2}: {count / self.rows_out:6.1%} of rows"
+            for layer, count in sorted((int(k), n) for k, n in self.exit_rows.items())
+        ]
+        speedup = self.estimated_speedup
+        lines.append(
+            f"mean exit layer: {self.mean_exit_layer:.2f} of {self.num_layers}"
+            + (f"   estimated speedup over the full model: {speedup:.2f}x (in layers)" if speedup else "")
+        )
+        return lines
+
+    def progress(self) -> dict[str, str]:
+        """The progress bar's live figures."""
+        if self.exit_rows:
+            return {"mean_exit_layer": f"{self.mean_exit_layer or 0:.2f}"}
+        answered = self.tier_answered[0] if self.tier_answered else self.rows_out
+        escalated = 1 - answered / self.rows_out if self.rows_out else 0.0
+        return {"escalated": f"{escalated:.1%}"}
+
 
 def score_file(
-    cascade: Cascade,
+    cascade: Cascade | Any,
     input_path: str | Path,
     output_path: str | Path,
     *,
@@ -113,9 +160,11 @@ def score_file(
 ) -> RunSummary:
     """Score every row of ``input_path`` into ``output_path`` (``.jsonl`` or ``.csv``).
 
+    ``cascade`` may also be an :class:`~tango.early_exit.EarlyExitClassifier`.
     Each output row holds ``id`` (the id column, else the input line number), ``label``,
-    ``confidence``, ``tier`` (index of the tier that answered) and, with ``probabilities``,
-    one probability per class. Bad rows go to ``errors_path`` (default
+    ``confidence``, ``tier`` (index of the tier that answered; for an early-exit model
+    ``exit_layer``, the 1-based layer the row left at) and, with ``probabilities``, one
+    probability per class. Bad rows go to ``errors_path`` (default
     ``<output>.errors.jsonl``) with their line, field and raw text; ``on_error="skip"`` reports
     them on stderr only, ``"fail"`` stops at the first one after committing the rows before it.
     """
@@ -124,7 +173,9 @@ def score_file(
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
     output_path = Path(output_path)
-    writer = _writer_for(output_path, cascade.classes_, probabilities)
+    exits = getattr(cascade, "exits_", None)  # early-exit models: their exit layers
+    num_layers = exits[-1] if exits else 0
+    writer = _writer_for(output_path, cascade.classes_, probabilities, "exit_layer" if exits else "tier")
     errors_path = (
         Path(errors_path) if errors_path else output_path.with_name(output_path.name + ".errors.jsonl")
     )
@@ -160,7 +211,7 @@ def score_file(
             good = [row for row in chunk if isinstance(row, Record)]
             bad = [row for row in chunk if isinstance(row, RowError)]
             result = cascade.predict_detailed([row.text for row in good])
-            summary.add(result)
+            summary.add(result, num_layers)
             summary.rows_in += len(chunk)
             if on_error == "skip":
                 summary.skipped += len(bad)
@@ -176,12 +227,7 @@ def score_file(
             summary.seconds = time.perf_counter() - started
             _save_state(state_path, summary)
             bar.update(len(chunk))
-            escalated = (
-                1 - summary.tier_answered[0] / summary.rows_out
-                if summary.rows_out and summary.tier_answered
-                else 0.0
-            )
-            bar.set_postfix(escalated=f"{escalated:.1%}", errors=summary.errors + summary.skipped)
+            bar.set_postfix(**summary.progress(), errors=summary.errors + summary.skipped)
             if failure is not None:
                 raise ValueError(
                     f"{input_path}: line {failure.line}, field {failure.field or '-'}: "
@@ -275,19 +321,22 @@ def _error_line(row: RowError) -> bytes:
     ).encode()
 
 
-def _writer_for(path: Path, labels: np.ndarray, probabilities: bool):
-    """A function (rows, result, first) -> bytes for the output's format, chosen by extension."""
+def _writer_for(path: Path, labels: np.ndarray, probabilities: bool, stage: str = "tier"):
+    """A function (rows, result, first) -> bytes for the output's format, chosen by extension.
+
+    ``stage`` is the result's field saying where each row was answered: tier or exit_layer.
+    """
     suffix = path.suffix.lower()
     if suffix not in (".jsonl", ".csv"):
         raise ValueError(f"cannot write {path}: the output must end in .jsonl or .csv")
     names = [str(label) for label in labels]
 
-    def fields(row: Record, k: int, result: CascadeResult) -> dict[str, Any]:
+    def fields(row: Record, k: int, result: Any) -> dict[str, Any]:
         out = {
             "id": row.id if row.id is not None else row.line,
             "label": str(result.labels[k]),
             "confidence": round(float(result.confidence[k]), 6),
-            "tier": int(result.tier[k]),
+            stage: int(getattr(result, stage)[k]),
         }
         if probabilities:
             out.update(
@@ -298,14 +347,14 @@ def _writer_for(path: Path, labels: np.ndarray, probabilities: bool):
             )
         return out
 
-    def jsonl(rows: list[Record], result: CascadeResult, first: bool) -> bytes:
+    def jsonl(rows: list[Record], result: Any, first: bool) -> bytes:
         return "".join(
             json.dumps(fields(row, k, result), ensure_ascii=False) + "\n" for k, row in enumerate(rows)
         ).encode()
 
-    def csv_rows(rows: list[Record], result: CascadeResult, first: bool) -> bytes:
+    def csv_rows(rows: list[Record], result: Any, first: bool) -> bytes:
         buffer = io.StringIO()
-        columns = ["id", "label", "confidence", "tier"] + ([f"p_{n}" for n in names] if probabilities else [])
+        columns = ["id", "label", "confidence", stage] + ([f"p_{n}" for n in names] if probabilities else [])
         writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
         if first:
             writer.writeheader()

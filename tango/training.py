@@ -77,8 +77,7 @@ def _pad(encodings: Encodings, rows: np.ndarray, pad_id: int | None) -> dict[str
     return {k: torch.from_numpy(v) for k, v in pad_batch(encodings, np.asarray(rows), pad_id or 0).items()}
 
 
-def _length_batches(lengths: np.ndarray, batch_size: int, rng: np.random.Generator
-                    ) -> list[np.ndarray]:
+def _length_batches(lengths: np.ndarray, batch_size: int, rng: np.random.Generator) -> list[np.ndarray]:
     """Shuffle, sort within windows of 50 batches by length, then shuffle the batches.
 
     Rows in a batch have similar lengths (little padding) while the order stays random.
@@ -87,9 +86,9 @@ def _length_batches(lengths: np.ndarray, batch_size: int, rng: np.random.Generat
     window = 50 * batch_size
     batches = []
     for start in range(0, len(order), window):
-        chunk = order[start:start + window]
+        chunk = order[start : start + window]
         chunk = chunk[np.argsort(-lengths[chunk], kind="stable")]
-        batches += [chunk[i:i + batch_size] for i in range(0, len(chunk), batch_size)]
+        batches += [chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size)]
     return [batches[i] for i in rng.permutation(len(batches))]
 
 
@@ -98,8 +97,15 @@ def _use_bf16(setting: bool | str) -> bool:
 
 
 @torch.no_grad()
-def _predict_logits(model, rows: Encodings, pad_id: int | None, *, batch_size: int = 64,
-                   bf16: bool = False, progress: str | None = None) -> np.ndarray:
+def _predict_logits(
+    model,
+    rows: Encodings,
+    pad_id: int | None,
+    *,
+    batch_size: int = 64,
+    bf16: bool = False,
+    progress: str | None = None,
+) -> np.ndarray:
     """Logits (N, C) in fp32, computed in length-sorted batches, returned in input order."""
     model.eval()
     logits = np.zeros((len(rows), model.config.num_labels), dtype=np.float32)
@@ -120,9 +126,13 @@ def _load(model_dir: Path, data: LabelledData, layers: int | None):
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     id2label = dict(enumerate(data.label_names))
     model = AutoModelForSequenceClassification.from_pretrained(
-        model_dir, num_labels=len(id2label), id2label=id2label,
-        label2id={name: i for i, name in id2label.items()}, ignore_mismatched_sizes=True,
-        dtype=torch.float32)
+        model_dir,
+        num_labels=len(id2label),
+        id2label=id2label,
+        label2id={name: i for i, name in id2label.items()},
+        ignore_mismatched_sizes=True,
+        dtype=torch.float32,
+    )
     if layers is not None:
         encoder = model.base_model.encoder
         if not 0 < layers <= len(encoder.layer):
@@ -137,8 +147,10 @@ def _optimizer(model, config: TrainConfig, total_steps: int):
     lr = config.lr or (5e-5 if n_params < 50e6 else 3e-5)
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
     no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
-    groups = [{"params": decay, "weight_decay": config.weight_decay},
-              {"params": no_decay, "weight_decay": 0.0}]
+    groups = [
+        {"params": decay, "weight_decay": config.weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
     optimizer = torch.optim.AdamW(groups, lr=lr, fused=True)
     warmup = max(1, int(config.warmup * total_steps))
 
@@ -150,8 +162,7 @@ def _optimizer(model, config: TrainConfig, total_steps: int):
     return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
 
 
-def _teacher_logits(teacher: str, data: LabelledData, config: TrainConfig, cache: Path
-                    ) -> torch.Tensor:
+def _teacher_logits(teacher: str, data: LabelledData, config: TrainConfig, cache: Path) -> torch.Tensor:
     """The teacher's logits over the training rows, computed once (bf16) and cached."""
     if cache.exists():
         logits = np.load(cache)
@@ -163,26 +174,36 @@ def _teacher_logits(teacher: str, data: LabelledData, config: TrainConfig, cache
     model = AutoModelForSequenceClassification.from_pretrained(teacher_dir, dtype=torch.float32)
     names = [model.config.id2label[i] for i in range(model.config.num_labels)]
     if names != data.label_names:
-        raise ValueError(f"teacher {teacher} predicts {names} but the data's labels are "
-                         f"{data.label_names}; pass matching label names (--labels)")
+        raise ValueError(
+            f"teacher {teacher} predicts {names} but the data's labels are "
+            f"{data.label_names}; pass matching label names (--labels)"
+        )
     tokenizer = AutoTokenizer.from_pretrained(teacher_dir)
     rows = _encode(tokenizer, data.texts, config.max_length)
-    logits = _predict_logits(model, rows, tokenizer.pad_token_id, batch_size=config.eval_batch_size,
-                            bf16=_use_bf16(config.bf16), progress="teacher logits")
+    logits = _predict_logits(
+        model,
+        rows,
+        tokenizer.pad_token_id,
+        batch_size=config.eval_batch_size,
+        bf16=_use_bf16(config.bf16),
+        progress="teacher logits",
+    )
     cache.parent.mkdir(parents=True, exist_ok=True)
     np.save(cache, logits)
     return torch.from_numpy(logits)
 
 
-def _loss(logits: torch.Tensor, labels: torch.Tensor, soft: torch.Tensor | None,
-          config: TrainConfig) -> torch.Tensor:
+def _loss(
+    logits: torch.Tensor, labels: torch.Tensor, soft: torch.Tensor | None, config: TrainConfig
+) -> torch.Tensor:
     """Cross-entropy; with a teacher, alpha * T^2 * KL(teacher_T || student_T) + (1-alpha) * CE."""
     ce = F.cross_entropy(logits, labels)
     if soft is None:
         return ce
     t = config.distill_temperature
-    kl = F.kl_div(F.log_softmax(logits / t, -1), F.log_softmax(soft / t, -1), log_target=True,
-                  reduction="batchmean")
+    kl = F.kl_div(
+        F.log_softmax(logits / t, -1), F.log_softmax(soft / t, -1), log_target=True, reduction="batchmean"
+    )
     return config.distill_alpha * t * t * kl + (1 - config.distill_alpha) * ce
 
 
@@ -191,29 +212,54 @@ def _loss(logits: torch.Tensor, labels: torch.Tensor, soft: torch.Tensor | None,
 
 def _fingerprint(model_dir: Path, data: LabelledData, config: TrainConfig) -> dict:
     """What must match for a checkpoint to be resumed."""
-    keep = ("epochs", "batch_size", "lr", "max_length", "warmup", "weight_decay", "seed",
-            "max_steps", "layers", "teacher", "distill_alpha", "distill_temperature")
-    return {"model": str(model_dir), "rows": len(data), "labels": data.label_names,
-            "first_text": str(data.texts[0])[:80], **{k: getattr(config, k) for k in keep}}
+    keep = (
+        "epochs",
+        "batch_size",
+        "lr",
+        "max_length",
+        "warmup",
+        "weight_decay",
+        "seed",
+        "max_steps",
+        "layers",
+        "teacher",
+        "distill_alpha",
+        "distill_temperature",
+    )
+    return {
+        "model": str(model_dir),
+        "rows": len(data),
+        "labels": data.label_names,
+        "first_text": str(data.texts[0])[:80],
+        **{k: getattr(config, k) for k in keep},
+    }
 
 
-def _save_checkpoint(path: Path, step: int, seconds: float, model, optimizer, scheduler,
-                     fingerprint: dict) -> None:
-    state = {"step": step, "seconds": seconds, "model": model.state_dict(),
-             "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-             "torch_rng": torch.get_rng_state(), "fingerprint": fingerprint}
+def _save_checkpoint(
+    path: Path, step: int, seconds: float, model, optimizer, scheduler, fingerprint: dict
+) -> None:
+    state = {
+        "step": step,
+        "seconds": seconds,
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "torch_rng": torch.get_rng_state(),
+        "fingerprint": fingerprint,
+    }
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(state, path.with_suffix(".tmp"))
     path.with_suffix(".tmp").replace(path)  # atomic: a kill mid-save keeps the last checkpoint
 
 
-def _load_checkpoint(path: Path, model, optimizer, scheduler, fingerprint: dict
-                     ) -> tuple[int, float]:
+def _load_checkpoint(path: Path, model, optimizer, scheduler, fingerprint: dict) -> tuple[int, float]:
     """Restore the state; returns (step, training seconds spent so far)."""
     state = torch.load(path, weights_only=False)
     if state["fingerprint"] != fingerprint:
-        raise ValueError(f"the checkpoint in {path.parent} was made with other data or settings; "
-                         "delete it or pass resume=False (--no-resume) to start afresh")
+        raise ValueError(
+            f"the checkpoint in {path.parent} was made with other data or settings; "
+            "delete it or pass resume=False (--no-resume) to start afresh"
+        )
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
@@ -224,9 +270,16 @@ def _load_checkpoint(path: Path, model, optimizer, scheduler, fingerprint: dict
 # --- the loop ------------------------------------------------------------------------------------
 
 
-def train_classifier(model: str | Path, train: LabelledData, out_dir: str | Path, *,
-                     dev: LabelledData | None = None, name: str | None = None,
-                     config: TrainConfig | None = None, **options) -> TrainResult:
+def train_classifier(
+    model: str | Path,
+    train: LabelledData,
+    out_dir: str | Path,
+    *,
+    dev: LabelledData | None = None,
+    name: str | None = None,
+    config: TrainConfig | None = None,
+    **options,
+) -> TrainResult:
     """Fine-tune ``model`` (a directory or registered name) on ``train``; save it in ``out_dir``.
 
     Settings come from ``config`` or as keyword arguments (``epochs=1, layers=2, teacher=...``),
@@ -240,9 +293,11 @@ def train_classifier(model: str | Path, train: LabelledData, out_dir: str | Path
     torch.manual_seed(config.seed)
     net, tokenizer = _load(model_dir, train, config.layers)
     rows = _encode(tokenizer, train.texts, config.max_length)
-    epochs = [_length_batches(rows.lengths, config.batch_size, np.random.default_rng(config.seed + e))
-              for e in range(config.epochs)]
-    plan = [batch for epoch in epochs for batch in epoch][:config.max_steps]
+    epochs = [
+        _length_batches(rows.lengths, config.batch_size, np.random.default_rng(config.seed + e))
+        for e in range(config.epochs)
+    ]
+    plan = [batch for epoch in epochs for batch in epoch][: config.max_steps]
     optimizer, scheduler = _optimizer(net, config, len(plan))
 
     checkpoint = out_dir / "checkpoint" / "state.pt"
@@ -251,14 +306,31 @@ def train_classifier(model: str | Path, train: LabelledData, out_dir: str | Path
     if config.resume and checkpoint.exists():
         step, spent = _load_checkpoint(checkpoint, net, optimizer, scheduler, fingerprint)
         print(f"resuming from step {step} of {len(plan)} ({checkpoint})")
-    soft = (_teacher_logits(config.teacher, train, config, out_dir / "checkpoint" / "teacher.npy")
-            if config.teacher else None)
+    soft = (
+        _teacher_logits(config.teacher, train, config, out_dir / "checkpoint" / "teacher.npy")
+        if config.teacher
+        else None
+    )
 
     bf16 = _use_bf16(config.bf16)
     labels = torch.from_numpy(train.labels)
-    seconds = _run(net, tokenizer, rows, labels, soft, plan, step, spent, optimizer, scheduler,
-                   config, bf16, lambda step, seconds: _save_checkpoint(
-                       checkpoint, step, seconds, net, optimizer, scheduler, fingerprint))
+    seconds = _run(
+        net,
+        tokenizer,
+        rows,
+        labels,
+        soft,
+        plan,
+        step,
+        spent,
+        optimizer,
+        scheduler,
+        config,
+        bf16,
+        lambda step, seconds: _save_checkpoint(
+            checkpoint, step, seconds, net, optimizer, scheduler, fingerprint
+        ),
+    )
     accuracy = evaluate(net, tokenizer, dev, config) if dev is not None else None
 
     net.save_pretrained(out_dir)
@@ -267,13 +339,20 @@ def train_classifier(model: str | Path, train: LabelledData, out_dir: str | Path
     result = TrainResult(out_dir, len(plan), seconds, examples / max(seconds, 1e-9), accuracy)
     _write_record(out_dir, model_dir, train, dev, config, bf16, result)
     shutil.rmtree(out_dir / "checkpoint", ignore_errors=True)
-    register(name or out_dir.name, out_dir, role="tier", runtime="torch",
-             labels=train.label_names, metrics={"dev_accuracy": accuracy})
+    register(
+        name or out_dir.name,
+        out_dir,
+        role="tier",
+        runtime="torch",
+        labels=train.label_names,
+        metrics={"dev_accuracy": accuracy},
+    )
     return result
 
 
-def _run(net, tokenizer, rows, labels, soft, plan, first_step, spent, optimizer, scheduler,
-         config, bf16, save) -> float:
+def _run(
+    net, tokenizer, rows, labels, soft, plan, first_step, spent, optimizer, scheduler, config, bf16, save
+) -> float:
     """The optimisation loop from ``first_step``; returns the training seconds, ``spent`` (by
     earlier runs of the same plan) included."""
     net.train()
@@ -295,7 +374,7 @@ def _run(net, tokenizer, rows, labels, soft, plan, first_step, spent, optimizer,
         bar.update()
         if (step + 1) % config.log_every == 0:
             rate = seen / (time.perf_counter() - start)
-            bar.set_postfix(loss=f"{np.mean(losses[-config.log_every:]):.4f}", ex_s=f"{rate:.0f}")
+            bar.set_postfix(loss=f"{np.mean(losses[-config.log_every :]):.4f}", ex_s=f"{rate:.0f}")
         if (step + 1) % config.checkpoint_every == 0 and step + 1 < len(plan):
             save(step + 1, spent + time.perf_counter() - start)
     bar.close()
@@ -311,18 +390,31 @@ def evaluate(net, tokenizer, data: LabelledData, config: TrainConfig) -> float:
     return float((logits.argmax(-1) == data.labels).mean())
 
 
-def _write_record(out_dir: Path, model_dir: Path, train: LabelledData, dev: LabelledData | None,
-                  config: TrainConfig, bf16: bool, result: TrainResult) -> None:
+def _write_record(
+    out_dir: Path,
+    model_dir: Path,
+    train: LabelledData,
+    dev: LabelledData | None,
+    config: TrainConfig,
+    bf16: bool,
+    result: TrainResult,
+) -> None:
     record = {
         "base_model": str(model_dir),
-        "train": train.source, "train_rows": len(train),
+        "train": train.source,
+        "train_rows": len(train),
         "dev": dev.source if dev is not None else None,
         "dev_rows": len(dev) if dev is not None else None,
-        "label_names": train.label_names, "config": asdict(config), "bf16": bf16,
-        "steps": result.steps, "train_seconds": round(result.train_seconds, 1),
+        "label_names": train.label_names,
+        "config": asdict(config),
+        "bf16": bf16,
+        "steps": result.steps,
+        "train_seconds": round(result.train_seconds, 1),
         "examples_per_second": round(result.examples_per_second, 1),
-        "dev_accuracy": result.dev_accuracy, "threads": torch.get_num_threads(),
-        "torch": torch.__version__, "cpu": platform.processor() or platform.machine(),
+        "dev_accuracy": result.dev_accuracy,
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "cpu": platform.processor() or platform.machine(),
         "cpus": os.cpu_count(),
     }
     (out_dir / "tango_train.json").write_text(json.dumps(record, indent=2))

@@ -29,7 +29,9 @@ def write(tmp_path: Path, name: str, content: str | bytes) -> Path:
 def test_tsv_strips_text_and_counts_lines_from_the_header(tmp_path):
     path = write(tmp_path, "sst.tsv", "sentence\tlabel\na fine film \t1\n\ndull \t0\n")
     assert list(read_records(path, "sentence", label_column="label")) == [
-        Record(2, None, "a fine film", "1"), Record(4, None, "dull", "0")]
+        Record(2, None, "a fine film", "1"),
+        Record(4, None, "dull", "0"),
+    ]
 
 
 def test_tsv_unquotes_whole_fields_and_keeps_stray_quotes(tmp_path):
@@ -42,10 +44,12 @@ def test_tsv_unquotes_whole_fields_and_keeps_stray_quotes(tmp_path):
 def test_bad_rows_are_reported_with_line_and_reason(tmp_path):
     content = b"text\tlabel\nok\t1\ntoo\tmany\tfields\n\t0\nbad \xff byte\t1\nlast\t0\n"
     items = list(read_records(write(tmp_path, "x.tsv", content), "text", label_column="label"))
-    assert [type(item).__name__ for item in items] == ["Record", "RowError", "RowError",
-                                                       "RowError", "Record"]
+    assert [type(item).__name__ for item in items] == ["Record", "RowError", "RowError", "RowError", "Record"]
     assert [(e.line, e.message) for e in items if isinstance(e, RowError)] == [
-        (3, "expected 2 fields, found 3"), (4, "empty text"), (5, "not UTF-8")]
+        (3, "expected 2 fields, found 3"),
+        (4, "empty text"),
+        (5, "not UTF-8"),
+    ]
     assert items[2].field == "text"
     assert "\ufffd" in items[3].raw
 
@@ -69,7 +73,10 @@ def test_jsonl_reports_malformed_lines_and_missing_fields(tmp_path):
     items = list(read_records(path, "text", label_column="label"))
     assert items[0] == Record(1, None, "good", "1")
     assert [(e.line, e.field, e.message[:14]) for e in items[1:]] == [
-        (2, None, "malformed JSON"), (4, "text", "missing field"), (5, None, "expected a JSO")]
+        (2, None, "malformed JSON"),
+        (4, "text", "missing field"),
+        (5, None, "expected a JSO"),
+    ]
 
 
 def test_missing_column_raises_before_reading_rows(tmp_path):
@@ -100,8 +107,9 @@ def test_load_labelled_guesses_columns_and_maps_names(tmp_path):
     assert data.texts == [("p", "h"), ("q", "i")]
     assert data.label_names == ["entailment", "neutral"]
     assert data.labels.tolist() == [1, 0]
-    ids = load_labelled(write(tmp_path, "y.tsv", "text\tlabel\na\t1\nb\t0\n"),
-                        label_names=["negative", "positive"])
+    ids = load_labelled(
+        write(tmp_path, "y.tsv", "text\tlabel\na\t1\nb\t0\n"), label_names=["negative", "positive"]
+    )
     assert ids.labels.tolist() == [1, 0] and ids.label_names == ["negative", "positive"]
 
 
@@ -122,9 +130,15 @@ def test_split_rows_is_seeded_and_disjoint():
 
 
 SHARED_FILES = {
-    "sst2/train.tsv": 67349, "sst2/dev.tsv": 872, "ag_news/train_10k.tsv": 10001,
-    "snli/validation.tsv": 9842, "snli/test.tsv": 9824, "mrpc/train.tsv": 3668,
-    "mrpc/validation.tsv": 408, "mrpc/test.tsv": 1725, "qnli/dev.tsv": 5463,
+    "sst2/train.tsv": 67349,
+    "sst2/dev.tsv": 872,
+    "ag_news/train_10k.tsv": 10001,
+    "snli/validation.tsv": 9842,
+    "snli/test.tsv": 9824,
+    "mrpc/train.tsv": 3668,
+    "mrpc/validation.tsv": 408,
+    "mrpc/test.tsv": 1725,
+    "qnli/dev.tsv": 5463,
     "imdb/train.jsonl": 25000,
 }
 

@@ -12,8 +12,8 @@ from torch import nn
 from transformers import BertConfig, BertModel, BertTokenizer, MPNetConfig, MPNetModel
 
 from tango.early_exit import EarlyExitClassifier, ExitPolicy, MultiExitModel, train_early_exit
-from tango.early_exit.classifier import encode
-from tango.early_exit.model import parse_exits
+from tango.early_exit.classifier import check_device, encode
+from tango.early_exit.model import parse_exits, pool
 from tango.early_exit.training import _stages, _train_stage
 
 SPECIALS = ["[UNK]", "[PAD]", "[CLS]", "[SEP]", "[MASK]"]  # [PAD] = 1, MPNet's padding index
@@ -104,7 +104,7 @@ def craft(model: MultiExitModel) -> MultiExitModel:
 @pytest.mark.parametrize("kind", ["bert", "mpnet"])
 @pytest.mark.parametrize("policy", [ExitPolicy("maxprob", 0.9), ExitPolicy("entropy", 0.2)])
 def test_crafted_heads_force_known_exits(kind: str, policy: ExitPolicy, tokenizer) -> None:
-    model = craft(MultiExitModel(tiny_encoder(kind), exits=(1, 2, 4), num_labels=2))
+    model = craft(MultiExitModel(tiny_encoder(kind), exits=(1, 2, 4), num_labels=2, pooling="cls"))
     rng = random.Random(0)
     codes = [rng.randrange(3) for _ in range(24)]  # code{c} -> exit index c -> layer (1, 2, 4)[c]
     texts = [" ".join([CODES[c], *rng.choices(WORDS, k=rng.randint(0, 9))]) for c in codes]
@@ -155,14 +155,16 @@ def test_patience_through_the_model(patience: int, expected_layer: int, tokenize
 # --- compaction ----------------------------------------------------------------------------------
 
 
-def random_classifier(kind: str, tokenizer, policy: str, texts: list) -> EarlyExitClassifier:
+def random_classifier(
+    kind: str, tokenizer, policy: str, texts: list, pooling: str = "mean", device: str = "cpu"
+) -> EarlyExitClassifier:
     """A random model whose exits disagree and are peaky on ``texts``; median thresholds.
 
     Each head's bias is centred so that its argmax varies across rows, and each exit's
     temperature scales its logits to a spread of about 3, so every exit is confident on some rows.
     """
-    model = MultiExitModel(tiny_encoder(kind, seed=3), exits=(1, 2, 4), num_labels=3)
-    clf = EarlyExitClassifier(model, tokenizer, ["a", "b", "c"], policy=policy, patience=1)
+    model = MultiExitModel(tiny_encoder(kind, seed=3), exits=(1, 2, 4), num_labels=3, pooling=pooling)
+    clf = EarlyExitClassifier(model, tokenizer, ["a", "b", "c"], policy=policy, patience=1, device=device)
     clf.batch_size = 8
     logits = torch.from_numpy(clf.exit_logits(texts))  # (E, N, K)
     with torch.no_grad():
@@ -187,20 +189,21 @@ def middle_gap(values: torch.Tensor) -> float:
 
 
 @pytest.mark.parametrize(
-    ("kind", "policy", "pairs"),
+    ("kind", "policy", "pairs", "pooling"),
     [
-        ("bert", "maxprob", False),
-        ("bert", "entropy", True),
-        ("bert", "patience", False),
-        ("mpnet", "maxprob", False),
-        ("mpnet", "patience", False),
+        ("bert", "maxprob", False, "mean"),
+        ("bert", "maxprob", False, "cls"),
+        ("bert", "entropy", True, "mean"),
+        ("bert", "patience", False, "mean"),
+        ("mpnet", "maxprob", False, "mean"),
+        ("mpnet", "patience", False, "cls"),
     ],
 )
-def test_compaction_equals_batch_of_one(kind: str, policy: str, pairs: bool, tokenizer) -> None:
+def test_compaction_equals_batch_of_one(kind: str, policy: str, pairs: bool, pooling: str, tokenizer) -> None:
     texts = random_texts(40, seed=2)
     if pairs:
         texts = list(zip(texts, random_texts(40, seed=3), strict=True))
-    clf = random_classifier(kind, tokenizer, policy, texts)
+    clf = random_classifier(kind, tokenizer, policy, texts, pooling)
     batched = clf.predict_detailed(texts)
     alone = [clf.predict_detailed([text]) for text in texts]
     assert len(set(batched.exit_layer.tolist())) >= 2, "the test needs early and late rows"
@@ -209,6 +212,47 @@ def test_compaction_equals_batch_of_one(kind: str, policy: str, pairs: bool, tok
         batched.probabilities, np.concatenate([r.probabilities for r in alone]), atol=1e-4
     )
     assert batched.labels.tolist() == [r.labels[0] for r in alone]
+
+
+def test_mean_pooling_averages_real_tokens_only() -> None:
+    h = torch.randn(2, 5, 4)
+    mask = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]])
+    pooled = pool(h, mask, "mean")
+    torch.testing.assert_close(pooled[0], h[0, :3].mean(dim=0))
+    torch.testing.assert_close(pooled[1], h[1].mean(dim=0))
+    h[0, 3:] = 1e6  # whatever sits in the padding is ignored
+    torch.testing.assert_close(pool(h, mask, "mean"), pooled)
+    torch.testing.assert_close(pool(h, mask, "cls"), h[:, 0])
+    with pytest.raises(ValueError, match="pooling must be one of"):
+        MultiExitModel(tiny_encoder("bert"), exits="all", num_labels=2, pooling="max")
+
+
+def test_devices_are_checked_with_a_clear_error() -> None:
+    assert check_device("cpu").type == "cpu"
+    with pytest.raises(ValueError, match="device must be"):
+        check_device("tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="no CUDA GPU"):
+            check_device("cuda")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("policy", ["maxprob", "patience"])
+def test_cuda_compaction_equals_batch_of_one_and_matches_cpu(policy: str, tokenizer) -> None:
+    texts = random_texts(40, seed=2)
+    cpu = random_classifier("bert", tokenizer, policy, texts)
+    gpu = random_classifier("bert", tokenizer, policy, texts, device="cuda")
+    gpu.model.load_state_dict(cpu.model.state_dict())
+    gpu.temperatures, gpu.threshold = cpu.temperatures, cpu.threshold
+    batched = gpu.predict_detailed(texts)
+    alone = [gpu.predict_detailed([text]) for text in texts]
+    assert batched.exit_layer.tolist() == [r.exit_layer[0] for r in alone]
+    np.testing.assert_allclose(
+        batched.probabilities, np.concatenate([r.probabilities for r in alone]), atol=1e-4
+    )
+    expected = cpu.predict_detailed(texts)
+    assert batched.exit_layer.tolist() == expected.exit_layer.tolist()
+    np.testing.assert_allclose(batched.probabilities, expected.probabilities, atol=1e-4)
 
 
 def test_compaction_runs_each_layer_only_on_rows_still_inside(tokenizer) -> None:
@@ -363,6 +407,11 @@ def test_save_load_round_trip_and_api_contract(trained, tmp_path) -> None:
         EarlyExitClassifier.from_pretrained(out, temperatures=[1.0]).predict(texts)
     with pytest.raises(ValueError, match="no early_exit.json"):
         EarlyExitClassifier.from_pretrained(tmp_path)
+    assert again.model.pooling == "mean"
+    manifest = json.loads((tmp_path / "copy" / "early_exit.json").read_text())
+    del manifest["pooling"]  # a directory saved before pooling was recorded read the CLS token
+    (tmp_path / "copy" / "early_exit.json").write_text(json.dumps(manifest))
+    assert EarlyExitClassifier.from_pretrained(tmp_path / "copy").model.pooling == "cls"
 
 
 @pytest.mark.parametrize("mode", ["weighted", "sweet", "two-stage"])
@@ -416,6 +465,9 @@ def test_cli_train_early_exit(base_dir, tmp_path) -> None:
     assert result.exit_code == 0, result.output
     assert "exits [1, 2], 2 steps" in result.output and "layer 2" in result.output
     assert EarlyExitClassifier.from_pretrained(out).labels == ["neg", "pos"]
+    cls = CliRunner().invoke(cli, [*args, "--pooling", "cls", "--out", str(tmp_path / "cls")])
+    assert cls.exit_code == 0, cls.output
+    assert EarlyExitClassifier.from_pretrained(tmp_path / "cls").model.pooling == "cls"
     bad = CliRunner().invoke(cli, [*args[:8], "--out", str(out), "--exits", "1,9"])
     assert bad.exit_code == 1 and "exit layers must lie in 1..2" in bad.output
 
@@ -445,3 +497,48 @@ def test_calibrate_fits_one_temperature_per_exit(trained, tmp_path) -> None:
     detailed = model.predict_detailed(texts)
     assert detailed.mean_exit_layer == pytest.approx(report["curve"]["mean_exit_layer"][chosen])
     assert (model_dir / "calibration" / "reliability_exit1.png").exists()
+
+
+def test_run_scores_a_file_with_an_early_exit_model(trained, tmp_path) -> None:
+    from click.testing import CliRunner
+
+    from tango.cli import cli
+
+    texts, labels = synthetic(50, seed=7)
+    lines = [f'"{t}",{y}' for t, y in zip(texts, labels, strict=True)]
+    lines.insert(10, ",neg")  # line 12: empty text, goes to the errors file
+    (tmp_path / "in.csv").write_text("text,label\n" + "\n".join(lines) + "\n")
+    args = ["run", "--early-exit", str(trained[0]), "-i", str(tmp_path / "in.csv"), "--threshold", "0.8"]
+    result = CliRunner().invoke(cli, [*args, "-o", str(tmp_path / "out.csv")])
+    assert result.exit_code == 0, result.output
+    out = (tmp_path / "out.csv").read_text().splitlines()
+    assert out[0] == "id,label,confidence,exit_layer" and len(out) == 51
+    expected = EarlyExitClassifier.from_pretrained(trained[0], threshold=0.8).predict_detailed(texts)
+    assert [row.split(",")[3] for row in out[1:]] == [str(layer) for layer in expected.exit_layer]
+    assert [row.split(",")[1] for row in out[1:]] == expected.labels.tolist()
+    assert '"line": 12' in (tmp_path / "out.csv.errors.jsonl").read_text()
+    assert "mean exit layer" in result.output and "errors: 1" in result.output
+
+    patience = CliRunner().invoke(
+        cli, [*args[:5], "--policy", "patience", "--patience", "1", "-o", str(tmp_path / "p.jsonl")]
+    )
+    assert patience.exit_code == 0, patience.output
+    rows = [json.loads(line) for line in (tmp_path / "p.jsonl").read_text().splitlines()]
+    assert len(rows) == 50 and all(row["exit_layer"] == 2 for row in rows), "patience 1 with 2 exits"
+
+    mixed = CliRunner().invoke(cli, [*args, "--tier1", "x", "-o", str(tmp_path / "m.csv")])
+    assert mixed.exit_code == 2 and "--early-exit scores with one model" in mixed.output
+    on_gpu = [
+        "run",
+        "--tier1",
+        "a",
+        "--tier2",
+        "b",
+        "--device",
+        "cuda",
+        *args[3:],
+        "-o",
+        str(tmp_path / "g.csv"),
+    ]
+    cascade_on_gpu = CliRunner().invoke(cli, on_gpu)
+    assert cascade_on_gpu.exit_code == 2 and "apply to --early-exit" in cascade_on_gpu.output

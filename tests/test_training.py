@@ -65,8 +65,9 @@ def start_dir(tiny_model_dir, tmp_path_factory):
 @pytest.fixture(scope="module")
 def trained(start_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("trained")
-    result = train_classifier(start_dir, sentiment_rows(320, 0), out,
-                              dev=sentiment_rows(200, 1), name="tiny-sentiment", **FAST)
+    result = train_classifier(
+        start_dir, sentiment_rows(320, 0), out, dev=sentiment_rows(200, 1), name="tiny-sentiment", **FAST
+    )
     return out, result
 
 
@@ -86,8 +87,7 @@ def test_trained_tier_is_registered_with_its_labels(trained):
     assert config["id2label"] == {"0": "negative", "1": "positive"}
 
 
-def test_resume_continues_exactly_where_a_killed_run_stopped(start_dir, tmp_path,
-                                                           monkeypatch):
+def test_resume_continues_exactly_where_a_killed_run_stopped(start_dir, tmp_path, monkeypatch):
     data = sentiment_rows(96, 2)
     options = {**FAST, "epochs": 1, "checkpoint_every": 2}
     train_classifier(start_dir, data, tmp_path / "straight", **options)
@@ -101,6 +101,7 @@ def test_resume_continues_exactly_where_a_killed_run_stopped(start_dir, tmp_path
     assert result.steps == 6
 
     from safetensors.torch import load_file
+
     straight = load_file(tmp_path / "straight" / "model.safetensors")
     resumed = load_file(tmp_path / "resumed" / "model.safetensors")
     assert all(torch.allclose(straight[k], resumed[k], atol=1e-6) for k in straight)
@@ -127,8 +128,9 @@ def test_layers_cuts_the_encoder(start_dir, tmp_path):
 
 def test_distillation_from_a_teacher(trained, start_dir, tmp_path):
     teacher, _ = trained
-    result = train_classifier(start_dir, sentiment_rows(320, 0), tmp_path,
-                              dev=sentiment_rows(200, 1), teacher=str(teacher), **FAST)
+    result = train_classifier(
+        start_dir, sentiment_rows(320, 0), tmp_path, dev=sentiment_rows(200, 1), teacher=str(teacher), **FAST
+    )
     assert result.dev_accuracy > 0.8
     assert json.loads((tmp_path / "tango_train.json").read_text())["config"]["teacher"]
     wrong = LabelledData(["a", "b"], np.array([0, 1]), ["yes", "no"])
@@ -153,12 +155,34 @@ def test_cli_train_with_a_seeded_dev_split(start_dir, tmp_path):
 
     data = sentiment_rows(400, 5)
     train_file = tmp_path / "train.tsv"
-    train_file.write_text("text\tlabel\n" + "".join(
-        f"{text}\t{label}\n" for text, label in zip(data.texts, data.labels, strict=True)))
-    result = CliRunner().invoke(cli, [
-        "train", str(start_dir), "--train", str(train_file), "--dev-fraction", "0.25",
-        "--labels", "sst2", "--out", str(tmp_path / "out"), "--name", "cli-tier",
-        "--epochs", "3", "--batch-size", "16", "--lr", "3e-3", "--no-bf16"])
+    train_file.write_text(
+        "text\tlabel\n"
+        + "".join(f"{text}\t{label}\n" for text, label in zip(data.texts, data.labels, strict=True))
+    )
+    result = CliRunner().invoke(
+        cli,
+        [
+            "train",
+            str(start_dir),
+            "--train",
+            str(train_file),
+            "--dev-fraction",
+            "0.25",
+            "--labels",
+            "sst2",
+            "--out",
+            str(tmp_path / "out"),
+            "--name",
+            "cli-tier",
+            "--epochs",
+            "3",
+            "--batch-size",
+            "16",
+            "--lr",
+            "3e-3",
+            "--no-bf16",
+        ],
+    )
     assert result.exit_code == 0, result.output
     record = json.loads((tmp_path / "out" / "tango_train.json").read_text())
     assert record["train_rows"] == 300 and record["dev_rows"] == 100

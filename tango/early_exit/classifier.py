@@ -23,7 +23,7 @@ import tango
 from tango.batching import Encodings, pad_batch, plan_batches, tokenize
 from tango.early_exit.model import MultiExitModel
 from tango.early_exit.policy import ExitPolicy
-from tango.tiers import as_texts
+from tango.tiers import as_texts, bf16_supported
 
 Texts = Sequence[str] | Sequence[tuple[str, str]]
 MANIFEST = "early_exit.json"
@@ -128,7 +128,7 @@ class EarlyExitClassifier:
         """Length-sorted batches, each padded to its longest row: (original rows, tensors)."""
         if self.model.num_labels != len(self.labels):
             raise ValueError(f"{len(self.labels)} labels for a model with {self.model.num_labels}")
-        self.model.to(self.device).eval()
+        self.model.to(check_device(self.device)).eval()
         encodings = encode(self.tokenizer, texts, self.max_length)
         for rows in plan_batches(encodings.lengths, self.batch_size):
             yield rows, collate(self.tokenizer, encodings, rows, self.device)
@@ -149,6 +149,7 @@ class EarlyExitClassifier:
         manifest = {
             "tango_version": tango.__version__,
             "exits": list(self.model.exits),
+            "pooling": self.model.pooling,
             "labels": list(self.labels),
             "temperatures": None if self.temperatures is None else list(self.temperatures),
             "policy": self.policy,
@@ -173,7 +174,10 @@ class EarlyExitClassifier:
         precision: str = "fp32",
         batch_size: int = 32,
     ) -> EarlyExitClassifier:
-        """Load a directory from :meth:`save_pretrained`; ``None`` knobs take the saved values."""
+        """Load a directory from :meth:`save_pretrained`; ``None`` knobs take the saved values.
+
+        ``precision`` "auto" = bf16 autocast where the device has fast bf16, else fp32.
+        """
         path = Path(path)
         if not (path / MANIFEST).is_file():
             found = sorted(p.name for p in path.iterdir()) if path.is_dir() else "no such directory"
@@ -186,9 +190,10 @@ class EarlyExitClassifier:
             AutoModel.from_pretrained(path, add_pooling_layer=False),
             manifest["exits"],
             len(manifest["labels"]),
+            pooling=manifest.get("pooling", "cls"),  # directories from before pooling was saved
         )
         model.heads.load_state_dict(load_file(path / HEADS))
-        own = {"exits", "labels", "temperatures", "policy", "threshold", "patience", "max_length"}
+        own = {"exits", "pooling", "labels", "temperatures", "policy", "threshold", "patience", "max_length"}
         return cls(
             model=model,
             tokenizer=AutoTokenizer.from_pretrained(path),
@@ -200,7 +205,7 @@ class EarlyExitClassifier:
             batch_size=batch_size,
             max_length=manifest["max_length"],
             device=device,
-            precision=precision,
+            precision=auto_precision(device) if precision == "auto" else precision,
             metadata={k: v for k, v in manifest.items() if k not in own | {"tango_version"}},
         )
 
@@ -219,6 +224,35 @@ def collate(
     """Pad the chosen rows to their longest one: {"input_ids": (B, T), ...} on ``device``."""
     batch = pad_batch(encodings, np.asarray(rows), tokenizer.pad_token_id or 0)
     return {name: torch.from_numpy(values).to(device) for name, values in batch.items()}
+
+
+def check_device(device: str) -> torch.device:
+    """``device`` as a torch.device, with a clear error where it does not exist on this machine."""
+    try:
+        parsed = torch.device(device)
+    except RuntimeError:
+        raise ValueError(f"device must be like 'cpu', 'cuda' or 'cuda:1'; got {device!r}") from None
+    if parsed.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise ValueError(
+                f"device {device!r}: this machine has no CUDA GPU (or torch was built without CUDA); "
+                "use --device cpu"
+            )
+        if parsed.index is not None and parsed.index >= count:
+            raise ValueError(
+                f"device {device!r}: only {count} CUDA device(s) here (cuda:0..cuda:{count - 1})"
+            )
+    elif parsed.type != "cpu":
+        raise ValueError(f"device must be 'cpu' or a CUDA device; got {device!r}")
+    return parsed
+
+
+def auto_precision(device: str) -> str:
+    """ "bf16" where the device has fast bf16 matrix units (CUDA with bf16, AMX/AVX-512 CPUs)."""
+    if torch.device(device).type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    return "bf16" if bf16_supported() else "fp32"
 
 
 def precision_context(device: str, precision: str) -> contextlib.AbstractContextManager:

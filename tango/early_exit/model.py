@@ -39,8 +39,26 @@ def parse_exits(exits: str | Sequence[int], num_layers: int) -> tuple[int, ...]:
     return tuple(layers)
 
 
+POOLINGS = ("mean", "cls")
+
+
+def pool(h: torch.Tensor, attention_mask: torch.Tensor, pooling: str) -> torch.Tensor:
+    """(B, T, C) hidden states -> (B, C) sentence vectors.
+
+    ``mean`` averages the real tokens (padding excluded), in fp32 so bf16 rounding does not grow
+    with length; ``cls`` takes the first token. Mean is the default because CLS carries no
+    information at the low layers of encoders pretrained with mean pooling (sentence-transformers
+    MiniLM / MPNet: CLS is the same vector for every input up to layer 4 of MiniLM-L6, see
+    docs/models.md), so exits there stay at chance.
+    """
+    if pooling == "cls":
+        return h[:, 0]
+    mask = attention_mask.unsqueeze(-1).to(torch.float32)  # (B, T, 1)
+    return (h.float() * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
+
+
 class ExitHead(nn.Module):
-    """CLS hidden state -> dense + tanh -> dropout -> linear: BERT's pooler plus a classifier."""
+    """Pooled hidden state -> dense + tanh -> dropout -> linear: BERT's pooler plus a classifier."""
 
     def __init__(self, hidden_size: int, num_labels: int, dropout: float) -> None:
         super().__init__()
@@ -59,8 +77,16 @@ class MultiExitModel(nn.Module):
     first confident exit and drops it from the batch there.
     """
 
-    def __init__(self, encoder: PreTrainedModel, exits: str | Sequence[int], num_labels: int):
+    def __init__(
+        self,
+        encoder: PreTrainedModel,
+        exits: str | Sequence[int],
+        num_labels: int,
+        pooling: str = "mean",
+    ):
         super().__init__()
+        if pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {POOLINGS}; got {pooling!r}")
         layers = getattr(getattr(encoder, "encoder", None), "layer", None)
         if not hasattr(encoder, "embeddings") or layers is None:
             raise ValueError(
@@ -72,6 +98,7 @@ class MultiExitModel(nn.Module):
         config = encoder.config
         self.encoder = encoder
         self.exits = parse_exits(exits, config.num_hidden_layers)  # 1-based layer numbers
+        self.pooling = pooling
         # MPNet adds a relative position bias to every layer's attention scores
         self._relative_bias = hasattr(encoder.encoder, "compute_position_bias")
         dropout = getattr(config, "classifier_dropout", None) or config.hidden_dropout_prob
@@ -125,7 +152,7 @@ class MultiExitModel(nn.Module):
             if detach_between_exits and start > 0:
                 h = h.detach()
             h = self.run_segment(h, attention_mask, start, stop)
-            logits.append(head(h[:, 0]))  # (B, K)
+            logits.append(head(pool(h, attention_mask, self.pooling)))  # (B, K)
         return torch.stack(logits)
 
     @torch.no_grad()
@@ -153,7 +180,7 @@ class MultiExitModel(nn.Module):
         last = len(self.exits) - 1
         for i, (head, (start, stop)) in enumerate(zip(self.heads, self.segments(), strict=True)):
             h = self.run_segment(h, attention_mask, start, stop)  # (b, t, C)
-            logits = head(h[:, 0]).float()  # (b, K)
+            logits = head(pool(h, attention_mask, self.pooling)).float()  # (b, K)
             done, state = policy.step(i, logits, state)  # (b,)
             if i == last:
                 done = torch.ones_like(done)

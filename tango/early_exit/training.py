@@ -27,6 +27,8 @@ from transformers import AutoModel, AutoTokenizer
 from tango.early_exit.classifier import (
     EarlyExitClassifier,
     Texts,
+    auto_precision,
+    check_device,
     collate,
     encode,
     precision_context,
@@ -53,6 +55,7 @@ def train_early_exit(
     *,
     exits: str | Sequence[int] = "all",
     mode: str = "joint",
+    pooling: str = "mean",
     epochs: int = 3,
     batch_size: int = 32,
     lr: float = 5e-5,
@@ -67,6 +70,8 @@ def train_early_exit(
 ) -> dict[str, Any]:
     """Fine-tune ``base_model_dir`` with exits and save an early-exit directory to ``out_dir``.
 
+    ``pooling`` is what each exit head reads: "mean" of the tokens, or "cls" (the papers' choice,
+    useless at the low layers of mean-pooled sentence encoders; see ``model.pool``).
     ``label_names`` None = the sorted distinct training labels. ``max_steps`` caps each stage.
     ``precision`` "auto" = bf16 autocast where the hardware has fast bf16 (AMX CPUs, CUDA).
     Returns the training record also stored in ``early_exit.json``, with per-exit dev accuracy.
@@ -77,12 +82,13 @@ def train_early_exit(
         raise ValueError(f"{len(train_texts)} texts for {len(train_labels)} labels; need >0 each")
     names = [str(n) for n in label_names] if label_names else _label_names(train_labels)
     y = torch.tensor(_label_ids(train_labels, names))
-    precision = _auto_precision(device) if precision == "auto" else precision
+    check_device(device)
+    precision = auto_precision(device) if precision == "auto" else precision
     torch.manual_seed(seed)
 
     tokenizer = AutoTokenizer.from_pretrained(base_model_dir)
     encoder = AutoModel.from_pretrained(base_model_dir, add_pooling_layer=False)
-    model = MultiExitModel(encoder, exits, len(names)).to(device)
+    model = MultiExitModel(encoder, exits, len(names), pooling).to(device)
     encodings = encode(tokenizer, train_texts, max_length)
 
     started, steps = time.perf_counter(), 0
@@ -123,7 +129,7 @@ def train_early_exit(
     }
     clf.metadata = record
     clf.save_pretrained(out_dir)
-    return {"exits": list(model.exits), **record}
+    return {"exits": list(model.exits), "pooling": pooling, **record}
 
 
 def _stages(model: MultiExitModel, mode: str) -> list[_Stage]:
@@ -234,13 +240,6 @@ def _label_ids(labels: Sequence[Any], names: list[str]) -> list[int]:
     if unknown:
         raise ValueError(f"labels {unknown[:5]} are not among label_names {names}")
     return [index[str(label)] for label in labels]
-
-
-def _auto_precision(device: str) -> str:
-    if torch.device(device).type == "cuda":
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
-    amx = getattr(torch.cpu, "_is_amx_tile_supported", None)  # private: feature-detect it
-    return "bf16" if amx is not None and amx() else "fp32"
 
 
 def _quiet(show_progress_bar: bool | None) -> bool | None:
