@@ -273,6 +273,8 @@ def run(
       cat reviews.jsonl | tango run --cascade DIR -i - --format jsonl -o scored.jsonl
       tango run --early-exit minilm-l6-sst2-ee-sweet --device cuda -i reviews.csv -o scored.csv
     """
+    if quiet:  # also silence Hugging Face's weight-loading bars (read when the hub is imported)
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     from tango.scoring import guess_text_column, score_file
 
     if early_exit:
