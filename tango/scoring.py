@@ -76,10 +76,9 @@ class RunSummary:
         last_cost = self.tier_seconds[-1] / self.tier_rows[-1]
         return last_cost * self.rows_out / sum(self.tier_seconds)
 
-    def add(self, result: Any, num_layers: int = 0) -> None:
+    def add(self, result: Any) -> None:
         """Count a chunk's result: a CascadeResult, or an early-exit result (``exit_layer``)."""
         if not isinstance(result, CascadeResult):
-            self.num_layers = num_layers
             for layer, count in zip(*np.unique(result.exit_layer, return_counts=True), strict=True):
                 self.exit_rows[str(layer)] = self.exit_rows.get(str(layer), 0) + int(count)
             self.rows_out += len(result.labels)
@@ -174,13 +173,13 @@ def score_file(
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
     output_path = Path(output_path)
     exits = getattr(cascade, "exits_", None)  # early-exit models: their exit layers
-    num_layers = exits[-1] if exits else 0
     writer = _writer_for(output_path, cascade.classes_, probabilities, "exit_layer" if exits else "tier")
     errors_path = (
         Path(errors_path) if errors_path else output_path.with_name(output_path.name + ".errors.jsonl")
     )
     state_path = output_path.with_name(output_path.name + ".progress.json")
     summary = _start(output_path, errors_path, state_path, resume, overwrite)
+    summary.num_layers = exits[-1] if exits else 0  # the last exit is the encoder's depth
     records = read_records(
         input_path,
         text_column,
@@ -211,7 +210,7 @@ def score_file(
             good = [row for row in chunk if isinstance(row, Record)]
             bad = [row for row in chunk if isinstance(row, RowError)]
             result = cascade.predict_detailed([row.text for row in good])
-            summary.add(result, num_layers)
+            summary.add(result)
             summary.rows_in += len(chunk)
             if on_error == "skip":
                 summary.skipped += len(bad)
