@@ -121,6 +121,10 @@ class Cascade:
 
     # --- validation, done once at use (scikit-learn style) ------------------------------------
     def _validated(self) -> tuple[list[Tier], list[float], list[float]]:
+        if isinstance(self.tiers, (str, Path, Tier)):
+            raise TypeError(
+                f"tiers must be a list, cheapest first, e.g. Cascade(['distil', 'large']); got {self.tiers!r}"
+            )
         if not self.tiers:
             raise ValueError("a cascade needs at least one tier")
         self.tiers = [t if isinstance(t, Tier) else Tier.from_pretrained(t) for t in self.tiers]

@@ -16,19 +16,28 @@ import click
 
 
 def user_errors(func: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn the API's ValueError/TypeError/FileNotFoundError into one-line click errors."""
+    """Turn the API's ValueError/TypeError/KeyError and every OS error into one-line click errors."""
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return func(*args, **kwargs)
-        except (ValueError, TypeError, FileNotFoundError, KeyError) as error:
+        except (ValueError, TypeError, OSError, KeyError) as error:
             if os.environ.get("TANGO_DEBUG"):
                 raise
-            message = error.args[0] if isinstance(error, KeyError) and error.args else error
-            raise click.ClickException(str(message)) from error
+            raise click.ClickException(_one_line(error)) from error
 
     return wrapper
+
+
+def _one_line(error: BaseException) -> str:
+    """The message a person needs: for OS errors the reason and the path, no traceback."""
+    if isinstance(error, KeyError) and error.args:
+        return str(error.args[0])
+    if isinstance(error, OSError) and error.strerror:
+        where = " -> ".join(str(f) for f in (error.filename, error.filename2) if f is not None)
+        return f"{error.strerror}: {where}" if where else error.strerror
+    return str(error)
 
 
 @click.group()
@@ -88,7 +97,11 @@ def cascade_options(func: Callable[..., Any]) -> Callable[..., Any]:
         ),
         click.option("--threads", type=int, default=None, help="Intra-op threads (default: all cores)."),
         click.option(
-            "--batch-size", type=int, default=32, show_default=True, help="Rows per batch, per tier."
+            "--batch-size",
+            type=click.IntRange(min=1),
+            default=32,
+            show_default=True,
+            help="Rows per batch, per tier.",
         ),
     ]
     for option in reversed(options):
@@ -159,6 +172,38 @@ def build_early_exit(
     )
 
 
+def build_model(
+    early_exit: str | None,
+    cascade_dir: str | None,
+    tier1: str | None,
+    tier2: str | None,
+    tier3: str | None,
+    threshold: tuple[float, ...],
+    confidence: str | None,
+    runtime: str,
+    threads: int | None,
+    batch_size: int,
+    policy: str | None,
+    patience: int | None,
+    device: str,
+) -> Any:
+    """`tango run`'s model: an early-exit model, or the cascade the options describe."""
+    if early_exit:
+        if cascade_dir or tier1 or tier2 or tier3 or confidence:
+            raise click.UsageError("--early-exit scores with one model: drop --cascade/--tier*/--confidence")
+        return build_early_exit(early_exit, threshold, policy, patience, device, threads, batch_size)
+    if policy or patience is not None or device != "cpu":
+        raise click.UsageError("--policy, --patience and --device apply to --early-exit models")
+    if not cascade_dir and not threshold:
+        click.echo(
+            "note: no calibrated threshold; using 0.9. Run `tango calibrate` to choose one from evidence.",
+            err=True,
+        )
+    return build_cascade(
+        cascade_dir, tier1, tier2, tier3, threshold, confidence, runtime, threads, batch_size
+    )
+
+
 @cli.command()
 @cascade_options
 @click.option(
@@ -178,7 +223,11 @@ def build_early_exit(
     help="Column with the text (default: the first of text, sentence, review, content).",
 )
 @click.option("--pair-column", default=None, help="Second text column, for sentence-pair tasks.")
-@click.option("--id-column", default=None, help="Column copied to the output as id (default: line number).")
+@click.option(
+    "--id-column",
+    default=None,
+    help="Column copied to the output as id (default: the input's id column, else the line number).",
+)
 @click.option(
     "--format",
     "input_format",
@@ -203,13 +252,19 @@ def build_early_exit(
 @click.option("--probabilities", is_flag=True, help="Also write every class probability.")
 @click.option(
     "--chunk-size",
-    type=int,
+    type=click.IntRange(min=1),
     default=1024,
     show_default=True,
     help="Rows read, scored and committed at a time.",
 )
-@click.option("--resume", is_flag=True, help="Finish an interrupted run where it stopped.")
-@click.option("--overwrite", is_flag=True, help="Replace an existing output file.")
+@click.option(
+    "--resume",
+    is_flag=True,
+    help="Finish an interrupted run where it stopped (refused if the input, models or options differ).",
+)
+@click.option(
+    "--overwrite", is_flag=True, help="Replace an existing output (never the input, never while in use)."
+)
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar or summary.")
 @click.option(
     "--early-exit",
@@ -275,29 +330,32 @@ def run(
     """
     if quiet:  # also silence Hugging Face's weight-loading bars (read when the hub is imported)
         os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    from tango.runfiles import RunFiles
     from tango.scoring import guess_text_column, score_file
 
-    if early_exit:
-        if cascade_dir or tier1 or tier2 or tier3 or confidence:
-            raise click.UsageError("--early-exit scores with one model: drop --cascade/--tier*/--confidence")
-        model = build_early_exit(early_exit, threshold, policy, patience, device, threads, batch_size)
-    else:
-        if policy or patience is not None or device != "cpu":
-            raise click.UsageError("--policy, --patience and --device apply to --early-exit models")
-        if not cascade_dir and not threshold:
-            click.echo(
-                "note: no calibrated threshold; using 0.9. "
-                "Run `tango calibrate` to choose one from evidence.",
-                err=True,
-            )
-        model = build_cascade(
-            cascade_dir, tier1, tier2, tier3, threshold, confidence, runtime, threads, batch_size
-        )
+    # Every path and the input's columns are checked before any model loads or any file is written.
+    RunFiles.plan(input_path, output_path, errors_path).check(resume=resume, overwrite=overwrite)
+    text_column = text_column or guess_text_column(input_path, input_format)
+    model = build_model(
+        early_exit,
+        cascade_dir,
+        tier1,
+        tier2,
+        tier3,
+        threshold,
+        confidence,
+        runtime,
+        threads,
+        batch_size,
+        policy,
+        patience,
+        device,
+    )
     summary = score_file(
         model,
         input_path,
         output_path,
-        text_column=text_column or guess_text_column(input_path, input_format),
+        text_column=text_column,
         text_pair_column=pair_column,
         id_column=id_column,
         format=input_format,

@@ -24,6 +24,7 @@ from typing import IO
 
 import numpy as np
 
+CSV_FIELD_LIMIT = 2**31 - 1  # the largest the csv module takes on every platform
 FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl"}
 
 
@@ -100,6 +101,9 @@ def _csv_rows(lines: Iterator[_Line]) -> Iterator[_Row]:
             spans.append(line)
             yield line.text + "\n"
 
+    # A text may be as long as a line: lift csv's 131,072-character field limit (process-wide,
+    # only ever raised) so long texts are truncated by the tokenizer, never dropped as malformed.
+    csv.field_size_limit(max(csv.field_size_limit(), CSV_FIELD_LIMIT))
     reader = csv.reader(feed(), strict=True)
     while True:
         try:
@@ -186,8 +190,10 @@ def _record(row: _Row, columns: dict[str, str | None], header: list[str] | None)
         if column not in values:
             return RowError(row.line, column, "missing field", row.raw)
         value = values[column]
-        if isinstance(value, (dict, list)) or value is None:
-            return RowError(row.line, column, f"expected a string, found {value!r:.40}", row.raw)
+        must_be_text = role in ("text", "pair")
+        if isinstance(value, (dict, list)) or value is None or (must_be_text and not isinstance(value, str)):
+            found = json.dumps(value, ensure_ascii=False)
+            return RowError(row.line, column, f"expected a string, found {found:.40}", row.raw)
         picked[role] = str(value).strip()
     for role in ("text", "pair"):
         if picked[role] is not None and not picked[role]:
@@ -231,12 +237,15 @@ def read_records(
     id_column: str | None = None,
     format: str | None = None,
     skip_lines: int = 0,
-) -> Iterator[Record | RowError]:
+    default_id_column: str | None = None,
+) -> Records:
     """Stream the rows of a CSV, TSV or JSON-lines file (``"-"`` for stdin) as records.
 
     The header (or first JSON object) is checked here, before anything is yielded: a missing
-    column raises ValueError naming the file, the column and the columns found. ``skip_lines``
-    skips that many data rows (good or bad), to resume an interrupted run.
+    column, or an asked-for column that the header holds twice, raises ValueError naming the
+    file, the column and the columns found. Without ``id_column``, ``default_id_column`` is used
+    when the file has it (``tango run`` passes ``"id"``). ``skip_lines`` skips that many data
+    rows (good or bad), to resume an interrupted run.
 
     >>> for item in read_records("dev.tsv", "sentence", label_column="label"):  # doctest: +SKIP
     ...     print(item.line, item.text, item.label)
@@ -246,13 +255,70 @@ def read_records(
     try:
         rows = _rows(binary, format)
         header, found, ahead = _header(path, rows, format)
+        if id_column is None and default_id_column in found:
+            id_column = default_id_column
         columns = {"text": text_column, "pair": text_pair_column, "label": label_column, "id": id_column}
-        _missing_columns(path, [c for c in columns.values() if c], found)
+        wanted = [c for c in columns.values() if c]
+        _missing_columns(path, wanted, found)
+        _duplicate_columns(path, wanted, header)
     except BaseException:
         if binary is not sys.stdin.buffer:
             binary.close()
         raise
-    return _records(binary, ahead, rows, columns, header, skip_lines)
+    return Records(binary, ahead, rows, columns, header, format, skip_lines)
+
+
+def _duplicate_columns(path: str | Path, wanted: list[str], header: list[str] | None) -> None:
+    """A header naming a used column twice is ambiguous: refuse instead of picking one."""
+    for column in wanted:
+        if header is not None and header.count(column) > 1:
+            raise ValueError(
+                f"{str(path)!r} line 1: column {column!r} appears {header.count(column)} times in "
+                "the header; rename the copies so that each column has one name"
+            )
+
+
+class Records:
+    """The rows of one file as ``Record``/``RowError`` items, with the columns resolved.
+
+    ``columns`` maps roles (text, pair, label, id) to the file's column names, ``format`` is
+    the resolved input format. ``skip(n)`` (before iterating) passes over the first n data rows.
+    """
+
+    def __init__(
+        self,
+        binary: IO[bytes],
+        ahead: list[_Row],
+        rows: Iterator[_Row],
+        columns: dict[str, str | None],
+        header: list[str] | None,
+        format: str,
+        skip: int = 0,
+    ) -> None:
+        self.columns, self.format = columns, format
+        self._binary, self._ahead, self._rows, self._header, self._skip = binary, ahead, rows, header, skip
+        self._items: Iterator[Record | RowError] | None = None
+
+    def skip(self, rows: int) -> None:
+        if self._items is not None:
+            raise RuntimeError("skip() must come before iterating")
+        self._skip = rows
+
+    def __iter__(self) -> Records:
+        return self
+
+    def __next__(self) -> Record | RowError:
+        if self._items is None:
+            self._items = _records(
+                self._binary, self._ahead, self._rows, self.columns, self._header, self._skip
+            )
+        return next(self._items)
+
+    def close(self) -> None:
+        if self._items is not None:
+            self._items.close()  # type: ignore[attr-defined]
+        elif self._binary is not sys.stdin.buffer:
+            self._binary.close()
 
 
 def _records(

@@ -33,6 +33,7 @@ import numpy as np
 import torch
 
 from tango.registry import register, resolve
+from tango.tiers import recorded_inputs
 
 OPSET = 17
 MIN_AGREEMENT = 0.995  # share of rows whose predicted label must survive the export
@@ -116,6 +117,7 @@ def export_tier(
     record = {
         "source": str(source),
         "int8": int8,
+        "inputs": recorded_inputs(source),
         "optimized": optimize,
         "opset": OPSET,
         "min_agreement": min_agreement,

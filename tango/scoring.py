@@ -29,6 +29,14 @@ from tqdm.auto import tqdm
 
 from tango.cascade import Cascade, CascadeResult
 from tango.data import Record, RowError, columns_of, read_records
+from tango.runfiles import (
+    OutputLock,
+    RunFiles,
+    build_manifest,
+    manifest_differences,
+    model_identity,
+    write_atomically,
+)
 
 ON_ERROR = ("write", "skip", "fail")
 TEXT_COLUMNS = ("text", "sentence", "review", "content")
@@ -109,7 +117,7 @@ class RunSummary:
         for k, (answered, seconds) in enumerate(zip(self.tier_answered, self.tier_seconds, strict=True)):
             share = answered / self.rows_out if self.rows_out else 0.0
             lines.append(
-                f"tier {k}: answered {share:6.1%} of rows, scored {self.tier_rows[k]:,} rows"
+                f"tier {k + 1}: answered {share:6.1%} of rows, scored {self.tier_rows[k]:,} rows"
                 f" in {seconds:.1f} s"
             )
         speedup = self.estimated_speedup
@@ -160,45 +168,82 @@ def score_file(
     """Score every row of ``input_path`` into ``output_path`` (``.jsonl`` or ``.csv``).
 
     ``cascade`` may also be an :class:`~tango.early_exit.EarlyExitClassifier`.
-    Each output row holds ``id`` (the id column, else the input line number), ``label``,
-    ``confidence``, ``tier`` (index of the tier that answered; for an early-exit model
-    ``exit_layer``, the 1-based layer the row left at) and, with ``probabilities``, one
-    probability per class. Bad rows go to ``errors_path`` (default
-    ``<output>.errors.jsonl``) with their line, field and raw text; ``on_error="skip"`` reports
-    them on stderr only, ``"fail"`` stops at the first one after committing the rows before it.
+    Each output row holds ``id`` (the ``id_column`` value; without one, the input's ``id``
+    column when it has one, else the input line number), ``label``, ``confidence``, ``tier``
+    (the tier that answered, numbered from 1; for an early-exit model ``exit_layer``, the 1-based
+    layer the row left at) and, with ``probabilities``, one probability per class. Bad rows go to
+    ``errors_path`` (default ``<output>.errors.jsonl``) with their line, field and raw text;
+    ``on_error="skip"`` reports them on stderr only, ``"fail"`` stops at the first one after
+    committing the rows before it.
+
+    Every path is checked before anything is written (see :mod:`tango.runfiles`): an existing
+    output is replaced only with ``overwrite``, never when it is the input; ``resume`` continues
+    only the same job (same input, models and options) and says what differs otherwise; a second
+    run on the same output fails while this one holds its lock.
     """
     if on_error not in ON_ERROR:
         raise ValueError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
-    output_path = Path(output_path)
+    files = RunFiles.plan(input_path, output_path, errors_path)
+    files.check(resume=resume, overwrite=overwrite)
     exits = getattr(cascade, "exits_", None)  # early-exit models: their exit layers
-    writer = _writer_for(output_path, cascade.classes_, probabilities, "exit_layer" if exits else "tier")
-    errors_path = (
-        Path(errors_path) if errors_path else output_path.with_name(output_path.name + ".errors.jsonl")
-    )
-    state_path = output_path.with_name(output_path.name + ".progress.json")
-    summary = _start(output_path, errors_path, state_path, resume, overwrite)
-    summary.num_layers = exits[-1] if exits else 0  # the last exit is the encoder's depth
-    records = read_records(
-        input_path,
-        text_column,
-        text_pair_column,
-        id_column=id_column,
-        format=format,
-        skip_lines=summary.rows_in,
-    )  # checks columns first
+    stage = "exit_layer" if exits else "tier"
+    writer = _writer_for(files.output, cascade.classes_, probabilities, stage)
+    with OutputLock(files.lock):
+        files.check(resume=resume, overwrite=overwrite, locked=True)  # again: no other run can interfere now
+        records = read_records(
+            input_path,
+            text_column,
+            text_pair_column,
+            id_column=id_column,
+            format=format,
+            default_id_column="id",
+        )  # checks the header before anything is written
+        options = {
+            "text_column": text_column,
+            "text_pair_column": text_pair_column,
+            "id_column": records.columns["id"],
+            "format": records.format,
+            "probabilities": probabilities,
+            "on_error": on_error,
+            "output_columns": writer.columns,
+        }
+        manifest = build_manifest(files, model_identity(cascade), options)
+        commit = _Commits(files, manifest, resume)
+        summary = commit.summary
+        records.skip(summary.rows_in)
+        summary.num_layers = exits[-1] if exits else 0  # the last exit is the encoder's depth
+        try:
+            _score_chunks(cascade, records, files, commit, writer, on_error, chunk_size, progress)
+        finally:
+            commit.close()
+        commit.finish()
+    return summary
+
+
+def _score_chunks(
+    model: Any,
+    records: Any,
+    files: RunFiles,
+    commit: _Commits,
+    writer: Any,
+    on_error: str,
+    chunk_size: int,
+    progress: bool,
+) -> None:
+    """The scoring loop: read a chunk, score its good rows, commit output and errors together."""
+    summary = commit.summary
     started = time.perf_counter() - summary.seconds
-    total = _count_rows(input_path)
     bar = tqdm(
-        total=total,
+        total=_count_rows(files.input),
         initial=summary.rows_in,
         unit="row",
         disable=not progress,
-        desc=f"scoring {Path(str(input_path)).name}",
+        desc=f"scoring {Path(files.input).name}",
         dynamic_ncols=True,
     )
-    with bar, open(output_path, "ab") as out, open(errors_path, "ab") as err:
+    with bar:
         for chunk in _chunks(records, chunk_size):
             failure = (
                 next((row for row in chunk if isinstance(row, RowError)), None)
@@ -209,35 +254,32 @@ def score_file(
                 chunk = chunk[: chunk.index(failure)]
             good = [row for row in chunk if isinstance(row, Record)]
             bad = [row for row in chunk if isinstance(row, RowError)]
-            result = cascade.predict_detailed([row.text for row in good])
+            result = model.predict_detailed([row.text for row in good])
             summary.add(result)
             summary.rows_in += len(chunk)
+            errors = b""
             if on_error == "skip":
                 summary.skipped += len(bad)
                 for row in bad:
                     print(
-                        f"skipped {input_path}:{row.line} [{row.field or '-'}]: {row.message}",
+                        f"skipped {files.input}:{row.line} [{row.field or '-'}]: {row.message}",
                         file=sys.stderr,
                     )
             else:
                 summary.errors += len(bad)
-                summary.errors_bytes += _append(err, b"".join(_error_line(row) for row in bad))
-            summary.output_bytes += _append(out, writer(good, result, first=summary.output_bytes == 0))
+                errors = b"".join(_error_line(row) for row in bad)
+            output = writer(good, result, first=summary.output_bytes == 0)
             summary.seconds = time.perf_counter() - started
-            _save_state(state_path, summary)
+            commit.append(output, errors)
             bar.update(len(chunk))
             bar.set_postfix(**summary.progress(), errors=summary.errors + summary.skipped)
             if failure is not None:
                 raise ValueError(
-                    f"{input_path}: line {failure.line}, field {failure.field or '-'}: "
+                    f"{files.input}: line {failure.line}, field {failure.field or '-'}: "
                     f"{failure.message}. {summary.rows_out} rows scored before it are "
-                    f"in {output_path}; rerun with --resume after fixing the file, or "
+                    f"in {files.output}; rerun with --resume after fixing the file, or "
                     f"use --on-error write"
                 )
-    state_path.unlink(missing_ok=True)
-    if summary.errors == 0 and errors_path.exists() and errors_path.stat().st_size == 0:
-        errors_path.unlink()
-    return summary
 
 
 def guess_text_column(path: str | Path, format: str | None = None) -> str:
@@ -249,23 +291,77 @@ def guess_text_column(path: str | Path, format: str | None = None) -> str:
 
 
 # --- commit protocol ----------------------------------------------------------------------------
-def _start(output: Path, errors: Path, state: Path, resume: bool, overwrite: bool) -> RunSummary:
-    """A fresh run, or the committed state of an interrupted one with the outputs cut back to it."""
-    if resume and state.exists():
-        summary = RunSummary(**json.loads(state.read_text()))
-        _truncate(output, summary.output_bytes)
-        _truncate(errors, summary.errors_bytes)
+class _Commits:
+    """Appends output and error rows chunk by chunk so that a crash loses nothing committed.
+
+    A fresh run touches no file until its first chunk is scored: then it writes the manifest and
+    an empty progress record, replaces the output (and an errors file a run of this output left),
+    and from there each chunk is appended and fsync'ed before the progress file is replaced
+    atomically. A resumed run checks the manifest, then cuts both files back to the last commit.
+    """
+
+    def __init__(self, files: RunFiles, manifest: dict[str, Any], resume: bool) -> None:
+        self.files, self.manifest = files, manifest
+        self.summary = self._resumed() if resume else RunSummary()
+        self.started = resume  # a resumed run's files exist already
+        self.out: Any = None
+        self.err: Any = None
+
+    def _resumed(self) -> RunSummary:
+        files = self.files
+        differences = manifest_differences(files.read_manifest() or {}, self.manifest)
+        if differences:
+            raise ValueError(
+                f"cannot resume {files.output}: this run differs from the interrupted one ("
+                + "; ".join(differences[:6])
+                + (f"; and {len(differences) - 6} more" if len(differences) > 6 else "")
+                + "). Rerun with the original input, models and options, or with --overwrite "
+                "to start again"
+            )
+        summary = RunSummary(**json.loads(files.state.read_text()))
+        _truncate(files.output, summary.output_bytes)
+        _truncate(files.errors, summary.errors_bytes)
         return summary
-    if resume and output.exists():
-        raise ValueError(f"{output} looks complete: there is no {state.name} to resume from")
-    if output.exists() and not overwrite:
-        raise ValueError(
-            f"{output} already exists; pass --resume to finish an interrupted run "
-            f"or --overwrite to start again"
-        )
-    for path in (output, errors, state):
-        path.unlink(missing_ok=True)
-    return RunSummary()
+
+    def _start(self) -> None:
+        """First commit of a fresh run: the moment it takes over its files."""
+        files = self.files
+        files.write_manifest(self.manifest)
+        write_atomically(files.state, json.dumps(asdict(self.summary)))
+        with open(files.output, "wb"):  # --overwrite, checked: replace the old output now
+            pass
+        files.errors.unlink(missing_ok=True)  # checked: ours to replace
+        self.started = True
+
+    def append(self, output: bytes, errors: bytes) -> None:
+        if not self.started:
+            self._start()
+        if self.out is None:
+            self.out = open(self.files.output, "ab")  # noqa: SIM115 - closed by close()
+        if errors and self.err is None:
+            self.err = open(self.files.errors, "ab")  # noqa: SIM115
+        self.summary.output_bytes += _append(self.out, output)
+        if errors:
+            self.summary.errors_bytes += _append(self.err, errors)
+        write_atomically(self.files.state, json.dumps(asdict(self.summary)))
+
+    def close(self) -> None:
+        for file in (self.out, self.err):
+            if file is not None:
+                file.close()
+        self.out = self.err = None
+
+    def finish(self) -> None:
+        """After the last chunk: record the totals, drop the progress file and an empty errors file."""
+        if not self.started:
+            self.append(b"", b"")  # an input without rows still gets its (empty) output
+            self.close()
+        files, summary = self.files, self.summary
+        assert summary.rows_out + summary.errors + summary.skipped == summary.rows_in, "row accounting"
+        files.write_manifest({**self.manifest, "summary": asdict(summary)})
+        files.state.unlink(missing_ok=True)
+        if summary.errors == 0 and files.errors.exists() and files.errors.stat().st_size == 0:
+            files.errors.unlink()
 
 
 def _truncate(path: Path, size: int) -> None:
@@ -282,12 +378,6 @@ def _append(file: Any, data: bytes) -> int:
         file.flush()
         os.fsync(file.fileno())
     return len(data)
-
-
-def _save_state(path: Path, summary: RunSummary) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(asdict(summary)))
-    os.replace(tmp, path)  # atomic: the state always matches committed bytes
 
 
 # --- reading and writing rows -------------------------------------------------------------------
@@ -320,44 +410,53 @@ def _error_line(row: RowError) -> bytes:
     ).encode()
 
 
-def _writer_for(path: Path, labels: np.ndarray, probabilities: bool, stage: str = "tier"):
-    """A function (rows, result, first) -> bytes for the output's format, chosen by extension.
+class RowWriter:
+    """Formats scored rows as JSON lines or CSV (chosen by the output's extension).
 
-    ``stage`` is the result's field saying where each row was answered: tier or exit_layer.
+    ``stage`` is the result's field saying where each row was answered: ``tier`` (written
+    numbered from 1, as the CLI's ``--tier1/--tier2``) or ``exit_layer`` (already 1-based).
     """
-    suffix = path.suffix.lower()
-    if suffix not in (".jsonl", ".csv"):
-        raise ValueError(f"cannot write {path}: the output must end in .jsonl or .csv")
-    names = [str(label) for label in labels]
 
-    def fields(row: Record, k: int, result: Any) -> dict[str, Any]:
+    def __init__(self, path: Path, labels: np.ndarray, probabilities: bool, stage: str = "tier") -> None:
+        suffix = path.suffix.lower()
+        if suffix not in (".jsonl", ".csv"):
+            raise ValueError(f"cannot write {path}: the output must end in .jsonl or .csv")
+        self.csv = suffix == ".csv"
+        self.names = [str(label) for label in labels]
+        self.probabilities = probabilities
+        self.stage = stage
+        self.columns = ["id", "label", "confidence", stage] + (
+            [f"p_{name}" for name in self.names] if probabilities else []
+        )
+
+    def fields(self, row: Record, k: int, result: Any) -> dict[str, Any]:
+        """One output row: the row's id (else its line number) and the model's answer."""
+        stage = int(getattr(result, self.stage)[k]) + (1 if self.stage == "tier" else 0)
         out = {
             "id": row.id if row.id is not None else row.line,
             "label": str(result.labels[k]),
             "confidence": round(float(result.confidence[k]), 6),
-            stage: int(getattr(result, stage)[k]),
+            self.stage: stage,
         }
-        if probabilities:
-            out.update(
-                {
-                    f"p_{name}": round(float(p), 6)
-                    for name, p in zip(names, result.probabilities[k], strict=True)
-                }
-            )
+        if self.probabilities:
+            probabilities = result.probabilities[k]
+            out.update({f"p_{n}": round(float(p), 6) for n, p in zip(self.names, probabilities, strict=True)})
         return out
 
-    def jsonl(rows: list[Record], result: Any, first: bool) -> bytes:
-        return "".join(
-            json.dumps(fields(row, k, result), ensure_ascii=False) + "\n" for k, row in enumerate(rows)
-        ).encode()
-
-    def csv_rows(rows: list[Record], result: Any, first: bool) -> bytes:
+    def __call__(self, rows: list[Record], result: Any, first: bool) -> bytes:
+        """The bytes to append for ``rows``; ``first`` adds the CSV header."""
+        if not self.csv:
+            return "".join(
+                json.dumps(self.fields(row, k, result), ensure_ascii=False) + "\n"
+                for k, row in enumerate(rows)
+            ).encode()
         buffer = io.StringIO()
-        columns = ["id", "label", "confidence", stage] + ([f"p_{n}" for n in names] if probabilities else [])
-        writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
+        writer = csv.DictWriter(buffer, fieldnames=self.columns, lineterminator="\n")
         if first:
             writer.writeheader()
-        writer.writerows(fields(row, k, result) for k, row in enumerate(rows))
+        writer.writerows(self.fields(row, k, result) for k, row in enumerate(rows))
         return buffer.getvalue().encode()
 
-    return jsonl if suffix == ".jsonl" else csv_rows
+
+def _writer_for(path: Path, labels: np.ndarray, probabilities: bool, stage: str = "tier") -> RowWriter:
+    return RowWriter(path, labels, probabilities, stage)

@@ -13,7 +13,7 @@ import inspect
 import json
 import os
 import shutil
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -36,20 +36,31 @@ def default_threads() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-def as_texts(texts: str | tuple[str, str] | Texts) -> list[str] | list[tuple[str, str]]:
-    """Wrap a single text (or pair) into a list; validate the rows are all str or all pairs."""
-    if isinstance(texts, str) or (
-        isinstance(texts, tuple) and len(texts) == 2 and all(isinstance(t, str) for t in texts)
-    ):
-        texts = [texts]  # type: ignore[list-item]
-    rows = list(texts)  # type: ignore[arg-type]
-    if (
-        rows
-        and not all(isinstance(r, str) for r in rows)
-        and not all(isinstance(r, (tuple, list)) and len(r) == 2 for r in rows)
-    ):
-        raise TypeError("texts must be a list of strings or a list of (text, text_pair) tuples")
-    return rows  # type: ignore[return-value]
+def as_texts(texts: str | Texts) -> list[str] | list[tuple[str, str]]:
+    """Wrap a single text into a list; check the rows are all texts or all (text, pair) pairs.
+
+    Only a ``str`` is a single row. A tuple or list is always a sequence of rows, so
+    ``("good film", "dull mess")`` is two texts; a single pair is ``[("a man", "a woman")]``.
+    Empty or blank texts are refused, as ``tango run`` refuses them, rather than scored.
+    """
+    if isinstance(texts, str):
+        texts = [texts]
+    if isinstance(texts, (bytes, dict)) or not isinstance(texts, Iterable):
+        raise TypeError(
+            f"texts must be a string or a list of strings or (text, text_pair) tuples, "
+            f"got {type(texts).__name__}"
+        )
+    rows = list(texts)
+    pairs = bool(rows) and not isinstance(rows[0], str)
+    for k, row in enumerate(rows):
+        parts = [row] if not pairs else list(row) if isinstance(row, (tuple, list)) else None
+        if parts is None or (pairs and len(parts) != 2) or not all(isinstance(p, str) for p in parts):
+            raise TypeError(
+                f"row {k} is {row!r:.60}: texts must be a list of strings or a list of (text, text_pair) tuples"
+            )
+        if not all(p.strip() for p in parts):
+            raise ValueError(f"row {k} is empty: give each row some text")
+    return [tuple(r) for r in rows] if pairs else rows  # type: ignore[return-value]
 
 
 class Runtime(Protocol):
@@ -165,6 +176,7 @@ class Tier:
         max_tokens: int | None = 16384,
         max_length: int | None = None,
         source: str | None = None,
+        inputs: str | None = None,
     ) -> None:
         self.path = path
         self.tokenizer = tokenizer
@@ -174,6 +186,7 @@ class Tier:
         self.max_tokens = max_tokens
         self.max_length = max_length or model_max_length(tokenizer, path)
         self.source = source or str(path)
+        self.inputs = inputs  # "texts" or "pairs" when the tier's training recorded it, else None
         self.last_padding_efficiency_: float | None = None
 
     @classmethod
@@ -217,7 +230,15 @@ class Tier:
             backend = TorchRuntime(path, threads, precision, device)
         labels = [str(config.id2label[i]) for i in range(config.num_labels)]
         return cls(
-            path, tokenizer, backend, labels, batch_size, max_tokens, max_length, source=str(name_or_path)
+            path,
+            tokenizer,
+            backend,
+            labels,
+            batch_size,
+            max_tokens,
+            max_length,
+            source=str(name_or_path),
+            inputs=recorded_inputs(path),
         )
 
     # --- tokenize -> infer --------------------------------------------------------------------
@@ -230,10 +251,24 @@ class Tier:
 
     def tokenize(self, texts: Texts) -> Encodings:
         """Token ids, truncated to ``max_length``, unpadded."""
-        return tokenize(self.tokenizer, as_texts(texts), self.max_length)
+        rows = as_texts(texts)
+        if self.inputs and rows and isinstance(rows[0], tuple) != (self.inputs == "pairs"):
+            given = "text pairs" if isinstance(rows[0], tuple) else "single texts"
+            raise TypeError(
+                f"tier {self.path} was trained on {'text pairs' if self.inputs == 'pairs' else 'single texts'}"
+                f" but was given {given}; "
+                + (
+                    "pass (text, text_pair) tuples (--pair-column)"
+                    if self.inputs == "pairs"
+                    else "drop the pairs"
+                )
+            )
+        return tokenize(self.tokenizer, rows, self.max_length)
 
     def infer(self, encodings: Encodings, progress: bool = False) -> np.ndarray:
         """Logits (N, K) in input order, from length-sorted, token-budgeted batches."""
+        if not isinstance(self.batch_size, int) or self.batch_size < 1:
+            raise ValueError(f"batch_size must be an integer >= 1, got {self.batch_size!r}")
         logits = np.zeros((len(encodings), len(self.labels)), dtype=np.float32)
         if not len(encodings):
             self.last_padding_efficiency_ = 1.0
@@ -268,6 +303,17 @@ class Tier:
             f"Tier({self.source!r}, runtime={getattr(self.runtime, 'description', '?')}, "
             f"labels={self.labels})"
         )
+
+
+def recorded_inputs(path: Path) -> str | None:
+    """ "texts" or "pairs", as the tier's training (or its export) recorded; None when unknown."""
+    for record in ("tango_train.json", "tango_export.json"):
+        file = path / record
+        if file.exists():
+            inputs = json.loads(file.read_text()).get("inputs")
+            if inputs in ("texts", "pairs"):
+                return inputs
+    return None
 
 
 def model_max_length(tokenizer: Any, path: Path) -> int:

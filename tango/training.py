@@ -406,6 +406,7 @@ def _write_record(
         "dev": dev.source if dev is not None else None,
         "dev_rows": len(dev) if dev is not None else None,
         "label_names": train.label_names,
+        "inputs": "pairs" if train.texts and isinstance(train.texts[0], tuple) else "texts",
         "config": asdict(config),
         "bf16": bf16,
         "steps": result.steps,

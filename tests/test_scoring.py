@@ -115,7 +115,7 @@ def test_existing_output_is_never_clobbered(cascade, tmp_path):
     (tmp_path / "out.jsonl").write_text("precious\n")
     with pytest.raises(ValueError, match="already exists"):
         score_file(cascade, tmp_path / "in.jsonl", tmp_path / "out.jsonl", progress=False)
-    with pytest.raises(ValueError, match="looks complete"):
+    with pytest.raises(ValueError, match="no run manifest"):
         score_file(cascade, tmp_path / "in.jsonl", tmp_path / "out.jsonl", resume=True, progress=False)
     assert (tmp_path / "out.jsonl").read_text() == "precious\n"
 
@@ -143,7 +143,7 @@ def test_cli_reads_stdin_and_prints_a_summary(tier_dirs, tmp_path):
     )
     assert result.exit_code == 0, result.output
     assert len(read_jsonl(tmp_path / "out.jsonl")) == 2
-    assert "rows in: 2" in result.output and "tier 0: answered" in result.output
+    assert "rows in: 2" in result.output and "tier 1: answered" in result.output
 
 
 def test_cli_names_the_local_choices_for_unknown_models(tmp_path, monkeypatch):

@@ -74,7 +74,8 @@ def test_empty_and_single_inputs(case):
     tier = case[0]
     assert tier.logits([]).shape == (0, 2)
     assert tier.predict("i loved it").shape == (1,)
-    assert tier.predict(("a man", "a woman")).shape == (1,)
+    assert tier.predict([("a man", "a woman")]).shape == (1,)
+    assert tier.predict(("good film", "dull mess")).shape == (2,)  # a tuple of texts is rows
 
 
 def test_save_and_load_round_trip(case, tmp_path):
