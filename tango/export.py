@@ -7,13 +7,15 @@ optimizer nor accepted by ``quantize_dynamic``. Choices measured on this CPU (do
 - the plain graph, not the one fused by ``onnxruntime.transformers.optimizer``: ONNX Runtime's
   own session-time fusions make it as fast or faster, in fp32 and in int8 (``optimize=True``
   fuses anyway, for other CPUs);
-- int8 = SmoothQuant-style smoothing, then ``quantize_dynamic`` (per-channel int8 weights, uint8
-  activations quantised per batch: VNNI/AMX kernels) of every MatMul but the feed-forward output
-  projections. A few hidden channels carry outliers that one per-tensor activation scale cannot
-  hold; smoothing divides each Linear's input by ``s = max|x|^0.5 / max|w|^0.5`` per channel and
-  multiplies the weight by ``s`` (the same function in fp32), moving the outliers into weights,
-  which have a scale per channel. The projections, which read GELU outputs, stay fp32. Plain
-  ``quantize_dynamic`` flipped 1.6-3% of SST-2 predictions; this recipe 0.1-0.2%.
+- int8 = SmoothQuant-style smoothing, then every MatMul with a constant weight but the
+  feed-forward output projections rewritten to int8 with per-channel int8 weights and uint8
+  activations quantised **per token** (``_quantize``; u8 x s8 VNNI/AMX kernels). A few hidden
+  channels carry outliers that one activation scale cannot hold; smoothing divides each Linear's
+  input by ``s = max|x|^0.5 / max|w|^0.5`` per channel and multiplies the weight by ``s`` (the
+  same function in fp32), moving the outliers into weights, which have a scale per channel. The
+  projections, which read GELU outputs, stay fp32. Per-token scales (not ``quantize_dynamic``'s
+  one scale per batch) make a row's answer independent of the rows batched with it; on a
+  MPNet-base SST-2 tier they also kept more predictions (99.89% of 872 dev rows vs 99.43%).
 
 The output is a tier directory: ``config.json``, tokenizer files, ``model.onnx`` and
 ``tango_export.json``, which records the self-check: logits against PyTorch fp32 and the share of
@@ -117,6 +119,7 @@ def export_tier(
     record = {
         "source": str(source),
         "int8": int8,
+        "activation_scales": "per-token" if int8 else None,
         "inputs": recorded_inputs(source),
         "optimized": optimize,
         "opset": OPSET,
@@ -243,26 +246,69 @@ def _optimize(path: Path, config) -> Path:
 
 
 def _quantize(path: Path, fused: bool) -> Path:
-    """Dynamic int8: weights int8 per channel once, activations uint8 per batch (u8 x s8 kernels);
-    the MatMuls ``KEEP_FP32`` names stay fp32 (see the module docstring)."""
-    import onnx
-    from onnxruntime.quantization import QuantType, quantize_dynamic
+    """int8 with one activation scale per token: a row's answer never depends on its batch mates.
 
-    graph = onnx.load(str(path), load_external_data=False)
-    keep_fp32 = [
-        node.name for node in graph.graph.node if node.op_type == "MatMul" and KEEP_FP32.search(node.name)
+    ``quantize_dynamic`` picks one activation scale per *batch* (padding included), so the same
+    row scored beside other rows, or padded to another length, got other answers (up to 0.096 in
+    confidence, label flips). Here every MatMul with a constant weight is rewritten as: scale
+    ``s = max|x| / 127`` over each token's features, ``x_q = round(x / s) + 128`` (uint8, zero
+    point 128), ``MatMulInteger(x_q, W_q)`` with int8 weights per output channel, then times ``s``
+    and the weight scale. Tokens never share a scale, so batching and padding cannot change a
+    row. The Q, K and V projections share one quantised input. ``KEEP_FP32`` MatMuls stay fp32.
+    """
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    del fused  # the rewrite reads MatMuls with constant weights in plain and fused graphs alike
+    model = onnx.load(str(path))
+    graph = model.graph
+    weights = {init.name: init for init in graph.initializer}
+    constants = [
+        numpy_helper.from_array(np.array(1e-8, np.float32), "tango_q_eps"),
+        numpy_helper.from_array(np.array(127.0, np.float32), "tango_q_127"),
+        numpy_helper.from_array(np.array(128.0, np.float32), "tango_q_128"),
+        numpy_helper.from_array(np.array(128, np.uint8), "tango_q_zero"),
     ]
+    quantized: dict[str, tuple[str, str]] = {}  # fp32 input -> (uint8 input, its per-token scale)
+    nodes = []
+    for node in graph.node:
+        weight = weights.get(node.input[1]) if node.op_type == "MatMul" else None
+        if weight is None or len(weight.dims) != 2 or KEEP_FP32.search(node.name):
+            nodes.append(node)
+            continue
+        p = f"tango_q{len(constants)}_"
+        w = numpy_helper.to_array(weight).astype(np.float32)  # (in, out)
+        w_scale = np.maximum(np.abs(w).max(axis=0), 1e-12) / 127.0  # (out,)
+        w_q = np.clip(np.round(w / w_scale), -127, 127).astype(np.int8)
+        constants += [numpy_helper.from_array(w_q, p + "w"), numpy_helper.from_array(w_scale, p + "ws")]
+        x = node.input[0]
+        if x not in quantized:
+            quantized[x] = (p + "xq", p + "s")
+            nodes += [
+                helper.make_node("Abs", [x], [p + "abs"]),
+                helper.make_node("ReduceMax", [p + "abs"], [p + "max"], axes=[-1], keepdims=1),
+                helper.make_node("Div", [p + "max", "tango_q_127"], [p + "s0"]),
+                helper.make_node("Max", [p + "s0", "tango_q_eps"], [p + "s"]),  # (..., 1)
+                helper.make_node("Div", [x, p + "s"], [p + "xs"]),
+                helper.make_node("Round", [p + "xs"], [p + "xr"]),
+                helper.make_node("Add", [p + "xr", "tango_q_128"], [p + "xu"]),
+                helper.make_node("Cast", [p + "xu"], [p + "xq"], to=TensorProto.UINT8),
+            ]
+        x_q, x_scale = quantized[x]
+        nodes += [
+            helper.make_node("MatMulInteger", [x_q, p + "w", "tango_q_zero"], [p + "yi"]),
+            helper.make_node("Cast", [p + "yi"], [p + "yf"], to=TensorProto.FLOAT),
+            helper.make_node("Mul", [p + "yf", x_scale], [p + "y1"]),
+            helper.make_node("Mul", [p + "y1", p + "ws"], [node.output[0]]),
+        ]
+    del graph.node[:]
+    graph.node.extend(nodes)
+    used = {name for node in graph.node for name in node.input}
+    kept = [init for init in graph.initializer if init.name in used]
+    del graph.initializer[:]
+    graph.initializer.extend(kept + constants)
     out = path.with_name("int8.onnx")
-    extra = {"DefaultTensorType": onnx.TensorProto.FLOAT} if fused else {}
-    quantize_dynamic(
-        str(path),
-        str(out),
-        weight_type=QuantType.QInt8,
-        per_channel=True,
-        op_types_to_quantize=["MatMul"],
-        nodes_to_exclude=keep_fp32,
-        extra_options=extra,
-    )
+    onnx.save(model, str(out))
     return out
 
 

@@ -105,9 +105,22 @@ class OnnxRuntime:
 
 def _onnx_precision(model_path: Path) -> str:
     export_info = model_path.parent / "tango_export.json"
-    if export_info.exists():
-        return "int8" if json.loads(export_info.read_text()).get("int8") else "fp32"
-    return "fp32"
+    if not export_info.exists():
+        return "fp32"
+    record = json.loads(export_info.read_text())
+    if not record.get("int8"):
+        return "fp32"
+    if not record.get("activation_scales"):
+        import warnings
+
+        warnings.warn(
+            f"{model_path.parent} is an int8 export with one activation scale per batch (tango < 0.2): "
+            "a row's answer depends on the rows batched with it. Re-export it with "
+            "`tango export SOURCE --out DIR --int8` for per-token scales",
+            stacklevel=3,
+        )
+        return "int8, per-batch scales"
+    return "int8"
 
 
 def bf16_supported() -> bool:

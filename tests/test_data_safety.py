@@ -378,3 +378,21 @@ def test_the_input_id_column_is_the_default_output_id(cascade, tmp_path):
     (tmp_path / "in2.csv").write_text("key,text\nx7,good film\n")
     score_file(cascade, tmp_path / "in2.csv", tmp_path / "o2.jsonl", progress=False)
     assert read_jsonl(tmp_path / "o2.jsonl")[0]["id"] == 2  # no id column: the line number
+
+
+def test_int8_answers_do_not_depend_on_batch_mates_or_padding(tiny_model_dir, tmp_path):
+    from tango.export import export_tier
+
+    export_tier(tiny_model_dir, tmp_path / "int8", int8=True, min_agreement=0.0)
+    assert (
+        json.loads((tmp_path / "int8" / "tango_export.json").read_text())["activation_scales"] == "per-token"
+    )
+    tier = Tier.from_pretrained(tmp_path / "int8")
+    texts = [f"{TEXTS[i % len(TEXTS)]} " + "good " * (i % 13) for i in range(40)]
+    together = tier.logits(texts)
+    tier.batch_size = 1
+    alone = tier.logits(texts)
+    tier.batch_size = 7
+    mixed = tier.logits(texts[::-1])[::-1]
+    np.testing.assert_allclose(alone, together, atol=1e-5)
+    np.testing.assert_allclose(mixed, together, atol=1e-5)
