@@ -101,7 +101,7 @@ def choose(path: Path, runtime: str, precision: str) -> tuple[str, str]:
     from tango.tiers import bf16_supported
 
     record = read_record(path)
-    passed = [m for m in record["runtimes"] if m["passed"] and m["rows_per_s"]] if record else []
+    passed = _passed(record) if record else []
     if runtime == "auto":
         fits = [m for m in passed if precision == "auto" or m["precision"] in (precision, "auto")]
         if fits:
@@ -118,6 +118,14 @@ def choose(path: Path, runtime: str, precision: str) -> tuple[str, str]:
     if runtime == "torch" and not (record and any(m["runtime"] == "torch" for m in record["runtimes"])):
         return runtime, "bf16-autocast" if bf16_supported() else "fp32"
     return runtime, "fp32"
+
+
+def _passed(record: dict[str, Any]) -> list[dict[str, Any]]:
+    """The record's entries that kept predictions and can still run here."""
+    from tango import openvino
+
+    usable = {"torch", "onnx"} | ({"openvino"} if openvino.available() else set())
+    return [m for m in record["runtimes"] if m["passed"] and m["rows_per_s"] and m["runtime"] in usable]
 
 
 def read_record(path: Path) -> dict[str, Any] | None:
