@@ -630,7 +630,14 @@ def export(
 
         if optimize:
             raise click.UsageError("--optimize is ONNX Runtime's graph fusion; drop it for --format openvino")
-        check = export_openvino(model, out_dir, int8=int8, calibration_data=calibration_data, **common)
+        check = export_openvino(
+            model,
+            out_dir,
+            int8=int8,
+            calibration_data=calibration_data,
+            verbose=bool(os.environ.get("TANGO_DEBUG")),  # OpenVINO's and NNCF's own output
+            **common,
+        )
     else:
         check = export_tier(model, out_dir, int8=int8, optimize=optimize, **common)
     accuracy = (

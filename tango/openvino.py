@@ -210,8 +210,13 @@ def _load(source: Path):
     return model, AutoTokenizer.from_pretrained(source)
 
 
-def _input_names(tokenizer) -> list[str]:
-    return [n for n in tokenizer.model_input_names if n in ("input_ids", "attention_mask", "token_type_ids")]
+def _input_names(tokenizer, model) -> list[str]:
+    """What the tokenizer gives and the model reads (MPNet has no token types)."""
+    import inspect
+
+    reads = inspect.signature(model.forward).parameters
+    known = ("input_ids", "attention_mask", "token_type_ids")
+    return [n for n in tokenizer.model_input_names if n in known and n in reads]
 
 
 def _convert(model, tokenizer) -> Any:
@@ -220,7 +225,7 @@ def _convert(model, tokenizer) -> Any:
     import torch
 
     ov = require("openvino")
-    names = _input_names(tokenizer)
+    names = _input_names(tokenizer, model)
     sample = tokenizer(
         ["a short example", "and a somewhat longer second example"], padding=True, return_tensors="pt"
     )
@@ -249,7 +254,7 @@ def _quantize(graph: Any, tokenizer, texts: list, verbose: bool) -> Any:
     """NNCF post-training int8 with static scales, its statistics gathered one row at a time
     (unpadded, so padding positions never widen a range)."""
     nncf = require("nncf")
-    names = _input_names(tokenizer)
+    names = {port.any_name for port in graph.inputs}
     rows = [
         {n: v for n, v in tokenizer(*_pair(t), truncation=True, return_tensors="np").items() if n in names}
         for t in texts
