@@ -625,6 +625,7 @@ def export(
     common = dict(check_data=check_data, check_rows=check_rows, min_agreement=min_agreement, name=name)
     if calibration_data and not (export_format == "openvino" and int8):
         raise click.UsageError("--calibration-data calibrates NNCF: it goes with --format openvino --int8")
+    (Path(out_dir) / "tango_runtimes.json").unlink(missing_ok=True)  # it measured other files
     if export_format == "openvino":
         from tango.openvino import export_openvino
 

@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from tango.export import CHECK_SENTENCES, FP32_TOLERANCE, MIN_AGREEMENT, ExportCheck, _check_texts
-from tango.probe import training_file
+from tango.probe import RECORD_FILE, training_file
 from tango.registry import register, resolve
 
 IR_FILE = "openvino_model.xml"  # optimum-intel's names, so its tools read our directories too
@@ -154,6 +154,7 @@ def export_openvino(
     source = resolve(model)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / RECORD_FILE).unlink(missing_ok=True)  # an earlier probe measured other files
     torch_model, tokenizer = _load(source)
     with _quiet(verbose):
         graph = _convert(torch_model, tokenizer)

@@ -96,10 +96,11 @@ def test_calibration_rows_come_after_the_check_rows_when_the_file_has_them(tiny_
 
 
 def test_a_failed_check_raises_and_registers_nothing(tiny_model_dir, tmp_path):
+    (tmp_path / "tango_runtimes.json").write_text("{}")  # a probe of what was there before
     with pytest.raises(ValueError, match="failed its self-check"):
         export_openvino(tiny_model_dir, tmp_path, min_agreement=1.01, name="bad-openvino")
     assert not json.loads((tmp_path / "tango_export.json").read_text())["check"]["passed"]
-    assert "bad-openvino" not in registered()
+    assert "bad-openvino" not in registered() and not (tmp_path / "tango_runtimes.json").exists()
 
 
 def test_missing_packages_name_the_extra(monkeypatch):
