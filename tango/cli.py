@@ -658,7 +658,7 @@ def export(
 
 def echo_probe(record: dict[str, Any]) -> None:
     """The probe's table: one line per runtime, the chosen one marked."""
-    click.echo(f"runtimes on {record['rows']} rows of {record['data']}, {record['threads']} threads:")
+    click.echo(f"runtimes on {record['rows']} rows of {record['data']}; threads: {record['threads']}")
     chosen = record["chosen"]
     for m in record["runtimes"]:
         mark = "*" if (m["runtime"], m["precision"]) == (chosen["runtime"], chosen["precision"]) else " "

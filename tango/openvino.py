@@ -289,14 +289,14 @@ def _calibration_texts(
     labels = [str(config.id2label[i]) for i in range(config.num_labels)]
     file = calibration_data or check_data or training_file(source)
     if file is None:
-        texts = CHECK_SENTENCES[:rows]
-        return texts, {"source": "built-in sentences", "first_row": 0, "rows": len(texts)}
+        builtin = CHECK_SENTENCES[:rows]
+        return builtin, {"source": "built-in sentences", "first_row": 0, "rows": len(builtin)}
     data = load_labelled(file, label_names=labels)
     first = 0
     # The check reads the first check_rows rows of check_data: calibrate on others where there are.
     if calibration_data is None and check_data is not None and len(data.texts) >= check_rows + rows:
         first = check_rows
-    texts = list(data.texts[first : first + rows])
+    texts: list = list(data.texts[first : first + rows])
     overlaps = calibration_data is None and check_data is not None and first < check_rows
     return texts, {"source": str(file), "first_row": first, "rows": len(texts), "overlaps_check": overlaps}
 

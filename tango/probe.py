@@ -241,7 +241,7 @@ def _measure(
     return Measure(
         runtime,
         precision,
-        tier.runtime.description,
+        getattr(tier.runtime, "description", runtime),
         round(len(texts) / seconds, 1),
         agreement,
         agreement >= min_agreement,
@@ -268,7 +268,7 @@ def probe_texts(path: Path, data: str | Path | None, rows: int, labels: list[str
 
     file = data or training_file(path)
     if file is not None:
-        texts = list(load_labelled(file, label_names=labels).texts[:rows])
+        texts: list = list(load_labelled(file, label_names=labels).texts[:rows])
         short = f"; the file has only {len(texts)}" if len(texts) < rows else ""
         return texts, f"{file} (first {len(texts)} rows{short})"
     texts = (CHECK_SENTENCES * (rows // len(CHECK_SENTENCES) + 1))[:rows]
