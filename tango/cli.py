@@ -755,10 +755,11 @@ def probe(tier: str, data: str | None, rows: int, threads: int | None, batch_siz
 @click.option("--delta", type=float, default=0.1, show_default=True, help="Risk level of --guarantee.")
 @click.option(
     "--runtime",
-    type=click.Choice(["auto", "onnx", "torch"]),
+    type=click.Choice(["auto", "onnx", "openvino", "torch"]),
     default="auto",
     show_default=True,
-    help="Runtime for every tier; auto = ONNX if model.onnx exists.",
+    help="Runtime for every tier; auto = the fastest that `tango probe` recorded, "
+    "else ONNX if model.onnx exists, OpenVINO if an IR does, else PyTorch.",
 )
 @click.option("--threads", type=int, default=None, help="Intra-op threads (default: all cores).")
 @click.option("--device", default="cpu", show_default=True, help="Early-exit models: cpu, cuda or cuda:N.")
