@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 
 import numpy as np
@@ -46,8 +47,24 @@ def test_int8_ir_is_quantized_and_records_its_calibration(tiny_openvino_int8_dir
     assert record["int8"] and record["check"]["passed"] and "nncf" in record["versions"]
     assert record["calibration"] == {"source": "built-in sentences", "first_row": 0, "rows": 16}
     assert "FakeQuantize" in (tiny_openvino_int8_dir / IR_FILE).read_text()
+    assert record["quantization"]["fast_bias_correction"] is False
     assert "FakeQuantize" not in (tiny_openvino_dir / IR_FILE).read_text()
     assert "int8 IR" in repr(Tier.from_pretrained(tiny_openvino_int8_dir))
+
+
+def test_int8_keeps_the_feed_forward_output_projections_fp32(tiny_openvino_int8_dir):
+    from tango.openvino import core
+
+    graph = core().read_model(str(tiny_openvino_int8_dir / IR_FILE))
+    inputs = {  # MatMul -> the op types feeding it (activation, weight)
+        op.get_friendly_name(): [op.input_value(i).get_node().get_type_name() for i in range(2)]
+        for op in graph.get_ordered_ops()
+        if op.get_type_name() == "MatMul"
+    }
+    kept = {name for name in inputs if re.search(r"layer\.\d+\.output\.dense/", name)}
+    assert len(kept) == 2  # one per layer of the tiny model
+    assert all("FakeQuantize" not in inputs[name] and inputs[name][1] == "Constant" for name in kept)
+    assert all(inputs[name][0] == "FakeQuantize" for name in set(inputs) - kept)
 
 
 @pytest.mark.parametrize("fixture", ["tiny_openvino_dir", "tiny_openvino_int8_dir"])
