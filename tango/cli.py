@@ -90,10 +90,11 @@ def cascade_options(func: Callable[..., Any]) -> Callable[..., Any]:
         ),
         click.option(
             "--runtime",
-            type=click.Choice(["auto", "onnx", "torch"]),
+            type=click.Choice(["auto", "onnx", "openvino", "torch"]),
             default="auto",
             show_default=True,
-            help="Runtime for every tier; auto = ONNX if model.onnx exists.",
+            help="Runtime for every tier; auto = the fastest that `tango probe` recorded, "
+            "else ONNX if model.onnx exists, OpenVINO if an IR does, else PyTorch.",
         ),
         click.option("--threads", type=int, default=None, help="Intra-op threads (default: all cores)."),
         click.option(
@@ -616,6 +617,28 @@ def train_exits(
     type=click.Path(file_okay=False),
     help="Directory for model.onnx, config, tokenizer and tango_export.json.",
 )
+@click.option(
+    "--format",
+    "export_format",
+    type=click.Choice(["onnx", "openvino"]),
+    default="onnx",
+    show_default=True,
+    help="onnx: model.onnx for ONNX Runtime; openvino: an OpenVINO IR (--int8: NNCF static int8; "
+    "needs `pip install tango[openvino]`).",
+)
+@click.option(
+    "--calibration-data",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="OpenVINO --int8: labelled file whose rows calibrate NNCF (default: --check-data, "
+    "else the tier's training file, else built-in sentences).",
+)
+@click.option(
+    "--probe/--no-probe",
+    default=True,
+    show_default=True,
+    help="Then measure the export's runtimes (`tango probe`) so --runtime auto picks the fastest.",
+)
 @click.option("--int8", is_flag=True, help="Quantise to int8 (dynamic, VNNI/AMX kernels).")
 @click.option(
     "--optimize",
@@ -650,20 +673,32 @@ def export(
     check_rows: int,
     min_agreement: float,
     name: str | None,
+    export_format: str,
+    calibration_data: str | None,
+    probe: bool,
 ) -> None:
-    """Export MODEL (a PyTorch tier) to ONNX and check it against PyTorch."""
+    """Export MODEL (a PyTorch tier) to ONNX or OpenVINO and check it against PyTorch."""
     from tango.export import export_tier
 
-    check = export_tier(
-        model,
-        out_dir,
-        int8=int8,
-        optimize=optimize,
-        check_data=check_data,
-        check_rows=check_rows,
-        min_agreement=min_agreement,
-        name=name,
-    )
+    common = dict(check_data=check_data, check_rows=check_rows, min_agreement=min_agreement, name=name)
+    if calibration_data and not (export_format == "openvino" and int8):
+        raise click.UsageError("--calibration-data calibrates NNCF: it goes with --format openvino --int8")
+    (Path(out_dir) / "tango_runtimes.json").unlink(missing_ok=True)  # it measured other files
+    if export_format == "openvino":
+        from tango.openvino import export_openvino
+
+        if optimize:
+            raise click.UsageError("--optimize is ONNX Runtime's graph fusion; drop it for --format openvino")
+        check = export_openvino(
+            model,
+            out_dir,
+            int8=int8,
+            calibration_data=calibration_data,
+            verbose=bool(os.environ.get("TANGO_DEBUG")),  # OpenVINO's and NNCF's own output
+            **common,
+        )
+    else:
+        check = export_tier(model, out_dir, int8=int8, optimize=optimize, **common)
     accuracy = (
         ""
         if check.onnx_accuracy is None
@@ -673,6 +708,52 @@ def export(
         f"{out_dir}: {check.agreement:.2%} of {check.rows} predictions equal, max |logit "
         f"diff| {check.max_abs_diff:.2g}{accuracy} (saved in tango_export.json)"
     )
+    if probe:
+        from tango.probe import probe_tier
+
+        echo_probe(probe_tier(out_dir, data=check_data))
+
+
+def echo_probe(record: dict[str, Any]) -> None:
+    """The probe's table: one line per runtime, the chosen one marked."""
+    click.echo(f"runtimes on {record['rows']} rows of {record['data']}; threads: {record['threads']}")
+    chosen = record["chosen"]
+    for m in record["runtimes"]:
+        mark = "*" if (m["runtime"], m["precision"]) == (chosen["runtime"], chosen["precision"]) else " "
+        if m["error"]:
+            click.echo(f" {mark} {m['runtime']:<9} {m['precision']:<14} failed: {m['error']}")
+            continue
+        verdict = "" if m["passed"] else f" (below {record['min_agreement']:.1%}: never chosen)"
+        click.echo(
+            f" {mark} {m['runtime']:<9} {m['precision']:<14} {m['rows_per_s']:>9.1f} rows/s  "
+            f"agreement {m['agreement']:.2%}{verdict}  {m['description']}"
+        )
+    click.echo(
+        f"--runtime auto now loads {chosen['runtime']} ({chosen['precision']}); saved in tango_runtimes.json"
+    )
+
+
+@cli.command()
+@click.argument("tier")
+@click.option(
+    "--data",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="Labelled file to measure on (default: the tier's training file, else built-in sentences).",
+)
+@click.option("--rows", type=int, default=1000, show_default=True, help="Rows to measure on.")
+@click.option("--threads", type=int, default=None, help="Threads (default: all cores, or $TANGO_THREADS).")
+@click.option("--batch-size", type=int, default=32, show_default=True, help="Rows per batch.")
+@user_errors
+def probe(tier: str, data: str | None, rows: int, threads: int | None, batch_size: int) -> None:
+    """Measure TIER on each runtime it can use; --runtime auto then loads the fastest that agrees.
+
+    Speed (rows/s, tokenization included, after a warm-up) and agreement with PyTorch fp32 go
+    to TIER/tango_runtimes.json; a runtime below 99.5% agreement is never chosen.
+    """
+    from tango.probe import probe_tier
+
+    echo_probe(probe_tier(tier, data=data, rows=rows, threads=threads, batch_size=batch_size))
 
 
 @cli.command()
@@ -732,10 +813,11 @@ def export(
 @click.option("--delta", type=float, default=0.1, show_default=True, help="Risk level of --guarantee.")
 @click.option(
     "--runtime",
-    type=click.Choice(["auto", "onnx", "torch"]),
+    type=click.Choice(["auto", "onnx", "openvino", "torch"]),
     default="auto",
     show_default=True,
-    help="Runtime for every tier; auto = ONNX if model.onnx exists.",
+    help="Runtime for every tier; auto = the fastest that `tango probe` recorded, "
+    "else ONNX if model.onnx exists, OpenVINO if an IR does, else PyTorch.",
 )
 @click.option("--threads", type=int, default=None, help="Intra-op threads (default: all cores).")
 @click.option("--device", default="cpu", show_default=True, help="Early-exit models: cpu, cuda or cuda:N.")

@@ -1,9 +1,10 @@
-"""A tier: one text classifier and its tokenizer, on ONNX Runtime or PyTorch.
+"""A tier: one text classifier and its tokenizer, on ONNX Runtime, OpenVINO or PyTorch.
 
 Texts (or text pairs) go in, logits come out. Rows are tokenized once, sorted by length and
 batched by :mod:`tango.batching`, and the logits are returned in input order. The runtime is
-chosen by the directory's contents (``model.onnx`` -> ONNX Runtime, else PyTorch); loading
-never exports.
+the one ``tango probe`` recorded as fastest among those that keep PyTorch fp32's predictions
+(:mod:`tango.probe`), else chosen by the directory's contents (``model.onnx`` -> ONNX Runtime,
+an OpenVINO IR -> OpenVINO, else PyTorch); loading never exports.
 """
 
 from __future__ import annotations
@@ -25,8 +26,9 @@ from tango.confidence import softmax
 
 Texts = Sequence[str] | Sequence[tuple[str, str]]
 ONNX_FILE = "model.onnx"
-RUNTIMES = ("auto", "onnx", "torch")
-PRECISIONS = ("auto", "fp32", "bf16")
+RUNTIMES = ("auto", "onnx", "openvino", "torch")
+# bf16 = weights cast once at load; bf16-autocast = fp32 weights cast per batch (PyTorch only)
+PRECISIONS = ("auto", "fp32", "bf16", "bf16-autocast")
 
 
 def default_threads() -> int:
@@ -133,7 +135,14 @@ def bf16_supported() -> bool:
 
 
 class TorchRuntime:
-    """Runs a Hugging Face sequence classifier in PyTorch: fp32, or bf16 autocast on the CPU."""
+    """Runs a Hugging Face sequence classifier in PyTorch: fp32, bf16 weights, or bf16 autocast.
+
+    ``bf16`` casts the weights once at load (logits back to fp32); ``bf16-autocast`` keeps fp32
+    weights and lets autocast cast them on every batch: slower, but its fp32 accumulation keeps
+    more models' predictions where ``tango probe`` finds the cast-once model drifts. ``auto``
+    here = autocast where the CPU has fast bf16, else fp32 (``Tier.from_pretrained`` resolves
+    ``auto`` from the directory's probe record first).
+    """
 
     def __init__(
         self, model_dir: Path, threads: int | None = None, precision: str = "auto", device: str = "cpu"
@@ -146,13 +155,19 @@ class TorchRuntime:
         torch.set_num_threads(threads or default_threads())
         self.model = AutoModelForSequenceClassification.from_pretrained(model_dir).eval().to(device)
         self.device = device
-        self.bf16 = precision == "bf16" or (precision == "auto" and bf16_supported())
+        if precision == "auto":
+            precision = "bf16-autocast" if bf16_supported() else "fp32"
+        if precision == "bf16":
+            self.model.to(torch.bfloat16)
+        self.precision = precision
+        self.bf16 = precision == "bf16-autocast"  # autocast on every batch
         self.input_names = tuple(
             name
             for name in ("input_ids", "attention_mask", "token_type_ids")
             if name in inspect.signature(self.model.forward).parameters
         )
-        self.description = f"pytorch ({'bf16 autocast' if self.bf16 else 'fp32'})"
+        names = {"bf16": "bf16 weights", "bf16-autocast": "bf16 autocast"}
+        self.description = f"pytorch ({names.get(precision, 'fp32')})"
 
     def run(self, batch: dict[str, np.ndarray]) -> np.ndarray:
         import torch
@@ -166,7 +181,29 @@ class TorchRuntime:
         autocast = torch.autocast(device_type, torch.bfloat16, enabled=self.bf16, cache_enabled=False)
         with torch.inference_mode(), autocast:
             logits = self.model(**inputs).logits
-        return logits.float().cpu().numpy()
+        return logits.float().cpu().numpy()  # bf16 weights give bf16 logits
+
+
+def make_runtime(path: Path, runtime: str, precision: str, threads: int | None, device: str) -> Runtime:
+    """The runtime for a tier directory, ``auto`` resolved by :func:`tango.probe.choose`."""
+    from tango.probe import choose
+
+    if device == "cpu":
+        runtime, precision = choose(path, runtime, precision)
+    elif runtime == "auto":  # a CPU probe says nothing about other devices: today's rule
+        runtime = "onnx" if (path / ONNX_FILE).exists() else "torch"
+    if runtime == "onnx":
+        return OnnxRuntime(path / ONNX_FILE, threads)
+    if runtime == "openvino":
+        from tango.openvino import IR_FILE, OpenVinoRuntime
+
+        if not (path / IR_FILE).exists():
+            raise ValueError(
+                f"{path} has no {IR_FILE}; make one with `tango export {path} --out DIR "
+                "--format openvino`, or use runtime='torch'"
+            )
+        return OpenVinoRuntime(path, threads, "fp32" if precision == "auto" else precision)
+    return TorchRuntime(path, threads, precision, device)
 
 
 class Tier:
@@ -216,9 +253,13 @@ class Tier:
     ) -> Tier:
         """Load a tier from a directory, an alias (``configs/aliases.toml``) or a hub id.
 
-        ``runtime="auto"`` uses ONNX Runtime when the directory holds ``model.onnx``,
-        PyTorch otherwise. ``precision`` applies to PyTorch: ``auto`` = bf16 autocast where
-        the CPU has fast bf16, else fp32. ``threads`` defaults to this machine's cores.
+        ``runtime="auto"`` uses the fastest runtime that ``tango probe`` recorded in the
+        directory (``tango_runtimes.json``) among those that kept PyTorch fp32's predictions;
+        without a record, ONNX Runtime when the directory holds ``model.onnx``, OpenVINO when it
+        holds an IR, PyTorch otherwise. ``precision`` applies to PyTorch (``fp32``, ``bf16``
+        weights cast once, ``bf16-autocast``) and OpenVINO (``fp32``, ``bf16``); ``auto`` =
+        the record's choice, else bf16 autocast for PyTorch where the CPU has fast bf16 and fp32
+        for OpenVINO. ``threads`` defaults to this machine's cores.
         """
         from transformers import AutoConfig, AutoTokenizer
 
@@ -229,18 +270,14 @@ class Tier:
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
         path = resolve(name_or_path)
-        has_onnx = (path / ONNX_FILE).exists()
-        if runtime == "onnx" and not has_onnx:
+        if runtime == "onnx" and not (path / ONNX_FILE).exists():
             raise ValueError(
                 f"{path} has no {ONNX_FILE}; make one with `tango export {path} "
                 f"--out DIR`, or use runtime='torch'"
             )
         config = AutoConfig.from_pretrained(path)
         tokenizer = AutoTokenizer.from_pretrained(path)
-        if runtime == "onnx" or (runtime == "auto" and has_onnx):
-            backend: Runtime = OnnxRuntime(path / ONNX_FILE, threads)
-        else:
-            backend = TorchRuntime(path, threads, precision, device)
+        backend = make_runtime(path, runtime, precision, threads, device)
         labels = [str(config.id2label[i]) for i in range(config.num_labels)]
         return cls(
             path,

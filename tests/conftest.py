@@ -7,6 +7,8 @@
   PyTorch tier directory (``config.json``, ``model.safetensors``, tokenizer). Built in ~1 s.
 - ``tiny_onnx_dir``: the same classifier exported by ``tango.export.export_tier`` (fp32 ONNX,
   fused graph, with its passed self-check in ``tango_export.json``).
+- ``tiny_openvino_dir`` / ``tiny_openvino_int8_dir``: the same classifier exported to an OpenVINO
+  IR, fp32 and NNCF int8 (skipped where ``openvino``/``nncf`` are not installed).
 
 Both are session-scoped and shared: copy them before changing their files.
 Tests marked ``@pytest.mark.slow`` run only with ``pytest --runslow``.
@@ -66,4 +68,27 @@ def tiny_onnx_dir(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory
 
     out = tmp_path_factory.mktemp("tiny_onnx")
     export_tier(tiny_model_dir, out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_openvino_dir(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``tiny_model_dir`` exported to an fp32 OpenVINO IR."""
+    pytest.importorskip("openvino")
+    from tango.openvino import export_openvino
+
+    out = tmp_path_factory.mktemp("tiny_openvino")
+    export_openvino(tiny_model_dir, out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_openvino_int8_dir(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``tiny_model_dir`` exported to an OpenVINO IR quantized to int8 by NNCF."""
+    pytest.importorskip("openvino")
+    pytest.importorskip("nncf")
+    from tango.openvino import export_openvino
+
+    out = tmp_path_factory.mktemp("tiny_openvino_int8")
+    export_openvino(tiny_model_dir, out, int8=True)
     return out

@@ -32,9 +32,12 @@ def int8_dir(tiny_model_dir, tmp_path_factory):
 # (fixture, runtime, precision, tolerance on logits vs PyTorch fp32, minimum argmax agreement)
 RUNTIMES = {
     "torch-fp32": ("tiny_model_dir", "torch", "fp32", 1e-6, 1.0),
-    "torch-bf16": ("tiny_model_dir", "torch", "bf16", 0.25, 0.8),
+    "torch-bf16": ("tiny_model_dir", "torch", "bf16", 0.5, 0.8),  # bf16 weights and activations
+    "torch-bf16-autocast": ("tiny_model_dir", "torch", "bf16-autocast", 0.25, 0.8),
     "onnx-fp32": ("tiny_onnx_dir", "onnx", "auto", 1e-4, 1.0),
     "onnx-int8": ("int8_dir", "onnx", "auto", 1.0, 0.8),  # logits span about +-8 here
+    "openvino-fp32": ("tiny_openvino_dir", "openvino", "fp32", 1e-4, 1.0),
+    "openvino-int8": ("tiny_openvino_int8_dir", "openvino", "fp32", 3.0, 0.8),  # static scales
 }
 
 
@@ -99,6 +102,10 @@ def test_bad_options_are_refused(tiny_model_dir):
         Tier.from_pretrained(tiny_model_dir, runtime="tpu")
     with pytest.raises(ValueError, match="has no model.onnx"):
         Tier.from_pretrained(tiny_model_dir, runtime="onnx")
+    with pytest.raises(ValueError, match="has no openvino_model.xml.*--format openvino"):
+        Tier.from_pretrained(tiny_model_dir, runtime="openvino")
+    with pytest.raises(ValueError, match="precision must be one of"):
+        Tier.from_pretrained(tiny_model_dir, precision="int4")
     with pytest.raises(TypeError, match="list of strings"):
         Tier.from_pretrained(tiny_model_dir).predict([1, 2])
 
@@ -127,3 +134,14 @@ def test_shared_tokenizer_fingerprint(tiny_model_dir, tmp_path):
     assert (
         tier.tokenizer_fingerprint != Tier.from_pretrained(tiny_model_dir, max_length=8).tokenizer_fingerprint
     )
+
+
+def test_bf16_casts_the_weights_once_and_autocast_keeps_them_fp32(tiny_model_dir):
+    import torch
+
+    cast = Tier.from_pretrained(tiny_model_dir, runtime="torch", precision="bf16")
+    autocast = Tier.from_pretrained(tiny_model_dir, runtime="torch", precision="bf16-autocast")
+    assert {p.dtype for p in cast.runtime.model.parameters()} == {torch.bfloat16}
+    assert {p.dtype for p in autocast.runtime.model.parameters()} == {torch.float32}
+    assert cast.logits(TEXTS).dtype == np.float32  # bf16 logits come back as float32
+    assert "bf16 weights" in repr(cast) and "bf16 autocast" in repr(autocast)

@@ -1,0 +1,318 @@
+"""Choosing a tier's runtime once: measure what the tier can run on, record it, follow the record.
+
+:func:`probe_tier` runs every runtime and precision a tier directory supports (PyTorch fp32, bf16
+cast once, bf16 autocast; ONNX Runtime on ``model.onnx``; OpenVINO fp32 and bf16 on an IR) over
+the same rows: rows per second, tokenization included, after a warm-up, and the share of
+predictions equal to PyTorch fp32's. It writes ``tango_runtimes.json`` into the directory.
+
+:func:`choose` is what ``Tier.from_pretrained`` asks for ``runtime="auto"`` / ``precision="auto"``:
+the fastest recorded runtime whose agreement passed (>= 0.995), else the directory's default
+(ONNX if ``model.onnx``, OpenVINO if an IR, else PyTorch). A record counts only on the machine it
+was measured on (CPU model and bf16 support) and for the model files it measured (their sizes):
+speeds do not travel, and a re-export invalidates it.
+"""
+
+from __future__ import annotations
+
+import datetime
+import functools
+import json
+import os
+import platform
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tango.export import CHECK_SENTENCES, MIN_AGREEMENT
+
+RECORD_FILE = "tango_runtimes.json"
+PROBE_ROWS = 1000
+WARMUP_ROWS = 64
+MODEL_FILES = (
+    "model.safetensors",
+    "pytorch_model.bin",
+    "model.onnx",
+    "openvino_model.xml",
+    "openvino_model.bin",
+)
+
+
+@dataclass
+class Measure:
+    """One runtime/precision of a tier on the probe's rows."""
+
+    runtime: str
+    precision: str  # what to pass to Tier.from_pretrained; "auto" for ONNX (the file decides)
+    description: str
+    rows_per_s: float | None
+    agreement: float | None  # share of predictions equal to PyTorch fp32's
+    passed: bool
+    error: str | None = None
+
+
+# --- what a directory can run ---------------------------------------------------------------------
+
+
+def has_torch_weights(path: Path) -> bool:
+    return any(path.glob("model*.safetensors")) or (path / "pytorch_model.bin").exists()
+
+
+def candidates(path: Path) -> list[tuple[str, str]]:
+    """(runtime, precision) pairs this directory can run on this machine."""
+    from tango import openvino
+    from tango.tiers import ONNX_FILE, bf16_supported
+
+    found: list[tuple[str, str]] = []
+    if has_torch_weights(path):
+        found.append(("torch", "fp32"))
+        if bf16_supported():
+            found += [("torch", "bf16"), ("torch", "bf16-autocast")]
+    if (path / ONNX_FILE).exists():
+        found.append(("onnx", "auto"))
+    if openvino.has_ir(path):
+        found.append(("openvino", "fp32"))
+        if openvino.bf16_supported():
+            found.append(("openvino", "bf16"))
+    return found
+
+
+def default_runtime(path: Path) -> str:
+    """The rule without a record: ONNX if ``model.onnx``, OpenVINO if an IR, else PyTorch."""
+    from tango import openvino
+    from tango.tiers import ONNX_FILE
+
+    if (path / ONNX_FILE).exists():
+        return "onnx"
+    return "openvino" if openvino.has_ir(path) else "torch"
+
+
+# --- the choice -----------------------------------------------------------------------------------
+
+
+def choose(path: Path, runtime: str, precision: str) -> tuple[str, str]:
+    """Replace ``auto`` in (runtime, precision) by the record's choice or the default rule.
+
+    An explicit precision narrows ``runtime="auto"`` to entries measured at that precision
+    (ONNX entries always qualify: there the file decides the precision, as before).
+    """
+    from tango.tiers import bf16_supported
+
+    record = read_record(path)
+    passed = _passed(record) if record else []
+    if runtime == "auto":
+        fits = [m for m in passed if precision == "auto" or m["precision"] in (precision, "auto")]
+        if fits:
+            best = max(fits, key=lambda m: m["rows_per_s"])
+            return best["runtime"], best["precision"] if precision == "auto" else precision
+        runtime = default_runtime(path)
+    if precision != "auto":
+        return runtime, precision
+    if runtime == "onnx":
+        return runtime, "auto"
+    mine = [m for m in passed if m["runtime"] == runtime]
+    if mine:
+        return runtime, max(mine, key=lambda m: m["rows_per_s"])["precision"]
+    if runtime == "torch" and not (record and any(m["runtime"] == "torch" for m in record["runtimes"])):
+        return runtime, "bf16-autocast" if bf16_supported() else "fp32"
+    return runtime, "fp32"
+
+
+def _passed(record: dict[str, Any]) -> list[dict[str, Any]]:
+    """The record's entries that kept predictions and can still run here."""
+    from tango import openvino
+
+    usable = {"torch", "onnx"} | ({"openvino"} if openvino.available() else set())
+    return [m for m in record["runtimes"] if m["passed"] and m["rows_per_s"] and m["runtime"] in usable]
+
+
+def read_record(path: Path) -> dict[str, Any] | None:
+    """The directory's probe record, if it was made on this machine for these model files."""
+    file = path / RECORD_FILE
+    if not file.exists():
+        return None
+    record = json.loads(file.read_text())
+    if record.get("machine", {}).get("cpu") != machine()["cpu"] or record.get("files") != model_files(path):
+        return None
+    return record
+
+
+@functools.lru_cache(maxsize=1)
+def machine() -> dict[str, Any]:
+    """What makes speeds comparable: the CPU model, its cores, bf16 support."""
+    from tango.tiers import bf16_supported
+
+    cpu = platform.processor() or platform.machine()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        lines = cpuinfo.read_text().splitlines()
+        names = [line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")]
+        cpu = names[0] if names else cpu
+    return {"cpu": cpu, "cpus": os.cpu_count(), "bf16": bf16_supported(), "platform": platform.platform()}
+
+
+def model_files(path: Path) -> dict[str, int]:
+    """Sizes of the directory's model files: a re-export changes them and voids the record."""
+    return {name: (path / name).stat().st_size for name in MODEL_FILES if (path / name).exists()}
+
+
+# --- the measurement ------------------------------------------------------------------------------
+
+
+def probe_tier(
+    tier: str | Path,
+    data: str | Path | None = None,
+    rows: int = PROBE_ROWS,
+    threads: int | None = None,
+    batch_size: int = 32,
+    min_agreement: float = MIN_AGREEMENT,
+) -> dict[str, Any]:
+    """Measure every runtime/precision of ``tier`` on ``rows`` rows and write ``tango_runtimes.json``.
+
+    Rows come from ``data`` (a labelled file), else the tier's training file, else the built-in
+    sentences repeated (the record says which). Returns the record; its ``chosen`` entry is what
+    ``runtime="auto"`` will now load.
+    """
+    from tango.registry import resolve
+    from tango.tiers import Tier, default_threads
+
+    path = resolve(tier)
+    if rows < 1:
+        raise ValueError(f"rows must be at least 1, got {rows}")
+    threads = threads or default_threads()
+    reference_dir = _reference_dir(path)
+    reference = Tier.from_pretrained(reference_dir, runtime="torch", precision="fp32", threads=threads)
+    texts, description = probe_texts(path, data, rows, reference.labels)
+    expected = reference.logits(texts).argmax(1)
+    del reference
+    measures = [
+        _measure(path, runtime, precision, texts, expected, threads, batch_size, min_agreement)
+        for runtime, precision in candidates(path)
+    ]
+    record = {
+        "tier": str(path),
+        "rows": len(texts),
+        "data": description,
+        "threads": threads,
+        "batch_size": batch_size,
+        "min_agreement": min_agreement,
+        "reference": f"pytorch fp32 of {reference_dir}",
+        "machine": machine(),
+        "versions": _versions(),
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "files": model_files(path),
+        "runtimes": [asdict(m) for m in measures],
+    }
+    tmp = path / f".{RECORD_FILE}.tmp"
+    tmp.write_text(json.dumps(record, indent=2))
+    tmp.replace(path / RECORD_FILE)
+    runtime, precision = choose(path, "auto", "auto")
+    record["chosen"] = {"runtime": runtime, "precision": precision}
+    (path / RECORD_FILE).write_text(json.dumps(record, indent=2))
+    return record
+
+
+def _measure(
+    path: Path,
+    runtime: str,
+    precision: str,
+    texts: list,
+    expected: np.ndarray,
+    threads: int,
+    batch_size: int,
+    min_agreement: float,
+) -> Measure:
+    """Load, warm up, then time tokenization + inference over all rows (one pass)."""
+    from tango.tiers import Tier
+
+    try:
+        tier = Tier.from_pretrained(
+            path, runtime=runtime, precision=precision, threads=threads, batch_size=batch_size
+        )
+        tier.logits(texts[:WARMUP_ROWS])  # first-call costs: allocations, kernel choice
+        start = time.perf_counter()
+        predicted = tier.logits(texts).argmax(1)
+        seconds = time.perf_counter() - start
+    except Exception as error:  # a runtime that cannot run here is recorded, never chosen
+        return Measure(runtime, precision, runtime, None, None, False, f"{type(error).__name__}: {error}")
+    agreement = float((predicted == expected).mean())
+    return Measure(
+        runtime,
+        precision,
+        getattr(tier.runtime, "description", runtime),
+        round(len(texts) / seconds, 1),
+        agreement,
+        agreement >= min_agreement,
+    )
+
+
+def _reference_dir(path: Path) -> Path:
+    """Where PyTorch fp32 weights for this tier are: the directory, or its export's source."""
+    if has_torch_weights(path):
+        return path
+    source = _export_record(path).get("source")
+    if source and has_torch_weights(Path(source)):
+        return Path(source)
+    raise ValueError(
+        f"{path} has no PyTorch weights and its tango_export.json names no source that has them, "
+        "so agreement with PyTorch fp32 cannot be measured; probe the directory `tango export` "
+        "wrote, on the machine that has its source"
+    )
+
+
+def probe_texts(path: Path, data: str | Path | None, rows: int, labels: list[str]) -> tuple[list, str]:
+    """``rows`` rows of ``data``, else of the tier's training file, else built-in sentences."""
+    from tango.data import load_labelled
+
+    file = data or training_file(path)
+    if file is not None:
+        texts: list = list(load_labelled(file, label_names=labels).texts[:rows])
+        short = f"; the file has only {len(texts)}" if len(texts) < rows else ""
+        return texts, f"{file} (first {len(texts)} rows{short})"
+    texts = (CHECK_SENTENCES * (rows // len(CHECK_SENTENCES) + 1))[:rows]
+    return texts, (
+        f"built-in sentences ({len(CHECK_SENTENCES)}, repeated to {rows} rows): no data file "
+        "was given and the tier's training file was not found"
+    )
+
+
+def training_file(tier: Path) -> Path | None:
+    """The file the tier was trained on (its ``tango_train.json``, or its export source's), if
+    that file is still there."""
+    for directory in (tier, Path(_export_record(tier).get("source", tier))):
+        record = directory / "tango_train.json"
+        if record.exists():
+            train = json.loads(record.read_text()).get("train")
+            if train and Path(train).is_file():
+                return Path(train)
+    return None
+
+
+def _export_record(path: Path) -> dict[str, Any]:
+    file = path / "tango_export.json"
+    return json.loads(file.read_text()) if file.exists() else {}
+
+
+def _versions() -> dict[str, str]:
+    import onnxruntime
+    import torch
+    import transformers
+
+    from tango import openvino
+
+    versions = {
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "onnxruntime": onnxruntime.__version__,
+    }
+    if openvino.available():
+        versions["openvino"] = openvino.require("openvino").get_version()
+    try:
+        from importlib.metadata import version
+
+        versions["tango"] = version("tango")
+    except Exception:  # running from a checkout without an install
+        pass
+    return versions

@@ -1,0 +1,142 @@
+"""OpenVINO export and runtime: the IR agrees with PyTorch, int8 answers do not depend on batch mates."""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+pytest.importorskip("openvino")
+pytest.importorskip("nncf")
+
+from tango.cli import cli  # noqa: E402
+from tango.export import CHECK_SENTENCES  # noqa: E402
+from tango.openvino import IR_FILE, OpenVinoRuntime, export_openvino, require  # noqa: E402
+from tango.registry import registered  # noqa: E402
+from tango.tiers import Tier  # noqa: E402
+
+# Lengths from 1 to ~40 tokens, so batches of 3 and 32 pad differently.
+TEXTS = CHECK_SENTENCES + ["a", "why ?", "the film " * 20, "i loved it", "the team lost the game"] * 2
+
+
+def labelled_file(path, rows: int):
+    texts = (CHECK_SENTENCES * (rows // len(CHECK_SENTENCES) + 1))[:rows]
+    path.write_text("sentence\tlabel\n" + "".join(f"{t} {i}\t{i % 2}\n" for i, t in enumerate(texts)))
+    return path
+
+
+def test_fp32_ir_matches_pytorch_and_loads_by_auto(tiny_model_dir, tiny_openvino_dir):
+    record = json.loads((tiny_openvino_dir / "tango_export.json").read_text())
+    assert record["format"] == "openvino" and record["check"]["passed"] and not record["int8"]
+    assert record["check"]["max_abs_diff"] < 1e-4 and "openvino" in record["versions"]
+    assert {IR_FILE, "openvino_model.bin", "config.json", "tokenizer.json"} <= {
+        p.name for p in tiny_openvino_dir.iterdir()
+    }
+    tier = Tier.from_pretrained(tiny_openvino_dir)  # no model.onnx, no record: the IR
+    assert isinstance(tier.runtime, OpenVinoRuntime)
+    reference = Tier.from_pretrained(tiny_model_dir, runtime="torch", precision="fp32")
+    np.testing.assert_allclose(tier.logits(TEXTS), reference.logits(TEXTS), atol=1e-4)
+
+
+def test_int8_ir_is_quantized_and_records_its_calibration(tiny_openvino_int8_dir, tiny_openvino_dir):
+    record = json.loads((tiny_openvino_int8_dir / "tango_export.json").read_text())
+    assert record["int8"] and record["check"]["passed"] and "nncf" in record["versions"]
+    assert record["calibration"] == {"source": "built-in sentences", "first_row": 0, "rows": 16}
+    assert "FakeQuantize" in (tiny_openvino_int8_dir / IR_FILE).read_text()
+    assert record["quantization"]["fast_bias_correction"] is False
+    assert "FakeQuantize" not in (tiny_openvino_dir / IR_FILE).read_text()
+    assert "int8 IR" in repr(Tier.from_pretrained(tiny_openvino_int8_dir))
+
+
+def test_int8_keeps_the_feed_forward_output_projections_fp32(tiny_openvino_int8_dir):
+    from tango.openvino import core
+
+    graph = core().read_model(str(tiny_openvino_int8_dir / IR_FILE))
+    inputs = {  # MatMul -> the op types feeding it (activation, weight)
+        op.get_friendly_name(): [op.input_value(i).get_node().get_type_name() for i in range(2)]
+        for op in graph.get_ordered_ops()
+        if op.get_type_name() == "MatMul"
+    }
+    kept = {name for name in inputs if re.search(r"layer\.\d+\.output\.dense/", name)}
+    assert len(kept) == 2  # one per layer of the tiny model
+    assert all("FakeQuantize" not in inputs[name] and inputs[name][1] == "Constant" for name in kept)
+    assert all(inputs[name][0] == "FakeQuantize" for name in set(inputs) - kept)
+
+
+@pytest.mark.parametrize("fixture", ["tiny_openvino_dir", "tiny_openvino_int8_dir"])
+def test_a_rows_answer_does_not_depend_on_its_batch_mates(fixture, request):
+    directory = request.getfixturevalue(fixture)
+    answers = []
+    for batch_size in (1, 3, 32):
+        tier = Tier.from_pretrained(directory, runtime="openvino", batch_size=batch_size)
+        answers.append((tier.predict(TEXTS), tier.predict_proba(TEXTS)))
+    for labels, probabilities in answers[1:]:
+        assert (labels == answers[0][0]).all()
+        np.testing.assert_allclose(probabilities, answers[0][1], atol=1e-5, rtol=0)
+
+
+def test_runtime_settings_follow_threads_and_precision(tiny_openvino_dir):
+    from tango.openvino import bf16_supported
+
+    runtime = OpenVinoRuntime(tiny_openvino_dir, threads=1)
+    compiled = runtime.compiled
+    assert compiled.get_property("INFERENCE_NUM_THREADS") == 1
+    assert str(compiled.get_property("PERFORMANCE_HINT")) in ("LATENCY", "PerformanceMode.LATENCY")
+    assert compiled.get_property("NUM_STREAMS") == 1
+    assert str(compiled.get_property("INFERENCE_PRECISION_HINT")) == "<Type: 'float32'>"
+    if bf16_supported():
+        bf16 = OpenVinoRuntime(tiny_openvino_dir, threads=1, precision="bf16")
+        assert str(bf16.compiled.get_property("INFERENCE_PRECISION_HINT")) == "<Type: 'bfloat16'>"
+    with pytest.raises(ValueError, match="fp32 or bf16"):
+        OpenVinoRuntime(tiny_openvino_dir, precision="bf16-autocast")
+
+
+def test_calibration_rows_come_after_the_check_rows_when_the_file_has_them(tiny_model_dir, tmp_path):
+    data = labelled_file(tmp_path / "train.tsv", 40)
+    # which rows calibrate is the point here; a random tiny model may lose a row of 10 to int8
+    options = {"int8": True, "check_data": data, "calibration_rows": 20, "min_agreement": 0.0}
+    check = export_openvino(tiny_model_dir, tmp_path / "a", check_rows=10, **options)
+    assert check.rows == 10 and check.onnx_accuracy is not None
+    calibration = json.loads((tmp_path / "a" / "tango_export.json").read_text())["calibration"]
+    assert calibration == {"source": str(data), "first_row": 10, "rows": 20, "overlaps_check": False}
+    from transformers import AutoConfig
+
+    from tango.openvino import _calibration_texts
+
+    config = AutoConfig.from_pretrained(tiny_model_dir)  # 30 + 20 > 40 rows: they must overlap
+    texts, calibration = _calibration_texts(tiny_model_dir, config, data, 30, None, 20)
+    assert len(texts) == 20 and calibration["first_row"] == 0 and calibration["overlaps_check"] is True
+
+
+def test_a_failed_check_raises_and_registers_nothing(tiny_model_dir, tmp_path):
+    (tmp_path / "tango_runtimes.json").write_text("{}")  # a probe of what was there before
+    with pytest.raises(ValueError, match="failed its self-check"):
+        export_openvino(tiny_model_dir, tmp_path, min_agreement=1.01, name="bad-openvino")
+    assert not json.loads((tmp_path / "tango_export.json").read_text())["check"]["passed"]
+    assert "bad-openvino" not in registered() and not (tmp_path / "tango_runtimes.json").exists()
+
+
+def test_missing_packages_name_the_extra(monkeypatch):
+    monkeypatch.setitem(sys.modules, "nncf", None)  # makes `import nncf` raise ImportError
+    with pytest.raises(ValueError, match=r"pip install tango\[openvino\]"):
+        require("nncf")
+
+
+def test_cli_exports_registers_and_probes(tiny_model_dir, tmp_path):
+    data = labelled_file(tmp_path / "check.tsv", 30)
+    out = tmp_path / "ov"
+    args = ["export", str(tiny_model_dir), "--out", str(out), "--format", "openvino", "--int8"]
+    result = CliRunner().invoke(cli, [*args, "--check-data", str(data), "--name", "tiny-ov"])
+    assert result.exit_code == 0, result.output
+    assert "of 30 predictions equal" in result.output and "--runtime auto now loads openvino" in result.output
+    assert registered()["tiny-ov"]["runtime"] == "openvino"
+    probe = json.loads((out / "tango_runtimes.json").read_text())
+    assert probe["rows"] == 30 and "only 30" in probe["data"]
+    assert all(m["runtime"] == "openvino" for m in probe["runtimes"])  # the IR is all it holds
+    for wrong in (args[:-1], args[:-3]):  # fp32 OpenVINO, ONNX: nothing to calibrate
+        refused = CliRunner().invoke(cli, [*wrong, "--calibration-data", str(data)])
+        assert refused.exit_code != 0 and "goes with --format openvino --int8" in refused.output
