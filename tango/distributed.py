@@ -487,6 +487,7 @@ def score(
     tier1: Stage | None = None,
     tier2: Stage | None = None,
     read_cpus: float = 1.0,
+    block_rows: int = 1024,
     resume: bool = False,
     overwrite: bool = False,
     merge: str | None = None,
@@ -503,7 +504,9 @@ def score(
     else the line number (one input file) or ``<file>:<line>`` (several). ``merge`` writes one
     ordered ``.jsonl``/``.csv`` file (and its ``.errors.jsonl``) from the shards at the end.
     ``resume`` continues an interrupted run by Ray's checkpoint or per-file markers (``resume_by``).
-    ``actor_classes`` swaps the stage actors (subclasses for fault-injection tests).
+    ``read_cpus`` is reserved per read and write task, ``block_rows`` rows make a read block:
+    the unit that is written and checkpointed. ``actor_classes`` swaps the stage actors
+    (subclasses, e.g. for fault-injection tests).
     """
     started = time.perf_counter()
     ray = _import_ray()
@@ -511,6 +514,9 @@ def score(
         cascade, inputs, output, text_column, text_pair_column, id_column, format, output_format,
         errors_dir, on_error, probabilities, resume_by, merge,
     )  # fmt: skip
+    if block_rows < 1:
+        raise ValueError(f"block_rows must be >= 1, got {block_rows}")
+    settings["block_rows"] = block_rows
     spec = CascadeSpec.of(cascade)
     if not ray.is_initialized():
         ray.init(address=address, include_dashboard=False, log_to_driver=progress)
