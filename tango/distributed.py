@@ -45,7 +45,6 @@ from tango.scoring import ON_ERROR, _error_line, _writer_for, guess_text_column
 OUTPUT_FORMATS = ("jsonl", "csv", "parquet")
 RESUME_MODES = ("auto", "checkpoint", "markers")
 ID = "id"  # the id column every stage carries; Ray's checkpoint keys on it
-_STATE = ("_probabilities", "_confidence", "_tier")  # tier 1's answer, carried to the tier-2 stage
 
 
 @dataclass
@@ -207,7 +206,15 @@ class Tier2Scorer:
                 tier[unsure] = result.tier + 1  # tiers of the later cascade come after tier 1
         return self._format(batch[ID], batch["line"], probabilities, confidence, tier).cast(self.schema)
 
-    def _format(self, ids, lines, probabilities, confidence, tier) -> Any:
+    def _format(
+        self,
+        ids: np.ndarray,
+        lines: np.ndarray,
+        probabilities: np.ndarray,
+        confidence: np.ndarray,
+        tier: np.ndarray,
+    ) -> Any:
+        """Output rows as an Arrow table, through the local engine's writer (its JSON-lines form)."""
         import pyarrow as pa
 
         rows = [
@@ -263,6 +270,16 @@ def _file_key(index: int, path: str) -> str:
     return f"{index:05d}-{name}"
 
 
+def _name_files(paths: list[str]) -> dict[str, list[str]]:
+    """Each input file -> [its key, its name in derived ids], fixed once per run on the driver."""
+    ordered = sorted(paths)
+    prefix = os.path.commonpath(ordered) if len(ordered) > 1 else ""
+    return {
+        path: [_file_key(i, path), os.path.relpath(path, prefix) if prefix else path]
+        for i, path in enumerate(ordered)
+    }
+
+
 def _datasource_class() -> type:
     from ray.data.datasource import FileBasedDatasource
 
@@ -276,9 +293,9 @@ def _datasource_class() -> type:
         def __init__(self, paths: list[str], *, settings: dict[str, Any], **kwargs: Any) -> None:
             super().__init__(paths, **kwargs)
             self.settings = settings
-            self.keys = {path: _file_key(i, path) for i, path in enumerate(sorted(self._paths()))}
-            prefix = os.path.commonpath(list(self.keys)) if len(self.keys) > 1 else ""
-            self.names = {path: os.path.relpath(path, prefix) if prefix else path for path in self.keys}
+            self.files = files = settings.get("files") or _name_files(self._paths())
+            self.keys = {path: key for path, (key, _) in files.items()}
+            self.names = {path: name for path, (_, name) in files.items()}
 
         def _read_stream(self, f: Any, path: str) -> Iterator[Any]:
             import pyarrow as pa
@@ -510,16 +527,17 @@ def score(
     """
     started = time.perf_counter()
     ray = _import_ray()
-    settings, paths = _settings(
-        cascade, inputs, output, text_column, text_pair_column, id_column, format, output_format,
-        errors_dir, on_error, probabilities, resume_by, merge,
-    )  # fmt: skip
+    options = dict(text_column=text_column, pair_column=text_pair_column, id_column=id_column)
+    options.update(format=format, output_format=output_format, errors_dir=errors_dir)
+    options.update(on_error=on_error, probabilities=probabilities, resume_by=resume_by, merge=merge)
+    settings, paths = _settings(cascade, inputs, output, options)
     if block_rows < 1:
         raise ValueError(f"block_rows must be >= 1, got {block_rows}")
     settings["block_rows"] = block_rows
     spec = CascadeSpec.of(cascade)
     if not ray.is_initialized():
         ray.init(address=address, include_dashboard=False, log_to_driver=progress)
+    _keys(settings, paths)  # list the input files once: their keys and id names are the run's
     mode = _prepare(settings, paths, resume, overwrite)
     tier1, tier2 = tier1 or Stage(), tier2 or Stage()
     context = ray.data.DataContext.get_current()
@@ -534,7 +552,7 @@ def score(
     finally:
         context.enable_progress_bars = bars
     summary = check_exactly_once(settings, paths)
-    summary.resume_mode, summary.files = mode, len(paths)
+    summary.resume_mode, summary.files = mode, len(settings["files"])
     _update_run(settings, complete=True)
     if merge:
         merge_output(settings, paths, merge)
@@ -543,10 +561,11 @@ def score(
 
 
 def _settings(
-    cascade, inputs, output, text_column, pair_column, id_column, format, output_format,
-    errors_dir, on_error, probabilities, resume_by, merge,
-) -> tuple[dict[str, Any], list[str]]:  # fmt: skip
+    cascade: Cascade, inputs: str | Sequence[str], output: str, options: dict[str, Any]
+) -> tuple[dict[str, Any], list[str]]:
     """Validate the arguments into the plain dict the datasource, the check and merge share."""
+    on_error, output_format, resume_by = options["on_error"], options["output_format"], options["resume_by"]
+    text_column, merge, format = options["text_column"], options["merge"], options["format"]
     if on_error not in ON_ERROR:
         raise ValueError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
     if output_format not in OUTPUT_FORMATS:
@@ -563,17 +582,17 @@ def _settings(
     settings = {
         "inputs": paths,
         "output": output,
-        "errors": str(errors_dir).rstrip("/") if errors_dir else f"{output}.errors",
+        "errors": str(options["errors_dir"]).rstrip("/") if options["errors_dir"] else f"{output}.errors",
         "sidecar": f"{output}.tango",
         "text_column": text_column,
-        "pair_column": pair_column,
-        "id_column": id_column,
+        "pair_column": options["pair_column"],
+        "id_column": options["id_column"],
         "format": format,
         "output_format": output_format,
         "on_error": on_error,
-        "probabilities": probabilities,
+        "probabilities": options["probabilities"],
         "labels": [str(label) for label in cascade.classes_],
-        "line_ids": id_column is None and len(paths) == 1 and not _is_dir(paths[0]),
+        "line_ids": options["id_column"] is None and len(paths) == 1 and not _is_dir(paths[0]),
         "block_rows": 1024,
         "resume_by": resume_by,
     }
@@ -587,7 +606,8 @@ def _is_dir(path: str) -> bool:
     return fs.get_file_info(local).type == pafs.FileType.Directory
 
 
-_RUN_KEYS = ("inputs", "text_column", "pair_column", "id_column", "format", "output_format", "labels")
+_RUN_KEYS = ("inputs", "files", "text_column", "pair_column", "id_column", "format", "output_format")
+_RUN_KEYS += ("labels",)  # a resumed run must be the same run
 
 
 def _prepare(settings: dict[str, Any], paths: list[str], resume: bool, overwrite: bool) -> str:
@@ -606,6 +626,8 @@ def _prepare(settings: dict[str, Any], paths: list[str], resume: bool, overwrite
                     f"cannot resume {settings['output']}: {key} was {previous['settings'].get(key)!r}, "
                     f"now {settings[key]!r}"
                 )
+        if previous["mode"] == "checkpoint" and not _has_files(f"{settings['sidecar']}/checkpoint"):
+            _remove(settings["output"])  # killed before its first checkpoint: no shard is committed
         return previous["mode"]
     targets = (settings["output"], settings["errors"], settings["sidecar"])
     if any(_has_files(path) for path in targets) and not overwrite:
@@ -701,8 +723,10 @@ def _run_by_markers(pipeline: tuple, settings: dict[str, Any], paths: list[str])
 
 
 def _keys(settings: dict[str, Any], paths: list[str]) -> dict[str, str]:
-    """Each resolved input file -> its key, exactly as the datasource names them."""
-    return _datasource_class()(paths, settings=settings).keys
+    """Each input file, as Ray lists them (directories expanded) -> its key."""
+    if not settings.get("files"):
+        settings["files"] = _datasource_class()(paths, settings=settings).files
+    return {path: key for path, (key, _) in settings["files"].items()}
 
 
 # --- after the run: the exactly-once check and --merge --------------------------------------------

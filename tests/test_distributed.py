@@ -20,9 +20,11 @@ import pytest
 ray = pytest.importorskip("ray", reason="ray is not installed: pip install 'tango[ray]' (or .[dev])")
 pytest.importorskip("ray.data", reason="ray is installed without Ray Data: pip install 'ray[data]'")
 
+from click.testing import CliRunner  # noqa: E402
 from tiny_models import build_tiny_classifier  # noqa: E402
 
 from tango.cascade import Cascade  # noqa: E402
+from tango.cli import cli  # noqa: E402
 from tango.distributed import (  # noqa: E402
     Stage,
     Tier1Scorer,
@@ -127,34 +129,42 @@ def assert_same_rows(ray_rows: list[dict], local_rows: list[dict]) -> None:
                 assert mine[column] == value, (column, theirs)
 
 
-def test_csv_input_matches_the_local_engine(cluster, cascade, tmp_path):
+@pytest.fixture(scope="module")
+def onnx_dirs(tier_dirs, tmp_path_factory):
+    """The tiers in fp32 ONNX: what `tango run` loads, the same in both engines on any CPU."""
+    from tango.export import export_tier
+
+    root = tmp_path_factory.mktemp("ray_onnx")
+    for directory in tier_dirs:
+        export_tier(directory, root / directory.name)
+    return [root / directory.name for directory in tier_dirs]
+
+
+def test_tango_run_engine_ray_on_csv_matches_the_local_engine(cluster, onnx_dirs, tmp_path):
+    """`tango run --engine ray` vs `tango run`: quoting, multi-line fields, unicode, bad rows."""
     source = tmp_path / "in.csv"
     write_csv_input(source, 150)
-    local = tmp_path / "local.csv"
-    expected = score_file(cascade, source, local, id_column="id", probabilities=True, progress=False)
-    summary = score(
-        cascade,
-        str(source),
-        str(tmp_path / "shards"),
-        id_column="id",
-        probabilities=True,
-        output_format="csv",
-        merge=str(tmp_path / "merged.csv"),
-        **SMALL,
-    )
+    common = ["--tier1", str(onnx_dirs[0]), "--tier2", str(onnx_dirs[1]), "--threshold", str(THRESHOLD)]
+    common += ["-i", str(source), "--id-column", "id", "--probabilities", "-q"]
+    local = CliRunner().invoke(cli, ["run", *common, "-o", str(tmp_path / "local.csv")])
+    assert local.exit_code == 0, local.output
+    ray_args = ["--engine", "ray", "-o", str(tmp_path / "shards"), "--output-format", "csv"]
+    ray_args += ["--merge", str(tmp_path / "merged.csv"), "--tier1-cpus", "0.25", "--tier2-cpus", "0.25"]
+    ray_args += ["--tier1-batch", "16", "--tier2-batch", "16"]
+    result = CliRunner().invoke(cli, ["run", *common, *ray_args])
+    assert result.exit_code == 0, result.output
+
     merged = read_rows(tmp_path / "merged.csv")
-    assert_same_rows(merged, read_rows(local))
+    assert_same_rows(merged, read_rows(tmp_path / "local.csv"))
     assert len({row["tier"] for row in merged}) == 2, "both tiers must answer some rows"
     assert (tmp_path / "merged.csv.errors.jsonl").read_bytes() == (
         tmp_path / "local.csv.errors.jsonl"
     ).read_bytes()
     shards = read_output({"output": str(tmp_path / "shards"), "output_format": "csv", "line_ids": False})
     assert sorted(shards["id"].to_pylist()) == sorted(row["id"] for row in merged)
-    assert (summary.rows_in, summary.rows_out, summary.errors) == (
-        expected.rows_in,
-        expected.rows_out,
-        expected.errors,
-    )
+    errors = list((tmp_path / "shards.errors").iterdir())
+    assert [e.name for e in errors] == ["00000-in.csv.errors.jsonl"]
+    assert errors[0].read_bytes() == (tmp_path / "local.csv.errors.jsonl").read_bytes()
 
     # The exactly-once check is real: a shard written twice is caught.
     shard = next((tmp_path / "shards").glob("*.csv"))
@@ -164,9 +174,9 @@ def test_csv_input_matches_the_local_engine(cluster, cascade, tmp_path):
         check_exactly_once(settings, settings["inputs"])
     # and an existing output is never overwritten by accident, nor a finished run resumed
     with pytest.raises(ValueError, match="already exists"):
-        score(cascade, str(source), str(tmp_path / "shards"), id_column="id", **SMALL)
-    with pytest.raises(ValueError, match="looks complete"):
-        score(cascade, str(source), str(tmp_path / "shards"), id_column="id", resume=True, **SMALL)
+        score(Cascade(list(map(Tier.from_pretrained, onnx_dirs))), str(source), str(tmp_path / "shards"))
+    result = CliRunner().invoke(cli, ["run", *common, *ray_args, "--resume"])
+    assert result.exit_code == 1 and "looks complete" in result.output
 
 
 def killing_tier1(marker: Path, after: int) -> type:
@@ -185,28 +195,40 @@ def killing_tier1(marker: Path, after: int) -> type:
     return KillOnceTier1
 
 
-def test_jsonl_input_matches_the_local_engine_with_a_tier1_actor_killed(cluster, cascade, tmp_path):
-    source = tmp_path / "in.jsonl"
-    write_jsonl_input(source, 120)
-    local = tmp_path / "local.jsonl"
-    score_file(cascade, source, local, progress=False)
+def test_a_glob_of_jsonl_files_matches_the_local_engine_with_a_tier1_actor_killed(cluster, cascade, tmp_path):
+    """Two inputs by glob, resumable by per-file markers; a tier-1 actor dies mid-batch.
+
+    Ids are <file>:<line>; each file's rows and errors equal the local engine's on that file.
+    """
+    (tmp_path / "in").mkdir()
+    write_jsonl_input(tmp_path / "in" / "a.jsonl", 60)
+    write_jsonl_input(tmp_path / "in" / "b.jsonl", 20)
     marker = tmp_path / "killed"
     summary = score(
         cascade,
-        str(source),
+        str(tmp_path / "in" / "*.jsonl"),
         str(tmp_path / "shards"),
+        resume_by="markers",
         merge=str(tmp_path / "merged.jsonl"),
-        actor_classes=(killing_tier1(marker, after=3), Tier2Scorer),
+        actor_classes=(killing_tier1(marker, after=2), Tier2Scorer),
         **SMALL,
     )
     assert marker.exists(), "the tier-1 actor was never killed"
-    assert_same_rows(read_rows(tmp_path / "merged.jsonl"), read_rows(local))
-    assert (tmp_path / "merged.jsonl.errors.jsonl").read_bytes() == (
-        tmp_path / "local.jsonl.errors.jsonl"
-    ).read_bytes()
-    assert summary.rows_out == 121 and summary.errors == 4  # the killed batch was retried, once
-    lines = [row["id"] for row in read_rows(tmp_path / "merged.jsonl")]
-    assert lines == sorted(lines) and isinstance(lines[0], int)  # line numbers, as locally
+    assert summary.resume_mode == "markers" and summary.files == 2
+    assert (summary.rows_out, summary.errors) == (61 + 21, 8)  # the killed batch was retried, once
+    done = sorted(p.name for p in (tmp_path / "shards.tango" / "done").iterdir())
+    assert done == ["00000-a.jsonl", "00001-b.jsonl"]
+    merged = read_rows(tmp_path / "merged.jsonl")
+    errors = read_rows(tmp_path / "merged.jsonl.errors.jsonl")
+    assert [row["id"] for row in merged][:2] == ["a.jsonl:1", "a.jsonl:2"]
+    for name in ("a", "b"):
+        local = tmp_path / f"{name}.local.jsonl"
+        score_file(cascade, tmp_path / "in" / f"{name}.jsonl", local, progress=False)
+        mine = [dict(row, id=int(row["id"].split(":")[1])) for row in merged if row["id"].startswith(name)]
+        assert_same_rows(mine, read_rows(local))
+        path = str(tmp_path / "in" / f"{name}.jsonl")
+        theirs = read_rows(tmp_path / f"{name}.local.jsonl.errors.jsonl")
+        assert [dict(e, path=path) for e in theirs] == [e for e in errors if e["path"] == path]
 
 
 DRIVER = """
@@ -224,7 +246,7 @@ address, t1, t2, source, output, threshold = sys.argv[1:]
 env = {"PYTHONPATH": os.environ["PYTHONPATH"], "TANGO_THREADS": "1"}
 ray.init(address=address, log_to_driver=False, runtime_env={"env_vars": env})
 cascade = Cascade([Tier.from_pretrained(t, precision="fp32") for t in (t1, t2)], thresholds=float(threshold))
-score(cascade, source, output, id_column="id", tier1=Stage(1, 0.25, 10), tier2=Stage(1, 0.25, 10),
+score(cascade, source, output, output_format="parquet", tier1=Stage(1, 0.25, 10), tier2=Stage(1, 0.25, 10),
       read_cpus=0.25, block_rows=10, progress=False, actor_classes=(SlowTier1, Tier2Scorer))
 """
 
@@ -236,23 +258,30 @@ def test_a_killed_driver_resumes_and_every_row_lands_once(cluster, cascade, tier
     output = tmp_path / "shards"
     env = dict(os.environ, PYTHONPATH=str(ROOT), TANGO_THREADS="1")
     args = [cluster, *map(str, tier_dirs), str(source), str(output), str(THRESHOLD)]
-    driver = subprocess.Popen([sys.executable, "-c", DRIVER, *args], env=env, stderr=subprocess.PIPE)
+    log = open(tmp_path / "driver.log", "wb")  # noqa: SIM115 - a pipe could fill and stall the driver
+    driver = subprocess.Popen([sys.executable, "-c", DRIVER, *args], env=env, stdout=log, stderr=log)
     deadline = time.monotonic() + 150
     while time.monotonic() < deadline and driver.poll() is None:
-        if len(list(output.glob("*.json"))) >= 3 and any((tmp_path / "shards.tango").rglob("checkpoint/*")):
+        if len(list(output.glob("*.parquet"))) >= 3 and any(
+            (tmp_path / "shards.tango").rglob("checkpoint/*")
+        ):
             break
         time.sleep(0.2)
-    assert driver.poll() is None, f"the driver ended before it was killed: {driver.stderr.read()[-2000:]}"
+    alive = driver.poll() is None
     driver.send_signal(signal.SIGKILL)
     driver.wait()
-    before = {path.name for path in output.glob("*.json")}
+    log.close()
+    assert alive, f"the driver ended before it was killed: {(tmp_path / 'driver.log').read_text()[-2000:]}"
+    before = {path.name for path in output.glob("*.parquet")}
+    assert 3 <= len(before) < 20, "killed mid-job: some blocks written (10 rows each), not all"
     run = json.loads((tmp_path / "shards.tango" / "run.json").read_text())
     assert run["mode"] == "checkpoint" and not run["complete"]
 
+    merge = str(tmp_path / "m.csv")
     summary = score(
-        cascade, str(source), str(output), id_column="id", resume=True, merge=str(tmp_path / "m.csv"), **SMALL
+        cascade, str(source), str(output), output_format="parquet", resume=True, merge=merge, **SMALL
     )
-    local = score_file(cascade, source, tmp_path / "local.csv", id_column="id", progress=False)
+    local = score_file(cascade, source, tmp_path / "local.csv", progress=False)
     assert_same_rows(read_rows(tmp_path / "m.csv"), read_rows(tmp_path / "local.csv"))
     assert (summary.rows_out, summary.errors) == (local.rows_out, local.errors)
-    assert before & {path.name for path in output.glob("*.json")}, "the resume rewrote every shard"
+    assert before & {path.name for path in output.glob("*.parquet")}, "the resume rewrote every shard"
