@@ -183,28 +183,28 @@ def ray_options(func: Callable[..., Any]) -> Callable[..., Any]:
             help="Ray: format of the output shards.",
         ),
     ]
-    for stage in ("tier1", "tier2"):
+    for stage, name in (("tier1", "tier-1"), ("tier2", "tier-2")):
         options += [
             click.option(
                 f"--{stage}-actors",
                 type=int,
                 default=1,
                 show_default=True,
-                help=f"Ray: {stage} actor pool size.",
+                help=f"Ray: {name} actor pool size.",
             ),
             click.option(
                 f"--{stage}-cpus",
                 type=float,
                 default=1.0,
                 show_default=True,
-                help=f"Ray: CPUs per {stage} actor (also its runtime's threads).",
+                help=f"Ray: CPUs per {name} actor (also its runtime's threads).",
             ),
             click.option(
                 f"--{stage}-batch",
                 type=int,
                 default=256,
                 show_default=True,
-                help=f"Ray: rows per batch handed to a {stage} actor.",
+                help=f"Ray: rows per batch handed to a {name} actor (tier 2 sees all, scores the unsure).",
             ),
         ]
     for option in reversed(options):
