@@ -218,7 +218,7 @@ class Tier2Scorer:
         import pyarrow as pa
 
         rows = [
-            Record(int(line), None if self.line_ids else str(id_), "", None)
+            Record(line=int(line), id=None if self.line_ids else str(id_), text="", label=None)
             for id_, line in zip(ids, lines, strict=True)
         ]
         result = SimpleNamespace(
