@@ -158,9 +158,14 @@ def update_docs(table: str) -> None:
 @click.option("--tier2", default="mpnet-base-sst2", show_default=True, help="Tier-2 model.")
 @click.option("--threshold", type=float, default=0.9, show_default=True, help="Tier-1 confidence threshold.")
 @click.option("--cpus", type=int, default=None, help="CPUs for Ray and local threads (default: all cores).")
-@click.option("--tier1-cpus", type=float, default=1.0, show_default=True, help="CPUs per tier-1 actor.")
+@click.option(
+    "--tier1-cpus",
+    type=float,
+    default=None,
+    help="CPUs per tier-1 actor (default: (cpus - read) / (2 + tier-2 actors)).",
+)
 @click.option("--tier2-actors", type=int, default=1, show_default=True, help="Tier-2 pool size.")
-@click.option("--tier2-cpus", type=float, default=1.0, show_default=True, help="CPUs per tier-2 actor.")
+@click.option("--tier2-cpus", type=float, default=None, help="CPUs per tier-2 actor (default: as tier 1).")
 @click.option("--ray-batch", type=int, default=256, show_default=True, help="Rows per actor batch.")
 @click.option("--read-cpus", type=float, default=0.25, show_default=True, help="CPUs per read/write task.")
 @click.option("--repeats", type=int, default=3, show_default=True, help="Timed rounds (round-robin).")
@@ -173,6 +178,17 @@ def main(
     import ray
 
     cpus = cpus or os.cpu_count() or 1
+    share = (cpus - options["read_cpus"]) / (2 + options["tier2_actors"])  # pool 2 + tier 2 fit
+    options["tier1_cpus"] = options["tier1_cpus"] or round(share, 3)
+    options["tier2_cpus"] = options["tier2_cpus"] or round(share, 3)
+    needed = (
+        2 * options["tier1_cpus"] + options["tier2_actors"] * options["tier2_cpus"] + options["read_cpus"]
+    )
+    if needed > cpus + 1e-9:
+        raise click.ClickException(
+            f"the tier-1 pool of 2 and the tier-2 pool need {needed:g} CPUs but Ray has {cpus}: "
+            "lower --tier1-cpus/--tier2-cpus (fractions are fine; threads are max(1, int(cpus)))"
+        )
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     settings = dict(options, data=data, cpus=cpus, repeats=repeats, warmup=warmup)
     work = Path(tempfile.mkdtemp(prefix="bench_distributed_"))
