@@ -252,7 +252,7 @@ def ray_options(func: Callable[..., Any]) -> Callable[..., Any]:
     "errors_path",
     type=click.Path(dir_okay=False),
     default=None,
-    help="Errors file (default: OUTPUT.errors.jsonl).",
+    help="Errors file (default: OUTPUT.errors.jsonl; with --engine ray a directory, OUTPUT.errors).",
 )
 @click.option("--probabilities", is_flag=True, help="Also write every class probability.")
 @click.option(
