@@ -312,7 +312,9 @@ def _datasource_class() -> type:
                 if isinstance(item, RowError):
                     if s["on_error"] == "fail":
                         raise ValueError(
-                            f"{path}: line {item.line}, field {item.field or '-'}: {item.message}"
+                            f"{path}: line {item.line}, field {item.field or '-'}: {item.message}. "
+                            "Rows scored before it are in the output; fix the file and rerun with "
+                            "--resume, or use --on-error write"
                         )
                     bad.append(item)
                     ids.append(None), lines.append(item.line), oks.append(False)
@@ -549,6 +551,8 @@ def score(
             _run_checkpointed(pipeline, settings, paths)
         else:
             _run_by_markers(pipeline, settings, paths)
+    except Exception as error:
+        raise _user_error(error) from error
     finally:
         context.enable_progress_bars = bars
     summary = check_exactly_once(settings, paths)
@@ -558,6 +562,20 @@ def score(
         merge_output(settings, paths, merge)
     summary.seconds = time.perf_counter() - started
     return summary
+
+
+def _user_error(error: Exception) -> Exception:
+    """The ValueError a read task or actor raised (a bad row, a missing column), unwrapped.
+
+    Ray wraps it in a RayTaskError whose text is a remote traceback; the CLI shows one line
+    (tango's messages are one line: file, line, field).
+    """
+    cause: BaseException | None = error
+    while cause is not None and type(cause).__module__.startswith("ray."):
+        cause = getattr(cause, "cause", None) or cause.__cause__
+    if not isinstance(cause, ValueError) or not str(cause).strip():
+        return error
+    return ValueError(str(cause).strip().splitlines()[0])  # Ray appends retry advice below
 
 
 def _settings(
