@@ -205,8 +205,62 @@ def build_model(
     )
 
 
+def ray_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """`tango run --engine ray` options (tango.distributed); they reach `run` as **ray_args."""
+    options = [
+        click.option(
+            "--engine",
+            type=click.Choice(["local", "ray"]),
+            default="local",
+            show_default=True,
+            help="local: this process. ray: Ray Data actor pools; --output is then a directory of shards.",
+        ),
+        click.option(
+            "--address", default=None, help="Ray cluster: auto, ray://host:10001 (default: start one)."
+        ),
+        click.option(
+            "--merge", default=None, help="Ray: also write one ordered .jsonl/.csv file from the shards."
+        ),
+        click.option(
+            "--output-format",
+            type=click.Choice(["jsonl", "csv", "parquet"]),
+            default="jsonl",
+            show_default=True,
+            help="Ray: format of the output shards.",
+        ),
+    ]
+    for stage, name in (("tier1", "tier-1"), ("tier2", "tier-2")):
+        options += [
+            click.option(
+                f"--{stage}-actors",
+                type=int,
+                default=1,
+                show_default=True,
+                help=f"Ray: {name} actor pool size.",
+            ),
+            click.option(
+                f"--{stage}-cpus",
+                type=float,
+                default=1.0,
+                show_default=True,
+                help=f"Ray: CPUs per {name} actor (also its runtime's threads).",
+            ),
+            click.option(
+                f"--{stage}-batch",
+                type=int,
+                default=256,
+                show_default=True,
+                help=f"Ray: rows per batch handed to a {name} actor (tier 2 sees all, scores the unsure).",
+            ),
+        ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
 @cli.command()
 @cascade_options
+@ray_options
 @click.option(
     "--input", "-i", "input_path", required=True, help="CSV, TSV or JSONL file to score, or - for stdin."
 )
@@ -215,8 +269,8 @@ def build_model(
     "-o",
     "output_path",
     required=True,
-    type=click.Path(dir_okay=False),
-    help="Where to write the scores: .jsonl or .csv.",
+    type=click.Path(),
+    help="Where to write the scores: .jsonl or .csv (with --engine ray: a directory of shards).",
 )
 @click.option(
     "--text-column",
@@ -248,7 +302,7 @@ def build_model(
     "errors_path",
     type=click.Path(dir_okay=False),
     default=None,
-    help="Errors file (default: OUTPUT.errors.jsonl).",
+    help="Errors file (default: OUTPUT.errors.jsonl; with --engine ray a directory, OUTPUT.errors).",
 )
 @click.option("--probabilities", is_flag=True, help="Also write every class probability.")
 @click.option(
@@ -319,6 +373,8 @@ def run(
     policy: str | None,
     patience: int | None,
     device: str,
+    engine: str,
+    **ray_args: Any,
 ) -> None:
     """Score a file with a cascade: every input row lands in OUTPUT or the errors file.
 
@@ -328,15 +384,17 @@ def run(
       tango run --cascade ~/.cache/tango/cascades/sst2 -i reviews.csv -o scored.csv --probabilities
       cat reviews.jsonl | tango run --cascade DIR -i - --format jsonl -o scored.jsonl
       tango run --early-exit minilm-l6-sst2-ee-sweet --device cuda -i reviews.csv -o scored.csv
+      tango run --engine ray --address auto --cascade DIR -i 'data/*.csv' -o scored/ --merge scored.jsonl
     """
     if quiet:  # also silence Hugging Face's weight-loading bars (read when the hub is imported)
         os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     from tango.runfiles import RunFiles
     from tango.scoring import guess_text_column, score_file
 
-    # Every path and the input's columns are checked before any model loads or any file is written.
-    RunFiles.plan(input_path, output_path, errors_path).check(resume=resume, overwrite=overwrite)
-    text_column = text_column or guess_text_column(input_path, input_format)
+    if engine == "local":
+        # Every path and the input's columns are checked before any model loads or any file is written.
+        RunFiles.plan(input_path, output_path, errors_path).check(resume=resume, overwrite=overwrite)
+        text_column = text_column or guess_text_column(input_path, input_format)
     model = build_model(
         early_exit,
         cascade_dir,
@@ -352,6 +410,14 @@ def run(
         patience,
         device,
     )
+    if engine == "ray":
+        common = dict(text_column=text_column, text_pair_column=pair_column, id_column=id_column)
+        common.update(format=input_format, on_error=on_error, errors_dir=errors_path, resume=resume)
+        common.update(probabilities=probabilities, overwrite=overwrite, progress=not quiet)
+        summary = run_on_ray(model, input_path, output_path, common, ray_args)
+        if not quiet:
+            click.echo(summary.report(), err=True)
+        return
     summary = score_file(
         model,
         input_path,
@@ -370,6 +436,21 @@ def run(
     )
     if not quiet:
         click.echo(summary.report(), err=True)
+
+
+def run_on_ray(
+    model: Any, input_path: str, output_path: str, common: dict[str, Any], ray_args: dict[str, Any]
+) -> Any:
+    """`tango run --engine ray`: the local engine's options plus the stage sizes, on Ray Data."""
+    from tango.distributed import Stage, score
+
+    if input_path == "-":
+        raise click.UsageError("--engine ray reads files (paths, globs, URIs), not stdin")
+    for stage in ("tier1", "tier2"):
+        ray_args[stage] = Stage(
+            ray_args.pop(f"{stage}_actors"), ray_args.pop(f"{stage}_cpus"), ray_args.pop(f"{stage}_batch")
+        )
+    return score(model, input_path, output_path, **common, **ray_args)
 
 
 # --- models: install encoders, train tiers, export them (tango.install/training/export) --------
