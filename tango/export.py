@@ -127,6 +127,13 @@ def export_tier(
         "onnx_bytes": (out_dir / "model.onnx").stat().st_size,
         "check": asdict(check),
     }
+    return record_export(out_dir, record, check, name, runtime="onnx")
+
+
+def record_export(
+    out_dir: Path, record: dict, check: ExportCheck, name: str | None, runtime: str
+) -> ExportCheck:
+    """Write ``tango_export.json``; register the tier as ``name`` only if its self-check passed."""
     (out_dir / "tango_export.json").write_text(json.dumps(record, indent=2))
     if not check.passed:
         raise ValueError(
@@ -138,8 +145,8 @@ def export_tier(
             name,
             out_dir,
             role="tier",
-            runtime="onnx",
-            int8=int8,
+            runtime=runtime,
+            int8=record.get("int8", False),
             metrics={"agreement": check.agreement, "accuracy": check.onnx_accuracy},
         )
     return check

@@ -31,9 +31,17 @@ from typing import Any
 
 import numpy as np
 
-from tango.export import CHECK_SENTENCES, FP32_TOLERANCE, MIN_AGREEMENT, ExportCheck, _check_texts
+from tango.export import (
+    CHECK_SENTENCES,
+    FP32_TOLERANCE,
+    MIN_AGREEMENT,
+    ExportCheck,
+    _check_texts,
+    record_export,
+)
 from tango.probe import RECORD_FILE, training_file
-from tango.registry import register, resolve
+from tango.registry import resolve
+from tango.tiers import recorded_inputs
 
 IR_FILE = "openvino_model.xml"  # optimum-intel's names, so its tools read our directories too
 CALIBRATION_ROWS = 300  # NNCF's default subset size
@@ -180,6 +188,8 @@ def export_openvino(
         "source": str(source),
         "format": "openvino",
         "int8": int8,
+        "activation_scales": "static" if int8 else None,
+        "inputs": recorded_inputs(source),
         "min_agreement": min_agreement,
         "ir_bytes": (out_dir / IR_FILE).with_suffix(".bin").stat().st_size,
         "versions": _versions(int8),
@@ -187,22 +197,7 @@ def export_openvino(
         "quantization": _RECIPE if int8 else None,
         "check": asdict(check),
     }
-    (out_dir / "tango_export.json").write_text(json.dumps(record, indent=2))
-    if not check.passed:
-        raise ValueError(
-            f"the export in {out_dir} failed its self-check (see its "
-            f"tango_export.json), so it was not registered: {check}"
-        )
-    if name:
-        register(
-            name,
-            out_dir,
-            role="tier",
-            runtime="openvino",
-            int8=int8,
-            metrics={"agreement": check.agreement, "accuracy": check.onnx_accuracy},
-        )
-    return check
+    return record_export(out_dir, record, check, name, runtime="openvino")
 
 
 def _load(source: Path):

@@ -58,7 +58,8 @@ def as_texts(texts: str | Texts) -> list[str] | list[tuple[str, str]]:
         parts = [row] if not pairs else list(row) if isinstance(row, (tuple, list)) else None
         if parts is None or (pairs and len(parts) != 2) or not all(isinstance(p, str) for p in parts):
             raise TypeError(
-                f"row {k} is {row!r:.60}: texts must be a list of strings or a list of (text, text_pair) tuples"
+                f"row {k} is {row!r:.60}: texts must be a list of strings "
+                "or a list of (text, text_pair) tuples"
             )
         if not all(p.strip() for p in parts):
             raise ValueError(f"row {k} is empty: give each row some text")
@@ -305,8 +306,8 @@ class Tier:
         if self.inputs and rows and isinstance(rows[0], tuple) != (self.inputs == "pairs"):
             given = "text pairs" if isinstance(rows[0], tuple) else "single texts"
             raise TypeError(
-                f"tier {self.path} was trained on {'text pairs' if self.inputs == 'pairs' else 'single texts'}"
-                f" but was given {given}; "
+                f"tier {self.path} was trained on "
+                f"{'text pairs' if self.inputs == 'pairs' else 'single texts'} but was given {given}; "
                 + (
                     "pass (text, text_pair) tuples (--pair-column)"
                     if self.inputs == "pairs"

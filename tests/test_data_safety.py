@@ -215,9 +215,9 @@ def test_a_second_run_on_a_locked_output_fails_and_touches_nothing(cascade, tmp_
 
 def test_two_processes_on_one_output_never_mix_rows(tier_dirs, tmp_path):
     write_jsonl(tmp_path / "in.jsonl", 3000)
-    command = [sys.executable, "-m", "tango", "run", "--tier1", str(tier_dirs[0]), "--tier2", str(tier_dirs[1]),
-               "--threshold", "0.9", "-i", str(tmp_path / "in.jsonl"), "-o", str(tmp_path / "o.jsonl"),
-               "--chunk-size", "50", "-q"]  # fmt: skip
+    tiers = ["--tier1", str(tier_dirs[0]), "--tier2", str(tier_dirs[1]), "--threshold", "0.9"]
+    paths = ["-i", str(tmp_path / "in.jsonl"), "-o", str(tmp_path / "o.jsonl")]
+    command = [sys.executable, "-m", "tango", "run", *tiers, *paths, "--chunk-size", "50", "-q"]
     first = subprocess.Popen(command, env={**os.environ, "OMP_NUM_THREADS": "1"})
     deadline = time.time() + 60
     while time.time() < deadline and not (tmp_path / "o.jsonl.progress.json").exists():
