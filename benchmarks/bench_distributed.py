@@ -168,7 +168,7 @@ def update_docs(table: str) -> None:
 @click.option("--tier2-cpus", type=float, default=None, help="CPUs per tier-2 actor (default: as tier 1).")
 @click.option("--ray-batch", type=int, default=256, show_default=True, help="Rows per actor batch.")
 @click.option("--read-cpus", type=float, default=0.25, show_default=True, help="CPUs per read/write task.")
-@click.option("--repeats", type=int, default=3, show_default=True, help="Timed rounds (round-robin).")
+@click.option("--repeats", type=int, default=5, show_default=True, help="Timed rounds (round-robin).")
 @click.option("--warmup/--no-warmup", default=True, show_default=True, help="One untimed round first.")
 @click.option("--docs/--no-docs", "docs", default=True, show_default=True, help="Update docs/distributed.md.")
 def main(
