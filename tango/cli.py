@@ -76,6 +76,11 @@ def cascade_options(func: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--tier2", help="Tier-2 model, same forms as --tier1."),
         click.option("--tier3", help="Optional third tier, same forms as --tier1."),
         click.option(
+            "--tiers",
+            help="All tiers, cheapest first, comma-separated (e.g. linear-sst2,distil,large); "
+            "instead of --tier1/--tier2/--tier3.",
+        ),
+        click.option(
             "--threshold",
             type=float,
             multiple=True,
@@ -110,11 +115,24 @@ def cascade_options(func: Callable[..., Any]) -> Callable[..., Any]:
     return func
 
 
+def tier_names(tiers: str | None, *numbered: str | None) -> list[str]:
+    """The tiers named by --tiers a,b,c or by --tier1/--tier2/--tier3 (not both), cheapest first."""
+    given = [name for name in numbered if name]
+    if tiers:
+        if given:
+            raise click.UsageError("give --tiers or --tier1/--tier2/--tier3, not both")
+        names = [name.strip() for name in tiers.split(",")]
+        if len(names) < 2 or not all(names):
+            raise click.UsageError(f"--tiers needs two or more comma-separated names, got {tiers!r}")
+        return names
+    if given and given != [name for name in numbered[: len(given)]]:
+        raise click.UsageError("number tiers from 1 without gaps: --tier1, --tier2, then --tier3")
+    return given
+
+
 def build_cascade(
     cascade_dir: str | None,
-    tier1: str | None,
-    tier2: str | None,
-    tier3: str | None,
+    names: list[str],
     threshold: tuple[float, ...],
     confidence: str | None,
     runtime: str,
@@ -130,15 +148,16 @@ def build_cascade(
     if thresholds and len(thresholds) == 1:
         thresholds = thresholds[0]
     if cascade_dir:
-        if tier1 or tier2 or tier3:
-            raise click.UsageError("give either --cascade or --tier1/--tier2, not both")
+        if names:
+            raise click.UsageError(
+                "give either --cascade or tiers by name (--tiers or --tier1/--tier2), not both"
+            )
         cascade = Cascade.from_pretrained(cascade_dir, thresholds=thresholds, **tier_options)
         if confidence:
             cascade.confidence = confidence
         return cascade
-    names = [name for name in (tier1, tier2, tier3) if name]
-    if not tier1 or not tier2:
-        raise click.UsageError("give --cascade DIR, or at least --tier1 and --tier2")
+    if len(names) < 2:
+        raise click.UsageError("give --cascade DIR, or at least --tier1 and --tier2 (or --tiers a,b)")
     tiers = [Tier.from_pretrained(name, **tier_options) for name in names]
     return Cascade(tiers, thresholds=thresholds, confidence=confidence or "maxprob")
 
@@ -176,9 +195,7 @@ def build_early_exit(
 def build_model(
     early_exit: str | None,
     cascade_dir: str | None,
-    tier1: str | None,
-    tier2: str | None,
-    tier3: str | None,
+    names: list[str],
     threshold: tuple[float, ...],
     confidence: str | None,
     runtime: str,
@@ -190,7 +207,7 @@ def build_model(
 ) -> Any:
     """`tango run`'s model: an early-exit model, or the cascade the options describe."""
     if early_exit:
-        if cascade_dir or tier1 or tier2 or tier3 or confidence:
+        if cascade_dir or names or confidence:
             raise click.UsageError("--early-exit scores with one model: drop --cascade/--tier*/--confidence")
         return build_early_exit(early_exit, threshold, policy, patience, device, threads, batch_size)
     if policy or patience is not None or device != "cpu":
@@ -200,9 +217,7 @@ def build_model(
             "note: no calibrated threshold; using 0.9. Run `tango calibrate` to choose one from evidence.",
             err=True,
         )
-    return build_cascade(
-        cascade_dir, tier1, tier2, tier3, threshold, confidence, runtime, threads, batch_size
-    )
+    return build_cascade(cascade_dir, names, threshold, confidence, runtime, threads, batch_size)
 
 
 def ray_options(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -351,6 +366,7 @@ def run(
     tier1: str | None,
     tier2: str | None,
     tier3: str | None,
+    tiers: str | None,
     threshold: tuple[float, ...],
     confidence: str | None,
     runtime: str,
@@ -381,6 +397,7 @@ def run(
     \b
     Examples:
       tango run --tier1 distil --tier2 large -i reviews.csv -o scored.jsonl
+      tango run --tiers linear-sst2,distil,large --threshold 0.9 --threshold 0.8 -i reviews.csv -o out.csv
       tango run --cascade ~/.cache/tango/cascades/sst2 -i reviews.csv -o scored.csv --probabilities
       cat reviews.jsonl | tango run --cascade DIR -i - --format jsonl -o scored.jsonl
       tango run --early-exit minilm-l6-sst2-ee-sweet --device cuda -i reviews.csv -o scored.csv
@@ -398,9 +415,7 @@ def run(
     model = build_model(
         early_exit,
         cascade_dir,
-        tier1,
-        tier2,
-        tier3,
+        tier_names(tiers, tier1, tier2, tier3),
         threshold,
         confidence,
         runtime,
@@ -527,6 +542,20 @@ def _label_names(labels: str | None) -> list[str] | None:
     help="Label names in id order, comma-separated, or a known data set's (sst2, "
     "ag_news, snli, mrpc, qnli, imdb).",
 )
+@click.option(
+    "--calibration-rows",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Rows of --train kept out of training for `tango calibrate` (seeded by --calibration-seed, "
+    "recorded). Default: min(3000, a fifth of the file); none under 2,000 rows.",
+)
+@click.option(
+    "--calibration-seed",
+    type=int,
+    default=0,
+    show_default=True,
+    help="Seed of the held-out rows; keep it equal across the tiers of one cascade.",
+)
 @click.option("--layers", type=int, default=None, help="Keep only the first K encoder layers.")
 @click.option("--teacher", default=None, help="Fine-tuned tier to distil from (soft targets).")
 @click.option("--epochs", type=int, default=1, show_default=True, help="Passes over --train.")
@@ -591,6 +620,8 @@ def train(
     pair_column: str | None,
     label_column: str | None,
     labels: str | None,
+    calibration_rows: int | None,
+    calibration_seed: int,
     bf16: bool | None,
     early_exit: str | None,
     exits: str,
@@ -604,16 +635,21 @@ def train(
     Examples:
       tango train minilm --train sst2/train.tsv --dev sst2/dev.tsv --labels sst2 --out DIR
       tango train minilm --layers 2 --train sst2/train.tsv --labels sst2 --out DIR
+      tango train minilm --train sst2/train.tsv --calibration-rows 3000 --labels sst2 --out DIR
       tango train minilm --teacher mpnet-base-sst2 --train sst2/train.tsv --out DIR
       tango train minilm --early-exit sweet --exits 1,2,4,6 --train sst2/train.tsv --out DIR
     """
     from dataclasses import replace
 
     from tango.data import load_labelled, split_rows
+    from tango.splits import carve_calibration_rows, default_calibration_rows, record_training_file
     from tango.training import train_classifier
 
     columns = {"text_column": text_column, "text_pair_column": pair_column, "label_column": label_column}
     data = load_labelled(train_path, label_names=_label_names(labels), **columns)
+    if calibration_rows is None:
+        calibration_rows = default_calibration_rows(len(data))
+    data, held = carve_calibration_rows(data, train_path, calibration_rows, calibration_seed, columns)
     dev = load_labelled(dev_path, label_names=data.label_names, **columns) if dev_path else None
     if dev is None and dev_fraction:
         train_rows, dev_rows = split_rows(len(data), dev_fraction, options["seed"])
@@ -623,12 +659,19 @@ def train(
             for part, rows in (("train", train_rows), ("dev", dev_rows))
         )
     if early_exit:
-        return train_exits(model, data, dev, out_dir, name, early_exit, exits, bf16, options, pooling, device)
+        train_exits(model, data, dev, out_dir, name, early_exit, exits, bf16, options, pooling, device)
+        return record_training_file(out_dir, train_path, held)
     if pooling != "mean" or device != "cpu":
         raise click.UsageError("--pooling and --device apply to --early-exit training only")
     result = train_classifier(
         model, data, out_dir, dev=dev, name=name, bf16="auto" if bf16 is None else bf16, **options
     )
+    record_training_file(out_dir, train_path, held)
+    if held:
+        click.echo(
+            f"held out {held.rows} calibration rows of {held.of} (seed {held.seed}); "
+            "`tango calibrate` uses them"
+        )
     accuracy = "-" if result.dev_accuracy is None else f"{result.dev_accuracy:.4f}"
     click.echo(
         f"saved {result.out_dir}: {result.steps} steps in {result.train_seconds:.0f}s "
@@ -842,9 +885,10 @@ def probe(tier: str, data: str | None, rows: int, threads: int | None, batch_siz
 @click.option(
     "--dev",
     "dev_path",
-    required=True,
+    default=None,
     type=click.Path(exists=True, dir_okay=False),
-    help="Labelled dev file (CSV, TSV or JSONL) to calibrate on.",
+    help="Labelled file (CSV, TSV or JSONL) no tier was trained on. Default: the calibration rows "
+    "tier 1's training held out (tango train --calibration-rows).",
 )
 @click.option(
     "--test",
@@ -863,6 +907,10 @@ def probe(tier: str, data: str | None, rows: int, threads: int | None, batch_siz
 @data_options
 @click.option("--tier1", help="Create the cascade from these tiers (else CASCADE_OUT must hold one).")
 @click.option("--tier2", help="Tier-2 model when creating the cascade.")
+@click.option("--tier3", help="Optional tier-3 model when creating the cascade.")
+@click.option(
+    "--tiers", help="All tiers, cheapest first, comma-separated; instead of --tier1/--tier2/--tier3."
+)
 @click.option(
     "--confidence",
     type=click.Choice(["maxprob", "margin", "entropy"]),
@@ -873,8 +921,22 @@ def probe(tier: str, data: str | None, rows: int, threads: int | None, batch_siz
     "--max-drop",
     type=float,
     default=None,
-    help="Target: the fastest threshold within this many accuracy points of tier 2 alone "
-    "(the default target is 0.5).",
+    help="Target: the fastest thresholds within this many accuracy points of the last tier alone "
+    "on new rows, at --confidence-level (the default target is 0.5).",
+)
+@click.option(
+    "--confidence-level",
+    type=click.FloatRange(0, 1, min_open=True, max_open=True),
+    default=0.9,
+    show_default=True,
+    help="--max-drop holds on new rows with this probability (a one-sided bound, thresholds "
+    "certified on rows the temperatures were not fitted on).",
+)
+@click.option(
+    "--in-sample",
+    is_flag=True,
+    help="--max-drop on the calibration rows only, with no margin (misses the target on new "
+    "rows about half the time; for comparison).",
 )
 @click.option(
     "--min-speedup",
@@ -914,8 +976,12 @@ def calibrate(
     label_column: str | None,
     tier1: str | None,
     tier2: str | None,
+    tier3: str | None,
+    tiers: str | None,
     confidence: str | None,
     max_drop: float | None,
+    confidence_level: float,
+    in_sample: bool,
     min_speedup: float | None,
     max_escalation: float | None,
     guarantee: float | None,
@@ -924,7 +990,7 @@ def calibrate(
     threads: int | None,
     device: str,
 ) -> None:
-    """Fit temperatures and choose the threshold of the cascade in CASCADE_OUT from dev data.
+    """Fit temperatures and choose the thresholds of the cascade in CASCADE_OUT from labelled rows.
 
     CASCADE_OUT may also be an early-exit model directory: then one temperature per exit.
 
@@ -934,6 +1000,7 @@ def calibrate(
     \b
     Examples:
       tango calibrate cascades/sst2 --tier1 distil --tier2 large --dev sst2/dev.tsv --dev-fraction 0.5
+      tango calibrate cascades/sst2 --tiers linear-sst2,distil,large --max-drop 0.5   # held-out rows
       tango calibrate cascades/sst2 --dev dev.tsv --min-speedup 3
       tango calibrate cascades/sst2 --dev dev.tsv --guarantee 0.02 --delta 0.1
     """
@@ -946,11 +1013,9 @@ def calibrate(
         )
     if device != "cpu":
         raise click.UsageError("--device applies to early-exit models; cascades run on the CPU")
-    if tier1 or tier2:
-        cascade = build_cascade(None, tier1, tier2, None, (), confidence, runtime, threads, 32)
-    else:
-        cascade = build_cascade(cascade_out, None, None, None, (), confidence, runtime, threads, 32)
-    dev = load_labelled(dev_path, text_column, pair_column, label_column, label_names=list(cascade.classes_))
+    names = tier_names(tiers, tier1, tier2, tier3)
+    cascade = build_cascade(None if names else cascade_out, names, (), confidence, runtime, threads, 32)
+    dev = calibration_rows(cascade, dev_path, text_column, pair_column, label_column)
     test = (
         load_labelled(test_path, text_column, pair_column, label_column, label_names=list(cascade.classes_))
         if test_path
@@ -971,6 +1036,7 @@ def calibrate(
         max_escalation=max_escalation,
         guarantee=guarantee,
         delta=delta,
+        confidence_level=None if in_sample else confidence_level,
         report_dir=Path(cascade_out) / "calibration",
     )
     cascade.save_pretrained(cascade_out)
@@ -984,6 +1050,27 @@ def calibrate(
     click.echo(f"saved to {cascade_out}")
 
 
+def calibration_rows(
+    cascade: Any,
+    dev_path: str | None,
+    text_column: str | None,
+    pair_column: str | None,
+    label_column: str | None,
+) -> Any:
+    """--dev's rows, else the rows tier 1's training held out (checked against every tier)."""
+    from tango.data import load_labelled
+    from tango.splits import calibration_rows_for
+
+    classes = list(cascade.classes_)
+    if dev_path:
+        return load_labelled(dev_path, text_column, pair_column, label_column, label_names=classes)
+    if text_column or pair_column or label_column:
+        raise click.UsageError("--text-column/--pair-column/--label-column describe --dev; give --dev FILE")
+    dev = calibration_rows_for([tier.path for tier in cascade._validated()[0]], classes)
+    click.echo(f"calibrating on {dev.source}", err=True)
+    return dev
+
+
 def calibrate_exits(
     model_dir: str,
     dev_path: str,
@@ -994,6 +1081,10 @@ def calibrate_exits(
     device: str,
 ) -> None:
     """`tango calibrate` on an early-exit model: one temperature per exit (and a threshold)."""
+    if not dev_path:
+        raise click.UsageError(
+            "an early-exit model calibrates on --dev FILE (labelled rows it was not trained on)"
+        )
     from tango.data import load_labelled
     from tango.early_exit import EarlyExitClassifier
     from tango.tuning import calibrate_early_exit
@@ -1016,18 +1107,38 @@ def calibrate_exits(
 def format_calibration(report: Any) -> str:
     """The calibration report as a small table."""
     lines = [
-        f"calibrated on {report.rows} dev rows",
+        f"calibrated on {report.rows} rows"
+        + (
+            f" (temperatures on {report.temperature_rows}, thresholds on the other {report.threshold_rows})"
+            if report.temperature_rows != report.rows
+            else ""
+        ),
         "tier  temperature  accuracy  ECE before -> after  NLL before -> after  ms/row",
     ]
     for k, t in enumerate(report.tiers):
         lines.append(
-            f"{k:>4}  {t.temperature:11.3f}  {t.accuracy:8.2%}  {t.ece_before:10.4f} -> "
+            f"{k + 1:>4}  {t.temperature:11.3f}  {t.accuracy:8.2%}  {t.ece_before:10.4f} -> "
             f"{t.ece_after:.4f}  {t.nll_before:10.4f} -> {t.nll_after:.4f}  "
             f"{1000 * t.seconds_per_row:6.2f}"
         )
     if report.threshold is not None:
         expected = ", ".join(f"{k} {v:.4g}" for k, v in report.expected.items())
         lines.append(f"threshold {report.threshold:.6g} for target {report.target}: {expected}")
+    if report.choice and report.choice["drop_bound"] is not None:
+        c = report.choice
+        lines.append(
+            f"thresholds {', '.join(f'{t:.6g}' for t in c['thresholds'])}: drop {c['drop']:.2f} points on "
+            f"these rows, at most {c['drop_bound']:.2f} on new rows "
+            f"with probability {c['confidence_level']}; "
+            f"rows reaching tiers 1..{len(c['reached'])}: {', '.join(f'{r:.1%}' for r in c['reached'])}; "
+            f"speedup {c['speedup']:.2f}x"
+        )
+    elif report.choice:
+        c = report.choice
+        lines.append(
+            f"thresholds {', '.join(f'{t:.6g}' for t in c['thresholds'])}: drop {c['drop']:.2f} points on "
+            f"these rows (in-sample: no margin for new rows); speedup {c['speedup']:.2f}x"
+        )
     if report.guarantee:
         g = report.guarantee
         lines.append(

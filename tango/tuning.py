@@ -30,7 +30,11 @@ from tango.calibration import (
 from tango.cascade import Cascade
 from tango.confidence import confidence, softmax
 from tango.data import LabelledData
+from tango.thresholds import best_in_sample, certify
 from tango.tiers import Tier
+
+DEFAULT_CONFIDENCE_LEVEL = 0.9  # max_drop holds on new rows with this probability
+TEMPERATURE_FRACTION = 0.3  # of the calibration rows, when thresholds are certified on the rest
 
 
 @dataclass
@@ -53,10 +57,14 @@ class CalibrationReport:
     rows: int
     tiers: list[TierCalibration]
     target: dict[str, float]
-    threshold: float | None
+    threshold: float | None  # two tiers: the one threshold (also in `thresholds`)
     dev_rows: list[str]  # short hashes of the dev rows, to refuse evaluating on them later
     expected: dict[str, float] = field(default_factory=dict)  # the curve at the chosen threshold
     guarantee: dict[str, Any] | None = None
+    temperature_rows: int = 0  # rows the temperatures were fitted on
+    threshold_rows: int = 0  # rows that chose the thresholds (disjoint from the above if certified)
+    thresholds: list[float] = field(default_factory=list)  # one per tier boundary
+    choice: dict[str, Any] | None = None  # max_drop: the chosen setting's drop, bound, cost
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -86,15 +94,24 @@ def calibrate_cascade(
     max_escalation: float | None = None,
     guarantee: float | None = None,
     delta: float = 0.1,
+    confidence_level: float | None = DEFAULT_CONFIDENCE_LEVEL,
+    temperature_fraction: float = TEMPERATURE_FRACTION,
+    seed: int = 0,
     report_dir: str | Path | None = None,
 ) -> CalibrationReport:
-    """Fit temperatures and choose the threshold of a two-tier cascade on labelled dev rows.
+    """Fit temperatures and choose the thresholds of a cascade on labelled dev rows.
 
-    Exactly one target: ``max_drop`` (accuracy points below tier-2 alone), ``min_speedup``,
-    ``max_escalation``, or ``guarantee`` = EPS (disagreement with tier 2 at most EPS with
-    probability at least ``1 - delta``). With no target only temperatures are fitted. The
-    cascade is updated in place; ``report_dir`` receives reliability diagrams, the curve
-    (JSON + PNG) and ``report.json``.
+    Exactly one target: ``max_drop`` (accuracy points below the last tier alone; any number of
+    tiers), ``min_speedup``, ``max_escalation`` or ``guarantee`` = EPS (two tiers). With no
+    target only temperatures are fitted. The cascade is updated in place; ``report_dir``
+    receives reliability diagrams, the curve (JSON + PNG) and ``report.json``.
+
+    ``max_drop`` is met at ``confidence_level`` (default 0.9) on new rows, not only on these:
+    see :func:`tango.thresholds.certify`; ``confidence_level=None`` takes the fastest thresholds
+    within target on these rows, which misses the target on new rows about half the time. The
+    certified targets (``max_drop`` with a level, ``guarantee``) fit temperatures on a seeded
+    ``temperature_fraction`` of the rows and certify on the rest, so the rows that certify a
+    threshold never shaped the confidence it is compared with.
     """
     targets = {
         k: v
@@ -109,15 +126,21 @@ def calibrate_cascade(
     if len(targets) > 1:
         raise ValueError(f"give one target, got {sorted(targets)}")
     tiers = cascade._validated()[0]
+    if len(tiers) > 2 and set(targets) - {"max_drop"}:
+        raise ValueError(f"with {len(tiers)} tiers the target must be max_drop, got {sorted(targets)}")
     labels = _align_labels(dev, list(cascade.classes_))
     logits, costs = score_tiers(tiers, dev.texts)
-    scalers = [TemperatureScaler().fit(z, labels) for z in logits]
+    certified = "guarantee" in targets or ("max_drop" in targets and confidence_level is not None)
+    fit_rows, choose_rows = _split_rows(len(dev), temperature_fraction if certified else None, seed)
+    scalers = [TemperatureScaler().fit(z[fit_rows], labels[fit_rows]) for z in logits]
     report = CalibrationReport(
         rows=len(dev),
         tiers=[_tier_report(z, labels, s, c) for z, s, c in zip(logits, scalers, costs, strict=True)],
         target=targets,
         threshold=None,
         dev_rows=row_hashes(dev.texts),
+        temperature_rows=len(fit_rows),
+        threshold_rows=len(choose_rows),
     )
     cascade.temperatures = [s.temperature_ for s in scalers]
     out = Path(report_dir) if report_dir else None
@@ -128,48 +151,102 @@ def calibrate_cascade(
                 softmax(z),
                 scaler.predict_proba(z),
                 labels,
-                out / f"reliability_tier{k}.png",
-                title=f"tier {k}: {tiers[k].path.name}",
+                out / f"reliability_tier{k + 1}.png",
+                title=f"tier {k + 1}: {tiers[k].path.name}",
             )
     if targets:
-        if len(tiers) != 2:
-            raise ValueError(
-                "threshold selection handles two-tier cascades; with more tiers set "
-                "--threshold per boundary by hand (temperatures are still fitted)"
-            )
-        _choose_threshold(cascade, report, logits, scalers, labels, costs, targets, delta, out)
+        rows = _GateRows(cascade.confidence, logits, scalers, labels)
+        _choose_thresholds(
+            cascade, report, rows, fit_rows, choose_rows, costs, targets, delta, confidence_level, out
+        )
     cascade.calibration = report.to_dict()
     if out:
         (out / "report.json").write_text(json.dumps(report.to_dict(), indent=2))
     return report
 
 
-def _choose_threshold(
+def _split_rows(n: int, fit_fraction: float | None, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Rows that fit temperatures and rows that choose thresholds (the same rows if no fraction)."""
+    everything = np.arange(n)
+    if fit_fraction is None:
+        return everything, everything
+    if not 0 < fit_fraction < 1:
+        raise ValueError(f"temperature_fraction must lie in (0, 1), got {fit_fraction}")
+    shuffled = np.random.default_rng(seed).permutation(n)
+    n_fit = int(round(n * fit_fraction))
+    if n_fit < 1 or n - n_fit < 1:
+        raise ValueError(f"{n} rows cannot be split into temperature and threshold rows")
+    return np.sort(shuffled[:n_fit]), np.sort(shuffled[n_fit:])
+
+
+@dataclass
+class _GateRows:
+    """What the gate sees on every calibration row: calibrated confidences and predictions."""
+
+    kind: str
+    logits: list[np.ndarray]
+    scalers: list[TemperatureScaler]
+    labels: np.ndarray
+
+    def confidences(self, rows: np.ndarray) -> list[np.ndarray]:
+        return [
+            confidence(s.predict_proba(z[rows]), self.kind)
+            for z, s in zip(self.logits[:-1], self.scalers[:-1], strict=True)
+        ]
+
+    def predictions(self, rows: np.ndarray) -> list[np.ndarray]:
+        return [z[rows].argmax(axis=1) for z in self.logits]
+
+
+def _choose_thresholds(
     cascade: Cascade,
     report: CalibrationReport,
-    logits: list[np.ndarray],
-    scalers: list[TemperatureScaler],
-    labels: np.ndarray,
+    rows: _GateRows,
+    fit_rows: np.ndarray,
+    choose_rows: np.ndarray,
     costs: list[float],
     targets: dict[str, float],
     delta: float,
+    confidence_level: float | None,
     out: Path | None,
 ) -> None:
-    conf = confidence(scalers[0].predict_proba(logits[0]), cascade.confidence)
-    pred1, pred2 = logits[0].argmax(axis=1), logits[1].argmax(axis=1)
-    curve = sweep_thresholds(conf, pred1, pred2, labels, costs[0], costs[1])
-    if "guarantee" in targets:
-        result = guarantee_threshold(conf, pred1 != pred2, targets["guarantee"], delta)
+    confs, preds, labels = (
+        rows.confidences(choose_rows),
+        rows.predictions(choose_rows),
+        rows.labels[choose_rows],
+    )
+    if "max_drop" in targets:
+        if confidence_level is None:
+            choice = best_in_sample(confs, preds, labels, costs, targets["max_drop"])
+        else:
+            order = (rows.confidences(fit_rows), rows.predictions(fit_rows), rows.labels[fit_rows])
+            choice = certify(
+                confs,
+                preds,
+                labels,
+                costs,
+                targets["max_drop"],
+                order_rows=order,
+                confidence_level=confidence_level,
+            )
+        report.choice = choice.to_dict()
+        thresholds = choice.thresholds
+    elif "guarantee" in targets:
+        result = guarantee_threshold(confs[0], preds[0] != preds[1], targets["guarantee"], delta)
         report.guarantee = result.to_dict()
-        threshold = result.threshold
+        thresholds = [result.threshold]
     else:
-        threshold = select_threshold(curve, **targets)
-    report.threshold = float(threshold)
-    report.expected = _curve_at(curve, threshold)
-    cascade.thresholds = [float(threshold)]
-    if out:
-        (out / "curve.json").write_text(json.dumps(curve.to_dict()))
-        curve.plot(out / "curve.png")
+        curve = sweep_thresholds(confs[0], preds[0], preds[1], labels, costs[0], costs[1])
+        thresholds = [select_threshold(curve, **targets)]
+    report.thresholds = [float(t) for t in thresholds]
+    cascade.thresholds = report.thresholds
+    if len(thresholds) == 1:
+        curve = sweep_thresholds(confs[0], preds[0], preds[1], labels, costs[0], costs[1])
+        report.threshold = report.thresholds[0]
+        report.expected = _curve_at(curve, report.threshold)
+        if out:
+            (out / "curve.json").write_text(json.dumps(curve.to_dict()))
+            curve.plot(out / "curve.png")
 
 
 def _curve_at(curve: ThresholdCurve, threshold: float) -> dict[str, float]:

@@ -49,7 +49,7 @@ def test_calibration_fits_temperatures_and_meets_the_target(tiers, tmp_path):
     # the stored threshold really escalates what the report says, on the same rows
     result = cascade.predict_detailed(texts)
     assert result.stats.escalated[0] == pytest.approx(report.expected["escalated"])
-    for name in ("reliability_tier0.png", "reliability_tier1.png", "curve.png", "curve.json", "report.json"):
+    for name in ("reliability_tier1.png", "reliability_tier2.png", "curve.png", "curve.json", "report.json"):
         assert (tmp_path / "r" / name).stat().st_size > 0
     curve = json.loads((tmp_path / "r" / "curve.json").read_text())
     assert len(curve["threshold"]) >= len(set(np.round(result.confidence, 12))) - 1  # a fine sweep

@@ -1,0 +1,242 @@
+"""Choosing an N-tier cascade's thresholds for an accuracy target, with a margin that holds.
+
+The in-sample rule (take the fastest thresholds whose drop on the calibration rows is within
+target) suffers the winner's curse: among many candidates, the cheapest one that *looks* fine is
+usually one whose true drop is worse, so on new rows it misses the target about half the time.
+
+The certified rule here picks the fastest thresholds whose drop is within target **at a stated
+confidence level**. It is Learn-then-Test (Angelopoulos et al. 2021) with fixed-sequence testing:
+
+- candidate threshold settings are fixed and ordered from the safest (escalate everything) to the
+  cheapest *before* the certifying rows are looked at: the grid and the order (the cost/drop
+  frontier) come from the temperature rows, which are disjoint;
+- each candidate's drop against the last tier, ``(lost - gained) / n``, gets a one-sided upper
+  bound: a Clopper-Pearson upper bound on the rows it gets wrong that the last tier gets right
+  (``lost``) minus a lower bound on the rows it gets right that the last tier gets wrong
+  (``gained``), each at level ``(1 - confidence_level) / 2``;
+- the walk stops at the first candidate whose bound exceeds the target; the cheapest candidate
+  before it is returned. Testing in a fixed order needs no correction for the number of
+  candidates, so the chance that the returned setting's true drop exceeds the target is at most
+  ``1 - confidence_level``.
+
+Everything is vectorised over candidates: a setting's outcome is which tier answers each row.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import asdict, dataclass
+
+import numpy as np
+from numpy.typing import ArrayLike
+from scipy import stats
+
+ESCALATE_ALL = float(np.nextafter(1.0, 2.0))  # above every confidence: every row moves on
+
+
+@dataclass(frozen=True)
+class ThresholdChoice:
+    """Thresholds chosen for a target, with what they did on the rows that chose them."""
+
+    thresholds: list[float]  # one per tier boundary; a row escalates from tier k if conf < t[k]
+    drop: float  # accuracy of the last tier minus the cascade's, in points, on the choosing rows
+    drop_bound: float | None  # one-sided upper bound on the drop, in points (certified rule only)
+    cost: float  # expected cost per row (same unit as the tiers' costs)
+    speedup: float  # cost of the last tier alone / cost
+    reached: list[float]  # fraction of rows that reach each tier (tier 1 = 1.0)
+    rows: int
+    confidence_level: float | None
+
+    def to_dict(self) -> dict[str, object]:
+        """Plain numbers, ready for ``json.dump``."""
+        return {k: (None if v is None else v) for k, v in asdict(self).items()}
+
+
+def answering_tier(confidences: list[np.ndarray], thresholds: ArrayLike) -> np.ndarray:
+    """Which tier (0-based) answers each row under ``thresholds``: the routing of ``Cascade``."""
+    n = len(confidences[0])
+    answered = np.full(n, len(confidences), dtype=np.int64)  # the last tier unless one stops it
+    still = np.ones(n, dtype=bool)
+    for k, t in enumerate(np.asarray(thresholds, dtype=float)):
+        stop = still & (confidences[k] >= t)
+        answered[stop] = k
+        still &= ~stop
+    return answered
+
+
+def default_grid_size(boundaries: int) -> int:
+    """Candidates per boundary: fine for one boundary, coarser where the grid is a product."""
+    return 400 if boundaries == 1 else 60
+
+
+def candidate_grid(confidences: list[np.ndarray], size: int) -> list[np.ndarray]:
+    """Per boundary: quantiles of that tier's confidences, plus "never" (0) and "always".
+
+    Quantiles put candidates where rows are, so a coarse grid still moves a few rows at a time.
+    Compute them on rows other than those that certify the choice.
+    """
+    grids = []
+    for conf in confidences:
+        levels = np.quantile(conf, np.linspace(0, 1, size)) if len(conf) else np.array([])
+        grids.append(np.unique(np.concatenate([[0.0], levels, [ESCALATE_ALL]])))
+    return grids
+
+
+def _outcomes(
+    confidences: list[np.ndarray], correct: list[np.ndarray], settings: np.ndarray, costs: list[float]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """For each setting (rows of ``settings``): rows lost, rows gained, cost per row, reach."""
+    lost, gained, cost = [], [], []
+    reach = []
+    last = correct[-1]
+    for setting in settings:
+        answered = answering_tier(confidences, setting)
+        final = np.choose(answered, correct) if len(answered) else answered.astype(bool)
+        lost.append(int(np.sum(last & ~final)))
+        gained.append(int(np.sum(~last & final)))
+        reached = [float(np.mean(answered >= k)) if len(answered) else 0.0 for k in range(len(costs))]
+        reach.append(reached)
+        cost.append(float(np.dot(reached, costs)))
+    return np.array(lost), np.array(gained), np.array(cost), np.array(reach)
+
+
+def _settings(grids: list[np.ndarray]) -> np.ndarray:
+    return np.array(list(itertools.product(*grids)), dtype=float).reshape(-1, len(grids))
+
+
+def _validate(confidences: list[np.ndarray], predictions: list[np.ndarray], y: ArrayLike, costs: list[float]):
+    if len(confidences) < 1 or len(predictions) != len(confidences) + 1 or len(costs) != len(predictions):
+        raise ValueError(
+            "need one confidence array per boundary (N-1), one prediction array per tier (N) "
+            "and one cost per tier"
+        )
+    y = np.asarray(y)
+    n = len(y)
+    if any(len(c) != n for c in confidences) or any(len(p) != n for p in predictions):
+        raise ValueError(f"every array needs one entry per row ({n})")
+    if not all(c > 0 for c in costs):
+        raise ValueError(f"costs per row must be > 0, got {costs}")
+    return [np.asarray(c, dtype=float) for c in confidences], [np.asarray(p) == y for p in predictions], n
+
+
+def best_in_sample(
+    confidences: list[np.ndarray],
+    predictions: list[np.ndarray],
+    y: ArrayLike,
+    costs: list[float],
+    max_drop: float,
+    grids: list[np.ndarray] | None = None,
+    grid_size: int | None = None,
+) -> ThresholdChoice:
+    """The cheapest setting whose drop *on these rows* is within ``max_drop`` points.
+
+    This is the rule without a margin: its drop on new rows exceeds the target about as often
+    as not. Kept for comparison and for ``confidence_level=None``.
+    """
+    confs, correct, n = _validate(confidences, predictions, y, costs)
+    size = grid_size or default_grid_size(len(confs))
+    grids = grids if grids is not None else candidate_grid(confs, size)
+    settings = _settings(grids)
+    lost, gained, cost, reach = _outcomes(confs, correct, settings, costs)
+    drop = (lost - gained) / max(n, 1) * 100
+    ok = np.flatnonzero(drop <= max_drop + 1e-9)
+    best = ok[np.lexsort((drop[ok], cost[ok]))[0]]  # cheapest, then smallest drop
+    return _choice(settings[best], drop[best], None, cost[best], costs, reach[best], n, None)
+
+
+def _cp_upper(k: np.ndarray, n: int, alpha: float) -> np.ndarray:
+    """One-sided Clopper-Pearson upper bound at level alpha on a rate with k of n."""
+    bound = np.ones(k.shape)
+    below = k < n
+    bound[below] = stats.beta.ppf(1 - alpha, k[below] + 1, n - k[below])
+    return bound
+
+
+def _cp_lower(k: np.ndarray, n: int, alpha: float) -> np.ndarray:
+    bound = np.zeros(k.shape)
+    above = k > 0
+    bound[above] = stats.beta.ppf(alpha, k[above], n - k[above] + 1)
+    return bound
+
+
+def drop_upper_bound(lost: ArrayLike, gained: ArrayLike, n: int, confidence_level: float) -> np.ndarray:
+    """One-sided upper bound, in points, on the true drop given ``lost`` and ``gained`` of ``n``.
+
+    Holds with probability >= ``confidence_level``: a union of two one-sided Clopper-Pearson
+    bounds, each at half the error.
+    """
+    if not 0 < confidence_level < 1:
+        raise ValueError(f"confidence_level must lie in (0, 1), got {confidence_level}")
+    alpha = (1 - confidence_level) / 2
+    lost, gained = np.atleast_1d(np.asarray(lost)), np.atleast_1d(np.asarray(gained))
+    return (_cp_upper(lost, n, alpha) - _cp_lower(gained, n, alpha)) * 100
+
+
+def pareto_sequence(drop: np.ndarray, cost: np.ndarray) -> np.ndarray:
+    """Indices of the settings no other beats on both drop and cost, most expensive first.
+
+    Along this frontier the drop only grows as the cost falls, which is the order in which
+    fixed-sequence testing loses least: it stops at the first failure.
+    """
+    order = np.lexsort((drop, cost))  # cheapest first, then smallest drop
+    best_so_far = np.minimum.accumulate(np.concatenate([[np.inf], drop[order]]))[:-1]
+    frontier = order[drop[order] < best_so_far]
+    return frontier[::-1]
+
+
+def certify(
+    confidences: list[np.ndarray],
+    predictions: list[np.ndarray],
+    y: ArrayLike,
+    costs: list[float],
+    max_drop: float,
+    *,
+    order_rows: tuple[list[np.ndarray], list[np.ndarray], ArrayLike],
+    confidence_level: float = 0.9,
+    grid_size: int | None = None,
+) -> ThresholdChoice:
+    """The cheapest setting whose drop is within ``max_drop`` points at ``confidence_level``.
+
+    Parameters
+    ----------
+    confidences, predictions, y : the certifying rows
+        Calibrated confidence of tiers 1..N-1, predictions of tiers 1..N, and true labels.
+    costs : one per tier
+        Measured cost per row.
+    order_rows : (confidences, predictions, y) on *other* labelled rows (the temperature rows)
+        Fix the candidate grid and the testing order (the cost/drop frontier there) without
+        looking at the certifying rows; the guarantee needs that independence.
+
+    The setting "escalate every row" reproduces the last tier exactly, so it is tested first
+    and always passes: the result is never worse than the last tier alone.
+    """
+    confs, correct, n = _validate(confidences, predictions, y, costs)
+    order_confs, order_correct, _ = _validate(*order_rows[:2], order_rows[2], costs)
+    if len(order_confs) != len(confs):
+        raise ValueError(f"order_rows needs {len(confs)} confidence arrays, got {len(order_confs)}")
+    settings = _settings(candidate_grid(order_confs, grid_size or default_grid_size(len(confs))))
+    lost_a, gained_a, cost_a, _ = _outcomes(order_confs, order_correct, settings, costs)
+    frontier = pareto_sequence(lost_a - gained_a, cost_a)
+    everything = np.flatnonzero(np.all(settings == ESCALATE_ALL, axis=1))
+    sequence = np.concatenate([everything, frontier[~np.isin(frontier, everything)]])
+    lost, gained, cost, reach = _outcomes(confs, correct, settings[sequence], costs)
+    bound = drop_upper_bound(lost, gained, n, confidence_level)
+    bound[0] = 0.0  # escalating every row *is* the last tier
+    failed = np.flatnonzero(bound > max_drop)
+    tested = len(sequence) if not len(failed) else int(failed[0])
+    i = int(np.argmin(cost[:tested]))  # every setting before the first failure is certified
+    drop = (lost[i] - gained[i]) / n * 100
+    return _choice(settings[sequence[i]], drop, bound[i], cost[i], costs, reach[i], n, confidence_level)
+
+
+def _choice(setting, drop, bound, cost, costs, reach, n, level) -> ThresholdChoice:
+    return ThresholdChoice(
+        thresholds=[float(t) for t in setting],
+        drop=float(drop),
+        drop_bound=None if bound is None else float(bound),
+        cost=float(cost),
+        speedup=float(costs[-1] / cost),
+        reached=[float(r) for r in reach],
+        rows=int(n),
+        confidence_level=level,
+    )

@@ -1,0 +1,237 @@
+"""Choosing N-tier thresholds: brute force agreement, the margin's coverage, held-out rows."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from test_training import sentiment_rows
+from tiny_models import build_tiny_classifier
+
+from tango.cascade import Cascade
+from tango.cli import cli
+from tango.data import LabelledData, load_labelled
+from tango.splits import HeldOutRows, carve_calibration_rows, default_calibration_rows, held_out_rows
+from tango.thresholds import ESCALATE_ALL, answering_tier, best_in_sample, certify, drop_upper_bound
+from tango.tiers import Tier
+
+
+def three_tiers(n: int, seed: int):
+    """Synthetic confidences and predictions: tiers get more accurate and more expensive."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 3, n)
+    conf1, conf2 = rng.uniform(0.34, 1, n), rng.uniform(0.34, 1, n)
+    pred1 = np.where(rng.uniform(size=n) < conf1, y, (y + 1) % 3)
+    pred2 = np.where(rng.uniform(size=n) < np.maximum(conf2, 0.8), y, (y + 2) % 3)
+    pred3 = np.where(rng.uniform(size=n) < 0.95, y, (y + 1) % 3)
+    return [conf1, conf2], [pred1, pred2, pred3], y
+
+
+def test_answering_tier_routes_as_the_cascade_does():
+    confs = [np.array([0.9, 0.5, 0.5, 0.7]), np.array([0.1, 0.95, 0.2, 0.8])]
+    # a row stops at the first tier whose confidence reaches that boundary's threshold
+    assert answering_tier(confs, [0.8, 0.9]).tolist() == [0, 1, 2, 2]
+    assert answering_tier(confs, [0.0, 0.0]).tolist() == [0, 0, 0, 0]
+    assert answering_tier(confs, [ESCALATE_ALL, ESCALATE_ALL]).tolist() == [2, 2, 2, 2]
+    confs = [np.array([1.0])]
+    assert answering_tier(confs, [ESCALATE_ALL]).tolist() == [1]  # even a certain row moves on
+
+
+def test_joint_search_matches_brute_force_on_a_small_grid():
+    confs, preds, y = three_tiers(300, seed=0)
+    costs = [1.0, 3.0, 10.0]
+    grids = [np.array([0.0, 0.5, 0.7, 0.9, ESCALATE_ALL])] * 2
+    choice = best_in_sample(confs, preds, y, costs, max_drop=1.0, grids=grids)
+    best = None
+    for t1, t2 in itertools.product(*grids):  # plain loops, row by row
+        final, reached3, reached2 = [], 0, 0
+        for i in range(len(y)):
+            if confs[0][i] >= t1:
+                final.append(preds[0][i])
+            elif confs[1][i] >= t2:
+                reached2 += 1
+                final.append(preds[1][i])
+            else:
+                reached2 += 1
+                reached3 += 1
+                final.append(preds[2][i])
+        drop = 100 * (np.mean(preds[2] == y) - np.mean(np.array(final) == y))
+        cost = costs[0] + costs[1] * reached2 / len(y) + costs[2] * reached3 / len(y)
+        if drop <= 1.0 + 1e-9 and (best is None or (cost, drop) < best[:2]):
+            best = (cost, drop, [t1, t2])
+    assert choice.thresholds == best[2]
+    assert choice.cost == pytest.approx(best[0])
+    assert choice.drop == pytest.approx(best[1])
+
+
+def true_drop(t: float, acc2: float = 0.93) -> float:
+    """Population drop (points) of the two-tier model in `two_tiers` at threshold t (conf ~ U(.5, 1))."""
+    t = min(max(t, 0.5), 1.0)
+    return 100 * 2 * (acc2 * (1 - t) - (1 - t * t) / 2)
+
+
+def two_tiers(n: int, rng: np.random.Generator):
+    """Tier 1 is right with probability equal to its confidence; tier 2 with 0.93, independently."""
+    y = rng.integers(0, 2, n)
+    conf = rng.uniform(0.5, 1, n)
+    pred1 = np.where(rng.uniform(size=n) < conf, y, 1 - y)
+    pred2 = np.where(rng.uniform(size=n) < 0.93, y, 1 - y)
+    return conf, pred1, pred2, y
+
+
+def test_the_margin_holds_on_new_rows_where_the_in_sample_rule_does_not():
+    """Over 100 seeded draws of 3,000 rows, the certified rule's true drop stays within 0.5
+    point in >= 90% of them; the in-sample rule's misses far more often."""
+    rng = np.random.default_rng(0)
+    certified_ok = in_sample_ok = 0
+    draws = 100
+    for _ in range(draws):
+        conf, pred1, pred2, y = two_tiers(3000, rng)
+        fit, choose = slice(0, 900), slice(900, None)
+        certified = certify(
+            [conf[choose]],
+            [pred1[choose], pred2[choose]],
+            y[choose],
+            [1.0, 10.0],
+            0.5,
+            order_rows=([conf[fit]], [pred1[fit], pred2[fit]], y[fit]),
+        )
+        in_sample = best_in_sample([conf], [pred1, pred2], y, [1.0, 10.0], 0.5)
+        assert certified.drop_bound <= 0.5
+        certified_ok += true_drop(certified.thresholds[0]) <= 0.5
+        in_sample_ok += true_drop(in_sample.thresholds[0]) <= 0.5
+    assert certified_ok >= 0.9 * draws
+    assert in_sample_ok < 0.75 * draws
+
+
+def test_a_useless_first_tier_sends_nearly_everything_on():
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 2, 2000)
+    noise = rng.uniform(0.5, 1, 2000)  # tier 1 guesses, and its confidence says nothing
+    guess = rng.integers(0, 2, 2000)
+    rows = ([noise], [guess, y], y)
+    choice = certify(*rows, [1.0, 10.0], 0.5, order_rows=rows)
+    assert choice.drop_bound <= 0.5
+    assert choice.reached[1] > 0.98  # at most the few rows the bound can afford stay at tier 1
+    strict = certify(*rows, [1.0, 10.0], 0.0, order_rows=rows)
+    assert strict.thresholds == [ESCALATE_ALL] and strict.drop == 0.0 and strict.reached == [1.0, 1.0]
+
+
+def test_drop_bound_is_above_the_observed_drop_and_shrinks_with_rows():
+    small = drop_upper_bound(10, 5, 1000, 0.9)[0]
+    large = drop_upper_bound(100, 50, 10000, 0.9)[0]
+    assert small > 0.5 and large > 0.5  # observed drop 0.5 point in both
+    assert large < small
+    with pytest.raises(ValueError, match="confidence_level"):
+        drop_upper_bound(1, 1, 10, 1.0)
+
+
+# --- calibration rows held out of training ------------------------------------------------------
+def write_tsv(path, data: LabelledData):
+    path.write_text(
+        "sentence\tlabel\n" + "".join(f"{t}\t{y}\n" for t, y in zip(data.texts, data.labels, strict=True))
+    )
+    return path
+
+
+def test_calibration_rows_never_overlap_training_rows(tmp_path):
+    data = sentiment_rows(500, 3)
+    data.texts[:] = [f"{i} {t}" for i, t in enumerate(data.texts)]  # every row distinct
+    path = write_tsv(tmp_path / "train.tsv", data)
+    columns = {"text_column": None, "text_pair_column": None, "label_column": None}
+    loaded = load_labelled(path)
+    train, held = carve_calibration_rows(loaded, path, 120, 7, columns)
+    calib = held.load()
+    assert len(train) == 380 and len(calib) == 120
+    assert not set(train.texts) & set(calib.texts)
+    assert set(train.texts) | set(calib.texts) == set(loaded.texts)
+    # the same file, count and seed give the same rows: tiers of one cascade agree on them
+    assert carve_calibration_rows(loaded, path, 120, 7, columns)[1] == held
+    path.write_text(path.read_text().replace("\t1\n", "\t0\n", 1))
+    with pytest.raises(ValueError, match="changed since"):
+        held.load()
+
+
+def test_default_calibration_rows():
+    assert default_calibration_rows(1500) == 0
+    assert default_calibration_rows(10_000) == 2000
+    assert default_calibration_rows(67_349) == 3000
+
+
+@pytest.fixture(scope="module")
+def held_out_tiers(tmp_path_factory):
+    """Two tiny tiers trained by `tango train` on one file, each holding out the same 150 rows."""
+    root = tmp_path_factory.mktemp("held")
+    path = write_tsv(root / "train.tsv", sentiment_rows(500, 4))
+    outs = []
+    for k in range(2):
+        start = build_tiny_classifier(root / f"start{k}", seed=k)
+        out = root / f"tier{k + 1}"
+        args = ["train", str(start), "--train", str(path), "--labels", "sst2", "--out", str(out)]
+        args += ["--calibration-rows", "150", "--epochs", "1", "--batch-size", "32", "--no-bf16"]
+        result = CliRunner().invoke(cli, args)
+        assert result.exit_code == 0, result.output
+        assert "held out 150 calibration rows of 500" in result.output
+        outs.append(out)
+    return path, outs
+
+
+def test_calibrate_without_dev_uses_the_held_out_rows(held_out_tiers, tmp_path):
+    path, (tier1, tier2) = held_out_tiers
+    held = held_out_rows(tier1)
+    assert held == held_out_rows(tier2) and held.rows == 150
+    out = tmp_path / "cascade"
+    args = ["calibrate", str(out), "--tiers", f"{tier1},{tier2}", "--max-drop", "5"]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    assert "150 calibration rows held out" in result.output
+    assert "temperatures on 45, thresholds on the other 105" in result.output
+    cascade = Cascade.from_pretrained(out)
+    assert len(cascade.thresholds) == 1
+
+
+def test_a_tier_trained_on_the_calibration_rows_is_refused(held_out_tiers, tmp_path):
+    path, (tier1, _) = held_out_tiers
+    other = tmp_path / "other"
+    start = build_tiny_classifier(tmp_path / "start", seed=5)
+    args = ["train", str(start), "--train", str(path), "--labels", "sst2", "--out", str(other)]
+    args += ["--calibration-rows", "0", "--epochs", "1", "--no-bf16"]
+    assert CliRunner().invoke(cli, args).exit_code == 0
+    result = CliRunner().invoke(
+        cli, ["calibrate", str(tmp_path / "c"), "--tier1", str(tier1), "--tier2", str(other)]
+    )
+    assert result.exit_code != 0
+    assert "tier 2" in result.output and "without holding out tier 1's calibration rows" in result.output
+
+
+def test_three_tiers_calibrate_jointly(tmp_path):
+    tiers = [
+        Tier.from_pretrained(build_tiny_classifier(tmp_path / f"t{k}", seed=k), precision="fp32")
+        for k in range(3)
+    ]
+    data = sentiment_rows(400, 9)
+    from tango.tuning import calibrate_cascade
+
+    cascade = Cascade(tiers)
+    report = calibrate_cascade(cascade, data, max_drop=2.0)
+    assert len(cascade.thresholds) == 2 and report.thresholds == cascade.thresholds
+    assert report.choice["drop_bound"] <= 2.0
+    result = cascade.predict_detailed(data.texts)
+    assert set(np.unique(result.tier)) <= {0, 1, 2}
+    with pytest.raises(ValueError, match="target must be max_drop"):
+        calibrate_cascade(Cascade(tiers), data, min_speedup=2.0)
+
+
+def test_tier_flags_and_tiers_list_are_exclusive(tmp_path):
+    result = CliRunner().invoke(
+        cli, ["run", "--tiers", "a,b", "--tier1", "a", "-i", "x.csv", "-o", str(tmp_path / "o.csv")]
+    )
+    assert result.exit_code != 0
+
+
+def test_held_out_rows_record_round_trips():
+    held = HeldOutRows("/x/train.tsv", "0" * 64, 10, 100, 3, {"text_column": None})
+    assert HeldOutRows(**held.to_dict()) == held
+    assert len(held.indices()) == 10 and len(set(held.indices())) == 10
