@@ -130,39 +130,130 @@ def calibrate_cascade(
         raise ValueError(f"with {len(tiers)} tiers the target must be max_drop, got {sorted(targets)}")
     labels = _align_labels(dev, list(cascade.classes_))
     logits, costs = score_tiers(tiers, dev.texts)
-    certified = "guarantee" in targets or ("max_drop" in targets and confidence_level is not None)
-    fit_rows, choose_rows = _split_rows(len(dev), temperature_fraction if certified else None, seed)
-    scalers = [TemperatureScaler().fit(z[fit_rows], labels[fit_rows]) for z in logits]
+    gate = fit_gate(
+        logits,
+        labels,
+        costs,
+        targets,
+        kind=cascade.confidence,
+        delta=delta,
+        confidence_level=confidence_level,
+        temperature_fraction=temperature_fraction,
+        seed=seed,
+    )
     report = CalibrationReport(
         rows=len(dev),
-        tiers=[_tier_report(z, labels, s, c) for z, s, c in zip(logits, scalers, costs, strict=True)],
+        tiers=[_tier_report(z, labels, s, c) for z, s, c in zip(logits, gate.scalers, costs, strict=True)],
         target=targets,
-        threshold=None,
+        threshold=gate.thresholds[0] if gate.curve is not None else None,
         dev_rows=row_hashes(dev.texts),
-        temperature_rows=len(fit_rows),
-        threshold_rows=len(choose_rows),
+        expected=_curve_at(gate.curve, gate.thresholds[0]) if gate.curve is not None else {},
+        guarantee=gate.guarantee,
+        temperature_rows=len(gate.fit_rows),
+        threshold_rows=len(gate.choose_rows),
+        thresholds=gate.thresholds,
+        choice=gate.choice,
     )
-    cascade.temperatures = [s.temperature_ for s in scalers]
-    out = Path(report_dir) if report_dir else None
-    if out:
-        out.mkdir(parents=True, exist_ok=True)
-        for k, (z, scaler) in enumerate(zip(logits, scalers, strict=True)):
-            reliability_diagram(
-                softmax(z),
-                scaler.predict_proba(z),
-                labels,
-                out / f"reliability_tier{k + 1}.png",
-                title=f"tier {k + 1}: {tiers[k].path.name}",
-            )
-    if targets:
-        rows = _GateRows(cascade.confidence, logits, scalers, labels)
-        _choose_thresholds(
-            cascade, report, rows, fit_rows, choose_rows, costs, targets, delta, confidence_level, out
-        )
+    cascade.temperatures = [s.temperature_ for s in gate.scalers]
+    if gate.thresholds:
+        cascade.thresholds = gate.thresholds
     cascade.calibration = report.to_dict()
-    if out:
-        (out / "report.json").write_text(json.dumps(report.to_dict(), indent=2))
+    if report_dir:
+        _write_evidence(Path(report_dir), report, logits, gate, labels, [t.path.name for t in tiers])
     return report
+
+
+def _write_evidence(
+    out: Path,
+    report: CalibrationReport,
+    logits: list[np.ndarray],
+    gate: GateFit,
+    labels: np.ndarray,
+    names: list[str],
+) -> None:
+    """Reliability diagrams per tier, the threshold curve (two tiers) and report.json."""
+    out.mkdir(parents=True, exist_ok=True)
+    for k, (z, scaler) in enumerate(zip(logits, gate.scalers, strict=True)):
+        reliability_diagram(
+            softmax(z),
+            scaler.predict_proba(z),
+            labels,
+            out / f"reliability_tier{k + 1}.png",
+            title=f"tier {k + 1}: {names[k]}",
+        )
+    if gate.curve is not None:
+        (out / "curve.json").write_text(json.dumps(gate.curve.to_dict()))
+        gate.curve.plot(out / "curve.png")
+    (out / "report.json").write_text(json.dumps(report.to_dict(), indent=2))
+
+
+@dataclass
+class GateFit:
+    """Temperatures and thresholds fitted from every tier's logits on labelled rows."""
+
+    scalers: list[TemperatureScaler]
+    thresholds: list[float]  # empty when no target was given
+    fit_rows: np.ndarray  # rows the temperatures were fitted on
+    choose_rows: np.ndarray  # rows that chose the thresholds (disjoint when certified)
+    choice: dict[str, Any] | None = None  # max_drop's ThresholdChoice
+    guarantee: dict[str, Any] | None = None  # guarantee's GuaranteeResult
+    curve: ThresholdCurve | None = None  # two tiers: the sweep on the threshold rows
+
+
+def fit_gate(
+    logits: list[np.ndarray],
+    labels: np.ndarray,
+    costs: list[float],
+    targets: dict[str, float],
+    *,
+    kind: str = "maxprob",
+    delta: float = 0.1,
+    confidence_level: float | None = DEFAULT_CONFIDENCE_LEVEL,
+    temperature_fraction: float = TEMPERATURE_FRACTION,
+    seed: int = 0,
+) -> GateFit:
+    """The gate from precomputed logits: what ``calibrate_cascade`` does after running the tiers.
+
+    Separate so that studies (many resplits of one scored set) reuse one scoring pass.
+    """
+    certified = "guarantee" in targets or ("max_drop" in targets and confidence_level is not None)
+    fit_rows, choose_rows = _split_rows(len(labels), temperature_fraction if certified else None, seed)
+    scalers = [TemperatureScaler().fit(z[fit_rows], labels[fit_rows]) for z in logits]
+    gate = GateFit(scalers, [], fit_rows, choose_rows)
+    if not targets:
+        return gate
+    rows = _GateRows(kind, logits, scalers, labels)
+    confs, preds, chosen_labels = (
+        rows.confidences(choose_rows),
+        rows.predictions(choose_rows),
+        labels[choose_rows],
+    )
+    if "max_drop" in targets:
+        if confidence_level is None:
+            choice = best_in_sample(confs, preds, chosen_labels, costs, targets["max_drop"])
+        else:
+            order = (rows.confidences(fit_rows), rows.predictions(fit_rows), labels[fit_rows])
+            choice = certify(
+                confs,
+                preds,
+                chosen_labels,
+                costs,
+                targets["max_drop"],
+                order_rows=order,
+                confidence_level=confidence_level,
+            )
+        gate.choice = choice.to_dict()
+        gate.thresholds = choice.thresholds
+    elif "guarantee" in targets:
+        result = guarantee_threshold(confs[0], preds[0] != preds[1], targets["guarantee"], delta)
+        gate.guarantee = result.to_dict()
+        gate.thresholds = [result.threshold]
+    if len(logits) == 2:
+        gate.curve = sweep_thresholds(confs[0], preds[0], preds[1], chosen_labels, costs[0], costs[1])
+        if not gate.thresholds:  # min_speedup or max_escalation
+            gate.thresholds = [select_threshold(gate.curve, **targets)]
+    gate.thresholds = [float(t) for t in gate.thresholds]
+    return gate
 
 
 def _split_rows(n: int, fit_fraction: float | None, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -196,57 +287,6 @@ class _GateRows:
 
     def predictions(self, rows: np.ndarray) -> list[np.ndarray]:
         return [z[rows].argmax(axis=1) for z in self.logits]
-
-
-def _choose_thresholds(
-    cascade: Cascade,
-    report: CalibrationReport,
-    rows: _GateRows,
-    fit_rows: np.ndarray,
-    choose_rows: np.ndarray,
-    costs: list[float],
-    targets: dict[str, float],
-    delta: float,
-    confidence_level: float | None,
-    out: Path | None,
-) -> None:
-    confs, preds, labels = (
-        rows.confidences(choose_rows),
-        rows.predictions(choose_rows),
-        rows.labels[choose_rows],
-    )
-    if "max_drop" in targets:
-        if confidence_level is None:
-            choice = best_in_sample(confs, preds, labels, costs, targets["max_drop"])
-        else:
-            order = (rows.confidences(fit_rows), rows.predictions(fit_rows), rows.labels[fit_rows])
-            choice = certify(
-                confs,
-                preds,
-                labels,
-                costs,
-                targets["max_drop"],
-                order_rows=order,
-                confidence_level=confidence_level,
-            )
-        report.choice = choice.to_dict()
-        thresholds = choice.thresholds
-    elif "guarantee" in targets:
-        result = guarantee_threshold(confs[0], preds[0] != preds[1], targets["guarantee"], delta)
-        report.guarantee = result.to_dict()
-        thresholds = [result.threshold]
-    else:
-        curve = sweep_thresholds(confs[0], preds[0], preds[1], labels, costs[0], costs[1])
-        thresholds = [select_threshold(curve, **targets)]
-    report.thresholds = [float(t) for t in thresholds]
-    cascade.thresholds = report.thresholds
-    if len(thresholds) == 1:
-        curve = sweep_thresholds(confs[0], preds[0], preds[1], labels, costs[0], costs[1])
-        report.threshold = report.thresholds[0]
-        report.expected = _curve_at(curve, report.threshold)
-        if out:
-            (out / "curve.json").write_text(json.dumps(curve.to_dict()))
-            curve.plot(out / "curve.png")
 
 
 def _curve_at(curve: ThresholdCurve, threshold: float) -> dict[str, float]:
