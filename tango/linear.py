@@ -116,13 +116,22 @@ class LinearTier(Tier):
     # --- loading and saving -------------------------------------------------------------------
     @classmethod
     def from_pretrained(  # type: ignore[override]
-        cls, name_or_path: str | Path, batch_size: int = 32, max_tokens: int | None = None, **ignored: Any
+        cls,
+        name_or_path: str | Path,
+        runtime: str = "auto",
+        precision: str = "auto",
+        threads: int | None = None,
+        batch_size: int = 32,
+        max_tokens: int | None = None,
+        max_length: int | None = None,
+        device: str = "cpu",
     ) -> LinearTier:
         """Load a saved linear tier; refuse (ValueError naming the file) anything that does not
         match its JSON or would need pickle.
 
-        ``runtime``, ``precision``, ``threads`` and ``device`` choose a transformer's runtime and
-        are accepted and ignored, so one set of cascade options serves every tier.
+        ``runtime``, ``precision``, ``threads``, ``max_length`` and ``device`` choose a
+        transformer's runtime and are accepted and ignored (scipy's sparse products use one
+        thread), so one set of cascade options serves every tier.
         """
         from tango.registry import resolve
 
@@ -266,12 +275,13 @@ def fit_linear(
     from threadpoolctl import threadpool_limits
 
     y = np.asarray(labels, dtype=np.int64)
-    missing = sorted(set(range(len(label_names))) - set(y.tolist()))
-    if len(label_names) < 2 or missing or y.min(initial=0) < 0 or len(y) != len(texts):
-        raise ValueError(
-            f"need one label id per text, each below {len(label_names)}, and rows of every label; "
-            f"labels without rows: {[label_names[i] for i in missing if i < len(label_names)]}"
-        )
+    if len(y) != len(texts):
+        raise ValueError(f"need one label per text: {len(texts)} texts, {len(y)} labels")
+    if len(label_names) < 2 or y.min(initial=0) < 0 or y.max(initial=0) >= len(label_names):
+        raise ValueError(f"labels must be ids into label_names ({len(label_names)} names, at least 2)")
+    missing = [name for k, name in enumerate(label_names) if not (y == k).any()]
+    if missing:
+        raise ValueError(f"labels {missing} have no training rows; every label needs some")
     vectorizer = {**DEFAULT_VECTORIZER, **(vectorizer or {})}
     rows = as_texts(texts)
     inputs = "pairs" if rows and isinstance(rows[0], tuple) else "texts"

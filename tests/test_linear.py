@@ -101,6 +101,20 @@ def test_save_load_round_trip_is_exact(tier, saved):
     np.testing.assert_array_equal(LinearTier.from_pretrained(again).logits(texts), tier.logits(texts))
 
 
+def test_fit_refuses_labels_without_rows(data):
+    with pytest.raises(ValueError, match=r"labels \['neutral'\] have no training rows"):
+        fit_linear(data.texts, data.labels * 2, ["negative", "neutral", "positive"], vectorizer=SMALL)
+
+
+def test_a_saved_cascade_keeps_its_linear_tier(tier, tmp_path):
+    texts = sentiment_rows(30, 6).texts
+    cascade = Cascade([tier, tier], thresholds=0.8, temperatures=[1.0, 0.5])
+    cascade.save_pretrained(tmp_path / "cascade")
+    loaded = Cascade.from_pretrained(tmp_path / "cascade", runtime="onnx", threads=1)
+    assert all(isinstance(t, LinearTier) for t in loaded.tiers)
+    np.testing.assert_array_equal(loaded.predict_proba(texts), cascade.predict_proba(texts))
+
+
 def test_empty_input_gives_no_rows(tier):
     assert tier.predict_proba([]).shape == (0, 2)
     assert tier.predict([]).shape == (0,)
