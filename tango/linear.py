@@ -108,9 +108,9 @@ class LinearTier(Tier):
         self.record = dict(record or {})  # provenance: training file, dev accuracy, seconds, ...
         self.batch_size = batch_size  # kept for the Tier interface; rows are scored all at once
         self.max_tokens = max_tokens
-        self.max_length = None  # no token limit: every word is hashed
+        self.max_length = None  # type: ignore[assignment]  # no token limit: every word is hashed
         self.tokenizer = None
-        self.runtime = _LinearRuntime()
+        self.runtime = _LinearRuntime()  # type: ignore[assignment]  # infer() runs no batches
         self.last_padding_efficiency_: float | None = None
 
     # --- loading and saving -------------------------------------------------------------------
