@@ -629,11 +629,13 @@ def train(
     device: str,
     **options: Any,
 ) -> None:
-    """Fine-tune MODEL (a directory or registered name, e.g. minilm) into a tier.
+    """Fine-tune MODEL (a directory or registered name, e.g. minilm) into a tier; MODEL
+    `linear` fits a TF-IDF + logistic-regression tier instead (seconds, see docs/models.md).
 
     \b
     Examples:
       tango train minilm --train sst2/train.tsv --dev sst2/dev.tsv --labels sst2 --out DIR
+      tango train linear --train sst2/train.tsv --dev sst2/dev.tsv --labels sst2 --out DIR
       tango train minilm --layers 2 --train sst2/train.tsv --labels sst2 --out DIR
       tango train minilm --train sst2/train.tsv --calibration-rows 3000 --labels sst2 --out DIR
       tango train minilm --teacher mpnet-base-sst2 --train sst2/train.tsv --out DIR
@@ -645,6 +647,8 @@ def train(
     from tango.splits import carve_calibration_rows, default_calibration_rows, record_training_file
     from tango.training import train_classifier
 
+    if model == "linear":
+        _refuse_transformer_options(click.get_current_context())
     columns = {"text_column": text_column, "text_pair_column": pair_column, "label_column": label_column}
     data = load_labelled(train_path, label_names=_label_names(labels), **columns)
     if calibration_rows is None:
@@ -658,6 +662,8 @@ def train(
             replace(data.subset(rows), source=f"{train_path} {part} of {split}")
             for part, rows in (("train", train_rows), ("dev", dev_rows))
         )
+    if model == "linear":
+        return train_linear_tier(data, dev, out_dir, name)
     if early_exit:
         train_exits(model, data, dev, out_dir, name, early_exit, exits, bf16, options, pooling, device)
         return record_training_file(out_dir, train_path, held)
@@ -676,6 +682,57 @@ def train(
     click.echo(
         f"saved {result.out_dir}: {result.steps} steps in {result.train_seconds:.0f}s "
         f"({result.examples_per_second:.0f} examples/s), dev accuracy {accuracy}"
+    )
+
+
+# Options of `tango train` that configure transformer fine-tuning, not a linear tier.
+TRANSFORMER_ONLY = (
+    "layers",
+    "teacher",
+    "epochs",
+    "batch_size",
+    "lr",
+    "max_length",
+    "max_steps",
+    "bf16",
+    "resume",
+    "early_exit",
+    "exits",
+    "pooling",
+    "device",
+)
+
+
+def _refuse_transformer_options(ctx: click.Context) -> None:
+    """`tango train linear` with a fine-tuning option is a mistake worth saying, not ignoring."""
+    from click.core import ParameterSource
+
+    given = [
+        f"--{name.replace('_', '-')}"
+        for name in TRANSFORMER_ONLY
+        if ctx.get_parameter_source(name) not in (None, ParameterSource.DEFAULT)
+    ]
+    if given:
+        raise click.UsageError(
+            f"{', '.join(given)} "
+            + (
+                "configures transformer fine-tuning and does"
+                if len(given) == 1
+                else "configure transformer fine-tuning and do"
+            )
+            + " not apply to a linear tier; drop them, or name an encoder (e.g. minilm) as MODEL"
+        )
+
+
+def train_linear_tier(data: Any, dev: Any, out_dir: str, name: str | None) -> None:
+    """`tango train linear`: a TF-IDF + logistic-regression tier, registered like any tier."""
+    from tango.linear import train_linear
+
+    tier = train_linear(data, out_dir, dev=dev, name=name)
+    accuracy = tier.record["dev_accuracy"]
+    click.echo(
+        f"saved {out_dir}: linear tier fitted on {tier.record['train_rows']} rows in "
+        f"{tier.record['train_seconds']:.1f}s, dev accuracy {'-' if accuracy is None else f'{accuracy:.4f}'}"
     )
 
 

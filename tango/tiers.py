@@ -260,10 +260,10 @@ class Tier:
         holds an IR, PyTorch otherwise. ``precision`` applies to PyTorch (``fp32``, ``bf16``
         weights cast once, ``bf16-autocast``) and OpenVINO (``fp32``, ``bf16``); ``auto`` =
         the record's choice, else bf16 autocast for PyTorch where the CPU has fast bf16 and fp32
-        for OpenVINO. ``threads`` defaults to this machine's cores.
+        for OpenVINO. ``threads`` defaults to this machine's cores. A directory holding
+        ``tango_linear.json`` loads as a :class:`tango.linear.LinearTier` (the runtime options
+        choose among transformer runtimes and do not apply to it).
         """
-        from transformers import AutoConfig, AutoTokenizer
-
         from tango.registry import resolve
 
         if runtime not in RUNTIMES:
@@ -271,6 +271,14 @@ class Tier:
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
         path = resolve(name_or_path)
+        if (path / "tango_linear.json").exists():  # a scikit-learn tier (tango.linear)
+            from tango.linear import LinearTier
+
+            linear = LinearTier.from_pretrained(path, batch_size=batch_size, max_tokens=max_tokens)
+            linear.source = str(name_or_path)
+            return linear
+        from transformers import AutoConfig, AutoTokenizer
+
         if runtime == "onnx" and not (path / ONNX_FILE).exists():
             raise ValueError(
                 f"{path} has no {ONNX_FILE}; make one with `tango export {path} "
@@ -302,6 +310,11 @@ class Tier:
 
     def tokenize(self, texts: Texts) -> Encodings:
         """Token ids, truncated to ``max_length``, unpadded."""
+        return tokenize(self.tokenizer, self._rows(texts), self.max_length)
+
+    def _rows(self, texts: Texts) -> list[str] | list[tuple[str, str]]:
+        """The rows as a list, refused when they are pairs and the tier was trained on texts
+        (or the other way round)."""
         rows = as_texts(texts)
         if self.inputs and rows and isinstance(rows[0], tuple) != (self.inputs == "pairs"):
             given = "text pairs" if isinstance(rows[0], tuple) else "single texts"
@@ -314,7 +327,7 @@ class Tier:
                     else "drop the pairs"
                 )
             )
-        return tokenize(self.tokenizer, rows, self.max_length)
+        return rows
 
     def infer(self, encodings: Encodings, progress: bool = False) -> np.ndarray:
         """Logits (N, K) in input order, from length-sorted, token-budgeted batches."""
