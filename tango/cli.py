@@ -663,26 +663,26 @@ def train(
             for part, rows in (("train", train_rows), ("dev", dev_rows))
         )
     if model == "linear":
-        return train_linear_tier(data, dev, out_dir, name)
-    if early_exit:
+        train_linear_tier(data, dev, out_dir, name)
+    elif early_exit:
         train_exits(model, data, dev, out_dir, name, early_exit, exits, bf16, options, pooling, device)
-        return record_training_file(out_dir, train_path, held)
-    if pooling != "mean" or device != "cpu":
-        raise click.UsageError("--pooling and --device apply to --early-exit training only")
-    result = train_classifier(
-        model, data, out_dir, dev=dev, name=name, bf16="auto" if bf16 is None else bf16, **options
-    )
+    else:
+        if pooling != "mean" or device != "cpu":
+            raise click.UsageError("--pooling and --device apply to --early-exit training only")
+        result = train_classifier(
+            model, data, out_dir, dev=dev, name=name, bf16="auto" if bf16 is None else bf16, **options
+        )
+        accuracy = "-" if result.dev_accuracy is None else f"{result.dev_accuracy:.4f}"
+        click.echo(
+            f"saved {result.out_dir}: {result.steps} steps in {result.train_seconds:.0f}s "
+            f"({result.examples_per_second:.0f} examples/s), dev accuracy {accuracy}"
+        )
     record_training_file(out_dir, train_path, held)
     if held:
         click.echo(
             f"held out {held.rows} calibration rows of {held.of} (seed {held.seed}); "
             "`tango calibrate` uses them"
         )
-    accuracy = "-" if result.dev_accuracy is None else f"{result.dev_accuracy:.4f}"
-    click.echo(
-        f"saved {result.out_dir}: {result.steps} steps in {result.train_seconds:.0f}s "
-        f"({result.examples_per_second:.0f} examples/s), dev accuracy {accuracy}"
-    )
 
 
 # Options of `tango train` that configure transformer fine-tuning, not a linear tier.
