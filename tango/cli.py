@@ -71,7 +71,7 @@ def cascade_options(func: Callable[..., Any]) -> Callable[..., Any]:
             help="A saved (calibrated) cascade directory.",
         ),
         click.option(
-            "--tier1", help="Tier-1 model: a directory, an alias (configs/aliases.toml) or a hub id."
+            "--tier1", help="Tier-1 model: a directory, an alias (tango/resources/aliases.toml) or a hub id."
         ),
         click.option("--tier2", help="Tier-2 model, same forms as --tier1."),
         click.option("--tier3", help="Optional third tier, same forms as --tier1."),
@@ -1051,16 +1051,16 @@ def format_calibration(report: Any) -> str:
     "train_file",
     type=click.Path(dir_okay=False),
     default=None,
-    help="Labelled SST-2-style file for the quick tiers (default: ../shared/data/sst2/train.tsv).",
+    help="Labelled SST-2-style file for the quick tiers (default: ../shared/data/sst2/train.tsv, "
+    "else the SST-2 sample shipped in the package).",
 )
 @user_errors
 def quickstart(output: str, train_file: str | None) -> None:
-    """Install the offline encoders, make quick tiers if none exist, score examples/reviews.csv."""
-    from tango.quickstart import SST2_TRAIN
+    """Install the offline encoders, make quick tiers if none exist, score the bundled reviews.csv."""
     from tango.quickstart import quickstart as run_quickstart
 
     summary = run_quickstart(
-        Path(output), Path(train_file) if train_file else SST2_TRAIN, log=lambda m: click.echo(m, err=True)
+        Path(output), Path(train_file) if train_file else None, log=lambda m: click.echo(m, err=True)
     )
     click.echo(Path(output).read_text(), nl=False)
     click.echo(summary.report(), err=True)

@@ -1,8 +1,9 @@
 """Where tiers live and how a name becomes a directory.
 
-A name resolves in this order: (1) an existing local directory, (2) an alias from
-``configs/aliases.toml`` (the alias's public hub checkpoint; where the hub cannot be reached,
-the best tier that ``tango train`` registered locally), (3) a Hugging Face hub id. Trained
+A name resolves in this order: (1) an existing local directory, (2) an alias from the
+package's ``tango/resources/aliases.toml`` (the alias's public hub checkpoint; where the hub
+cannot be reached, the best tier that ``tango train`` registered locally), (3) a Hugging Face
+hub id. Trained
 tiers are cached under ``$TANGO_HOME`` (default ``~/.cache/tango``) and listed in its
 ``registry.json``.
 """
@@ -11,12 +12,13 @@ from __future__ import annotations
 
 import json
 import os
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import tomllib
 
-ALIASES_FILE = Path(__file__).resolve().parent.parent / "configs" / "aliases.toml"
+ALIASES_FILE = resources.files("tango.resources") / "aliases.toml"  # shipped inside the package
 
 
 def tango_home() -> Path:
@@ -46,9 +48,9 @@ def register(name: str, path: str | Path, **info: Any) -> None:
     tmp.replace(_registry_file())
 
 
-def aliases(path: Path = ALIASES_FILE) -> dict[str, dict[str, Any]]:
-    """The alias table from ``configs/aliases.toml`` (empty if the file is absent)."""
-    if not path.exists():
+def aliases(path: Path | resources.abc.Traversable = ALIASES_FILE) -> dict[str, dict[str, Any]]:
+    """The alias table (the packaged ``tango/resources/aliases.toml``; empty if ``path`` is absent)."""
+    if not path.is_file():
         return {}
     with path.open("rb") as file:
         return tomllib.load(file)

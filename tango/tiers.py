@@ -252,7 +252,7 @@ class Tier:
         max_length: int | None = None,
         device: str = "cpu",
     ) -> Tier:
-        """Load a tier from a directory, an alias (``configs/aliases.toml``) or a hub id.
+        """Load a tier from a directory, an alias (``tango/resources/aliases.toml``) or a hub id.
 
         ``runtime="auto"`` uses the fastest runtime that ``tango probe`` recorded in the
         directory (``tango_runtimes.json``) among those that kept PyTorch fp32's predictions;
