@@ -42,8 +42,19 @@ def _one_line(error: BaseException) -> str:
 
 @click.group()
 @click.version_option(package_name="tango")
-def cli() -> None:
+@click.option(
+    "--verbose",
+    "-v",
+    is_flag=True,
+    help="Show other libraries' logs, warnings and progress bars (transformers, ONNX, the hub).",
+)
+@click.pass_context
+def cli(ctx: click.Context, verbose: bool) -> None:
     """tango: cheap transformer text classification on CPUs (cascades and early exit)."""
+    if not verbose:
+        from tango.quiet import quiet_libraries
+
+        ctx.with_resource(quiet_libraries())  # undone when the command ends
 
 
 # --- commands are added below, one small function each -----------------------------------------
@@ -386,8 +397,6 @@ def run(
       tango run --early-exit minilm-l6-sst2-ee-sweet --device cuda -i reviews.csv -o scored.csv
       tango run --engine ray --address auto --cascade DIR -i 'data/*.csv' -o scored/ --merge scored.jsonl
     """
-    if quiet:  # also silence Hugging Face's weight-loading bars (read when the hub is imported)
-        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     from tango.runfiles import RunFiles
     from tango.scoring import guess_text_column, score_file
 

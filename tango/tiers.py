@@ -150,9 +150,7 @@ class TorchRuntime:
     ) -> None:
         import torch
         from transformers import AutoModelForSequenceClassification
-        from transformers.utils import logging as hf_logging
 
-        hf_logging.disable_progress_bar()  # one bar per weight file is noise in a CLI
         torch.set_num_threads(threads or default_threads())
         self.model = AutoModelForSequenceClassification.from_pretrained(model_dir).eval().to(device)
         self.device = device
