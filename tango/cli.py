@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+from click.core import ParameterSource
 
 
 def user_errors(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -38,6 +39,23 @@ def _one_line(error: BaseException) -> str:
         where = " -> ".join(str(f) for f in (error.filename, error.filename2) if f is not None)
         return f"{error.strerror}: {where}" if where else error.strerror
     return str(error)
+
+
+def refuse_unused(names: tuple[str, ...], context: str, why: str) -> None:
+    """A UsageError naming each option in ``names`` the user set (defaults are fine): it does not
+    apply in ``context``, and ``why``. Options that do not apply are refused, never ignored."""
+    ctx = click.get_current_context()
+    set_here = [
+        name
+        for name in names
+        if ctx.get_parameter_source(name) not in (None, ParameterSource.DEFAULT, ParameterSource.DEFAULT_MAP)
+    ]
+    if set_here:
+        params = {param.name: param for param in ctx.command.params}
+        shown = ", ".join(params[name].opts[0] for name in set_here)
+        raise click.UsageError(
+            f"{shown} {'does' if len(set_here) == 1 else 'do'} not apply to {context}: {why}"
+        )
 
 
 @click.group()
@@ -621,6 +639,15 @@ def train(
     from tango.data import load_labelled, split_rows
     from tango.training import train_classifier
 
+    if early_exit:
+        refuse_unused(
+            ("teacher", "layers") + (("resume",) if options["resume"] else ()),  # --no-resume is what happens
+            "--early-exit training",
+            "a multi-exit model keeps every layer, learns from the labels alone (no teacher) "
+            "and starts from MODEL every time (no checkpoint to resume)",
+        )
+    else:
+        refuse_unused(("exits", "pooling", "device"), "training a tier", "they shape --early-exit models")
     columns = {"text_column": text_column, "text_pair_column": pair_column, "label_column": label_column}
     data = load_labelled(train_path, label_names=_label_names(labels), **columns)
     dev = load_labelled(dev_path, label_names=data.label_names, **columns) if dev_path else None
@@ -633,8 +660,6 @@ def train(
         )
     if early_exit:
         return train_exits(model, data, dev, out_dir, name, early_exit, exits, bf16, options, pooling, device)
-    if pooling != "mean" or device != "cpu":
-        raise click.UsageError("--pooling and --device apply to --early-exit training only")
     result = train_classifier(
         model, data, out_dir, dev=dev, name=name, bf16="auto" if bf16 is None else bf16, **options
     )
@@ -950,6 +975,13 @@ def calibrate(
     from tango.tuning import calibrate_cascade, evaluate
 
     if (Path(cascade_out) / "early_exit.json").exists():
+        refuse_unused(
+            ("tier1", "tier2", "test_path", "dev_fraction", "seed", "confidence", "min_speedup")
+            + ("max_escalation", "guarantee", "delta", "runtime", "threads"),
+            f"an early-exit model ({cascade_out} holds early_exit.json)",
+            "its calibration fits one temperature per exit on --dev and, with --max-drop, a threshold; "
+            "the other targets, the held-out test split and the tier options are for cascades",
+        )
         return calibrate_exits(
             cascade_out, dev_path, text_column, pair_column, label_column, max_drop, device
         )
