@@ -152,7 +152,7 @@ def build_cascade(
 ) -> Any:
     """The Cascade the options describe (shared by run, calibrate and bench)."""
     from tango.cascade import Cascade
-    from tango.tiers import Tier
+    from tango.tiers import load_tiers
 
     tier_options = {"runtime": runtime, "threads": threads, "batch_size": batch_size}
     thresholds = list(threshold) if threshold else None
@@ -168,7 +168,7 @@ def build_cascade(
     names = [name for name in (tier1, tier2, tier3) if name]
     if not tier1 or not tier2:
         raise click.UsageError("give --cascade DIR, or at least --tier1 and --tier2")
-    tiers = [Tier.from_pretrained(name, **tier_options) for name in names]
+    tiers = load_tiers(names, **tier_options)  # aliases all from the hub or all local
     return Cascade(tiers, thresholds=thresholds, confidence=confidence or "maxprob")
 
 

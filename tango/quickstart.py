@@ -13,7 +13,7 @@ from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
 
-from tango.registry import registered, resolve, tango_home
+from tango.registry import registered, resolve_all, tango_home
 
 RESOURCES = resources.files("tango.resources")  # shipped in the wheel: see tango/resources/README.md
 EXAMPLE = RESOURCES / "reviews.csv"
@@ -31,9 +31,9 @@ def default_train_file() -> Path:
     return Path(str(SST2_SAMPLE))
 
 
-def _alias_resolves(alias: str) -> bool:
+def _aliases_resolve(names: tuple[str, ...]) -> bool:
     try:
-        resolve(alias)
+        resolve_all(names)
         return True
     except ValueError:
         return False
@@ -71,12 +71,12 @@ def quickstart(output: Path, train_file: Path | None = None, log: Callable[[str]
     from tango.cascade import Cascade
     from tango.install import install_models
     from tango.scoring import score_file
-    from tango.tiers import Tier
+    from tango.tiers import load_tiers
 
     install_models(["minilm", "mpnet"])
-    if not (_alias_resolves("distil") and _alias_resolves("large")):
+    if not _aliases_resolve(("distil", "large")):
         build_quick_tiers(train_file, log)
-    tiers = [Tier.from_pretrained(alias) for alias in ("distil", "large")]
+    tiers = load_tiers(["distil", "large"])
     for alias, tier in zip(("distil", "large"), tiers, strict=True):
         log(f"{alias} -> {tier.path} ({tier.runtime.description})")
     cascade = Cascade(tiers, thresholds=0.9)

@@ -354,6 +354,28 @@ class Tier:
         )
 
 
+def load_tiers(names: Sequence[str | Path | Tier], **options: Any) -> list[Tier]:
+    """The tiers of one run, cheapest first: names resolved together, then each loaded.
+
+    Aliases resolve all from the hub or all to local tiers (:func:`tango.registry.resolve_all`),
+    so one run never pairs a hub tier with a locally trained one by accident. ``options`` go to
+    :meth:`Tier.from_pretrained`; a ``Tier`` passes through unchanged.
+    """
+    from tango.registry import resolve_all
+
+    named = [k for k, name in enumerate(names) if not isinstance(name, Tier)]
+    paths = dict(zip(named, resolve_all([names[k] for k in named]), strict=True))  # type: ignore[misc]
+    tiers = []
+    for k, name in enumerate(names):
+        if isinstance(name, Tier):
+            tiers.append(name)
+            continue
+        tier = Tier.from_pretrained(paths[k], **options)
+        tier.source = str(name)  # the name the user gave, as the cascade's manifest records it
+        tiers.append(tier)
+    return tiers
+
+
 def recorded_inputs(path: Path) -> str | None:
     """ "texts" or "pairs", as the tier's training (or its export) recorded; None when unknown."""
     for record in ("tango_train.json", "tango_export.json"):
