@@ -3,9 +3,9 @@
 A name resolves in this order: (1) an existing local directory, (2) an alias from the
 package's ``tango/resources/aliases.toml`` (the alias's public hub checkpoint; where the hub
 cannot be reached, the best tier that ``tango train`` registered locally), (3) a Hugging Face
-hub id. Trained
-tiers are cached under ``$TANGO_HOME`` (default ``~/.cache/tango``) and listed in its
-``registry.json``.
+hub id. The tiers of one run resolve together (:func:`resolve_all`): all their aliases from the
+hub, or all locally. Trained tiers are cached under ``$TANGO_HOME`` (default ``~/.cache/tango``)
+and listed in its ``registry.json``.
 """
 
 from __future__ import annotations
