@@ -19,7 +19,7 @@ import numpy as np
 from tango import __version__
 from tango.batching import Encodings
 from tango.confidence import CONFIDENCE_KINDS, confidence, softmax
-from tango.tiers import Texts, Tier, as_texts
+from tango.tiers import Texts, Tier, as_texts, load_tiers
 
 MANIFEST = "cascade.json"
 DEFAULT_THRESHOLD = 0.9
@@ -87,7 +87,9 @@ class Cascade:
     Parameters
     ----------
     tiers : list of Tier, or of names resolvable by ``Tier.from_pretrained``
-        Cheapest first. All tiers must share the same labels.
+        Cheapest first. All tiers must share the same labels (compared ignoring case; the
+        cascade answers with tier 1's names). Names given as strings resolve together
+        (:func:`tango.tiers.load_tiers`).
     thresholds : float or list of float, default 0.9
         One per tier boundary (``len(tiers) - 1``); a single float is used for every boundary.
         A row escalates from tier k when its confidence is ``< thresholds[k]``.
@@ -127,7 +129,8 @@ class Cascade:
             )
         if not self.tiers:
             raise ValueError("a cascade needs at least one tier")
-        self.tiers = [t if isinstance(t, Tier) else Tier.from_pretrained(t) for t in self.tiers]
+        if not all(isinstance(t, Tier) for t in self.tiers):
+            self.tiers = load_tiers(self.tiers)  # aliases resolved together: all hub or all local
         if self.confidence not in CONFIDENCE_KINDS:
             raise ValueError(f"confidence must be one of {CONFIDENCE_KINDS}, got {self.confidence!r}")
         boundaries = len(self.tiers) - 1
@@ -140,12 +143,13 @@ class Cascade:
         temperatures = list(self.temperatures) if self.temperatures else [1.0] * len(self.tiers)
         if len(temperatures) != len(self.tiers) or any(not t > 0 for t in temperatures):
             raise ValueError(f"need one temperature > 0 per tier ({len(self.tiers)}), got {temperatures}")
-        labels = self.tiers[0].labels
-        for tier in self.tiers[1:]:
-            if tier.labels != labels:
+        labels = self.tiers[0].labels  # the cascade answers with tier 1's names
+        for k, tier in enumerate(self.tiers[1:], start=2):
+            if [name.lower() for name in tier.labels] != [name.lower() for name in labels]:
                 raise ValueError(
-                    f"tiers disagree on labels: {labels} vs {tier.labels} ({tier.path}); "
-                    "set the same id2label in each tier's config.json"
+                    f"tiers disagree on labels: tier 1 has {labels} ({self.tiers[0].path}), tier {k} "
+                    f"has {tier.labels} ({tier.path}); they must name the same classes in the same "
+                    "order (case aside): set the same id2label in each tier's config.json"
                 )
         return self.tiers, thresholds, temperatures  # type: ignore[return-value]
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+from click.core import ParameterSource
 
 
 def user_errors(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -40,10 +41,38 @@ def _one_line(error: BaseException) -> str:
     return str(error)
 
 
+def refuse_unused(names: tuple[str, ...], context: str, why: str) -> None:
+    """A UsageError naming each option in ``names`` the user set (defaults are fine): it does not
+    apply in ``context``, and ``why``. Options that do not apply are refused, never ignored."""
+    ctx = click.get_current_context()
+    set_here = [
+        name
+        for name in names
+        if ctx.get_parameter_source(name) not in (None, ParameterSource.DEFAULT, ParameterSource.DEFAULT_MAP)
+    ]
+    if set_here:
+        params = {param.name: param for param in ctx.command.params}
+        shown = ", ".join(params[name].opts[0] for name in set_here)
+        raise click.UsageError(
+            f"{shown} {'does' if len(set_here) == 1 else 'do'} not apply to {context}: {why}"
+        )
+
+
 @click.group()
 @click.version_option(package_name="tango")
-def cli() -> None:
+@click.option(
+    "--verbose",
+    "-v",
+    is_flag=True,
+    help="Show other libraries' logs, warnings and progress bars (transformers, ONNX, the hub).",
+)
+@click.pass_context
+def cli(ctx: click.Context, verbose: bool) -> None:
     """tango: cheap transformer text classification on CPUs (cascades and early exit)."""
+    if not verbose:
+        from tango.quiet import quiet_libraries
+
+        ctx.with_resource(quiet_libraries())  # undone when the command ends
 
 
 # --- commands are added below, one small function each -----------------------------------------
@@ -71,7 +100,7 @@ def cascade_options(func: Callable[..., Any]) -> Callable[..., Any]:
             help="A saved (calibrated) cascade directory.",
         ),
         click.option(
-            "--tier1", help="Tier-1 model: a directory, an alias (configs/aliases.toml) or a hub id."
+            "--tier1", help="Tier-1 model: a directory, an alias (tango/resources/aliases.toml) or a hub id."
         ),
         click.option("--tier2", help="Tier-2 model, same forms as --tier1."),
         click.option("--tier3", help="Optional third tier, same forms as --tier1."),
@@ -141,7 +170,7 @@ def build_cascade(
 ) -> Any:
     """The Cascade the options describe (shared by run, calibrate and bench)."""
     from tango.cascade import Cascade
-    from tango.tiers import Tier
+    from tango.tiers import load_tiers
 
     tier_options = {"runtime": runtime, "threads": threads, "batch_size": batch_size}
     thresholds = list(threshold) if threshold else None
@@ -158,7 +187,7 @@ def build_cascade(
         return cascade
     if len(names) < 2:
         raise click.UsageError("give --cascade DIR, or at least --tier1 and --tier2 (or --tiers a,b)")
-    tiers = [Tier.from_pretrained(name, **tier_options) for name in names]
+    tiers = load_tiers(names, **tier_options)  # aliases all from the hub or all local
     return Cascade(tiers, thresholds=thresholds, confidence=confidence or "maxprob")
 
 
@@ -403,8 +432,6 @@ def run(
       tango run --early-exit minilm-l6-sst2-ee-sweet --device cuda -i reviews.csv -o scored.csv
       tango run --engine ray --address auto --cascade DIR -i 'data/*.csv' -o scored/ --merge scored.jsonl
     """
-    if quiet:  # also silence Hugging Face's weight-loading bars (read when the hub is imported)
-        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     from tango.runfiles import RunFiles
     from tango.scoring import guess_text_column, score_file
 
@@ -648,7 +675,20 @@ def train(
     from tango.training import train_classifier
 
     if model == "linear":
-        _refuse_transformer_options(click.get_current_context())
+        refuse_unused(
+            TRANSFORMER_ONLY,
+            "a linear tier",
+            "they configure transformer fine-tuning; drop them, or name an encoder (e.g. minilm) as MODEL",
+        )
+    elif early_exit:
+        refuse_unused(
+            ("teacher", "layers") + (("resume",) if options["resume"] else ()),  # --no-resume is what happens
+            "--early-exit training",
+            "a multi-exit model keeps every layer, learns from the labels alone (no teacher) "
+            "and starts from MODEL every time (no checkpoint to resume)",
+        )
+    else:
+        refuse_unused(("exits", "pooling", "device"), "training a tier", "they shape --early-exit models")
     columns = {"text_column": text_column, "text_pair_column": pair_column, "label_column": label_column}
     data = load_labelled(train_path, label_names=_label_names(labels), **columns)
     if calibration_rows is None:
@@ -667,8 +707,6 @@ def train(
     elif early_exit:
         train_exits(model, data, dev, out_dir, name, early_exit, exits, bf16, options, pooling, device)
     else:
-        if pooling != "mean" or device != "cpu":
-            raise click.UsageError("--pooling and --device apply to --early-exit training only")
         result = train_classifier(
             model, data, out_dir, dev=dev, name=name, bf16="auto" if bf16 is None else bf16, **options
         )
@@ -701,27 +739,6 @@ TRANSFORMER_ONLY = (
     "pooling",
     "device",
 )
-
-
-def _refuse_transformer_options(ctx: click.Context) -> None:
-    """`tango train linear` with a fine-tuning option is a mistake worth saying, not ignoring."""
-    from click.core import ParameterSource
-
-    given = [
-        f"--{name.replace('_', '-')}"
-        for name in TRANSFORMER_ONLY
-        if ctx.get_parameter_source(name) not in (None, ParameterSource.DEFAULT)
-    ]
-    if given:
-        raise click.UsageError(
-            f"{', '.join(given)} "
-            + (
-                "configures transformer fine-tuning and does"
-                if len(given) == 1
-                else "configure transformer fine-tuning and do"
-            )
-            + " not apply to a linear tier; drop them, or name an encoder (e.g. minilm) as MODEL"
-        )
 
 
 def train_linear_tier(data: Any, dev: Any, out_dir: str, name: str | None) -> None:
@@ -1065,6 +1082,14 @@ def calibrate(
     from tango.tuning import calibrate_cascade, evaluate
 
     if (Path(cascade_out) / "early_exit.json").exists():
+        refuse_unused(
+            ("tier1", "tier2", "tier3", "tiers", "test_path", "dev_fraction", "seed", "confidence")
+            + ("min_speedup", "max_escalation", "guarantee", "delta", "runtime", "threads")
+            + ("confidence_level", "in_sample"),
+            f"an early-exit model ({cascade_out} holds early_exit.json)",
+            "its calibration fits one temperature per exit on --dev and, with --max-drop, a threshold; "
+            "the other targets, the held-out test split and the tier options are for cascades",
+        )
         return calibrate_exits(
             cascade_out, dev_path, text_column, pair_column, label_column, max_drop, device
         )
@@ -1219,16 +1244,16 @@ def format_calibration(report: Any) -> str:
     "train_file",
     type=click.Path(dir_okay=False),
     default=None,
-    help="Labelled SST-2-style file for the quick tiers (default: ../shared/data/sst2/train.tsv).",
+    help="Labelled SST-2-style file for the quick tiers (default: ../shared/data/sst2/train.tsv, "
+    "else the SST-2 sample shipped in the package).",
 )
 @user_errors
 def quickstart(output: str, train_file: str | None) -> None:
-    """Install the offline encoders, make quick tiers if none exist, score examples/reviews.csv."""
-    from tango.quickstart import SST2_TRAIN
+    """Install the offline encoders, make quick tiers if none exist, score the bundled reviews.csv."""
     from tango.quickstart import quickstart as run_quickstart
 
     summary = run_quickstart(
-        Path(output), Path(train_file) if train_file else SST2_TRAIN, log=lambda m: click.echo(m, err=True)
+        Path(output), Path(train_file) if train_file else None, log=lambda m: click.echo(m, err=True)
     )
     click.echo(Path(output).read_text(), nl=False)
     click.echo(summary.report(), err=True)

@@ -203,9 +203,7 @@ def export_openvino(
 def _load(source: Path):
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
-    from transformers.utils import logging as hf_logging
 
-    hf_logging.disable_progress_bar()
     model = AutoModelForSequenceClassification.from_pretrained(source, dtype=torch.float32).eval()
     return model, AutoTokenizer.from_pretrained(source)
 

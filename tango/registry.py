@@ -1,22 +1,25 @@
 """Where tiers live and how a name becomes a directory.
 
-A name resolves in this order: (1) an existing local directory, (2) an alias from
-``configs/aliases.toml`` (the alias's public hub checkpoint; where the hub cannot be reached,
-the best tier that ``tango train`` registered locally), (3) a Hugging Face hub id. Trained
-tiers are cached under ``$TANGO_HOME`` (default ``~/.cache/tango``) and listed in its
-``registry.json``.
+A name resolves in this order: (1) an existing local directory, (2) an alias from the
+package's ``tango/resources/aliases.toml`` (the alias's public hub checkpoint; where the hub
+cannot be reached, the best tier that ``tango train`` registered locally), (3) a Hugging Face
+hub id. The tiers of one run resolve together (:func:`resolve_all`): all their aliases from the
+hub, or all locally. Trained tiers are cached under ``$TANGO_HOME`` (default ``~/.cache/tango``)
+and listed in its ``registry.json``.
 """
 
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import tomllib
 
-ALIASES_FILE = Path(__file__).resolve().parent.parent / "configs" / "aliases.toml"
+ALIASES_FILE = resources.files("tango.resources") / "aliases.toml"  # shipped inside the package
 
 
 def tango_home() -> Path:
@@ -46,9 +49,9 @@ def register(name: str, path: str | Path, **info: Any) -> None:
     tmp.replace(_registry_file())
 
 
-def aliases(path: Path = ALIASES_FILE) -> dict[str, dict[str, Any]]:
-    """The alias table from ``configs/aliases.toml`` (empty if the file is absent)."""
-    if not path.exists():
+def aliases(path: Path | resources.abc.Traversable = ALIASES_FILE) -> dict[str, dict[str, Any]]:
+    """The alias table (the packaged ``tango/resources/aliases.toml``; empty if ``path`` is absent)."""
+    if not path.is_file():
         return {}
     with path.open("rb") as file:
         return tomllib.load(file)
@@ -84,40 +87,79 @@ def resolve(name: str | Path) -> Path:
 
     Raises ValueError naming everything that was tried and the local choices.
     """
-    tried: list[str] = []
-    path = Path(name).expanduser()
-    if path.is_dir():
-        return path
-    tried.append(f"local directory {str(path)!r} (not found)")
+    return resolve_all([name])[0]
 
-    if _registered_dir(str(name)):
-        return _registered_dir(str(name))  # type: ignore[return-value]
-    alias = aliases().get(str(name))
-    hub_ids: list[str] = []
-    if alias:
-        local = list(alias.get("local", []))
-        hub_ids = [alias["hub"]] if alias.get("hub") else []
-        candidates = [("hub", h) for h in hub_ids] + [("local", n) for n in local]
+
+def resolve_all(names: Sequence[str | Path]) -> list[Path]:
+    """Resolve the tiers of one run together: their aliases all from the hub, or all locally.
+
+    An alias goes to its hub checkpoint where every alias's hub checkpoint can be had; as soon as
+    one cannot (no network, ``TANGO_OFFLINE=1``), every alias goes to its registered local tiers,
+    so ``--tier1 distil --tier2 large`` never pairs a hub tier-1 with a local tier-2. Directories,
+    registered names and hub ids resolve as :func:`resolve` does. Raises ValueError naming what
+    was tried, and the fix, where a name resolves to nothing or an alias has no local tier.
+    """
+    table = aliases()
+    found: list[Path | None] = []
+    tried: dict[int, list[str]] = {}
+    for k, name in enumerate(names):
+        path = Path(name).expanduser()
+        if path.is_dir():
+            found.append(path)
+        else:
+            found.append(_registered_dir(str(name)))
+            tried[k] = [f"local directory {str(path)!r} (not found)"]
+    pending = [k for k, name in enumerate(names) if found[k] is None and str(name) in table]
+    if pending:
+        hub = {k: table[str(names[k])].get("hub") for k in pending}
         if _offline():
-            candidates = [c for c in candidates if c[0] == "local"]
-            tried.append(f"alias {name!r} -> hub skipped (offline mode)")
-        for kind, candidate in candidates:
-            if kind == "local":
-                found = _registered_dir(candidate)
-                if found:
-                    return found
-                tried.append(f"alias {name!r} -> registered tier {candidate!r} (not trained here)")
-            else:
+            for k in pending:
+                tried[k].append(f"alias {names[k]!r} -> hub skipped (offline mode)")
+        elif not all(hub.values()):
+            for k in pending:
+                tried[k].append(f"alias {names[k]!r} -> hub skipped (an alias of this run has no hub id)")
+        else:
+            for k in pending:
                 try:
-                    return _hub_snapshot(candidate)
+                    found[k] = _hub_snapshot(hub[k])  # type: ignore[arg-type]
                 except Exception as error:  # noqa: BLE001 - any hub failure means "not available"
-                    tried.append(f"alias {name!r} -> hub {candidate!r} ({type(error).__name__})")
-    elif not _offline() and not str(name).startswith((".", "/", "~")):
-        try:
-            return _hub_snapshot(str(name))
-        except Exception as error:  # noqa: BLE001
-            tried.append(f"hub id {str(name)!r} ({type(error).__name__})")
+                    tried[k].append(f"alias {names[k]!r} -> hub {hub[k]!r} ({type(error).__name__})")
+                    break
+        if any(found[k] is None for k in pending):  # one alias must go local: they all do
+            on_hub = [names[k] for k in pending if found[k] is not None]
+            for k in pending:
+                found[k] = _alias_local(str(names[k]), table[str(names[k])], tried[k])
+            if on_hub and any(found[k] is None for k in pending):
+                for k in pending:
+                    tried[k].append(
+                        f"(aliases {', '.join(map(repr, on_hub))} reached the hub, but one run's "
+                        "aliases resolve all from the hub or all locally; pass a directory to mix them)"
+                    )
+    for k, name in enumerate(names):
+        if found[k] is None and str(name) not in table:
+            if not _offline() and not str(name).startswith((".", "/", "~")):
+                try:
+                    found[k] = _hub_snapshot(str(name))
+                    continue
+                except Exception as error:  # noqa: BLE001
+                    tried[k].append(f"hub id {str(name)!r} ({type(error).__name__})")
+    missing = [k for k in range(len(names)) if found[k] is None]
+    if missing:
+        raise ValueError(" ".join(_unresolved(names[k], tried[k]) for k in missing))
+    return found  # type: ignore[return-value]
 
+
+def _alias_local(name: str, alias: dict[str, Any], tried: list[str]) -> Path | None:
+    """The first of an alias's ``local`` candidates that is registered here."""
+    for candidate in alias.get("local", []):
+        found = _registered_dir(candidate)
+        if found:
+            return found
+        tried.append(f"alias {name!r} -> registered tier {candidate!r} (not trained here)")
+    return None
+
+
+def _unresolved(name: str | Path, tried: list[str]) -> str:
     choices = local_choices()
     hint = (
         f"local tiers registered here: {', '.join(choices)}"
@@ -125,7 +167,7 @@ def resolve(name: str | Path) -> Path:
         else "no tiers are registered here yet: train some with `tango models install` and "
         "`tango train` (see docs/models.md)"
     )
-    raise ValueError(
+    return (
         f"cannot resolve model {str(name)!r}. Tried: "
         + "; ".join(tried)
         + f". {hint}; aliases: "

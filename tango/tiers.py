@@ -150,9 +150,7 @@ class TorchRuntime:
     ) -> None:
         import torch
         from transformers import AutoModelForSequenceClassification
-        from transformers.utils import logging as hf_logging
 
-        hf_logging.disable_progress_bar()  # one bar per weight file is noise in a CLI
         torch.set_num_threads(threads or default_threads())
         self.model = AutoModelForSequenceClassification.from_pretrained(model_dir).eval().to(device)
         self.device = device
@@ -252,7 +250,7 @@ class Tier:
         max_length: int | None = None,
         device: str = "cpu",
     ) -> Tier:
-        """Load a tier from a directory, an alias (``configs/aliases.toml``) or a hub id.
+        """Load a tier from a directory, an alias (``tango/resources/aliases.toml``) or a hub id.
 
         ``runtime="auto"`` uses the fastest runtime that ``tango probe`` recorded in the
         directory (``tango_runtimes.json``) among those that kept PyTorch fp32's predictions;
@@ -367,6 +365,28 @@ class Tier:
             f"Tier({self.source!r}, runtime={getattr(self.runtime, 'description', '?')}, "
             f"labels={self.labels})"
         )
+
+
+def load_tiers(names: Sequence[str | Path | Tier], **options: Any) -> list[Tier]:
+    """The tiers of one run, cheapest first: names resolved together, then each loaded.
+
+    Aliases resolve all from the hub or all to local tiers (:func:`tango.registry.resolve_all`),
+    so one run never pairs a hub tier with a locally trained one by accident. ``options`` go to
+    :meth:`Tier.from_pretrained`; a ``Tier`` passes through unchanged.
+    """
+    from tango.registry import resolve_all
+
+    named = [k for k, name in enumerate(names) if not isinstance(name, Tier)]
+    paths = dict(zip(named, resolve_all([names[k] for k in named]), strict=True))  # type: ignore[misc]
+    tiers = []
+    for k, name in enumerate(names):
+        if isinstance(name, Tier):
+            tiers.append(name)
+            continue
+        tier = Tier.from_pretrained(paths[k], **options)
+        tier.source = str(name)  # the name the user gave, as the cascade's manifest records it
+        tiers.append(tier)
+    return tiers
 
 
 def recorded_inputs(path: Path) -> str | None:

@@ -148,8 +148,20 @@ def test_bad_settings_fail_with_clear_errors(tiers, kwargs, message):
 
 def test_tiers_with_different_labels_are_refused(tmp_path, tiers):
     other = Tier.from_pretrained(build_tiny_classifier(tmp_path / "x", labels=("no", "yes")))
-    with pytest.raises(ValueError, match="tiers disagree on labels"):
+    with pytest.raises(ValueError, match="tiers disagree on labels") as error:
         Cascade([tiers[0], other]).predict(TEXTS[:2])
+    assert "['negative', 'positive']" in str(error.value) and "['no', 'yes']" in str(error.value)
+    swapped = Tier.from_pretrained(build_tiny_classifier(tmp_path / "y", labels=("POSITIVE", "NEGATIVE")))
+    with pytest.raises(ValueError, match="same classes in the same order"):
+        Cascade([tiers[0], swapped]).predict(TEXTS[:2])
+
+
+def test_labels_differing_only_in_case_match_and_tier_1_names_answer(tmp_path, tiers):
+    shouting = Tier.from_pretrained(build_tiny_classifier(tmp_path / "x", labels=("NEGATIVE", "POSITIVE")))
+    cascade = Cascade([tiers[0], shouting], thresholds=2.0)  # every row reaches the upper-case tier
+    assert set(cascade.predict(TEXTS[:6])) <= {"negative", "positive"}
+    assert list(cascade.classes_) == ["negative", "positive"]
+    assert list(Cascade([shouting, tiers[0]]).classes_) == ["NEGATIVE", "POSITIVE"]
 
 
 def test_save_and_load_round_trip(tiers, tmp_path):

@@ -1,0 +1,95 @@
+"""The wheel ships every module and the package data, and that data resolves from any directory."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+RESOURCES = ("tango/resources/aliases.toml", "tango/resources/reviews.csv")
+SAMPLE = "tango/resources/sst2_sample.tsv"  # shipped only where it was made (tango/resources/README.md)
+
+
+def _backend_missing() -> str | None:
+    if importlib.util.find_spec("setuptools") is None:  # --no-build-isolation: the backend must be here
+        return "the build backend (setuptools) is not installed, so no wheel can be built offline"
+    return None
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The wheel `pip wheel` builds offline from a copy of the source (no build/ left in the tree)."""
+    if reason := _backend_missing():
+        pytest.skip(reason)
+    source = tmp_path_factory.mktemp("source")
+    shutil.copytree(ROOT / "tango", source / "tango", ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy2(ROOT / name, source / name)
+    out = tmp_path_factory.mktemp("wheel")
+    command = [sys.executable, "-m", "pip", "wheel", str(source), "--no-deps", "--no-build-isolation"]
+    done = subprocess.run([*command, "-q", "-w", str(out)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    (wheel,) = out.glob("tango-*.whl")
+    return wheel
+
+
+def test_wheel_holds_every_module_and_the_package_data(wheel: Path):
+    names = set(zipfile.ZipFile(wheel).namelist())
+    modules = {p.relative_to(ROOT).as_posix() for p in (ROOT / "tango").rglob("*.py")}
+    assert modules - names == set(), "modules missing from the wheel"
+    assert set(RESOURCES) - names == set(), "package data missing from the wheel"
+    if (ROOT / SAMPLE).exists():
+        assert SAMPLE in names
+
+
+def test_resources_resolve_from_the_unpacked_wheel_in_another_directory(wheel: Path, tmp_path: Path):
+    """Only the wheel's files on sys.path, run from an unrelated cwd: aliases and example are found."""
+    site = tmp_path / "site"
+    zipfile.ZipFile(wheel).extractall(site)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    script = (
+        "import tango, tango.quickstart as q, tango.registry as r; from pathlib import Path; "
+        "print(Path(tango.__file__).parent); print(sorted(r.aliases())); "
+        "print(q.EXAMPLE.is_file(), q.EXAMPLE.read_text().splitlines()[0])"
+    )
+    env = {**os.environ, "PYTHONPATH": str(site)}
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=elsewhere, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    package, alias_names, example = done.stdout.splitlines()
+    assert Path(package) == site / "tango", "the test imported tango from somewhere else"
+    assert "distil" in alias_names and "large" in alias_names
+    assert example == "True id,text"
+
+
+def test_quickstart_paths_do_not_depend_on_the_working_directory(tmp_path: Path, monkeypatch):
+    from tango import quickstart
+    from tango.registry import aliases
+
+    monkeypatch.chdir(tmp_path)
+    assert quickstart.EXAMPLE.is_file()
+    assert {"distil", "large"} <= set(aliases())
+    train = quickstart.default_train_file()
+    assert train.is_absolute()
+    assert train == quickstart.SST2_TRAIN or train.name == "sst2_sample.tsv"
+
+
+def test_quickstart_without_shared_data_uses_the_packaged_sample_or_names_the_fix(tmp_path, monkeypatch):
+    from tango import quickstart
+
+    monkeypatch.setattr(quickstart, "SST2_TRAIN", tmp_path / "absent" / "train.tsv")
+    train = quickstart.default_train_file()
+    if quickstart.SST2_SAMPLE.is_file():
+        assert train.name == "sst2_sample.tsv" and train.exists()
+    else:
+        with pytest.raises(FileNotFoundError, match="--train FILE"):
+            quickstart.build_quick_tiers(log=lambda message: None)
