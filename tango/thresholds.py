@@ -8,12 +8,12 @@ The certified rule here picks the fastest thresholds whose drop is within target
 confidence level**. It is Learn-then-Test (Angelopoulos et al. 2021) with fixed-sequence testing:
 
 - candidate threshold settings are fixed and ordered from the safest (escalate everything) to the
-  cheapest *before* the certifying rows are looked at: the grid and the order (the cost/drop
-  frontier) come from the temperature rows, which are disjoint;
-- each candidate's drop against the last tier, ``(lost - gained) / n``, gets a one-sided upper
-  bound: a Clopper-Pearson upper bound on the rows it gets wrong that the last tier gets right
-  (``lost``) minus a lower bound on the rows it gets right that the last tier gets wrong
-  (``gained``), each at level ``(1 - confidence_level) / 2``;
+  cheapest *before* the certifying rows are looked at: the grid and the order come from the
+  temperature rows, which are disjoint (two tiers: thresholds from the largest down; more: the
+  cost/drop frontier there);
+- each candidate's drop against the last tier, ``(lost - gained) / n`` (rows it gets wrong that
+  the last tier gets right, minus the reverse), gets a one-sided upper bound at
+  ``confidence_level`` (:func:`drop_upper_bound`);
 - the walk stops at the first candidate whose bound exceeds the target; the cheapest candidate
   before it is returned. Testing in a fixed order needs no correction for the number of
   candidates, so the chance that the returned setting's true drop exceeds the target is at most
@@ -159,17 +159,33 @@ def _cp_lower(k: np.ndarray, n: int, alpha: float) -> np.ndarray:
     return bound
 
 
-def drop_upper_bound(lost: ArrayLike, gained: ArrayLike, n: int, confidence_level: float) -> np.ndarray:
+BOUNDS = ("wald", "clopper-pearson")
+
+
+def drop_upper_bound(
+    lost: ArrayLike, gained: ArrayLike, n: int, confidence_level: float, method: str = "wald"
+) -> np.ndarray:
     """One-sided upper bound, in points, on the true drop given ``lost`` and ``gained`` of ``n``.
 
-    Holds with probability >= ``confidence_level``: a union of two one-sided Clopper-Pearson
-    bounds, each at half the error.
+    ``wald`` (default): the paired difference's mean plus z times its standard error, with one
+    pseudo-row added to each of ``lost`` and ``gained`` so a handful of rows never looks certain
+    (as Agresti and Caffo do for a difference of proportions). ``clopper-pearson``: exact but
+    loose, a Clopper-Pearson upper bound on ``lost / n`` minus a lower bound on ``gained / n``,
+    each at half the error; roughly twice the wald margin.
     """
     if not 0 < confidence_level < 1:
         raise ValueError(f"confidence_level must lie in (0, 1), got {confidence_level}")
-    alpha = (1 - confidence_level) / 2
-    lost, gained = np.atleast_1d(np.asarray(lost)), np.atleast_1d(np.asarray(gained))
-    return (_cp_upper(lost, n, alpha) - _cp_lower(gained, n, alpha)) * 100
+    lost, gained = np.atleast_1d(np.asarray(lost, dtype=float)), np.atleast_1d(np.asarray(gained, dtype=float))
+    if method == "clopper-pearson":
+        alpha = (1 - confidence_level) / 2
+        return (_cp_upper(lost, n, alpha) - _cp_lower(gained, n, alpha)) * 100
+    if method != "wald":
+        raise ValueError(f"method must be one of {BOUNDS}, got {method!r}")
+    lost_, gained_, n_ = lost + 1, gained + 1, n + 2
+    mean = (lost_ - gained_) / n_
+    variance = np.maximum((lost_ + gained_) / n_ - mean**2, 0.0)
+    z = stats.norm.ppf(confidence_level)
+    return ((lost - gained) / n + z * np.sqrt(variance / n_)) * 100
 
 
 def pareto_sequence(drop: np.ndarray, cost: np.ndarray) -> np.ndarray:
@@ -193,6 +209,7 @@ def certify(
     *,
     order_rows: tuple[list[np.ndarray], list[np.ndarray], ArrayLike],
     confidence_level: float = 0.9,
+    bound: str = "wald",
     grid_size: int | None = None,
 ) -> ThresholdChoice:
     """The cheapest setting whose drop is within ``max_drop`` points at ``confidence_level``.
@@ -216,17 +233,20 @@ def certify(
         raise ValueError(f"order_rows needs {len(confs)} confidence arrays, got {len(order_confs)}")
     settings = _settings(candidate_grid(order_confs, grid_size or default_grid_size(len(confs))))
     lost_a, gained_a, cost_a, _ = _outcomes(order_confs, order_correct, settings, costs)
-    frontier = pareto_sequence(lost_a - gained_a, cost_a)
+    if len(confs) == 1:  # one boundary: every threshold, from the largest; cost falls with it
+        frontier = np.lexsort((-settings[:, 0], -cost_a))
+    else:  # a product grid has no natural order: walk the cost/drop frontier of the temperature rows
+        frontier = pareto_sequence(lost_a - gained_a, cost_a)
     everything = np.flatnonzero(np.all(settings == ESCALATE_ALL, axis=1))
     sequence = np.concatenate([everything, frontier[~np.isin(frontier, everything)]])
     lost, gained, cost, reach = _outcomes(confs, correct, settings[sequence], costs)
-    bound = drop_upper_bound(lost, gained, n, confidence_level)
-    bound[0] = 0.0  # escalating every row *is* the last tier
-    failed = np.flatnonzero(bound > max_drop)
+    bounds = drop_upper_bound(lost, gained, n, confidence_level, bound)
+    bounds[0] = 0.0  # escalating every row *is* the last tier
+    failed = np.flatnonzero(bounds > max_drop)
     tested = len(sequence) if not len(failed) else int(failed[0])
     i = int(np.argmin(cost[:tested]))  # every setting before the first failure is certified
     drop = (lost[i] - gained[i]) / n * 100
-    return _choice(settings[sequence[i]], drop, bound[i], cost[i], costs, reach[i], n, confidence_level)
+    return _choice(settings[sequence[i]], drop, bounds[i], cost[i], costs, reach[i], n, confidence_level)
 
 
 def _choice(setting, drop, bound, cost, costs, reach, n, level) -> ThresholdChoice:
