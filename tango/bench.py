@@ -175,6 +175,7 @@ def bench(
     y = _align_labels(scored, classes)
     say(f"{len(scored)} rows scored from {rows.source or 'memory'} ({plan.mode} thresholds); scoring pass")
     logits, costs = _score(loaded, scored.texts)
+    padding = [t.last_padding_efficiency_ for t in loaded]  # each tier alone, on every scored row
 
     gates, parts = _gates(
         plan,
@@ -191,6 +192,8 @@ def bench(
         seed=seed,
     )
     systems = _systems(loaded, scored.texts, y, logits, gates, parts, peers, extra_systems or {})
+    for k, efficiency in enumerate(padding):
+        systems[f"tier{k + 1}"].settings["padding_efficiency"] = efficiency
     say(f"timing {len(systems)} systems: warm-up + {repeats} rounds, round-robin")
     timings = interleave({n: s.run for n, s in systems.items()}, repeats, say)
 
