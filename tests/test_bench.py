@@ -141,3 +141,16 @@ def test_bench_with_a_calibration_file_and_the_peers(tier_dirs, data_file):
 def test_bench_refuses_two_sources_of_thresholds(tier_dirs, data_file):
     with pytest.raises(ValueError, match="not both"):
         bench([str(d) for d in tier_dirs], data_file, calibration_data=data_file, calibration_fraction=0.5)
+
+
+def test_bench_three_tiers_bound_and_breakdown(tier_dirs, data_file, tmp_path_factory):
+    third = build_tiny_classifier(tmp_path_factory.mktemp("bench3") / "t2", seed=2)
+    result = bench([*map(str, tier_dirs), str(third)], data_file, repeats=1, threads=1, limit=40, peers=False)
+    systems = {r["system"]: r for r in result["systems"]}
+    costs = [systems[f"tier{k}"]["seconds_median"] for k in (1, 2, 3)]
+    rule = systems["tangobert-rule"]
+    assert len(rule["escalated"]) == 2 and rule["escalated"][1] <= rule["escalated"][0]
+    expected = costs[2] / (costs[0] + rule["escalated"][0] * costs[1] + rule["escalated"][1] * costs[2])
+    assert rule["analytic_speedup"] == pytest.approx(expected)
+    assert systems["tier3"]["speedup"] == pytest.approx(1.0)
+    assert {"tier1_s", "tier2_s", "tier3_s"} <= set(result["breakdown"])
