@@ -21,7 +21,7 @@ import os
 import platform
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -120,7 +120,7 @@ class _Plan:
 
 
 def bench(
-    tiers: list[Tier | str],
+    tiers: Sequence[Tier | str],
     data: str | Path | LabelledData,
     *,
     labels: list[str] | None = None,
