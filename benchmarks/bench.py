@@ -1,23 +1,26 @@
 """CPU speedup benchmark: tiers, cascades, early exit and the peers, in one run per data set.
 
-Every system scores the same rows end to end (tokenization included) with the same thread
-count, after a warm-up, and reports the median of REPEATS runs. Thresholds of the cascade are
-chosen by 2-fold cross-fitting on the benchmark rows (calibrate on one half, score the other),
-so the chosen operating point is never judged on the rows that chose it.
+A thin caller of `tango bench` (:func:`tango.bench.bench`) for the named data sets below: it
+picks each tier's faster runtime (ONNX int8 or PyTorch bf16), adds the early-exit models to the
+systems timed, and writes the docs. Every system scores the same rows end to end (tokenization
+included) with the same threads; the systems are timed interleaved round-robin (a warm-up round,
+then REPEATS rounds) and reported as median (min-max). Thresholds of the cascade are chosen by
+2-fold cross-fitting on the benchmark rows (calibrate on one half, score the other), so the
+chosen operating point is never judged on the rows that chose it.
 
     python benchmarks/bench.py                      # every data set below, then docs/benchmarks.md
     python benchmarks/bench.py --dataset sst2 --repeats 5
 
-Writes benchmarks/results/<dataset>.{json,md,png} and regenerates docs/benchmarks.md.
+Writes benchmarks/results/<dataset>.{json,md,png,html} and regenerates docs/benchmarks.md.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
-import platform
-import statistics
-import time
+import shlex
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -26,10 +29,8 @@ import click
 import numpy as np
 
 THREADS = 2
-REPEATS = 3
+REPEATS = 5  # timed rounds after the warm-up round (the rules: at least 5)
 MAX_DROP = 0.5  # accuracy points below tier 2 alone that the chosen threshold may lose
-REFERENCE_THRESHOLD = 0.85  # the TangoBERT reference script's hard-coded threshold
-SWEEP_ESCALATION = (0.05, 0.1, 0.15, 0.2, 0.3, 0.45, 0.6)  # cascade points measured end to end
 EARLY_EXIT_THRESHOLDS = (0.8, 0.9, 0.95, 0.99)  # maxprob, on per-exit calibrated probabilities
 EARLY_EXIT_PATIENCE = (1, 2)  # PABEE
 ROOT = Path(__file__).resolve().parent
@@ -65,49 +66,6 @@ DATASETS: dict[str, dict[str, Any]] = {
 os.environ.setdefault("OMP_NUM_THREADS", str(THREADS))
 
 
-def machine() -> dict[str, Any]:
-    """What ran the benchmark: CPU, cores, threads and library versions."""
-    import onnxruntime
-    import torch
-    import transformers
-
-    import tango
-
-    cpu = next(
-        (
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if line.startswith("model name")
-        ),
-        platform.processor(),
-    )
-    flags = Path("/proc/cpuinfo").read_text()
-    return {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "threads": THREADS,
-        "isa": [f for f in ("avx512_vnni", "amx_int8", "amx_bf16") if f in flags],
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-        "onnxruntime": onnxruntime.__version__,
-        "numpy": np.__version__,
-        "tango": tango.__version__,
-        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-    }
-
-
-def timed(run: Callable[[], Any], repeats: int) -> tuple[float, Any]:
-    """Median seconds of ``repeats`` runs after one warm-up run, and the last result."""
-    result = run()
-    seconds = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        result = run()
-        seconds.append(time.perf_counter() - start)
-    return statistics.median(seconds), result
-
-
 def load_rows(spec: dict[str, Any], label_names: list[str]):
     from tango.data import load_labelled, split_rows
 
@@ -120,202 +78,37 @@ def load_rows(spec: dict[str, Any], label_names: list[str]):
 
 def fastest_tier(name: str, data, repeats: int, log: Callable[[str], None]):
     """Load a tier on ONNX Runtime int8 and on PyTorch bf16; keep the faster (stated in rows)."""
+    from tango.bench import interleave
     from tango.registry import registered
     from tango.tiers import Tier
 
     candidates = {"onnx int8": f"{name}-int8", "pytorch bf16": name}
-    timings = {}
+    tiers = {}
     for runtime, model in candidates.items():
-        if model not in registered() and not Path(model).is_dir():
-            continue
-        # bf16-autocast: what the published figures ran ("bf16" now casts the weights once)
-        tier = Tier.from_pretrained(model, threads=THREADS, precision="bf16-autocast")
-        timings[runtime] = (timed(lambda t=tier: t.logits(data.texts), repeats)[0], tier)
-        log(f"  {model} on {runtime}: {len(data) / timings[runtime][0]:.0f} rows/s")
-    if not timings:
+        if model in registered() or Path(model).is_dir():
+            # bf16-autocast: what the published figures ran ("bf16" now casts the weights once)
+            tiers[runtime] = Tier.from_pretrained(model, threads=THREADS, precision="bf16-autocast")
+    if not tiers:
         raise click.ClickException(
             f"no tier named {name!r} or {name}-int8 is registered; build them "
             "with `bash benchmarks/make_models.sh`"
         )
-    runtime = min(timings, key=lambda r: timings[r][0])
-    return timings[runtime][1], runtime, {r: len(data) / s for r, (s, _) in timings.items()}
-
-
-def accuracy(predicted: np.ndarray, data) -> float:
-    return float((np.asarray(predicted) == np.asarray(data.label_names)[data.labels]).mean())
-
-
-def row(
-    system: str,
-    settings: dict[str, Any],
-    acc: float,
-    seconds: float,
-    n: int,
-    escalated: float | None = None,
-    **extra: Any,
-) -> dict[str, Any]:
-    return {
-        "system": system,
-        "settings": settings,
-        "accuracy": acc,
-        "rows_per_s": n / seconds,
-        "seconds": seconds,
-        "escalated": escalated,
-        **extra,
-    }
-
-
-def bench_tiers(t1, t2, data, repeats: int) -> tuple[list[dict], float, float]:
-    rows, costs = [], []
-    for system, tier in (("tier1", t1), ("tier2", t2)):
-        seconds, predicted = timed(lambda t=tier: t.predict(data.texts), repeats)
-        costs.append(seconds / len(data))
-        rows.append(
-            row(
-                system,
-                {
-                    "model": tier.source,
-                    "runtime": tier.runtime.description,
-                    "padding_efficiency": tier.last_padding_efficiency_,
-                },
-                accuracy(predicted, data),
-                seconds,
-                len(data),
-                0.0 if system == "tier1" else 1.0,
-            )
-        )
-    return rows, costs[0], costs[1]
-
-
-def bench_cascade_sweep(t1, t2, data, repeats: int, c1: float, c2: float) -> list[dict]:
-    """End-to-end cascade at several thresholds (temperatures fitted on all rows: descriptive)."""
-    from tango.cascade import Cascade
-    from tango.confidence import confidence, softmax
-    from tango.tuning import calibrate_cascade
-
-    cascade = Cascade([t1, t2])
-    calibrate_cascade(cascade, data)  # no target: temperatures only
-    conf = confidence(softmax(t1.logits(data.texts), cascade.temperatures[0]), cascade.confidence)
-    rows = []
-    for fraction in SWEEP_ESCALATION:
-        cascade.thresholds = [float(np.quantile(conf, fraction))]
-        seconds, result = timed(lambda: cascade.predict_detailed(data.texts), repeats)
-        f = result.stats.escalated[0]
-        rows.append(
-            row(
-                f"cascade@{cascade.thresholds[0]:.4f}",
-                {"temperatures": cascade.temperatures, "threshold_source": "sweep (in-sample temperatures)"},
-                accuracy(result.labels, data),
-                seconds,
-                len(data),
-                f,
-                analytic_speedup=c2 / (c1 + f * c2),
-            )
-        )
-    return rows
-
-
-def bench_cascade_chosen(t1, t2, data, repeats: int, c1: float, c2: float) -> dict:
-    """The calibrated operating point, cross-fitted: each half is scored with the other's choice."""
-    from tango.cascade import Cascade
-    from tango.data import split_rows
-    from tango.tuning import calibrate_cascade
-
-    halves = split_rows(len(data), 0.5, seed=0)
-    seconds, correct, escalated, thresholds = 0.0, 0, 0, []
-    for calibrate_on, score_on in (halves, halves[::-1]):
-        cascade = Cascade([t1, t2])
-        report = calibrate_cascade(cascade, data.subset(calibrate_on), max_drop=MAX_DROP)
-        thresholds.append(report.threshold)
-        part = data.subset(score_on)
-        s, result = timed(lambda c=cascade, p=part: c.predict_detailed(p.texts), repeats)
-        seconds += s
-        correct += accuracy(result.labels, part) * len(part)
-        escalated += result.stats.escalated[0] * len(part)
-    f = escalated / len(data)
-    return row(
-        f"cascade@{np.mean(thresholds):.4f}",
-        {
-            "threshold_source": f"calibrated, max_drop {MAX_DROP} points, 2-fold cross-fitted",
-            "thresholds": thresholds,
-        },
-        correct / len(data),
-        seconds,
-        len(data),
-        f,
-        analytic_speedup=c2 / (c1 + f * c2),
-        chosen=True,
+    timings = interleave(
+        {runtime: functools.partial(tier.logits, data.texts) for runtime, tier in tiers.items()}, repeats
     )
+    speeds = {runtime: len(data) / timing.median for runtime, timing in timings.items()}
+    for runtime, speed in speeds.items():
+        log(f"  {candidates[runtime]} on {runtime}: {speed:.0f} rows/s")
+    runtime = max(speeds, key=lambda r: speeds[r])
+    return tiers[runtime], runtime, speeds
 
 
-def bench_reference(t1, t2, data, repeats: int) -> list[dict]:
-    """TangoBERT's reference method and plain tier 2, as most users run them: HF pipelines, fp32."""
-    import torch
-    from transformers import pipeline
-
-    torch.set_num_threads(THREADS)
-    pipes = [
-        pipeline(
-            "text-classification", model=str(_torch_dir(t)), device=-1, batch_size=32, dtype=torch.float32
-        )
-        for t in (t1, t2)
-    ]
-    inputs = [t if isinstance(t, str) else {"text": t[0], "text_pair": t[1]} for t in data.texts]
-
-    def scores(pipe, rows):
-        return pipe(rows, truncation=True) if rows else []
-
-    def reference():
-        first = scores(pipes[0], inputs)
-        labels = [o["label"] for o in first]
-        unsure = [i for i, o in enumerate(first) if o["score"] < REFERENCE_THRESHOLD]
-        for i, o in zip(unsure, scores(pipes[1], [inputs[i] for i in unsure]), strict=True):
-            labels[i] = o["label"]
-        return labels, len(unsure) / len(inputs)
-
-    seconds, (labels, escalated) = timed(reference, repeats)
-    rows = [
-        row(
-            "tangobert-reference",
-            {
-                "runtime": "transformers pipeline, pytorch fp32",
-                "batch_size": 32,
-                "threshold": REFERENCE_THRESHOLD,
-                "confidence": "uncalibrated maxprob",
-            },
-            accuracy(labels, data),
-            seconds,
-            len(data),
-            escalated,
-        )
-    ]
-    seconds, out = timed(lambda: scores(pipes[1], inputs), repeats)
-    rows.append(
-        row(
-            "tier2-pipeline",
-            {"runtime": "transformers pipeline, pytorch fp32", "batch_size": 32},
-            accuracy([o["label"] for o in out], data),
-            seconds,
-            len(data),
-            1.0,
-        )
-    )
-    return rows
-
-
-def _torch_dir(tier) -> Path:
-    """The PyTorch weights behind a tier (an int8 export keeps its source in tango_export.json)."""
-    info = tier.path / "tango_export.json"
-    if (tier.path / "model.safetensors").exists() or not info.exists():
-        return tier.path
-    return Path(json.loads(info.read_text())["source"])
-
-
-def bench_early_exit(names: list[str], data, repeats: int, batch1: tuple[str, ...] = ()) -> list[dict]:
+def early_exit_systems(names: list[str], batch1: tuple[str, ...] = ()) -> dict[str, tuple[Callable, dict]]:
+    """Early-exit models at each policy knob, timed in the same rounds as the cascade."""
     from tango.early_exit import EarlyExitClassifier
     from tango.registry import resolve
 
-    rows = []
+    systems: dict[str, tuple[Callable, dict]] = {}
     for name in names:
         try:
             path = resolve(name)
@@ -336,32 +129,27 @@ def bench_early_exit(names: list[str], data, repeats: int, batch1: tuple[str, ..
                     precision="bf16",
                     batch_size=batch_size,
                 )
-                seconds, result = timed(lambda m=model: m.predict_detailed(data.texts), repeats)
                 knob = f"@{threshold}" if policy == "maxprob" else f"-patience{patience}"
-                rows.append(
-                    row(
-                        f"early-exit-{mode}{knob}",
-                        {
-                            "model": name,
-                            "batch_size": batch_size,
-                            "policy": policy,
-                            "runtime": "pytorch bf16",
-                        },
-                        accuracy(result.labels, data),
-                        seconds,
-                        len(data),
-                        None,
-                        mean_exit_layer=result.mean_exit_layer,
-                    )
+                suffix = "-batch1" if batch_size == 1 else ""
+                systems[f"early-exit-{mode}{knob}{suffix}"] = (
+                    model.predict_detailed,
+                    {"model": name, "batch_size": batch_size, "policy": policy, "runtime": "pytorch bf16"},
                 )
-    return rows
+    return systems
 
 
 def run_dataset(
-    name: str, repeats: int, log: Callable[[str], None], limit: int | None = None, **overrides: Any
+    name: str,
+    repeats: int,
+    log: Callable[[str], None],
+    out: Path,
+    limit: int | None = None,
+    **overrides: Any,
 ) -> dict[str, Any]:
+    """One data set through tango.bench, cross-fitted, with the peers and the early-exit models."""
     import torch
 
+    from tango.bench import bench
     from tango.tiers import Tier
 
     torch.set_num_threads(THREADS)
@@ -373,57 +161,50 @@ def run_dataset(
     log(f"{name}: {len(data)} rows; choosing runtimes")
     t1, r1, speeds1 = fastest_tier(spec["tier1"], data, repeats, log)
     t2, r2, speeds2 = fastest_tier(spec["tier2"], data, repeats, log)
-    rows, c1, c2 = bench_tiers(t1, t2, data, repeats)
-    log("tiers done; cascade sweep")
-    rows += bench_cascade_sweep(t1, t2, data, repeats, c1, c2)
-    rows.append(bench_cascade_chosen(t1, t2, data, repeats, c1, c2))
-    log("cascade done; reference pipelines")
-    rows += bench_reference(t1, t2, data, repeats)
-    log("reference done; early exit")
-    rows += bench_early_exit(spec.get("early_exit", []), data, repeats, spec.get("early_exit_batch1", ()))
-    tier2_speed = next(r["rows_per_s"] for r in rows if r["system"] == "tier2")
-    for r in rows:
-        r["speedup"] = r["rows_per_s"] / tier2_speed
-    return {
-        "dataset": name,
-        "rows_scored": len(data),
-        "machine": machine(),
-        "repeats": repeats,
-        "runtimes": {
-            "tier1": {"chosen": r1, "rows_per_s": speeds1},
-            "tier2": {"chosen": r2, "rows_per_s": speeds2},
-        },
-        "rows": rows,
+    result = bench(
+        [t1, t2],
+        data,
+        max_drop=MAX_DROP,
+        repeats=repeats,
+        threads=THREADS,
+        peers=True,
+        extra_systems=early_exit_systems(spec.get("early_exit", []), spec.get("early_exit_batch1", ())),
+        out=out,
+        name=name,  # out/<name>.json, .md, .png, .html and the reliability diagram
+        command=shlex.join(["python", "benchmarks/bench.py", *sys.argv[1:]]),
+        log=log,
+    )
+    result["dataset"] = name
+    result["runtimes"] = {
+        "tier1": {"chosen": r1, "rows_per_s": speeds1},
+        "tier2": {"chosen": r2, "rows_per_s": speeds2},
     }
+    return result
 
 
 # --- reports ----------------------------------------------------------------------------------
-def markdown(result: dict[str, Any]) -> str:
-    m = result["machine"]
+def markdown(result: dict[str, Any], results_dir: Path = ROOT / "results") -> str:
+    """A data set's section of docs/benchmarks.md: tango bench's table, early exit, the targets."""
+    from tango.benchreport import markdown as bench_markdown
+
+    if "systems" not in result:  # measured before tango bench: the section as it was written then
+        return (results_dir / f"{result['dataset']}.md").read_text()
     lines = [
-        f"### {result['dataset']} ({result['rows_scored']} rows)",
+        f"### {result['dataset']} ({result['data']['scored']} rows)",
         "",
-        f"{m['cpu']}, {m['threads']} threads, torch {m['torch']}, onnxruntime {m['onnxruntime']}, "
-        f"transformers {m['transformers']}; median of {result['repeats']} runs after a warm-up; {m['date']}.",
         f"Runtimes chosen: tier 1 {result['runtimes']['tier1']['chosen']}, tier 2 "
         f"{result['runtimes']['tier2']['chosen']}.",
         "",
-        "| system | accuracy | rows/s | speedup vs tier2 | escalated | analytic bound | notes |",
-        "|---|---|---|---|---|---|---|",
+        bench_markdown(result),
     ]
-    for r in result["rows"]:
-        bound = r.get("analytic_speedup")
-        notes = "**chosen**" if r.get("chosen") else ""
-        if "mean_exit_layer" in r:
-            notes = f"batch {r['settings']['batch_size']}, mean exit layer {r['mean_exit_layer']:.2f}"
-        lines.append(
-            f"| {r['system']} | {r['accuracy']:.2%} | {r['rows_per_s']:.1f} | {r['speedup']:.2f}x | "
-            + (f"{r['escalated']:.1%}" if r["escalated"] is not None else "-")
-            + " | "
-            + (f"{bound:.2f}x ({r['speedup'] / bound:.0%})" if bound else "-")
-            + f" | {notes} |"
-        )
-    lines += ["", targets(result), ""]
+    exits = [r for r in result["systems"] if "mean_exit_layer" in r]
+    if exits:
+        lines += ["| early-exit system | batch | mean exit layer |", "|---|---|---|"]
+        lines += [
+            f"| {r['system']} | {r['settings']['batch_size']} | {r['mean_exit_layer']:.2f} |" for r in exits
+        ]
+        lines.append("")
+    lines += [targets(result), ""]
     return "\n".join(lines)
 
 
@@ -434,8 +215,8 @@ def _versus(a: dict[str, Any], b: dict[str, Any]) -> str:
 
 def targets(result: dict[str, Any]) -> str:
     """The issue's SST-2 targets, measured: met or missed, and by how much."""
-    by = {r["system"]: r for r in result["rows"]}
-    chosen = next(r for r in result["rows"] if r.get("chosen"))
+    by = {r["system"]: r for r in result["systems"]}
+    chosen = by["chosen"]
     tier2, ref, pipe = by["tier2"], by["tangobert-reference"], by["tier2-pipeline"]
     checks = [
         (
@@ -471,45 +252,12 @@ def targets(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def plot(result: dict[str, Any], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(8, 5))
-    groups: dict[str, list[dict]] = {}
-    for r in result["rows"]:
-        groups.setdefault(r["system"].split("@")[0], []).append(r)
-    for name, rows in groups.items():
-        rows = sorted(rows, key=lambda r: r["rows_per_s"])
-        style = "o-" if len(rows) > 1 else "s"
-        ax.plot([r["rows_per_s"] for r in rows], [100 * r["accuracy"] for r in rows], style, label=name)
-    chosen = next(r for r in result["rows"] if r.get("chosen"))
-    ax.annotate(
-        "chosen",
-        (chosen["rows_per_s"], 100 * chosen["accuracy"]),
-        textcoords="offset points",
-        xytext=(5, -12),
-    )
-    ax.set(
-        xscale="log",
-        xlabel="rows/s (log scale, end to end, 2 threads)",
-        ylabel="accuracy (%)",
-        title=f"{result['dataset']}: speed vs accuracy",
-    )
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.savefig(path, dpi=120, bbox_inches="tight")
-    plt.close(fig)
-
-
-def write_docs(results: list[dict[str, Any]]) -> None:
+def write_docs(results: list[dict[str, Any]], out: Path) -> None:
     intro = (ROOT / "README.md").read_text()
     parts = [intro, "## Results", ""]
     for result in results:
         parts += [
-            markdown(result),
+            markdown(result, out),
             f"![{result['dataset']}](../benchmarks/results/{result['dataset']}.png)",
             "",
         ]
@@ -534,7 +282,7 @@ def write_docs(results: list[dict[str, Any]]) -> None:
     type=click.Path(file_okay=False),
     default=str(ROOT / "results"),
     show_default=True,
-    help="Where the JSON, Markdown and PNG results go.",
+    help="Where the JSON, Markdown, PNG and HTML results go.",
 )
 def main(
     datasets: tuple[str, ...],
@@ -549,15 +297,14 @@ def main(
     out.mkdir(exist_ok=True, parents=True)
     for name in datasets or tuple(DATASETS):
         result = run_dataset(
-            name, repeats, lambda m: click.echo(m, err=True), limit, tier1=tier1, tier2=tier2
+            name, repeats, lambda m: click.echo(m, err=True), out, limit, tier1=tier1, tier2=tier2
         )
-        (out / f"{name}.json").write_text(json.dumps(result, indent=2))
-        (out / f"{name}.md").write_text(markdown(result))
-        plot(result, out / f"{name}.png")
-        click.echo(markdown(result))
+        (out / f"{name}.json").write_text(json.dumps(result, indent=2))  # with dataset and runtimes
+        (out / f"{name}.md").write_text(markdown(result, out))
+        click.echo(markdown(result, out))
     if out == ROOT / "results" and not limit:
         done = [json.loads((out / f"{n}.json").read_text()) for n in DATASETS if (out / f"{n}.json").exists()]
-        write_docs(done)
+        write_docs(done, out)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,198 @@
+"""The files of one `tango bench` run: results.json, results.md, results.png and report.html.
+
+Every figure in them comes from the result :func:`tango.bench.bench` returns, which carries the
+machine, the versions, the command line and the rows used; ``report.html`` embeds its images
+(base64 PNG) so it opens anywhere on its own.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+KIND_NAMES = {
+    "tier": "tier alone",
+    "sweep": "cascade sweep (thresholds from these rows)",
+    "chosen": "chosen cascade (thresholds from other rows)",
+    "rule": "TangoBERT rule on tango's tiers",
+    "peer": "peer (transformers pipeline)",
+    "extra": "other",
+}
+
+
+def write_results(
+    result: dict[str, Any],
+    out: str | Path,
+    name: str = "results",
+    reliability: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
+) -> list[Path]:
+    """Write ``{name}.json``, ``{name}.md``, ``{name}.png`` and the HTML report into ``out``.
+
+    The report is ``report.html`` for the default name, else ``{name}.html``. ``reliability``
+    is tier 1's (probabilities before, after temperature scaling, labels) on the scored rows.
+    """
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = [out / f"{name}.json", out / f"{name}.md", out / f"{name}.png"]
+    paths[0].write_text(json.dumps(result, indent=2, default=_jsonable))
+    paths[1].write_text(markdown(result))
+    plot(result, paths[2])
+    images = {"speed vs accuracy": paths[2]}
+    if reliability is not None:
+        from tango.calibration import reliability_diagram
+
+        diagram = out / f"{name}_reliability_tier1.png"
+        reliability_diagram(*reliability, diagram, title="tier 1 before and after temperature scaling")
+        images["reliability of tier 1"] = diagram
+        paths.append(diagram)
+    report = out / ("report.html" if name == "results" else f"{name}.html")
+    report.write_text(to_html(result, images))
+    return [*paths, report]
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"cannot write {type(value).__name__} to JSON")
+
+
+# --- tables -----------------------------------------------------------------------------------
+def table_rows(result: dict[str, Any], bold: str = "") -> list[list[str]]:
+    """system | rows/s median (min-max) | accuracy | speedup vs last tier | escalated | bound.
+
+    The chosen cascade's name is wrapped in ``bold`` (``**`` for Markdown).
+    """
+    rows = []
+    for r in result["systems"]:
+        escalated = r["escalated"]
+        bound = r.get("analytic_speedup")
+        rows.append(
+            [
+                f"{bold}{r['system']}{bold}" if r["kind"] == "chosen" else r["system"],
+                f"{r['rows_per_s']:.1f} ({r['rows_per_s_min']:.1f}-{r['rows_per_s_max']:.1f})",
+                f"{r['accuracy']:.2%}",
+                f"{r['speedup']:.2f}x",
+                ", ".join(f"{f:.1%}" for f in escalated) if escalated is not None else "-",
+                f"{bound:.2f}x" if bound else "-",
+            ]
+        )
+    return rows
+
+
+HEADER = ["system", "rows/s median (min-max)", "accuracy", "speedup vs last tier", "escalated", "bound"]
+
+
+def describe(result: dict[str, Any]) -> str:
+    """One paragraph: machine, versions, rows, method."""
+    m, s, d = result["machine"], result["settings"], result["data"]
+    isa = ", ".join(m["isa"]) or "no VNNI/AMX"
+    return (
+        f"{d['scored']} rows of {d['source'] or 'memory'} scored end to end (tokenization included); "
+        f"thresholds chosen {d['calibration']['mode']} (max drop {s['max_drop']} points at confidence "
+        f"level {s['confidence_level']}). {m['cpu']} ({m['cores']} cores; {isa}), {m['threads']} threads; "
+        f"python {m['python']}, torch {m['torch']}, transformers {m['transformers']}, onnxruntime "
+        f"{m['onnxruntime']}, tango {m['tango']}; {m['date']}. Median (min-max) of {s['repeats']} "
+        "rounds after a warm-up round, systems interleaved round-robin. Bound = the analytic speedup "
+        "from the tiers' costs alone and the escalated fractions."
+    )
+
+
+def breakdown_rows(result: dict[str, Any]) -> list[tuple[str, float]]:
+    b = result["breakdown"]
+    parts = [("tokenize", b["tokenize_s"])]
+    parts += [(f"tier {k + 1}", b[f"tier{k + 1}_s"]) for k in range(len(result["tiers"]))]
+    return [*parts, ("route (the rest)", b["route_s"])]
+
+
+def markdown(result: dict[str, Any]) -> str:
+    """The results table, the chosen cascade's time breakdown and how they were measured."""
+    lines = [describe(result), "", "| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
+    lines += ["| " + " | ".join(cells) + " |" for cells in table_rows(result, bold="**")]
+    total = result["breakdown"]["seconds"]
+    lines += ["", "Chosen cascade, last timed run:", "", "| part | seconds | share |", "|---|---|---|"]
+    lines += [f"| {part} | {s:.4f} | {s / total:.0%} |" for part, s in breakdown_rows(result)]
+    if result.get("command"):
+        lines += ["", f"Command: `{result['command']}`"]
+    return "\n".join(lines) + "\n"
+
+
+# --- pictures ---------------------------------------------------------------------------------
+def plot(result: dict[str, Any], path: str | Path) -> None:
+    """Rows/s (log) against accuracy, one marker per kind, min-max bars, the chosen point named."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(8, 5))
+    ax = fig.subplots()
+    for kind, label in KIND_NAMES.items():
+        rows = sorted((r for r in result["systems"] if r["kind"] == kind), key=lambda r: r["rows_per_s"])
+        if not rows:
+            continue
+        x = np.asarray([r["rows_per_s"] for r in rows])
+        spread = [x - [r["rows_per_s_min"] for r in rows], [r["rows_per_s_max"] for r in rows] - x]
+        ax.errorbar(
+            x,
+            [100 * r["accuracy"] for r in rows],
+            xerr=spread,
+            fmt="o-" if kind == "sweep" else "s",
+            label=label,
+            capsize=3,
+        )
+        for r in rows:
+            if kind != "sweep":
+                ax.annotate(
+                    r["system"],
+                    (r["rows_per_s"], 100 * r["accuracy"]),
+                    fontsize=7,
+                    textcoords="offset points",
+                    xytext=(4, 4),
+                )
+    ax.set(
+        xscale="log",
+        xlabel=f"rows/s (log scale, end to end, {result['settings']['threads']} threads)",
+        ylabel="accuracy (%)",
+        title="speed vs accuracy",
+    )
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+
+
+def to_html(result: dict[str, Any], images: dict[str, Path]) -> str:
+    """A self-contained page: the description, the table, the breakdown and the images inline."""
+    esc = html.escape
+
+    def table(header: list[str], rows: list[list[str]]) -> str:
+        head = "".join(f"<th>{esc(h)}</th>" for h in header)
+        body = "".join("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in row) + "</tr>" for row in rows)
+        return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+    total = result["breakdown"]["seconds"]
+    parts = [[p, f"{s:.4f}", f"{s / total:.0%}"] for p, s in breakdown_rows(result)]
+    figures = "".join(
+        f"<figure><img alt='{esc(title)}' src='data:image/png;base64,"
+        f"{base64.b64encode(Path(path).read_bytes()).decode()}'><figcaption>{esc(title)}</figcaption></figure>"
+        for title, path in images.items()
+    )
+    command = f"<p>Command: <code>{esc(result['command'])}</code></p>" if result.get("command") else ""
+    return f"""<!doctype html>
+<html><head><meta charset="utf-8"><title>tango bench</title>
+<style>body{{font-family:sans-serif;max-width:60em;margin:2em auto}}table{{border-collapse:collapse}}
+td,th{{border:1px solid #ccc;padding:.2em .6em;text-align:right}}td:first-child{{text-align:left}}
+img{{max-width:100%}}</style></head><body>
+<h1>tango bench</h1>
+<p>{esc(describe(result))}</p>{command}
+<h2>Systems</h2>
+{table(HEADER, table_rows(result))}
+<h2>Where the chosen cascade's time goes</h2>
+{table(["part", "seconds", "share"], parts)}
+<h2>Figures</h2>
+{figures}
+</body></html>
+"""
