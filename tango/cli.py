@@ -1370,12 +1370,14 @@ def bench(
 )
 @user_errors
 def quickstart(output: str, train_file: str | None) -> None:
-    """Install the offline encoders, make quick tiers if none exist, score the bundled reviews.csv."""
+    """Install the offline encoders, build a calibrated quick cascade once, score the bundled reviews.csv."""
     from tango.quickstart import quickstart as run_quickstart
+    from tango.registry import tango_home
 
     summary = run_quickstart(
         Path(output), Path(train_file) if train_file else None, log=lambda m: click.echo(m, err=True)
     )
     click.echo(Path(output).read_text(), nl=False)
     click.echo(summary.report(), err=True)
-    click.echo(f"wrote {output}. Next: `tango run --tier1 distil --tier2 large -i FILE -o OUT`", err=True)
+    cascade_dir = tango_home() / "cascades" / "quickstart"
+    click.echo(f"wrote {output}. Next: `tango run --cascade {cascade_dir} -i FILE -o OUT`", err=True)

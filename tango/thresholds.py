@@ -175,7 +175,8 @@ def drop_upper_bound(
     """
     if not 0 < confidence_level < 1:
         raise ValueError(f"confidence_level must lie in (0, 1), got {confidence_level}")
-    lost, gained = np.atleast_1d(np.asarray(lost, dtype=float)), np.atleast_1d(np.asarray(gained, dtype=float))
+    lost = np.atleast_1d(np.asarray(lost, dtype=float))
+    gained = np.atleast_1d(np.asarray(gained, dtype=float))
     if method == "clopper-pearson":
         alpha = (1 - confidence_level) / 2
         return (_cp_upper(lost, n, alpha) - _cp_lower(gained, n, alpha)) * 100

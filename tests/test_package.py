@@ -92,4 +92,4 @@ def test_quickstart_without_shared_data_uses_the_packaged_sample_or_names_the_fi
         assert train.name == "sst2_sample.tsv" and train.exists()
     else:
         with pytest.raises(FileNotFoundError, match="--train FILE"):
-            quickstart.build_quick_tiers(log=lambda message: None)
+            quickstart.build_quick_cascade(log=lambda message: None, home=tmp_path)
