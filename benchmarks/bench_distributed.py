@@ -25,12 +25,12 @@ from pathlib import Path
 from typing import Any
 
 import click
+from docs_section import fill_section
 
 ROOT = Path(__file__).resolve().parent
 RESULTS = ROOT / "results"
 DOCS = ROOT.parent / "docs" / "distributed.md"
 DATA = ROOT.parent.parent / "shared" / "data" / "sst2" / "train.tsv"
-BEGIN, END = "<!-- bench_distributed:begin -->", "<!-- bench_distributed:end -->"
 
 
 def machine(cpus: int) -> dict[str, Any]:
@@ -142,11 +142,7 @@ def markdown(result: dict[str, Any]) -> str:
 
 def update_docs(table: str) -> None:
     """Replace the figures between the markers in docs/distributed.md with this run's table."""
-    text = DOCS.read_text()
-    if BEGIN not in text or END not in text:
-        raise click.ClickException(f"{DOCS} has no {BEGIN} ... {END} section to fill")
-    head, rest = text.split(BEGIN, 1)
-    DOCS.write_text(f"{head}{BEGIN}\n{table}{END}{rest.split(END, 1)[1]}")
+    fill_section(DOCS, "bench_distributed", table)
 
 
 @click.command()

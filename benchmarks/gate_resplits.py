@@ -29,6 +29,7 @@ from pathlib import Path
 
 import click
 import numpy as np
+from docs_section import fill_section
 
 ROOT = Path(__file__).resolve().parent
 RESULTS = ROOT / "results"
@@ -186,15 +187,6 @@ def plot(name: str, results: list[dict], max_drop: float, path: Path) -> None:
     plt.close(fig)
 
 
-def update_docs(name: str, table: str) -> None:
-    begin, end = f"<!-- gate_resplits:{name}:begin -->", f"<!-- gate_resplits:{name}:end -->"
-    text = DOCS.read_text()
-    if begin not in text or end not in text:
-        raise click.ClickException(f"{DOCS} has no {begin} ... {end} section to fill")
-    head, rest = text.split(begin, 1)
-    DOCS.write_text(f"{head}{begin}\n{table}{end}{rest.split(end, 1)[1]}")
-
-
 @click.command()
 @click.option("--name", required=True, help="Data set name for the result files (e.g. sst2).")
 @click.option("--tiers", required=True, help="Tier names, cheapest first, comma-separated.")
@@ -234,7 +226,7 @@ def main(name, tiers, splits, calibration_rows, max_drop, confidence_level, docs
     stem.with_suffix(".md").write_text(table)
     plot(name, results, max_drop, stem.with_suffix(".png"))
     if docs:
-        update_docs(name, table)
+        fill_section(DOCS, f"gate_resplits:{name}", table)
     click.echo(table)
 
 

@@ -9,6 +9,7 @@ import pickle
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from tiny_models import FILLER, NEGATIVE, POSITIVE, sentiment_rows
 
 from tango.cascade import Cascade
 from tango.cli import cli
@@ -17,23 +18,7 @@ from tango.linear import ARRAYS_FILE, LINEAR_FILE, LinearTier, _count, _idf, _tf
 from tango.registry import registered
 from tango.tiers import Tier
 
-POSITIVE = "good great wonderful excellent fun funny brilliant best love loved".split()
-NEGATIVE = "bad awful terrible boring dull worst hate hated mess waste".split()
-FILLER = "the a film movie story plot actors acting was is it this very really so".split()
 SMALL = {"n_features": 2**10}  # hash buckets per analyzer: tiny arrays, fast tests
-
-
-def sentiment_rows(n: int, seed: int) -> LabelledData:
-    """Filler sentences with one or two sentiment words (the words tiny_models knows)."""
-    rng = np.random.default_rng(seed)
-    labels = rng.integers(0, 2, n)
-    texts = []
-    for label in labels:
-        words = list(rng.choice(FILLER, rng.integers(3, 8)))
-        for _ in range(rng.integers(1, 3)):
-            words.insert(rng.integers(0, len(words) + 1), rng.choice((NEGATIVE, POSITIVE)[label]))
-        texts.append(" ".join(words))
-    return LabelledData(texts, labels.astype(np.int64), ["negative", "positive"], "synthetic")
 
 
 def pair_rows(n: int, seed: int) -> LabelledData:

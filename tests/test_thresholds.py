@@ -7,8 +7,7 @@ import itertools
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from test_training import sentiment_rows
-from tiny_models import build_tiny_classifier
+from tiny_models import build_tiny_classifier, sentiment_rows
 
 from tango.cascade import Cascade
 from tango.cli import cli

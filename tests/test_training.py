@@ -8,30 +8,14 @@ import shutil
 import numpy as np
 import pytest
 import torch
+from tiny_models import sentiment_rows
 
 from tango.data import LabelledData
 from tango.registry import registered
 from tango.training import TrainConfig, _loss, train_classifier
 
-POSITIVE = "good great wonderful excellent fun funny brilliant best love loved".split()
-NEGATIVE = "bad awful terrible boring dull worst hate hated mess waste".split()
-FILLER = "the a film movie story plot actors acting was is it this very really so".split()
-
 # Small and fast: a few hundred rows, a tiny model, a high learning rate, fp32 for determinism.
 FAST = {"epochs": 3, "batch_size": 16, "lr": 3e-3, "max_length": 16, "bf16": False}
-
-
-def sentiment_rows(n: int, seed: int) -> LabelledData:
-    """Sentences of filler words with one or two sentiment words: learnable from the vocabulary."""
-    rng = np.random.default_rng(seed)
-    labels = rng.integers(0, 2, n)
-    texts = []
-    for label in labels:
-        words = list(rng.choice(FILLER, rng.integers(3, 8)))
-        for _ in range(rng.integers(1, 3)):
-            words.insert(rng.integers(0, len(words) + 1), rng.choice((NEGATIVE, POSITIVE)[label]))
-        texts.append(" ".join(words))
-    return LabelledData(texts, labels.astype(np.int64), ["negative", "positive"], "synthetic")
 
 
 def dies_after(steps: int):

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
+from tango.data import LabelledData
+
 WORDS = (
     "the a an and or but not no is was are were be been it this that film movie story plot "
     "actors acting good great wonderful excellent fun funny brilliant best love loved bad awful "
@@ -71,3 +75,21 @@ def build_tiny_classifier(
     model.save_pretrained(directory)
     tokenizer.save_pretrained(directory)
     return directory
+
+
+POSITIVE = "good great wonderful excellent fun funny brilliant best love loved".split()
+NEGATIVE = "bad awful terrible boring dull worst hate hated mess waste".split()
+FILLER = "the a film movie story plot actors acting was is it this very really so".split()
+
+
+def sentiment_rows(n: int, seed: int) -> LabelledData:
+    """Sentences of filler words with one or two sentiment words: learnable from the vocabulary."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 2, n)
+    texts = []
+    for label in labels:
+        words = list(rng.choice(FILLER, rng.integers(3, 8)))
+        for _ in range(rng.integers(1, 3)):
+            words.insert(rng.integers(0, len(words) + 1), rng.choice((NEGATIVE, POSITIVE)[label]))
+        texts.append(" ".join(words))
+    return LabelledData(texts, labels.astype(np.int64), ["negative", "positive"], "synthetic")
