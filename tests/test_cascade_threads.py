@@ -20,7 +20,8 @@ def tier_dirs(tmp_path_factory):
 
 def counts(stats):
     """Everything in the statistics except the timings."""
-    return stats.rows, [(t.rows, t.fraction, t.answered, t.padding_efficiency, t.truncated) for t in stats.tiers]
+    tiers = [(t.rows, t.fraction, t.answered, t.padding_efficiency, t.truncated) for t in stats.tiers]
+    return stats.rows, tiers
 
 
 def test_two_threads_share_one_cascade(tier_dirs, monkeypatch):
