@@ -31,7 +31,7 @@ import numpy as np
 from tango.cascade import Cascade, CascadeResult
 from tango.confidence import confidence, softmax
 from tango.data import LabelledData, load_labelled, split_rows
-from tango.tiers import Tier
+from tango.tiers import Tier, set_torch_threads
 from tango.tuning import _align_labels, fit_gate
 
 THREADS = 2  # intra-op threads of every system; recorded with the results
@@ -151,14 +151,12 @@ def bench(
     ``extra_systems`` maps a name to ``(run(texts) -> labels or object with .labels, settings)``
     timed in the same rounds. Returns the result that :mod:`tango.benchreport` writes.
     """
-    import torch
-
     from tango import benchreport
 
     say = log or (lambda message: None)
     if calibration_data is not None and calibration_fraction is not None:
         raise ValueError("give calibration_data (--calibration-data) or calibration_fraction, not both")
-    torch.set_num_threads(threads)
+    set_torch_threads(threads)  # the benchmark's threads, for every PyTorch system it times
     say(f"loading {len(tiers)} tiers with {threads} threads")
     loaded = [t if isinstance(t, Tier) else Tier.from_pretrained(t, threads=threads) for t in tiers]
     if len(loaded) < 2:
@@ -174,8 +172,7 @@ def bench(
     scored = rows.subset(plan.scored)
     y = _align_labels(scored, classes)
     say(f"{len(scored)} rows scored from {rows.source or 'memory'} ({plan.mode} thresholds); scoring pass")
-    logits, costs = _score(loaded, scored.texts)
-    padding = [t.last_padding_efficiency_ for t in loaded]  # each tier alone, on every scored row
+    logits, costs, padding = _score(loaded, scored.texts)  # padding: each tier alone, every scored row
 
     gates, parts = _gates(
         plan,
@@ -274,14 +271,17 @@ def _plan(n: int, calibration_file: bool, fraction: float | None, seed: int) -> 
     return _Plan(everything, "cross-fitted", folds=[(first, second), (second, first)])
 
 
-def _score(tiers: list[Tier], texts: list) -> tuple[list[np.ndarray], list[float]]:
-    """Every tier's logits on the rows (untimed by the rounds), and its seconds per row."""
-    logits, costs = [], []
+def _score(tiers: list[Tier], texts: list) -> tuple[list[np.ndarray], list[float], list[float]]:
+    """Every tier's logits on the rows (untimed by the rounds), its seconds per row and its
+    padding efficiency."""
+    logits, costs, padding = [], [], []
     for tier in tiers:
         start = time.perf_counter()
-        logits.append(tier.infer(tier.tokenize(texts)))
+        encodings = tier.tokenize(texts)
+        logits.append(tier.infer(encodings))
         costs.append((time.perf_counter() - start) / max(len(texts), 1))
-    return logits, costs
+        padding.append(tier.padding_efficiency(encodings))
+    return logits, costs, padding
 
 
 @dataclass
@@ -322,7 +322,7 @@ def _gates(
         calibration = rows.subset(plan.calibration)  # type: ignore[arg-type]
     else:
         calibration = _load(calibration_data, columns, classes)  # type: ignore[arg-type]
-    z, c = _score(tiers, calibration.texts)
+    z, c, _ = _score(tiers, calibration.texts)
     return [fit(z, _align_labels(calibration, classes), c, f"{len(calibration)} calibration rows")], [
         everything
     ]

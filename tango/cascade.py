@@ -9,7 +9,9 @@ later tier's answer replaces the earlier one. Threshold semantics, per tier boun
 from __future__ import annotations
 
 import json
+import threading
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +25,15 @@ from tango.tiers import Texts, Tier, as_texts, load_tiers
 
 MANIFEST = "cascade.json"
 DEFAULT_THRESHOLD = 0.9
+_PARAMS = ("tiers", "thresholds", "confidence", "temperatures")
+# set_params(name=...) discards these fitted values: they were chosen for the old value
+_DISCARDS = {
+    "tiers": ("temperatures_", "thresholds_", "calibration_"),
+    "thresholds": ("thresholds_",),
+    "confidence": (),
+    "temperatures": ("temperatures_",),
+}
+_LOADING = threading.Lock()  # tiers given by name load on first use, once, under this lock
 
 
 @dataclass
@@ -89,22 +100,34 @@ class Cascade:
     tiers : list of Tier, or of names resolvable by ``Tier.from_pretrained``
         Cheapest first. All tiers must share the same labels (compared ignoring case; the
         cascade answers with tier 1's names). Names given as strings resolve together
-        (:func:`tango.tiers.load_tiers`).
+        (:func:`tango.tiers.load_tiers`) and load on first use.
     thresholds : float or list of float, default 0.9
         One per tier boundary (``len(tiers) - 1``); a single float is used for every boundary.
         A row escalates from tier k when its confidence is ``< thresholds[k]``.
     confidence : {"maxprob", "margin", "entropy"}
         How confidence is read off the calibrated probabilities.
     temperatures : list of float, optional
-        Temperature-scaling factor per tier (``tango calibrate`` fits them); default 1.
+        Temperature-scaling factor per tier; default 1.
+
+    Attributes
+    ----------
+    temperatures_, thresholds_ : list of float
+        What :meth:`fit` chose (also restored by :meth:`from_pretrained` from a fitted cascade).
+        A cascade answers with these when it has them, else with the parameters.
+    calibration_ : dict
+        The evidence of the last fit (:class:`tango.tuning.CalibrationReport` as a dict), saved
+        in ``cascade.json``; it names the rows the fit saw, so evaluation can refuse them.
+    stats_ : CascadeStats
+        The statistics of the last ``predict*`` call, a convenience for the interactive user:
+        tango never reads it; with several threads use ``result.stats``, which is per call.
 
     Example
     -------
-    >>> cascade = Cascade(["distil", "large"], thresholds=0.9)      # doctest: +SKIP
+    >>> cascade = Cascade(["distil", "large"]).fit(dev_texts, dev_labels, max_drop=0.5)  # doctest: +SKIP
     >>> cascade.predict(["a gorgeous, witty film", "not bad at all"])  # doctest: +SKIP
     array(['positive', 'positive'], dtype='<U8')
-    >>> cascade.stats_.escalated                                    # doctest: +SKIP
-    [0.5]
+    >>> cascade.predict_detailed(["not bad at all"]).stats.escalated  # doctest: +SKIP
+    [1.0]
     """
 
     def __init__(
@@ -113,16 +136,35 @@ class Cascade:
         thresholds: float | list[float] | None = None,
         confidence: str = "maxprob",
         temperatures: list[float] | None = None,
-        calibration: dict[str, Any] | None = None,
     ) -> None:
         self.tiers = tiers
         self.thresholds = thresholds
         self.confidence = confidence
         self.temperatures = temperatures
-        self.calibration = calibration
+
+    # --- parameters (scikit-learn style) ------------------------------------------------------
+    def get_params(self, deep: bool = True) -> dict[str, Any]:
+        """The constructor's parameters (``deep`` is accepted for scikit-learn; tiers are leaves)."""
+        return {name: getattr(self, name) for name in _PARAMS}
+
+    def set_params(self, **params: Any) -> Cascade:
+        """Set constructor parameters; each one set discards its fitted counterpart.
+
+        ``thresholds`` discards ``thresholds_`` and ``temperatures`` discards ``temperatures_``
+        (what you set is what answers); ``tiers`` discards the whole fit. Nothing else is
+        refitted: call :meth:`fit` again to choose the gate for the new parameters.
+        """
+        for name, value in params.items():
+            if name not in _PARAMS:
+                raise ValueError(f"Cascade has no parameter {name!r}; its parameters are {list(_PARAMS)}")
+            setattr(self, name, value)
+            for fitted in _DISCARDS[name]:
+                self.__dict__.pop(fitted, None)
+        return self
 
     # --- validation, done once at use (scikit-learn style) ------------------------------------
-    def _validated(self) -> tuple[list[Tier], list[float], list[float]]:
+    def _loaded_tiers(self) -> list[Tier]:
+        """The tiers, loading those given by name on first use: once, even from several threads."""
         if isinstance(self.tiers, (str, Path, Tier)):
             raise TypeError(
                 f"tiers must be a list, cheapest first, e.g. Cascade(['distil', 'large']); got {self.tiers!r}"
@@ -130,32 +172,107 @@ class Cascade:
         if not self.tiers:
             raise ValueError("a cascade needs at least one tier")
         if not all(isinstance(t, Tier) for t in self.tiers):
-            self.tiers = load_tiers(self.tiers)  # aliases resolved together: all hub or all local
+            with _LOADING:
+                if not all(isinstance(t, Tier) for t in self.tiers):  # no other thread got here first
+                    self.tiers = load_tiers(self.tiers)  # aliases resolved together: all hub or all local
+        return list(self.tiers)  # type: ignore[arg-type]
+
+    def _validated(self, fitted: bool = True) -> tuple[list[Tier], list[float], list[float]]:
+        """Tiers, thresholds and temperatures the cascade answers with: the fitted ones when it
+        has them (``fitted=True``), else the parameters."""
+        tiers = self._loaded_tiers()
         if self.confidence not in CONFIDENCE_KINDS:
             raise ValueError(f"confidence must be one of {CONFIDENCE_KINDS}, got {self.confidence!r}")
-        boundaries = len(self.tiers) - 1
-        thresholds = self.thresholds if self.thresholds is not None else DEFAULT_THRESHOLD
+        boundaries = len(tiers) - 1
+        thresholds = getattr(self, "thresholds_", None) if fitted else None
+        if thresholds is None:
+            thresholds = self.thresholds if self.thresholds is not None else DEFAULT_THRESHOLD
         thresholds = [float(thresholds)] * boundaries if np.isscalar(thresholds) else list(thresholds)
         if len(thresholds) != boundaries:
-            raise ValueError(f"{len(self.tiers)} tiers need {boundaries} thresholds, got {len(thresholds)}")
+            raise ValueError(f"{len(tiers)} tiers need {boundaries} thresholds, got {len(thresholds)}")
         if any(not t >= 0 for t in thresholds):  # also catches NaN
             raise ValueError(f"thresholds must be >= 0 (0 = never escalate, > 1 = always), got {thresholds}")
-        temperatures = list(self.temperatures) if self.temperatures else [1.0] * len(self.tiers)
-        if len(temperatures) != len(self.tiers) or any(not t > 0 for t in temperatures):
-            raise ValueError(f"need one temperature > 0 per tier ({len(self.tiers)}), got {temperatures}")
-        labels = self.tiers[0].labels  # the cascade answers with tier 1's names
-        for k, tier in enumerate(self.tiers[1:], start=2):
+        temperatures = getattr(self, "temperatures_", None) if fitted else None
+        if temperatures is None:
+            temperatures = self.temperatures
+        temperatures = list(temperatures) if temperatures else [1.0] * len(tiers)
+        if len(temperatures) != len(tiers) or any(not t > 0 for t in temperatures):
+            raise ValueError(f"need one temperature > 0 per tier ({len(tiers)}), got {temperatures}")
+        labels = tiers[0].labels  # the cascade answers with tier 1's names
+        for k, tier in enumerate(tiers[1:], start=2):
             if [name.lower() for name in tier.labels] != [name.lower() for name in labels]:
                 raise ValueError(
-                    f"tiers disagree on labels: tier 1 has {labels} ({self.tiers[0].path}), tier {k} "
+                    f"tiers disagree on labels: tier 1 has {labels} ({tiers[0].path}), tier {k} "
                     f"has {tier.labels} ({tier.path}); they must name the same classes in the same "
                     "order (case aside): set the same id2label in each tier's config.json"
                 )
-        return self.tiers, thresholds, temperatures  # type: ignore[return-value]
+        return tiers, thresholds, temperatures
 
     @property
     def classes_(self) -> np.ndarray:
         return np.asarray(self._validated()[0][0].labels)
+
+    # --- fitting: the gate from labelled rows -------------------------------------------------
+    def fit(
+        self,
+        texts: Texts,
+        labels: Sequence[str] | Sequence[int] | np.ndarray,
+        *,
+        max_drop: float | None = None,
+        min_speedup: float | None = None,
+        max_escalation: float | None = None,
+        guarantee: float | None = None,
+        delta: float = 0.1,
+        confidence_level: float | None = 0.9,
+        temperature_fraction: float = 0.3,
+        seed: int = 0,
+        report_dir: str | Path | None = None,
+    ) -> Cascade:
+        """Fit one temperature per tier and choose the thresholds on labelled rows; ``self``.
+
+        ``labels`` are label names (tier 1's, or any tier's case) or integer ids into
+        :attr:`classes_`. Give at most one target: ``max_drop`` (accuracy points below the last
+        tier alone, met at ``confidence_level`` on new rows; ``None`` = on these rows only; any
+        number of tiers), ``min_speedup``, ``max_escalation`` or ``guarantee`` = EPS with
+        ``delta`` (two tiers). With no target only temperatures are fitted and the thresholds
+        stay the ``thresholds`` parameter. Certified targets fit temperatures on a seeded
+        ``temperature_fraction`` of the rows and choose thresholds on the rest. ``report_dir``
+        receives reliability diagrams, the threshold curve and ``report.json``. The method is
+        :func:`tango.tuning.fit_cascade` (also behind ``tango calibrate``); it sets
+        ``temperatures_``, ``thresholds_`` and ``calibration_``, never the parameters.
+        """
+        from tango.tuning import fit_cascade
+
+        tiers, thresholds, _ = self._validated(fitted=False)
+        report = fit_cascade(
+            tiers,
+            self.confidence,
+            texts,
+            labels,
+            max_drop=max_drop,
+            min_speedup=min_speedup,
+            max_escalation=max_escalation,
+            guarantee=guarantee,
+            delta=delta,
+            confidence_level=confidence_level,
+            temperature_fraction=temperature_fraction,
+            seed=seed,
+            report_dir=report_dir,
+        )
+        self.temperatures_ = [t.temperature for t in report.tiers]
+        self.thresholds_ = list(report.thresholds) if report.thresholds else thresholds
+        self.calibration_ = report.to_dict()
+        return self
+
+    def score(self, texts: Texts, labels: Sequence[str] | Sequence[int] | np.ndarray) -> float:
+        """Accuracy on labelled rows (labels as names or ids, as in :meth:`fit`)."""
+        from tango.tuning import label_ids
+
+        y = label_ids(labels, list(self.classes_))
+        rows = as_texts(texts)
+        if len(rows) != len(y):
+            raise ValueError(f"{len(rows)} texts but {len(y)} labels: give one label per text")
+        return float((self.predict_proba(rows).argmax(axis=1) == y).mean()) if len(y) else 0.0
 
     # --- the one routing loop -----------------------------------------------------------------
     def predict_detailed(self, texts: Texts, progress: bool = False) -> CascadeResult:
@@ -166,7 +283,7 @@ class Cascade:
         probabilities = np.zeros((n, len(tiers[0].labels)), dtype=np.float64)
         confidences = np.zeros(n, dtype=np.float64)
         answered_by = np.zeros(n, dtype=np.int64)
-        stats = CascadeStats(rows=n)
+        stats = CascadeStats(rows=n)  # per call: travels with the result, never read off self
         encoded: dict[str, tuple[np.ndarray, Encodings]] = {}  # fingerprint -> (rows, encodings)
         active = np.arange(n)
         for k, tier in enumerate(tiers):
@@ -181,7 +298,7 @@ class Cascade:
             start = time.perf_counter()
             logits = tier.infer(encodings, progress=progress)
             tier_stats.infer_s = time.perf_counter() - start
-            tier_stats.padding_efficiency = tier.last_padding_efficiency_ or 1.0
+            tier_stats.padding_efficiency = tier.padding_efficiency(encodings)
             probs = softmax(logits, temperatures[k])
             conf = confidence(probs, self.confidence)
             probabilities[active], confidences[active], answered_by[active] = probs, conf, k
@@ -189,7 +306,7 @@ class Cascade:
                 active = active[conf < thresholds[k]]
         for k, tier_stats in enumerate(stats.tiers):
             tier_stats.answered = int((answered_by == k).sum())
-        self.stats_ = stats
+        self.stats_ = stats  # convenience only: tango reads result.stats
         labels = np.asarray(tiers[0].labels)[probabilities.argmax(axis=1)] if n else np.asarray([], dtype=str)
         return CascadeResult(labels, probabilities, confidences, answered_by, stats)
 
@@ -233,7 +350,7 @@ class Cascade:
             "temperatures": temperatures,
             "confidence": self.confidence,
             "labels": tiers[0].labels,
-            "calibration": self.calibration,
+            "calibration": getattr(self, "calibration_", None),
         }
         (directory / MANIFEST).write_text(json.dumps(manifest, indent=2))
 
@@ -243,6 +360,8 @@ class Cascade:
     ) -> Cascade:
         """Load a saved cascade; ``thresholds`` overrides the stored (calibrated) ones.
 
+        A cascade saved after :meth:`fit` comes back fitted: ``temperatures_``, ``thresholds_``
+        (unless overridden) and ``calibration_``; its parameters hold the same values.
         ``tier_options`` (runtime, precision, threads, batch_size, ...) go to every
         ``Tier.from_pretrained``.
         """
@@ -257,13 +376,19 @@ class Cascade:
         tiers = [Tier.from_pretrained(directory / t["path"], **tier_options) for t in manifest["tiers"]]
         for tier, entry in zip(tiers, manifest["tiers"], strict=True):
             tier.source = entry.get("source", tier.source)
-        return cls(
+        cascade = cls(
             tiers,
             thresholds if thresholds is not None else manifest["thresholds"],
             manifest.get("confidence", "maxprob"),
             manifest.get("temperatures"),
-            manifest.get("calibration"),
         )
+        if manifest.get("calibration") is not None:  # saved after fit: it comes back fitted
+            cascade.calibration_ = manifest["calibration"]
+            if manifest.get("temperatures") is not None:
+                cascade.temperatures_ = list(manifest["temperatures"])
+            if thresholds is None:
+                cascade.thresholds_ = list(manifest["thresholds"])
+        return cascade
 
     def __repr__(self) -> str:
         return (

@@ -1079,7 +1079,7 @@ def calibrate(
       tango calibrate cascades/sst2 --dev dev.tsv --guarantee 0.02 --delta 0.1
     """
     from tango.data import load_labelled, split_rows
-    from tango.tuning import calibrate_cascade, evaluate
+    from tango.tuning import CalibrationReport, evaluate
 
     if (Path(cascade_out) / "early_exit.json").exists():
         refuse_unused(
@@ -1110,9 +1110,9 @@ def calibrate(
         dev, test = dev.subset(dev_rows), dev.subset(test_rows)
     if not any(v is not None for v in (max_drop, min_speedup, max_escalation, guarantee)):
         max_drop = 0.5
-    report = calibrate_cascade(
-        cascade,
-        dev,
+    cascade.fit(
+        dev.texts,
+        [dev.label_names[i] for i in dev.labels],  # names: fit matches them to the cascade's labels
         max_drop=max_drop,
         min_speedup=min_speedup,
         max_escalation=max_escalation,
@@ -1122,7 +1122,7 @@ def calibrate(
         report_dir=Path(cascade_out) / "calibration",
     )
     cascade.save_pretrained(cascade_out)
-    click.echo(format_calibration(report))
+    click.echo(format_calibration(CalibrationReport.from_dict(cascade.calibration_)))
     if test is not None:
         result = evaluate(cascade, test)
         click.echo(

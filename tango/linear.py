@@ -111,7 +111,6 @@ class LinearTier(Tier):
         self.max_length = None  # type: ignore[assignment]  # no token limit: every word is hashed
         self.tokenizer = None
         self.runtime = _LinearRuntime()  # type: ignore[assignment]  # infer() runs no batches
-        self.last_padding_efficiency_: float | None = None
 
     # --- loading and saving -------------------------------------------------------------------
     @classmethod
@@ -194,10 +193,13 @@ class LinearTier(Tier):
                 f"a linear tier scores its own features, got {type(encodings).__name__}; "
                 "pass the output of this tier's tokenize()"
             )
-        self.last_padding_efficiency_ = 1.0  # sparse rows: no padding
         z = _tfidf(encodings.counts, self.idf, self.vectorizer["n_features"]) @ self.coef.T + self.intercept
         z = np.asarray(z, dtype=np.float32)  # (N, K) or (N, 1)
         return np.hstack([-z / 2, z / 2]) if len(self.labels) == 2 else z
+
+    def padding_efficiency(self, encodings: Features) -> float:  # type: ignore[override]
+        """1.0: sparse rows are never padded."""
+        return 1.0
 
     def __repr__(self) -> str:
         return f"LinearTier({self.source!r}, inputs={self.inputs!r}, labels={self.labels})"

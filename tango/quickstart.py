@@ -50,7 +50,6 @@ def build_quick_cascade(
     from tango.splits import carve_calibration_rows, record_training_file
     from tango.tiers import Tier
     from tango.training import train_classifier
-    from tango.tuning import calibrate_cascade
 
     home = home or tango_home()
     cascade_dir = home / "cascades" / "quickstart"
@@ -80,7 +79,8 @@ def build_quick_cascade(
         record_training_file(int8_dir, train_file, held)
     log(f"calibrating on the {held.rows:,} held-out rows: at most {QUICK_MAX_DROP} point below tier 2")
     cascade = Cascade([Tier.from_pretrained(linear_dir), Tier.from_pretrained(int8_dir)])
-    calibrate_cascade(cascade, held.load(LABEL_NAMES["sst2"]), max_drop=QUICK_MAX_DROP)
+    rows = held.load(LABEL_NAMES["sst2"])
+    cascade.fit(rows.texts, [rows.label_names[i] for i in rows.labels], max_drop=QUICK_MAX_DROP)
     cascade.save_pretrained(cascade_dir)
     return cascade_dir
 

@@ -38,6 +38,22 @@ def default_threads() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
+def set_torch_threads(threads: int | None = None) -> None:
+    """The one place tango sets PyTorch's intra-op thread count, which is process-wide.
+
+    PyTorch has a single intra-op pool per process, so this cannot be a per-tier setting. It runs
+    only when asked for: ``threads``, else ``$TANGO_THREADS``; with neither, PyTorch's own default
+    (its cores) is left alone. ``TorchRuntime`` calls it at load with the tier's ``threads``; an
+    ONNX Runtime session keeps its threads to itself (:func:`make_session`) and needs no call.
+    """
+    import torch
+
+    if threads is None and os.environ.get("TANGO_THREADS"):
+        threads = int(os.environ["TANGO_THREADS"])
+    if threads is not None and threads != torch.get_num_threads():
+        torch.set_num_threads(threads)
+
+
 def as_texts(texts: str | Texts) -> list[str] | list[tuple[str, str]]:
     """Wrap a single text into a list; check the rows are all texts or all (text, pair) pairs.
 
@@ -151,7 +167,7 @@ class TorchRuntime:
         import torch
         from transformers import AutoModelForSequenceClassification
 
-        torch.set_num_threads(threads or default_threads())
+        set_torch_threads(threads)  # process-wide, and only when asked for: see set_torch_threads
         self.model = AutoModelForSequenceClassification.from_pretrained(model_dir).eval().to(device)
         self.device = device
         if precision == "auto":
@@ -236,7 +252,6 @@ class Tier:
         self.max_length = max_length or model_max_length(tokenizer, path)
         self.source = source or str(path)
         self.inputs = inputs  # "texts" or "pairs" when the tier's training recorded it, else None
-        self.last_padding_efficiency_: float | None = None
 
     @classmethod
     def from_pretrained(
@@ -328,19 +343,31 @@ class Tier:
         return rows
 
     def infer(self, encodings: Encodings, progress: bool = False) -> np.ndarray:
-        """Logits (N, K) in input order, from length-sorted, token-budgeted batches."""
-        if not isinstance(self.batch_size, int) or self.batch_size < 1:
-            raise ValueError(f"batch_size must be an integer >= 1, got {self.batch_size!r}")
+        """Logits (N, K) in input order, from length-sorted, token-budgeted batches.
+
+        Reads nothing but its arguments and writes nothing on the tier, so threads may share one.
+        """
         logits = np.zeros((len(encodings), len(self.labels)), dtype=np.float32)
         if not len(encodings):
-            self.last_padding_efficiency_ = 1.0
             return logits
-        batches = plan_batches(encodings.lengths, self.batch_size, self.max_tokens)
         pad_id = self.tokenizer.pad_token_id or 0
+        batches = self._plan(encodings)
         for rows in tqdm(batches, desc=f"{self.path.name}", disable=not progress, leave=False):
             logits[rows] = self.runtime.run(pad_batch(encodings, rows, pad_id))
-        self.last_padding_efficiency_ = padding_efficiency(encodings.lengths, batches)
         return logits
+
+    def padding_efficiency(self, encodings: Encodings) -> float:
+        """Real tokens / computed tokens of the batches :meth:`infer` runs on ``encodings``.
+
+        1.0 = no padding. A pure function of the encodings and the batch settings (planning the
+        batches again costs well under a microsecond a row), so each call gets its own number.
+        """
+        return padding_efficiency(encodings.lengths, self._plan(encodings)) if len(encodings) else 1.0
+
+    def _plan(self, encodings: Encodings) -> list[np.ndarray]:
+        if not isinstance(self.batch_size, int) or self.batch_size < 1:
+            raise ValueError(f"batch_size must be an integer >= 1, got {self.batch_size!r}")
+        return plan_batches(encodings.lengths, self.batch_size, self.max_tokens)
 
     # --- scikit-learn style -------------------------------------------------------------------
     def logits(self, texts: Texts) -> np.ndarray:

@@ -1,9 +1,9 @@
 """Fitting a cascade to labelled dev data: temperatures, the threshold curve, the threshold.
 
-``calibrate_cascade`` runs every tier on every dev row once (tokenization included, so the
-per-row costs it measures are the ones a run pays), fits one temperature per tier, sweeps the
-tier-1 threshold over every distinct confidence value, and stores the threshold that meets the
-user's target. The numerical pieces live in :mod:`tango.calibration`.
+``fit_cascade`` (what :meth:`tango.cascade.Cascade.fit` runs) scores every dev row with every
+tier once (tokenization included, so the per-row costs it measures are the ones a run pays),
+fits one temperature per tier, sweeps the tier-1 threshold over every distinct confidence value,
+and reports the thresholds that meet the user's target. The numerical pieces live in :mod:`tango.calibration`.
 """
 
 from __future__ import annotations
@@ -11,7 +11,8 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +32,7 @@ from tango.cascade import Cascade
 from tango.confidence import confidence, softmax
 from tango.data import LabelledData
 from tango.thresholds import best_in_sample, certify
-from tango.tiers import Tier
+from tango.tiers import Texts, Tier, as_texts
 
 DEFAULT_CONFIDENCE_LEVEL = 0.9  # max_drop holds on new rows with this probability
 TEMPERATURE_FRACTION = 0.3  # of the calibration rows, when thresholds are certified on the rest
@@ -69,6 +70,14 @@ class CalibrationReport:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    @classmethod
+    def from_dict(cls, record: dict[str, Any]) -> CalibrationReport:
+        """The report from its dict (``cascade.json``'s ``calibration``)."""
+        known = {f.name for f in fields(cls)}
+        values = {k: v for k, v in record.items() if k in known}
+        values["tiers"] = [TierCalibration(**t) for t in record["tiers"]]
+        return cls(**values)
+
 
 def score_tiers(tiers: list[Tier], texts: list) -> tuple[list[np.ndarray], list[float]]:
     """Every tier's logits on every row, and each tier's measured seconds per row."""
@@ -85,9 +94,11 @@ def row_hashes(texts: list) -> list[str]:
     return sorted({hashlib.sha1(repr(t).encode()).hexdigest()[:12] for t in texts})
 
 
-def calibrate_cascade(
-    cascade: Cascade,
-    dev: LabelledData,
+def fit_cascade(
+    tiers: list[Tier],
+    kind: str,
+    texts: Texts,
+    labels: Sequence[str] | Sequence[int] | np.ndarray,
     *,
     max_drop: float | None = None,
     min_speedup: float | None = None,
@@ -99,11 +110,12 @@ def calibrate_cascade(
     seed: int = 0,
     report_dir: str | Path | None = None,
 ) -> CalibrationReport:
-    """Fit temperatures and choose the thresholds of a cascade on labelled dev rows.
+    """Fit temperatures and choose the thresholds of tiers on labelled rows: what
+    :meth:`Cascade.fit` does (and ``tango calibrate`` through it). Changes nothing it is given.
 
     Exactly one target: ``max_drop`` (accuracy points below the last tier alone; any number of
     tiers), ``min_speedup``, ``max_escalation`` or ``guarantee`` = EPS (two tiers). With no
-    target only temperatures are fitted. The cascade is updated in place; ``report_dir``
+    target only temperatures are fitted (the report's ``thresholds`` is empty). ``report_dir``
     receives reliability diagrams, the curve (JSON + PNG) and ``report.json``.
 
     ``max_drop`` is met at ``confidence_level`` (default 0.9) on new rows, not only on these:
@@ -125,28 +137,30 @@ def calibrate_cascade(
     }
     if len(targets) > 1:
         raise ValueError(f"give one target, got {sorted(targets)}")
-    tiers = cascade._validated()[0]
     if len(tiers) > 2 and set(targets) - {"max_drop"}:
         raise ValueError(f"with {len(tiers)} tiers the target must be max_drop, got {sorted(targets)}")
-    labels = _align_labels(dev, list(cascade.classes_))
-    logits, costs = score_tiers(tiers, dev.texts)
+    rows = as_texts(texts)
+    y = label_ids(labels, list(tiers[0].labels))
+    if len(rows) != len(y):
+        raise ValueError(f"{len(rows)} texts but {len(y)} labels: give one label per text")
+    logits, costs = score_tiers(tiers, rows)
     gate = fit_gate(
         logits,
-        labels,
+        y,
         costs,
         targets,
-        kind=cascade.confidence,
+        kind=kind,
         delta=delta,
         confidence_level=confidence_level,
         temperature_fraction=temperature_fraction,
         seed=seed,
     )
     report = CalibrationReport(
-        rows=len(dev),
-        tiers=[_tier_report(z, labels, s, c) for z, s, c in zip(logits, gate.scalers, costs, strict=True)],
+        rows=len(rows),
+        tiers=[_tier_report(z, y, s, c) for z, s, c in zip(logits, gate.scalers, costs, strict=True)],
         target=targets,
         threshold=gate.thresholds[0] if gate.curve is not None else None,
-        dev_rows=row_hashes(dev.texts),
+        dev_rows=row_hashes(rows),
         expected=_curve_at(gate.curve, gate.thresholds[0]) if gate.curve is not None else {},
         guarantee=gate.guarantee,
         temperature_rows=len(gate.fit_rows),
@@ -154,13 +168,46 @@ def calibrate_cascade(
         thresholds=gate.thresholds,
         choice=gate.choice,
     )
-    cascade.temperatures = [s.temperature_ for s in gate.scalers]
-    if gate.thresholds:
-        cascade.thresholds = gate.thresholds
-    cascade.calibration = report.to_dict()
     if report_dir:
-        _write_evidence(Path(report_dir), report, logits, gate, labels, [t.path.name for t in tiers])
+        _write_evidence(Path(report_dir), report, logits, gate, y, [t.path.name for t in tiers])
     return report
+
+
+def calibrate_cascade(cascade: Cascade, dev: LabelledData, **options: Any) -> CalibrationReport:
+    """``cascade.fit(dev.texts, dev labels, **options)``, returning the report.
+
+    Kept for callers of tango < 0.3; :meth:`Cascade.fit` is the API. The fitted values land in
+    ``cascade.temperatures_`` / ``thresholds_`` / ``calibration_``.
+    """
+    cascade.fit(dev.texts, _align_labels(dev, list(cascade.classes_)), **options)
+    return CalibrationReport.from_dict(cascade.calibration_)
+
+
+def label_ids(labels: Sequence[str] | Sequence[int] | np.ndarray, classes: list[str]) -> np.ndarray:
+    """Labels given as names (case aside) or integer ids, as ids into ``classes``. (N,) int64."""
+    values = np.asarray(labels)
+    if values.ndim != 1:
+        raise ValueError(f"labels must be one label per row, got an array of shape {values.shape}")
+    if not len(values):
+        return np.zeros(0, dtype=np.int64)
+    if np.issubdtype(values.dtype, np.integer):
+        bad = sorted({int(v) for v in values if not 0 <= v < len(classes)})
+        if bad:
+            raise ValueError(
+                f"label ids {bad[:5]} are not ids of the classes {classes} (0..{len(classes) - 1})"
+            )
+        return values.astype(np.int64)
+    if values.dtype.kind not in "US":  # object arrays of names, bools, floats ...
+        if not all(isinstance(v, str) for v in values):
+            raise TypeError(
+                f"labels must be label names (str) or integer ids, got {type(values[0]).__name__}"
+            )
+    index = {str(i): i for i in range(len(classes))}  # ids read from a file as text
+    index.update({name.lower(): i for i, name in enumerate(classes)})  # names win over ids
+    missing = sorted({str(v) for v in values if str(v).lower() not in index})
+    if missing:
+        raise ValueError(f"labels {missing[:5]} are not among the cascade's labels {classes} nor their ids")
+    return np.asarray([index[str(v).lower()] for v in values], dtype=np.int64)
 
 
 def _write_evidence(
@@ -212,7 +259,7 @@ def fit_gate(
     temperature_fraction: float = TEMPERATURE_FRACTION,
     seed: int = 0,
 ) -> GateFit:
-    """The gate from precomputed logits: what ``calibrate_cascade`` does after running the tiers.
+    """The gate from precomputed logits: what ``fit_cascade`` does after running the tiers.
 
     Separate so that studies (many resplits of one scored set) reuse one scoring pass.
     """
@@ -352,7 +399,7 @@ def check_held_out(calibration: dict[str, Any] | None, test: LabelledData) -> No
 
 def evaluate(cascade: Cascade, test: LabelledData) -> dict[str, float]:
     """Accuracy, escalation and wall-clock of the cascade on held-out labelled rows."""
-    check_held_out(cascade.calibration, test)
+    check_held_out(getattr(cascade, "calibration_", None), test)
     labels = _align_labels(test, list(cascade.classes_))
     start = time.perf_counter()
     result = cascade.predict_detailed(test.texts)

@@ -215,7 +215,7 @@ def test_three_tiers_calibrate_jointly(tmp_path):
 
     cascade = Cascade(tiers)
     report = calibrate_cascade(cascade, data, max_drop=2.0)
-    assert len(cascade.thresholds) == 2 and report.thresholds == cascade.thresholds
+    assert len(cascade.thresholds_) == 2 and report.thresholds == cascade.thresholds_
     assert report.choice["drop_bound"] <= 2.0
     result = cascade.predict_detailed(data.texts)
     assert set(np.unique(result.tier)) <= {0, 1, 2}

@@ -93,8 +93,8 @@ def test_padding_efficiency_and_truncation_are_reported(tiny_model_dir):
     tier = Tier.from_pretrained(tiny_model_dir, precision="fp32", max_length=6)
     encodings = tier.tokenize(["the film was good and fun and great", "i loved it"])
     assert encodings.truncated == 1 and encodings.lengths.tolist() == [6, 5]
-    tier.infer(encodings)
-    assert tier.last_padding_efficiency_ == pytest.approx(11 / 12)  # one batch padded to 6
+    assert tier.padding_efficiency(encodings) == pytest.approx(11 / 12)  # one batch padded to 6
+    assert tier.padding_efficiency(tier.tokenize([])) == 1.0
 
 
 def test_bad_options_are_refused(tiny_model_dir):

@@ -42,7 +42,8 @@ def test_calibration_fits_temperatures_and_meets_the_target(tiers, tmp_path):
     dev = LabelledData(texts, labels, ["negative", "positive"])
     cascade = Cascade(tiers, thresholds=0.9)
     report = calibrate_cascade(cascade, dev, max_escalation=0.3, report_dir=tmp_path / "r")
-    assert cascade.temperatures == [t.temperature for t in report.tiers]
+    assert cascade.temperatures_ == [t.temperature for t in report.tiers]
+    assert cascade.temperatures is None and cascade.thresholds == 0.9  # the parameters stay as given
     for tier in report.tiers:
         assert tier.nll_after <= tier.nll_before + 1e-9  # temperature scaling minimises NLL
     assert report.expected["escalated"] <= 0.3
@@ -127,4 +128,4 @@ def test_guarantee_target_is_recorded(tiers, tmp_path):
         cascade, LabelledData(texts, labels, ["negative", "positive"]), guarantee=0.2, delta=0.1
     )
     assert report.guarantee["risk_bound"] <= 0.2
-    assert cascade.thresholds == [report.threshold]
+    assert cascade.thresholds_ == [report.threshold]

@@ -75,6 +75,33 @@ class EarlyExitClassifier:
     def exits_(self) -> tuple[int, ...]:
         return self.model.exits
 
+    # --- fitting ------------------------------------------------------------------------------
+
+    def fit(
+        self,
+        texts: Texts,
+        labels: Sequence[str] | Sequence[int] | np.ndarray,
+        *,
+        max_drop: float | None = None,
+        report_dir: str | Path | None = None,
+    ) -> EarlyExitClassifier:
+        """One temperature per exit (and, with ``max_drop``, the threshold) from labelled rows.
+
+        ``labels`` are names or ids, as in ``Cascade.fit``. Delegates to
+        :func:`tango.tuning.calibrate_early_exit`, which sets ``temperatures`` (and
+        ``threshold``); the report is kept in ``calibration_``. Returns ``self``.
+        """
+        from tango.data import LabelledData
+        from tango.tuning import calibrate_early_exit, label_ids
+
+        rows, classes = as_texts(texts), [str(label) for label in self.labels]
+        y = label_ids(labels, classes)
+        if len(rows) != len(y):
+            raise ValueError(f"{len(rows)} texts but {len(y)} labels: give one label per text")
+        dev = LabelledData(rows, y, classes)
+        self.calibration_ = calibrate_early_exit(self, dev, max_drop=max_drop, report_dir=report_dir)
+        return self
+
     # --- inference ----------------------------------------------------------------------------
 
     def predict(self, texts: Texts) -> np.ndarray:
