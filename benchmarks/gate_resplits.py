@@ -44,7 +44,7 @@ def pool_logits(tier_names: list[str]) -> tuple[list[np.ndarray], np.ndarray, li
     from tango.tuning import _align_labels, score_tiers
 
     tiers = [Tier.from_pretrained(name) for name in tier_names]
-    pool = calibration_rows_for([t.path for t in tiers], tiers[0].labels)
+    pool, overlap = calibration_rows_for([t.path for t in tiers], tiers[0].labels)
     labels = _align_labels(pool, tiers[0].labels)
     key = hashlib.sha256(repr([str(t.path) for t in tiers] + [pool.source]).encode()).hexdigest()[:16]
     cache = CACHE / f"{key}.npz"
@@ -60,6 +60,7 @@ def pool_logits(tier_names: list[str]) -> tuple[list[np.ndarray], np.ndarray, li
     source = {
         "pool": pool.source,
         "pool_rows": len(pool),
+        "pool_inside_training_rows": overlap,
         "tiers": [str(t.path) for t in tiers],
         "runtimes": [t.runtime.description for t in tiers],
         "held_out": held.to_dict() if held else None,
@@ -145,7 +146,8 @@ def markdown(name: str, summary: dict, meta: dict) -> str:
         f"({meta['source']['pool']}) into {meta['calibration_rows']:,} calibration rows and "
         f"{meta['source']['pool_rows'] - meta['calibration_rows']:,} evaluation rows; target: at most "
         f"{meta['max_drop']} point below the last tier; certified at confidence {meta['confidence_level']}. "
-        f"Tier accuracy on the pool: {accuracy}. Speedup from the cost model (measured seconds per row "
+        f"Tier accuracy on the pool: {accuracy}; {meta['source']['pool_inside_training_rows']:.0%} of pool "
+        "rows appear inside training rows. Speedup from the cost model (measured seconds per row "
         f"{', '.join(f'{1000 * c:.2f} ms' for c in meta['source']['seconds_per_row'])}), not a timing. "
         f"{meta['machine']}; {meta['date']}.",
         "",

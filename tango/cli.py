@@ -671,7 +671,13 @@ def train(
     from dataclasses import replace
 
     from tango.data import load_labelled, split_rows
-    from tango.splits import carve_calibration_rows, default_calibration_rows, record_training_file
+    from tango.splits import (
+        carve_calibration_rows,
+        default_calibration_rows,
+        overlap_warning,
+        record_training_file,
+        text_overlap,
+    )
     from tango.training import train_classifier
 
     if model == "linear":
@@ -721,6 +727,8 @@ def train(
             f"held out {held.rows} calibration rows of {held.of} (seed {held.seed}); "
             "`tango calibrate` uses them"
         )
+        if warning := overlap_warning(text_overlap(held.load(data.label_names), data), train_path):
+            click.echo(warning, err=True)
 
 
 # Options of `tango train` that configure transformer fine-tuning, not a linear tier.
@@ -1141,15 +1149,17 @@ def calibration_rows(
 ) -> Any:
     """--dev's rows, else the rows tier 1's training held out (checked against every tier)."""
     from tango.data import load_labelled
-    from tango.splits import calibration_rows_for
+    from tango.splits import calibration_rows_for, overlap_warning
 
     classes = list(cascade.classes_)
     if dev_path:
         return load_labelled(dev_path, text_column, pair_column, label_column, label_names=classes)
     if text_column or pair_column or label_column:
         raise click.UsageError("--text-column/--pair-column/--label-column describe --dev; give --dev FILE")
-    dev = calibration_rows_for([tier.path for tier in cascade._validated()[0]], classes)
+    dev, overlap = calibration_rows_for([tier.path for tier in cascade._validated()[0]], classes)
     click.echo(f"calibrating on {dev.source}", err=True)
+    if warning := overlap_warning(overlap, dev.source.split(":")[0]):
+        click.echo(warning, err=True)
     return dev
 
 

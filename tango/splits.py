@@ -20,6 +20,8 @@ import numpy as np
 
 from tango.data import LabelledData, load_labelled
 
+OVERLAP_WARNING = 0.05  # held-out rows found inside training rows above this: not new rows
+OVERLAP_SAMPLE = 300
 MIN_FILE_ROWS = 2000  # smaller files keep every row for training
 MAX_CALIBRATION_ROWS = 3000
 
@@ -57,6 +59,10 @@ class HeldOutRows:
 
     def load(self, label_names: list[str] | None = None) -> LabelledData:
         """Read the file again and return the held-out rows; refuse a file that changed."""
+        return self.load_with_rest(label_names)[0]
+
+    def load_with_rest(self, label_names: list[str] | None = None) -> tuple[LabelledData, LabelledData]:
+        """The held-out rows and the rows that were trained on, read again from the file."""
         if not Path(self.file).is_file():
             raise ValueError(
                 f"the calibration rows were carved from {self.file}, which is gone; pass --dev FILE"
@@ -70,7 +76,8 @@ class HeldOutRows:
         if len(data) != self.of:
             raise ValueError(f"{self.file} now reads as {len(data)} rows, not {self.of}; pass --dev FILE")
         source = f"{self.file}: {self.rows} calibration rows held out of training (seed {self.seed})"
-        return replace(data.subset(self.indices()), source=source)
+        rest = np.setdiff1d(np.arange(len(data)), self.indices())
+        return replace(data.subset(self.indices()), source=source), data.subset(rest)
 
 
 def carve_calibration_rows(
@@ -85,6 +92,34 @@ def carve_calibration_rows(
     keep = np.setdiff1d(np.arange(len(data)), held.indices())
     source = f"{data.source or path} without {rows} calibration rows (seed {seed})"
     return replace(data.subset(keep), source=source), held
+
+
+def text_overlap(held: LabelledData, trained: LabelledData, seed: int = 0) -> float:
+    """Fraction of (a sample of) held-out rows whose text appears inside some training row.
+
+    Held-out rows are only new rows if their text is. SST-2's training file holds every phrase
+    of its sentences, so nine in ten held-out rows there are pieces of training rows: a tier
+    looks better on them than on new text, and a threshold chosen there is too bold.
+    """
+    if not len(held) or not len(trained):
+        return 0.0
+    flat = [" ".join(t) if isinstance(t, tuple) else t for t in trained.texts]
+    corpus = "\n".join(flat)
+    picked = np.random.default_rng(seed).permutation(len(held))[:OVERLAP_SAMPLE]
+    texts = [held.texts[i] for i in picked]
+    found = [(" ".join(t) if isinstance(t, tuple) else t).strip() in corpus for t in texts]
+    return float(np.mean(found))
+
+
+def overlap_warning(overlap: float, source: str) -> str | None:
+    """A line for the user when held-out rows are mostly pieces of training rows."""
+    if overlap <= OVERLAP_WARNING:
+        return None
+    return (
+        f"warning: {overlap:.0%} of the held-out rows of {source} appear inside training rows (a file of "
+        "phrases, like SST-2's, or duplicates): tiers look better on them than on new text, so thresholds "
+        "chosen there are too bold; calibrate with --dev on rows that are new text"
+    )
 
 
 def record_training_file(out_dir: str | Path, path: str | Path, held: HeldOutRows | None) -> None:
@@ -117,8 +152,9 @@ def trained_on(tier_path: str | Path, held: HeldOutRows) -> bool:
     return record.get("train_sha256") == held.sha256
 
 
-def calibration_rows_for(tier_paths: list[Path], label_names: list[str]) -> LabelledData:
-    """The held-out rows recorded by tier 1, checked against every tier's training.
+def calibration_rows_for(tier_paths: list[Path], label_names: list[str]) -> tuple[LabelledData, float]:
+    """The held-out rows recorded by tier 1, checked against every tier's training, and their
+    :func:`text_overlap` with the rows that were trained on.
 
     Raises ValueError when tier 1 recorded none, or when another tier trained on them (its
     accuracy there would be inflated, and so would the drop the threshold is chosen for).
@@ -135,4 +171,5 @@ def calibration_rows_for(tier_paths: list[Path], label_names: list[str]) -> Labe
                 f"tier {k} ({path}) was trained on {held.file} without holding out tier 1's calibration "
                 f"rows; train it with --calibration-rows {held.rows} --seed {held.seed}, or pass --dev FILE"
             )
-    return held.load(label_names)
+    rows, trained = held.load_with_rest(label_names)
+    return rows, text_overlap(rows, trained)

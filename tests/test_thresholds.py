@@ -153,6 +153,26 @@ def test_calibration_rows_never_overlap_training_rows(tmp_path):
         held.load()
 
 
+def test_held_out_phrases_of_training_rows_are_flagged(tmp_path):
+    """A file of phrases (like SST-2's) holds out pieces of training rows: not new text."""
+    from tango.splits import overlap_warning, text_overlap
+
+    data = sentiment_rows(400, 6)
+    sentences = [f"{i} {t}" for i, t in enumerate(data.texts)]
+    phrases = LabelledData(
+        sentences + [s.split(" ", 2)[-1] for s in sentences], np.tile(data.labels, 2), data.label_names
+    )
+    path = write_tsv(tmp_path / "phrases.tsv", phrases)
+    columns = {"text_column": None, "text_pair_column": None, "label_column": None}
+    train, held = carve_calibration_rows(load_labelled(path), path, 200, 0, columns)
+    overlap = text_overlap(held.load(), train)
+    assert overlap > 0.3  # the phrases whose sentence was trained on
+    assert "appear inside training rows" in overlap_warning(overlap, str(path))
+    distinct = write_tsv(tmp_path / "distinct.tsv", LabelledData(sentences, data.labels, data.label_names))
+    train, held = carve_calibration_rows(load_labelled(distinct), distinct, 100, 0, columns)
+    assert text_overlap(held.load(), train) <= 0.05 and overlap_warning(0.0, "x") is None
+
+
 def test_default_calibration_rows():
     assert default_calibration_rows(1500) == 0
     assert default_calibration_rows(10_000) == 2000
