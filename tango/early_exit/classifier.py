@@ -28,6 +28,9 @@ from tango.tiers import as_texts, bf16_supported
 Texts = Sequence[str] | Sequence[tuple[str, str]]
 MANIFEST = "early_exit.json"
 HEADS = "exit_heads.safetensors"
+# bf16 = weights cast once when inference starts; bf16-autocast = fp32 weights, autocast per batch
+PRECISIONS = ("fp32", "bf16", "bf16-autocast")
+ROWS_IN_FLIGHT = 4096  # rows run breadth-first together: their hidden states are held at once
 
 
 @dataclass
@@ -64,7 +67,7 @@ class EarlyExitClassifier:
     batch_size: int = 32
     max_length: int = 256
     device: str = "cpu"  # "cpu" | "cuda" | "cuda:1" ...
-    precision: str = "fp32"  # "fp32" | "bf16" (autocast)
+    precision: str = "fp32"  # "fp32" | "bf16" (weights cast once) | "bf16-autocast"
     metadata: dict[str, Any] = field(default_factory=dict)  # training record for early_exit.json
 
     @property
@@ -113,21 +116,35 @@ class EarlyExitClassifier:
         return self.predict_detailed(texts).probabilities
 
     def predict_detailed(self, texts: Texts) -> EarlyExitResult:
-        """Labels, probabilities, confidence and exit layer per row, in input order."""
+        """Labels, probabilities, confidence and exit layer per row, in input order.
+
+        The whole input (up to ``ROWS_IN_FLIGHT`` rows at a time, shortest first) runs
+        breadth-first: each segment on every row still inside, re-batched into full batches of
+        ``batch_size`` (see docs/early-exit.md). ``exit_layer`` is each row's 1-based exit layer.
+        """
         policy, texts = self._policy(), as_texts(texts)
         num_rows, num_labels = len(texts), len(self.labels)
         probabilities = np.zeros((num_rows, num_labels), dtype=np.float32)
         exit_index = np.zeros(num_rows, dtype=np.int64)
-        for rows, batch in self._batches(texts):
+        self._prepare()
+        encodings = encode(self.tokenizer, texts, self.max_length)
+        order = np.argsort(encodings.lengths, kind="stable")
+        for start in range(0, num_rows, ROWS_IN_FLIGHT):
+            rows = order[start : start + ROWS_IN_FLIGHT]
+            batch = collate(self.tokenizer, encodings, rows, self.device)
             with precision_context(self.device, self.precision):
                 logits, index = self.model.early_exit(
-                    batch["input_ids"], batch["attention_mask"], policy, batch.get("token_type_ids")
+                    batch["input_ids"],
+                    batch["attention_mask"],
+                    policy,
+                    batch.get("token_type_ids"),
+                    batch_size=self.batch_size,
                 )
+            logits, index = logits.cpu(), index.cpu()
             for i in index.unique().tolist():  # calibrate each row with its own exit's temperature
                 at_exit = index == i
-                probs = policy.probabilities(i, logits[at_exit])
-                probabilities[rows[at_exit.cpu().numpy()]] = probs.cpu().numpy()
-            exit_index[rows] = index.cpu().numpy()
+                probabilities[rows[at_exit.numpy()]] = policy.probabilities(i, logits[at_exit]).numpy()
+            exit_index[rows] = index.numpy()
         return EarlyExitResult(
             labels=self.classes_[probabilities.argmax(axis=1)] if num_rows else self.classes_[:0],
             probabilities=probabilities,
@@ -140,7 +157,7 @@ class EarlyExitClassifier:
         texts = as_texts(texts)
         out = np.zeros((len(self.model.exits), len(texts), len(self.labels)), dtype=np.float32)
         for rows, batch in self._batches(texts):
-            with torch.no_grad(), precision_context(self.device, self.precision):
+            with torch.inference_mode(), precision_context(self.device, self.precision):
                 logits = self.model(**batch)  # (E, b, K)
             out[:, rows] = logits.float().cpu().numpy()
         return out
@@ -151,11 +168,23 @@ class EarlyExitClassifier:
             raise ValueError(f"temperatures needs one value per exit {self.model.exits}; got {temperatures}")
         return ExitPolicy(self.policy, self.threshold, self.patience, temperatures)
 
-    def _batches(self, texts: Texts) -> Iterator[tuple[np.ndarray, dict[str, torch.Tensor]]]:
-        """Length-sorted batches, each padded to its longest row: (original rows, tensors)."""
+    def _prepare(self) -> None:
+        """Check the knobs; move the model to its device and dtype, in eval mode.
+
+        ``precision="bf16"`` casts the weights to bf16 here, once (a no-op on later calls), as
+        tiers do at load: no per-batch casts. The cast is in place, so :meth:`save_pretrained`
+        then writes bf16 weights; "fp32" casts back (the bf16 rounding stays).
+        """
         if self.model.num_labels != len(self.labels):
             raise ValueError(f"{len(self.labels)} labels for a model with {self.model.num_labels}")
-        self.model.to(check_device(self.device)).eval()
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}; got {self.precision!r}")
+        dtype = torch.bfloat16 if self.precision == "bf16" else torch.float32
+        self.model.to(device=check_device(self.device), dtype=dtype).eval()
+
+    def _batches(self, texts: Texts) -> Iterator[tuple[np.ndarray, dict[str, torch.Tensor]]]:
+        """Length-sorted batches, each padded to its longest row: (original rows, tensors)."""
+        self._prepare()
         encodings = encode(self.tokenizer, texts, self.max_length)
         for rows in plan_batches(encodings.lengths, self.batch_size):
             yield rows, collate(self.tokenizer, encodings, rows, self.device)
@@ -203,7 +232,8 @@ class EarlyExitClassifier:
     ) -> EarlyExitClassifier:
         """Load a directory from :meth:`save_pretrained`; ``None`` knobs take the saved values.
 
-        ``precision`` "auto" = bf16 autocast where the device has fast bf16, else fp32.
+        ``precision`` "bf16" casts the weights to bf16 once; "auto" = "bf16" where the device has
+        fast bf16, else "fp32"; "bf16-autocast" keeps fp32 weights and casts them per batch.
         """
         path = Path(path)
         if not (path / MANIFEST).is_file():
@@ -283,9 +313,10 @@ def auto_precision(device: str) -> str:
 
 
 def precision_context(device: str, precision: str) -> contextlib.AbstractContextManager:
-    if precision not in ("fp32", "bf16"):
-        raise ValueError(f"precision must be 'fp32' or 'bf16'; got {precision!r}")
-    if precision == "fp32":
+    """bf16 autocast for "bf16-autocast" (training, and inference that asks for it), else nothing."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}; got {precision!r}")
+    if precision != "bf16-autocast":
         return contextlib.nullcontext()
     # No weight cache: it only grows across batch shapes (see tango.tiers.TorchRuntime.run).
     return torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16, cache_enabled=False)

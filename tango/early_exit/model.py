@@ -45,16 +45,20 @@ POOLINGS = ("mean", "cls")
 def pool(h: torch.Tensor, attention_mask: torch.Tensor, pooling: str) -> torch.Tensor:
     """(B, T, C) hidden states -> (B, C) sentence vectors.
 
-    ``mean`` averages the real tokens (padding excluded), in fp32 so bf16 rounding does not grow
-    with length; ``cls`` takes the first token. Mean is the default because CLS carries no
-    information at the low layers of encoders pretrained with mean pooling (sentence-transformers
-    MiniLM / MPNet: CLS is the same vector for every input up to layer 4 of MiniLM-L6, see
-    docs/models.md), so exits there stay at chance.
+    ``mean`` averages the real tokens (padding excluded) as one batched matmul of the 0/1 mask
+    with ``h``: the matmul kernels accumulate in fp32 even for bf16 ``h`` (oneDNN/AMX, cuBLAS),
+    so bf16 rounding does not grow with length, and no fp32 copy of ``h`` is made. ``cls`` takes
+    the first token. Mean is the default because CLS carries no information at the low layers of
+    encoders pretrained with mean pooling (sentence-transformers MiniLM / MPNet: CLS is the same
+    vector for every input up to layer 4 of MiniLM-L6, see docs/models.md), so exits there stay
+    at chance.
     """
     if pooling == "cls":
         return h[:, 0]
-    mask = attention_mask.unsqueeze(-1).to(torch.float32)  # (B, T, 1)
-    return (h.float() * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
+    weights = attention_mask.to(h.dtype).unsqueeze(1)  # (B, 1, T)
+    summed = torch.bmm(weights, h).squeeze(1)  # (B, C)
+    counts = attention_mask.sum(dim=1, keepdim=True).clamp(min=1)  # (B, 1)
+    return summed / counts.to(summed.dtype)
 
 
 class ExitHead(nn.Module):
@@ -74,7 +78,7 @@ class MultiExitModel(nn.Module):
     """An encoder (``AutoModel``) with one :class:`ExitHead` per exit layer.
 
     ``forward`` computes every exit (training, calibration); ``early_exit`` stops each row at its
-    first confident exit and drops it from the batch there.
+    first confident exit, breadth-first across the whole input (schedule.py).
     """
 
     def __init__(
@@ -122,15 +126,47 @@ class MultiExitModel(nn.Module):
         self, h: torch.Tensor, attention_mask: torch.Tensor, start: int, stop: int
     ) -> torch.Tensor:
         """Run layers ``start..stop-1`` on h (B, T, C) with the padding mask (B, T)."""
-        # the mask format (additive float, boolean, or None) follows config._attn_implementation
-        mask = create_bidirectional_mask(
+        mask, bias = self.layer_mask(h, attention_mask), self.position_bias(h.shape[1], h.device)
+        return self.run_layers(h, mask, bias, start, stop)
+
+    def layer_mask(
+        self, h: torch.Tensor, attention_mask: torch.Tensor, padded: bool = True
+    ) -> torch.Tensor | None:
+        """The mask the layers take, from h (B, T, C) and the padding mask (B, T).
+
+        Its format (additive float, boolean, or None) follows ``config._attn_implementation``.
+        ``padded=False`` says no row has padding (the scheduler knows it without a device sync):
+        the layers then take None, as they do for a batch of one.
+        """
+        if not padded:
+            return None
+        return create_bidirectional_mask(
             config=self.encoder.config, inputs_embeds=h, attention_mask=attention_mask
         )
-        extra = {}
-        if self._relative_bias:
-            extra["position_bias"] = self.encoder.encoder.compute_position_bias(h)  # (B, H, T, T)
+
+    def position_bias(self, length: int, device: torch.device) -> torch.Tensor | None:
+        """MPNet's relative position bias, (1, H, T, T); None for encoders without one.
+
+        It depends only on the length, and its top-left t x t block is the bias of length t, so
+        the scheduler builds it once per call and slices it for each batch.
+        """
+        if not self._relative_bias:
+            return None
+        shape_only = torch.empty(1, length, 0, device=device)  # only its size and device are read
+        return self.encoder.encoder.compute_position_bias(shape_only)  # (1, H, T, T)
+
+    def run_layers(
+        self,
+        h: torch.Tensor,
+        layer_mask: torch.Tensor | None,
+        position_bias: torch.Tensor | None,
+        start: int,
+        stop: int,
+    ) -> torch.Tensor:
+        """Layers ``start..stop-1`` on h (B, T, C) with a ready :meth:`layer_mask` and bias."""
+        extra = {} if position_bias is None else {"position_bias": position_bias}
         for layer in self.encoder.encoder.layer[start:stop]:
-            out = layer(h, attention_mask=mask, **extra)
+            out = layer(h, attention_mask=layer_mask, **extra)
             h = out[0] if isinstance(out, tuple) else out  # MPNet returns a tuple, BERT a tensor
         return h
 
@@ -155,42 +191,32 @@ class MultiExitModel(nn.Module):
             logits.append(head(pool(h, attention_mask, self.pooling)))  # (B, K)
         return torch.stack(logits)
 
-    @torch.no_grad()
     def early_exit(
         self,
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor,
         policy: ExitPolicy,
         token_type_ids: torch.Tensor | None = None,
+        batch_size: int | None = None,
+        compact_share: float | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Each row's logits at its exit, (B, K), and its exit index into ``self.exits``, (B,).
+        """Each row's logits at its exit, (N, K) fp32, and its exit index into ``self.exits``, (N,).
 
-        After every segment the rows that exit leave the batch, and so do padding columns that
-        only they needed, so the remaining rows never wait on finished ones. Each row's result is
-        the one it gets alone in a batch of one (up to float rounding of padded matmuls).
+        The right-padded rows (N, T) run breadth-first: each segment on every row still inside,
+        in length-sorted batches of ``batch_size`` (None = all N in one batch); finished rows
+        leave between segments and the others are re-batched into full batches
+        (:func:`tango.early_exit.schedule.run_breadth_first`, whose knob ``compact_share`` is).
+        Each row's result is the one it gets alone in a batch of one (up to float rounding of
+        padded matmuls).
         """
-        assert not self.training, "call .eval() first: dropout would make the exits random"
-        batch_size = input_ids.shape[0]
-        device = input_ids.device
-        exit_logits = torch.zeros(batch_size, self.num_labels, device=device)  # (B, K)
-        exit_index = torch.full((batch_size,), -1, dtype=torch.long, device=device)  # (B,)
-        rows = torch.arange(batch_size, device=device)  # original position of each remaining row
-        state = policy.start(batch_size, device)  # (B, S)
-        h = self.embed(input_ids, token_type_ids)  # (B, T, C)
-        last = len(self.exits) - 1
-        for i, (head, (start, stop)) in enumerate(zip(self.heads, self.segments(), strict=True)):
-            h = self.run_segment(h, attention_mask, start, stop)  # (b, t, C)
-            logits = head(pool(h, attention_mask, self.pooling)).float()  # (b, K)
-            done, state = policy.step(i, logits, state)  # (b,)
-            if i == last:
-                done = torch.ones_like(done)
-            exit_logits[rows[done]] = logits[done]
-            exit_index[rows[done]] = i
-            keep = ~done
-            if not keep.any():
-                break
-            rows, state, h, attention_mask = rows[keep], state[keep], h[keep], attention_mask[keep]
-            width = int(attention_mask.any(0).nonzero().max()) + 1  # last column still in use
-            h, attention_mask = h[:, :width], attention_mask[:, :width]
-        assert bool((exit_index >= 0).all()), "every row must leave at some exit"
-        return exit_logits, exit_index
+        from tango.early_exit.schedule import COMPACT_SHARE, run_breadth_first
+
+        return run_breadth_first(
+            self,
+            input_ids,
+            attention_mask,
+            policy,
+            token_type_ids,
+            batch_size=batch_size or max(1, input_ids.shape[0]),
+            compact_share=COMPACT_SHARE if compact_share is None else compact_share,
+        )

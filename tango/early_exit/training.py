@@ -84,6 +84,9 @@ def train_early_exit(
     y = torch.tensor(_label_ids(train_labels, names))
     check_device(device)
     precision = auto_precision(device) if precision == "auto" else precision
+    if precision not in ("fp32", "bf16"):
+        raise ValueError(f"precision must be 'auto', 'fp32' or 'bf16'; got {precision!r}")
+    precision = "bf16-autocast" if precision == "bf16" else precision  # training keeps fp32 weights
     torch.manual_seed(seed)
 
     tokenizer = AutoTokenizer.from_pretrained(base_model_dir)
