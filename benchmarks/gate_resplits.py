@@ -46,16 +46,17 @@ def pool_logits(tier_names: list[str]) -> tuple[list[np.ndarray], np.ndarray, li
     tiers = [Tier.from_pretrained(name) for name in tier_names]
     pool, overlap = calibration_rows_for([t.path for t in tiers], tiers[0].labels)
     labels = _align_labels(pool, tiers[0].labels)
-    key = hashlib.sha256(repr([str(t.path) for t in tiers] + [pool.source]).encode()).hexdigest()[:16]
-    cache = CACHE / f"{key}.npz"
-    if cache.exists():
+    logits, costs = [], []
+    for tier in tiers:  # each tier scored once per pool, cached
+        key = hashlib.sha256(repr([str(tier.path), pool.source]).encode()).hexdigest()[:16]
+        cache = CACHE / f"{key}.npz"
+        if not cache.exists():
+            (z,), (cost,) = score_tiers([tier], pool.texts)
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            np.savez(cache, logits=z, cost=np.asarray(cost))
         saved = np.load(cache, allow_pickle=False)
-        logits = [saved[f"tier{k}"] for k in range(len(tiers))]
-        costs = saved["costs"].tolist()
-    else:
-        logits, costs = score_tiers(tiers, pool.texts)
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        np.savez(cache, costs=np.asarray(costs), **{f"tier{k}": z for k, z in enumerate(logits)})
+        logits.append(saved["logits"])
+        costs.append(float(saved["cost"]))
     held = held_out_rows(tiers[0].path)
     source = {
         "pool": pool.source,
