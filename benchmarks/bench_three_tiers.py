@@ -91,12 +91,13 @@ def markdown(name: str, rows: list[dict], meta: dict) -> str:
 @click.option("--name", required=True)
 @click.option("--tiers", required=True, help="linear,small,large: the three tiers, cheapest first.")
 @click.option("--calibration-rows", type=int, default=2000, show_default=True)
+@click.option("--evaluation-rows", type=int, default=None, help="At most this many of the other rows.")
 @click.option("--max-drop", type=float, default=0.5, show_default=True)
 @click.option("--repeats", type=int, default=5, show_default=True)
 @click.option("--threads", type=int, default=2, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--docs/--no-docs", default=False, show_default=True)
-def main(name, tiers, calibration_rows, max_drop, repeats, threads, seed, docs) -> None:
+def main(name, tiers, calibration_rows, evaluation_rows, max_drop, repeats, threads, seed, docs) -> None:
     """Time linear -> small -> large against small -> large and the large tier alone."""
     from tango.bench import interleave, machine
     from tango.splits import calibration_rows_for
