@@ -699,6 +699,7 @@ def train(
     data = load_labelled(train_path, label_names=_label_names(labels), **columns)
     if calibration_rows is None:
         calibration_rows = default_calibration_rows(len(data))
+    whole = data
     data, held = carve_calibration_rows(data, train_path, calibration_rows, calibration_seed, columns)
     dev = load_labelled(dev_path, label_names=data.label_names, **columns) if dev_path else None
     if dev is None and dev_fraction:
@@ -727,7 +728,7 @@ def train(
             f"held out {held.rows} calibration rows of {held.of} (seed {held.seed}); "
             "`tango calibrate` uses them"
         )
-        if warning := overlap_warning(text_overlap(held.load(data.label_names), data), train_path):
+        if warning := overlap_warning(text_overlap(whole.subset(held.indices()), data), train_path):
             click.echo(warning, err=True)
 
 

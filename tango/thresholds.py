@@ -49,7 +49,7 @@ class ThresholdChoice:
 
     def to_dict(self) -> dict[str, object]:
         """Plain numbers, ready for ``json.dump``."""
-        return {k: (None if v is None else v) for k, v in asdict(self).items()}
+        return asdict(self)
 
 
 def answering_tier(confidences: list[np.ndarray], thresholds: ArrayLike) -> np.ndarray:

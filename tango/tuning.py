@@ -30,7 +30,7 @@ from tango.calibration import (
 )
 from tango.cascade import Cascade
 from tango.confidence import confidence, softmax
-from tango.data import LabelledData
+from tango.data import LabelledData, split_rows
 from tango.thresholds import best_in_sample, certify
 from tango.tiers import Texts, Tier, as_texts
 
@@ -310,11 +310,10 @@ def _split_rows(n: int, fit_fraction: float | None, seed: int) -> tuple[np.ndarr
         return everything, everything
     if not 0 < fit_fraction < 1:
         raise ValueError(f"temperature_fraction must lie in (0, 1), got {fit_fraction}")
-    shuffled = np.random.default_rng(seed).permutation(n)
-    n_fit = int(round(n * fit_fraction))
-    if n_fit < 1 or n - n_fit < 1:
+    if not 1 <= round(n * fit_fraction) < n:
         raise ValueError(f"{n} rows cannot be split into temperature and threshold rows")
-    return np.sort(shuffled[:n_fit]), np.sort(shuffled[n_fit:])
+    choose_rows, fit_rows = split_rows(n, fit_fraction, seed)  # the project's one seeded split
+    return fit_rows, choose_rows
 
 
 @dataclass
