@@ -136,6 +136,7 @@ def bench(
     limit: int | None = None,
     seed: int = 0,
     peers: bool = True,
+    sweep: Sequence[float] = SWEEP_ESCALATION,
     extra_systems: dict[str, tuple[Callable[[list], Any], dict[str, Any]]] | None = None,
     out: str | Path | None = None,
     name: str = "results",
@@ -148,6 +149,7 @@ def bench(
     is a labelled CSV/TSV/JSONL file or rows in memory; ``limit`` keeps its first N rows. The
     chosen thresholds come from ``calibration_data``, else from a seeded ``calibration_fraction``
     of the rows (the rest are scored), else from 2-fold cross-fitting on the scored rows.
+    ``sweep`` lists the escalation levels of the descriptive sweep (empty: none, a shorter run).
     ``extra_systems`` maps a name to ``(run(texts) -> labels or object with .labels, settings)``
     timed in the same rounds. Returns the result that :mod:`tango.benchreport` writes.
     """
@@ -188,7 +190,7 @@ def bench(
         confidence_level=confidence_level,
         seed=seed,
     )
-    systems = _systems(loaded, scored.texts, y, logits, gates, parts, peers, extra_systems or {})
+    systems = _systems(loaded, scored.texts, y, logits, gates, parts, peers, sweep, extra_systems or {})
     for k, efficiency in enumerate(padding):
         systems[f"tier{k + 1}"].settings["padding_efficiency"] = efficiency
     say(f"timing {len(systems)} systems: warm-up + {repeats} rounds, round-robin")
@@ -226,7 +228,7 @@ def bench(
             "max_drop": max_drop,
             "confidence_level": confidence_level,
             "rule_threshold": RULE_THRESHOLD,
-            "sweep_escalation": list(SWEEP_ESCALATION),
+            "sweep_escalation": list(sweep),
             "peers": peers,
         },
         "data": _data_record(rows, plan, calibration_data, limit, seed),
@@ -336,6 +338,7 @@ def _systems(
     gates: list[_Gate],
     parts: list[np.ndarray],
     peers: bool,
+    sweep: Sequence[float],
     extra: dict[str, tuple[Callable[[list], Any], dict[str, Any]]],
 ) -> dict[str, _System]:
     """Every system, each a callable over the same rows."""
@@ -351,7 +354,7 @@ def _systems(
     # The sweep: temperatures of the (first) chosen gate; thresholds at quantiles of each tier's
     # confidence on these rows. Descriptive: the rows set their own thresholds.
     temperatures = gates[0].temperatures
-    for fraction in SWEEP_ESCALATION:
+    for fraction in sweep:
         thresholds = [
             float(np.quantile(confidence(softmax(z, temperatures[k]), "maxprob"), fraction))
             for k, z in enumerate(logits[:-1])
@@ -478,8 +481,12 @@ def _label_ids(names: Any, classes: list[str]) -> np.ndarray:
 
 
 def _extras(result: Any) -> dict[str, Any]:
-    exit_layer = getattr(result, "mean_exit_layer", None)
-    return {"mean_exit_layer": float(exit_layer)} if exit_layer is not None else {}
+    """Early exit's layers: the mean, and each row's (so the claim can be checked from the file)."""
+    exit_layer = getattr(result, "exit_layer", None)
+    if exit_layer is None:
+        return {}
+    layers = np.asarray(exit_layer)
+    return {"mean_exit_layer": float(layers.mean()) if len(layers) else 0.0, "exit_layers": layers.tolist()}
 
 
 def _speedups(results: list[dict[str, Any]], n_tiers: int) -> None:
