@@ -45,8 +45,7 @@ def machine(cpus: int) -> dict[str, Any]:
 
 def write_input(source: Path, rows: int, target: Path) -> int:
     """The first ``rows`` good sentences of a tango-readable file, as JSON lines with ids."""
-    from tango.data import Record, read_records
-    from tango.scoring import guess_text_column
+    from tango.data import Record, guess_text_column, read_records
 
     column = guess_text_column(source)
     written = 0

@@ -1,8 +1,7 @@
 """tango: spend transformer compute only where an input needs it."""
 
-__version__ = "0.1.0"
-
-from tango.cascade import Cascade, CascadeResult, CascadeStats  # noqa: E402
-from tango.tiers import Tier  # noqa: E402
+from tango._version import __version__
+from tango.cascade import Cascade, CascadeResult, CascadeStats
+from tango.tiers import Tier
 
 __all__ = ["Cascade", "CascadeResult", "CascadeStats", "Tier", "__version__"]

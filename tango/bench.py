@@ -31,7 +31,8 @@ import numpy as np
 from tango.cascade import Cascade, CascadeResult
 from tango.confidence import confidence, softmax
 from tango.data import LabelledData, load_labelled, split_rows
-from tango.tiers import Tier, set_torch_threads
+from tango.hardware import set_torch_threads
+from tango.tiers import Tier
 from tango.tuning import _align_labels, fit_gate
 
 THREADS = 2  # intra-op threads of every system; recorded with the results
@@ -153,7 +154,7 @@ def bench(
     ``extra_systems`` maps a name to ``(run(texts) -> labels or object with .labels, settings)``
     timed in the same rounds. Returns the result that :mod:`tango.benchreport` writes.
     """
-    from tango import benchreport
+    from tango.benchreport import write_results
 
     say = log or (lambda message: None)
     if calibration_data is not None and calibration_fraction is not None:
@@ -245,7 +246,7 @@ def bench(
     }
     if out is not None:
         reliability = _reliability(logits[0], y, gates, parts)
-        paths = benchreport.write_results(result, out, name=name, reliability=reliability)
+        paths = write_results(result, out, name=name, reliability=reliability)
         say("wrote " + ", ".join(str(p) for p in paths))
     return result
 
@@ -560,7 +561,7 @@ def machine(threads: int) -> dict[str, Any]:
     import torch
     import transformers
 
-    import tango
+    from tango._version import __version__
 
     cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
     cpu = next(
@@ -580,6 +581,6 @@ def machine(threads: int) -> dict[str, Any]:
         "transformers": transformers.__version__,
         "onnxruntime": onnxruntime.__version__,
         "numpy": np.__version__,
-        "tango": tango.__version__,
+        "tango": __version__,
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
     }

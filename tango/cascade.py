@@ -18,10 +18,11 @@ from typing import Any
 
 import numpy as np
 
-from tango import __version__
+from tango._version import __version__
 from tango.batching import Encodings
 from tango.confidence import CONFIDENCE_KINDS, confidence, softmax
-from tango.tiers import Texts, Tier, as_texts, load_tiers
+from tango.texts import Texts, as_texts
+from tango.tiers import Tier, load_tiers
 
 MANIFEST = "cascade.json"
 DEFAULT_THRESHOLD = 0.9

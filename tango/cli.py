@@ -58,6 +58,11 @@ def refuse_unused(names: tuple[str, ...], context: str, why: str) -> None:
         )
 
 
+def terminal() -> dict[str, Callable[[str], None]]:
+    """Where a job (tango.jobs) reports: results (``log``) to stdout, notes (``warn``) to stderr."""
+    return {"log": click.echo, "warn": lambda message: click.echo(message, err=True)}
+
+
 @click.group()
 @click.version_option(package_name="tango")
 @click.option(
@@ -78,70 +83,85 @@ def cli(ctx: click.Context, verbose: bool) -> None:
 # --- commands are added below, one small function each -----------------------------------------
 
 
-def data_options(func: Callable[..., Any]) -> Callable[..., Any]:
-    """Columns of a labelled file (guessed from common names when not given)."""
-    options = [
-        click.option("--text-column", default=None, help="Text column (default: guessed)."),
-        click.option("--pair-column", default=None, help="Second text column, for pair tasks."),
-        click.option("--label-column", default=None, help="Label column (default: guessed)."),
-    ]
-    for option in reversed(options):
-        func = option(func)
-    return func
+def stacked(*options: Callable[..., Any]) -> Callable[..., Any]:
+    """One decorator applying ``options`` in the order given (the order --help lists them)."""
+
+    def decorate(func: Callable[..., Any]) -> Callable[..., Any]:
+        for option in reversed(options):
+            func = option(func)
+        return func
+
+    return decorate
 
 
-def cascade_options(func: Callable[..., Any]) -> Callable[..., Any]:
-    """Options that build a cascade: a saved one (--cascade) or tiers by name (--tier1/2/3)."""
-    options = [
-        click.option(
-            "--cascade",
-            "cascade_dir",
-            type=click.Path(exists=True, file_okay=False),
-            help="A saved (calibrated) cascade directory.",
-        ),
-        click.option(
-            "--tier1", help="Tier-1 model: a directory, an alias (tango/resources/aliases.toml) or a hub id."
-        ),
-        click.option("--tier2", help="Tier-2 model, same forms as --tier1."),
-        click.option("--tier3", help="Optional third tier, same forms as --tier1."),
-        click.option(
-            "--tiers",
-            help="All tiers, cheapest first, comma-separated (e.g. linear-sst2,distil,large); "
-            "instead of --tier1/--tier2/--tier3.",
-        ),
-        click.option(
-            "--threshold",
-            type=float,
-            multiple=True,
-            help="Escalate rows whose confidence is below this (once per tier boundary). "
-            "Default: the cascade's calibrated threshold, else 0.9.",
-        ),
-        click.option(
-            "--confidence",
-            type=click.Choice(["maxprob", "margin", "entropy"]),
-            default=None,
-            help="How confidence is read off the probabilities (default maxprob).",
-        ),
-        click.option(
-            "--runtime",
-            type=click.Choice(["auto", "onnx", "openvino", "torch"]),
-            default="auto",
-            show_default=True,
-            help="Runtime for every tier; auto = the fastest that `tango probe` recorded, "
-            "else ONNX if model.onnx exists, OpenVINO if an IR does, else PyTorch.",
-        ),
-        click.option("--threads", type=int, default=None, help="Intra-op threads (default: all cores)."),
-        click.option(
-            "--batch-size",
-            type=click.IntRange(min=1),
-            default=32,
-            show_default=True,
-            help="Rows per batch, per tier.",
-        ),
-    ]
-    for option in reversed(options):
-        func = option(func)
-    return func
+# Columns of a labelled file (guessed from common names when not given).
+data_options = stacked(
+    click.option("--text-column", default=None, help="Text column (default: guessed)."),
+    click.option("--pair-column", default=None, help="Second text column, for pair tasks."),
+    click.option("--label-column", default=None, help="Label column (default: guessed)."),
+)
+
+# Tiers by name: --tier1/--tier2/--tier3 or --tiers a,b,c (read by tier_names).
+tier_options = stacked(
+    click.option(
+        "--tier1", help="Tier-1 model: a directory, an alias (tango/resources/aliases.toml) or a hub id."
+    ),
+    click.option("--tier2", help="Tier-2 model, same forms as --tier1."),
+    click.option("--tier3", help="Optional third tier, same forms as --tier1."),
+    click.option(
+        "--tiers",
+        help="All tiers, cheapest first, comma-separated (e.g. linear-sst2,distil,large); "
+        "instead of --tier1/--tier2/--tier3.",
+    ),
+)
+
+confidence_option = click.option(
+    "--confidence",
+    type=click.Choice(["maxprob", "margin", "entropy"]),
+    default=None,
+    help="How confidence is read off the probabilities, the kind the threshold acts on "
+    "(default: the cascade's, else maxprob).",
+)
+
+# Where every tier runs: the runtime and its threads.
+runtime_options = stacked(
+    click.option(
+        "--runtime",
+        type=click.Choice(["auto", "onnx", "openvino", "torch"]),
+        default="auto",
+        show_default=True,
+        help="Runtime for every tier; auto = the fastest that `tango probe` recorded, "
+        "else ONNX if model.onnx exists, OpenVINO if an IR does, else PyTorch.",
+    ),
+    click.option("--threads", type=int, default=None, help="Intra-op threads (default: all cores)."),
+)
+
+# Options that build a cascade: a saved one (--cascade) or tiers by name (--tier1/2/3, --tiers).
+cascade_options = stacked(
+    click.option(
+        "--cascade",
+        "cascade_dir",
+        type=click.Path(exists=True, file_okay=False),
+        help="A saved (calibrated) cascade directory.",
+    ),
+    tier_options,
+    click.option(
+        "--threshold",
+        type=float,
+        multiple=True,
+        help="Escalate rows whose confidence is below this (once per tier boundary). "
+        "Default: the cascade's calibrated threshold, else 0.9.",
+    ),
+    confidence_option,
+    runtime_options,
+    click.option(
+        "--batch-size",
+        type=click.IntRange(min=1),
+        default=32,
+        show_default=True,
+        help="Rows per batch, per tier.",
+    ),
+)
 
 
 def tier_names(tiers: str | None, *numbered: str | None) -> list[str]:
@@ -168,57 +188,17 @@ def build_cascade(
     threads: int | None,
     batch_size: int,
 ) -> Any:
-    """The Cascade the options describe (shared by run, calibrate and bench)."""
-    from tango.cascade import Cascade
-    from tango.tiers import load_tiers
+    """The Cascade the options describe (shared by run and calibrate)."""
+    from tango.jobs import load_cascade
 
-    tier_options = {"runtime": runtime, "threads": threads, "batch_size": batch_size}
-    thresholds = list(threshold) if threshold else None
-    if thresholds and len(thresholds) == 1:
-        thresholds = thresholds[0]
-    if cascade_dir:
-        if names:
-            raise click.UsageError(
-                "give either --cascade or tiers by name (--tiers or --tier1/--tier2), not both"
-            )
-        cascade = Cascade.from_pretrained(cascade_dir, thresholds=thresholds, **tier_options)
-        if confidence:
-            cascade.confidence = confidence
-        return cascade
-    if len(names) < 2:
+    if cascade_dir and names:
+        raise click.UsageError(
+            "give either --cascade or tiers by name (--tiers or --tier1/--tier2), not both"
+        )
+    if not cascade_dir and len(names) < 2:
         raise click.UsageError("give --cascade DIR, or at least --tier1 and --tier2 (or --tiers a,b)")
-    tiers = load_tiers(names, **tier_options)  # aliases all from the hub or all local
-    return Cascade(tiers, thresholds=thresholds, confidence=confidence or "maxprob")
-
-
-def build_early_exit(
-    name: str,
-    threshold: tuple[float, ...],
-    policy: str | None,
-    patience: int | None,
-    device: str,
-    threads: int | None,
-    batch_size: int,
-) -> Any:
-    """The EarlyExitClassifier `tango run --early-exit` describes; bf16 where the hardware has it."""
-    import torch
-
-    from tango.early_exit import EarlyExitClassifier
-    from tango.registry import resolve
-
-    if len(threshold) > 1:
-        raise click.UsageError("an early-exit model takes one --threshold (its policy's knob)")
-    if threads:
-        torch.set_num_threads(threads)
-    return EarlyExitClassifier.from_pretrained(
-        resolve(name),
-        device=device,
-        policy=policy,
-        threshold=threshold[0] if threshold else None,
-        patience=patience,
-        precision="auto",
-        batch_size=batch_size,
-    )
+    options = {"runtime": runtime, "threads": threads, "batch_size": batch_size}
+    return load_cascade(cascade_dir, names, threshold, confidence, **options)
 
 
 def build_model(
@@ -235,10 +215,15 @@ def build_model(
     device: str,
 ) -> Any:
     """`tango run`'s model: an early-exit model, or the cascade the options describe."""
+    from tango.jobs import load_early_exit
+
     if early_exit:
         if cascade_dir or names or confidence:
             raise click.UsageError("--early-exit scores with one model: drop --cascade/--tier*/--confidence")
-        return build_early_exit(early_exit, threshold, policy, patience, device, threads, batch_size)
+        if len(threshold) > 1:
+            raise click.UsageError("an early-exit model takes one --threshold (its policy's knob)")
+        knob = threshold[0] if threshold else None
+        return load_early_exit(early_exit, knob, policy, patience, device, threads, batch_size)
     if policy or patience is not None or device != "cpu":
         raise click.UsageError("--policy, --patience and --device apply to --early-exit models")
     if not cascade_dir and not threshold:
@@ -297,9 +282,7 @@ def ray_options(func: Callable[..., Any]) -> Callable[..., Any]:
                 help=f"Ray: rows per batch handed to a {name} actor (tier 2 sees all, scores the unsure).",
             ),
         ]
-    for option in reversed(options):
-        func = option(func)
-    return func
+    return stacked(*options)(func)
 
 
 @cli.command()
@@ -403,23 +386,12 @@ def run(
     batch_size: int,
     input_path: str,
     output_path: str,
-    text_column: str | None,
-    pair_column: str | None,
-    id_column: str | None,
-    input_format: str | None,
-    on_error: str,
-    errors_path: str | None,
-    probabilities: bool,
-    chunk_size: int,
-    resume: bool,
-    overwrite: bool,
-    quiet: bool,
     early_exit: str | None,
     policy: str | None,
     patience: int | None,
     device: str,
-    engine: str,
-    **ray_args: Any,
+    quiet: bool,
+    **options: Any,
 ) -> None:
     """Score a file with a cascade: every input row lands in OUTPUT or the errors file.
 
@@ -432,67 +404,25 @@ def run(
       tango run --early-exit minilm-l6-sst2-ee-sweet --device cuda -i reviews.csv -o scored.csv
       tango run --engine ray --address auto --cascade DIR -i 'data/*.csv' -o scored/ --merge scored.jsonl
     """
+    from tango.data import guess_text_column
+    from tango.jobs import score
     from tango.runfiles import RunFiles
-    from tango.scoring import guess_text_column, score_file
 
-    if engine == "local":
+    if options["engine"] == "local":
         # Every path and the input's columns are checked before any model loads or any file is written.
-        RunFiles.plan(input_path, output_path, errors_path).check(resume=resume, overwrite=overwrite)
-        text_column = text_column or guess_text_column(input_path, input_format)
-    model = build_model(
-        early_exit,
-        cascade_dir,
-        tier_names(tiers, tier1, tier2, tier3),
-        threshold,
-        confidence,
-        runtime,
-        threads,
-        batch_size,
-        policy,
-        patience,
-        device,
-    )
-    if engine == "ray":
-        common = dict(text_column=text_column, text_pair_column=pair_column, id_column=id_column)
-        common.update(format=input_format, on_error=on_error, errors_dir=errors_path, resume=resume)
-        common.update(probabilities=probabilities, overwrite=overwrite, progress=not quiet)
-        summary = run_on_ray(model, input_path, output_path, common, ray_args)
-        if not quiet:
-            click.echo(summary.report(), err=True)
-        return
-    summary = score_file(
-        model,
-        input_path,
-        output_path,
-        text_column=text_column,
-        text_pair_column=pair_column,
-        id_column=id_column,
-        format=input_format,
-        errors_path=errors_path,
-        on_error=on_error,
-        chunk_size=chunk_size,
-        probabilities=probabilities,
-        resume=resume,
-        overwrite=overwrite,
-        progress=not quiet,
-    )
+        files = RunFiles.plan(input_path, output_path, options["errors_path"])
+        files.check(resume=options["resume"], overwrite=options["overwrite"])
+        options["text_column"] = options["text_column"] or guess_text_column(
+            input_path, options["input_format"]
+        )
+    elif input_path == "-":
+        raise click.UsageError("--engine ray reads files (paths, globs, URIs), not stdin")
+    names = tier_names(tiers, tier1, tier2, tier3)
+    model_options = (threshold, confidence, runtime, threads, batch_size, policy, patience, device)
+    model = build_model(early_exit, cascade_dir, names, *model_options)
+    summary = score(model, input_path, output_path, progress=not quiet, **options)
     if not quiet:
         click.echo(summary.report(), err=True)
-
-
-def run_on_ray(
-    model: Any, input_path: str, output_path: str, common: dict[str, Any], ray_args: dict[str, Any]
-) -> Any:
-    """`tango run --engine ray`: the local engine's options plus the stage sizes, on Ray Data."""
-    from tango.distributed import Stage, score
-
-    if input_path == "-":
-        raise click.UsageError("--engine ray reads files (paths, globs, URIs), not stdin")
-    for stage in ("tier1", "tier2"):
-        ray_args[stage] = Stage(
-            ray_args.pop(f"{stage}_actors"), ray_args.pop(f"{stage}_cpus"), ray_args.pop(f"{stage}_batch")
-        )
-    return score(model, input_path, output_path, **common, **ray_args)
 
 
 # --- models: install encoders, train tiers, export them (tango.install/training/export) --------
@@ -523,14 +453,6 @@ def models_list() -> None:
         accuracy = (entry.get("metrics") or {}).get("dev_accuracy")
         shown = f"{accuracy:.4f}" if isinstance(accuracy, float) else "-"
         click.echo(f"{name:32} {str(entry.get('role', '?')):8} {shown:8} {entry['path']}")
-
-
-def _label_names(labels: str | None) -> list[str] | None:
-    from tango.data import LABEL_NAMES
-
-    if labels is None:
-        return None
-    return LABEL_NAMES.get(labels) or [name.strip() for name in labels.split(",")]
 
 
 @cli.command()
@@ -638,22 +560,10 @@ def _label_names(labels: str | None) -> list[str] | None:
 @user_errors
 def train(
     model: str,
-    train_path: str,
-    dev_path: str | None,
-    dev_fraction: float | None,
-    out_dir: str,
-    name: str | None,
     text_column: str | None,
     pair_column: str | None,
     label_column: str | None,
     labels: str | None,
-    calibration_rows: int | None,
-    calibration_seed: int,
-    bf16: bool | None,
-    early_exit: str | None,
-    exits: str,
-    pooling: str,
-    device: str,
     **options: Any,
 ) -> None:
     """Fine-tune MODEL (a directory or registered name, e.g. minilm) into a tier; MODEL
@@ -668,18 +578,16 @@ def train(
       tango train minilm --teacher mpnet-base-sst2 --train sst2/train.tsv --out DIR
       tango train minilm --early-exit sweet --exits 1,2,4,6 --train sst2/train.tsv --out DIR
     """
-    from dataclasses import replace
+    from tango.data import parse_label_names
+    from tango.jobs import train as train_job
 
-    from tango.data import load_labelled, split_rows
-    from tango.splits import (
-        carve_calibration_rows,
-        default_calibration_rows,
-        overlap_warning,
-        record_training_file,
-        text_overlap,
-    )
-    from tango.training import train_classifier
+    refuse_training_options(model, options["early_exit"], options["resume"])
+    columns = {"text_column": text_column, "text_pair_column": pair_column, "label_column": label_column}
+    train_job(model, columns=columns, label_names=parse_label_names(labels), **terminal(), **options)
 
+
+def refuse_training_options(model: str, early_exit: str | None, resume: bool) -> None:
+    """The options of `tango train` that do not apply to what MODEL and --early-exit train."""
     if model == "linear":
         refuse_unused(
             TRANSFORMER_ONLY,
@@ -688,48 +596,13 @@ def train(
         )
     elif early_exit:
         refuse_unused(
-            ("teacher", "layers") + (("resume",) if options["resume"] else ()),  # --no-resume is what happens
+            ("teacher", "layers") + (("resume",) if resume else ()),  # --no-resume is what happens
             "--early-exit training",
             "a multi-exit model keeps every layer, learns from the labels alone (no teacher) "
             "and starts from MODEL every time (no checkpoint to resume)",
         )
     else:
         refuse_unused(("exits", "pooling", "device"), "training a tier", "they shape --early-exit models")
-    columns = {"text_column": text_column, "text_pair_column": pair_column, "label_column": label_column}
-    data = load_labelled(train_path, label_names=_label_names(labels), **columns)
-    if calibration_rows is None:
-        calibration_rows = default_calibration_rows(len(data))
-    whole = data
-    data, held = carve_calibration_rows(data, train_path, calibration_rows, calibration_seed, columns)
-    dev = load_labelled(dev_path, label_names=data.label_names, **columns) if dev_path else None
-    if dev is None and dev_fraction:
-        train_rows, dev_rows = split_rows(len(data), dev_fraction, options["seed"])
-        split = f"seeded split (dev_fraction={dev_fraction}, seed={options['seed']})"
-        data, dev = (
-            replace(data.subset(rows), source=f"{train_path} {part} of {split}")
-            for part, rows in (("train", train_rows), ("dev", dev_rows))
-        )
-    if model == "linear":
-        train_linear_tier(data, dev, out_dir, name)
-    elif early_exit:
-        train_exits(model, data, dev, out_dir, name, early_exit, exits, bf16, options, pooling, device)
-    else:
-        result = train_classifier(
-            model, data, out_dir, dev=dev, name=name, bf16="auto" if bf16 is None else bf16, **options
-        )
-        accuracy = "-" if result.dev_accuracy is None else f"{result.dev_accuracy:.4f}"
-        click.echo(
-            f"saved {result.out_dir}: {result.steps} steps in {result.train_seconds:.0f}s "
-            f"({result.examples_per_second:.0f} examples/s), dev accuracy {accuracy}"
-        )
-    record_training_file(out_dir, train_path, held)
-    if held:
-        click.echo(
-            f"held out {held.rows} calibration rows of {held.of} (seed {held.seed}); "
-            "`tango calibrate` uses them"
-        )
-        if warning := overlap_warning(text_overlap(whole.subset(held.indices()), data), train_path):
-            click.echo(warning, err=True)
 
 
 # Options of `tango train` that configure transformer fine-tuning, not a linear tier.
@@ -748,71 +621,6 @@ TRANSFORMER_ONLY = (
     "pooling",
     "device",
 )
-
-
-def train_linear_tier(data: Any, dev: Any, out_dir: str, name: str | None) -> None:
-    """`tango train linear`: a TF-IDF + logistic-regression tier, registered like any tier."""
-    from tango.linear import train_linear
-
-    tier = train_linear(data, out_dir, dev=dev, name=name)
-    accuracy = tier.record["dev_accuracy"]
-    click.echo(
-        f"saved {out_dir}: linear tier fitted on {tier.record['train_rows']} rows in "
-        f"{tier.record['train_seconds']:.1f}s, dev accuracy {'-' if accuracy is None else f'{accuracy:.4f}'}"
-    )
-
-
-def train_exits(
-    model: str,
-    data: Any,
-    dev: Any,
-    out_dir: str,
-    name: str | None,
-    mode: str,
-    exits: str,
-    bf16: bool | None,
-    options: dict[str, Any],
-    pooling: str,
-    device: str,
-) -> None:
-    """`tango train --early-exit MODE`: a multi-exit model, registered like a tier."""
-    from tango.early_exit import train_early_exit
-    from tango.registry import register, resolve
-
-    def labelled(part: Any) -> tuple[list, list[str]]:
-        return part.texts, [part.label_names[i] for i in part.labels]
-
-    record = train_early_exit(
-        resolve(model),
-        *labelled(data),
-        out_dir,
-        exits=exits,
-        mode=mode,
-        pooling=pooling,
-        device=device,
-        epochs=options["epochs"],
-        batch_size=options["batch_size"],
-        lr=options["lr"] or 5e-5,
-        max_length=options["max_length"],
-        seed=options["seed"],
-        dev=labelled(dev) if dev is not None else None,
-        label_names=data.label_names,
-        max_steps=options["max_steps"],
-        precision="auto" if bf16 is None else ("bf16" if bf16 else "fp32"),
-        show_progress_bar=True,
-    )
-    register(
-        name or Path(out_dir).name,
-        out_dir,
-        role="early-exit",
-        mode=mode,
-        metrics={"dev_accuracy": record["dev_accuracy"]},
-    )
-    accuracy = ", ".join(f"layer {k} {v:.4f}" for k, v in (record["dev_accuracy"] or {}).items())
-    click.echo(
-        f"saved {out_dir}: exits {record['exits']}, {record['steps']} steps "
-        f"in {record['train_seconds']:.0f}s; dev accuracy: {accuracy or '-'}"
-    )
 
 
 @cli.command()
@@ -885,58 +693,26 @@ def export(
     probe: bool,
 ) -> None:
     """Export MODEL (a PyTorch tier) to ONNX or OpenVINO and check it against PyTorch."""
-    from tango.export import export_tier
+    from tango.jobs import export as export_job
 
-    common = dict(check_data=check_data, check_rows=check_rows, min_agreement=min_agreement, name=name)
     if calibration_data and not (export_format == "openvino" and int8):
         raise click.UsageError("--calibration-data calibrates NNCF: it goes with --format openvino --int8")
-    (Path(out_dir) / "tango_runtimes.json").unlink(missing_ok=True)  # it measured other files
-    if export_format == "openvino":
-        from tango.openvino import export_openvino
-
-        if optimize:
-            raise click.UsageError("--optimize is ONNX Runtime's graph fusion; drop it for --format openvino")
-        check = export_openvino(
-            model,
-            out_dir,
-            int8=int8,
-            calibration_data=calibration_data,
-            verbose=bool(os.environ.get("TANGO_DEBUG")),  # OpenVINO's and NNCF's own output
-            **common,
-        )
-    else:
-        check = export_tier(model, out_dir, int8=int8, optimize=optimize, **common)
-    accuracy = (
-        ""
-        if check.onnx_accuracy is None
-        else f", accuracy {check.torch_accuracy:.4f} -> {check.onnx_accuracy:.4f}"
-    )
-    click.echo(
-        f"{out_dir}: {check.agreement:.2%} of {check.rows} predictions equal, max |logit "
-        f"diff| {check.max_abs_diff:.2g}{accuracy} (saved in tango_export.json)"
-    )
-    if probe:
-        from tango.probe import probe_tier
-
-        echo_probe(probe_tier(out_dir, data=check_data))
-
-
-def echo_probe(record: dict[str, Any]) -> None:
-    """The probe's table: one line per runtime, the chosen one marked."""
-    click.echo(f"runtimes on {record['rows']} rows of {record['data']}; threads: {record['threads']}")
-    chosen = record["chosen"]
-    for m in record["runtimes"]:
-        mark = "*" if (m["runtime"], m["precision"]) == (chosen["runtime"], chosen["precision"]) else " "
-        if m["error"]:
-            click.echo(f" {mark} {m['runtime']:<9} {m['precision']:<14} failed: {m['error']}")
-            continue
-        verdict = "" if m["passed"] else f" (below {record['min_agreement']:.1%}: never chosen)"
-        click.echo(
-            f" {mark} {m['runtime']:<9} {m['precision']:<14} {m['rows_per_s']:>9.1f} rows/s  "
-            f"agreement {m['agreement']:.2%}{verdict}  {m['description']}"
-        )
-    click.echo(
-        f"--runtime auto now loads {chosen['runtime']} ({chosen['precision']}); saved in tango_runtimes.json"
+    if optimize and export_format == "openvino":
+        raise click.UsageError("--optimize is ONNX Runtime's graph fusion; drop it for --format openvino")
+    export_job(
+        model,
+        out_dir,
+        export_format=export_format,
+        int8=int8,
+        optimize=optimize,
+        calibration_data=calibration_data,
+        probe=probe,
+        verbose=bool(os.environ.get("TANGO_DEBUG")),  # OpenVINO's and NNCF's own output
+        log=click.echo,
+        check_data=check_data,
+        check_rows=check_rows,
+        min_agreement=min_agreement,
+        name=name,
     )
 
 
@@ -958,9 +734,9 @@ def probe(tier: str, data: str | None, rows: int, threads: int | None, batch_siz
     Speed (rows/s, tokenization included, after a warm-up) and agreement with PyTorch fp32 go
     to TIER/tango_runtimes.json; a runtime below 99.5% agreement is never chosen.
     """
-    from tango.probe import probe_tier
+    from tango.probe import format_record, probe_tier
 
-    echo_probe(probe_tier(tier, data=data, rows=rows, threads=threads, batch_size=batch_size))
+    click.echo(format_record(probe_tier(tier, data=data, rows=rows, threads=threads, batch_size=batch_size)))
 
 
 @cli.command()
@@ -988,18 +764,8 @@ def probe(tier: str, data: str | None, rows: int, threads: int | None, batch_siz
 )
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the --dev-fraction split.")
 @data_options
-@click.option("--tier1", help="Create the cascade from these tiers (else CASCADE_OUT must hold one).")
-@click.option("--tier2", help="Tier-2 model when creating the cascade.")
-@click.option("--tier3", help="Optional tier-3 model when creating the cascade.")
-@click.option(
-    "--tiers", help="All tiers, cheapest first, comma-separated; instead of --tier1/--tier2/--tier3."
-)
-@click.option(
-    "--confidence",
-    type=click.Choice(["maxprob", "margin", "entropy"]),
-    default=None,
-    help="Confidence kind the threshold acts on (default: the cascade's, else maxprob).",
-)
+@tier_options  # create the cascade from these tiers (else CASCADE_OUT must hold one)
+@confidence_option
 @click.option(
     "--max-drop",
     type=float,
@@ -1037,15 +803,7 @@ def probe(tier: str, data: str | None, rows: int, threads: int | None, batch_siz
     help="Target: disagreement with tier 2 at most EPS with probability >= 1 - DELTA.",
 )
 @click.option("--delta", type=float, default=0.1, show_default=True, help="Risk level of --guarantee.")
-@click.option(
-    "--runtime",
-    type=click.Choice(["auto", "onnx", "openvino", "torch"]),
-    default="auto",
-    show_default=True,
-    help="Runtime for every tier; auto = the fastest that `tango probe` recorded, "
-    "else ONNX if model.onnx exists, OpenVINO if an IR does, else PyTorch.",
-)
-@click.option("--threads", type=int, default=None, help="Intra-op threads (default: all cores).")
+@runtime_options
 @click.option("--device", default="cpu", show_default=True, help="Early-exit models: cpu, cuda or cuda:N.")
 @user_errors
 def calibrate(
@@ -1087,9 +845,10 @@ def calibrate(
       tango calibrate cascades/sst2 --dev dev.tsv --min-speedup 3
       tango calibrate cascades/sst2 --dev dev.tsv --guarantee 0.02 --delta 0.1
     """
-    from tango.data import load_labelled, split_rows
-    from tango.tuning import CalibrationReport, evaluate
+    from tango.jobs import calibrate as calibrate_job
+    from tango.jobs import calibrate_exits
 
+    columns = {"text_column": text_column, "text_pair_column": pair_column, "label_column": label_column}
     if (Path(cascade_out) / "early_exit.json").exists():
         refuse_unused(
             ("tier1", "tier2", "tier3", "tiers", "test_path", "dev_fraction", "seed", "confidence")
@@ -1099,146 +858,32 @@ def calibrate(
             "its calibration fits one temperature per exit on --dev and, with --max-drop, a threshold; "
             "the other targets, the held-out test split and the tier options are for cascades",
         )
-        return calibrate_exits(
-            cascade_out, dev_path, text_column, pair_column, label_column, max_drop, device
-        )
+        if not dev_path:
+            raise click.UsageError(
+                "an early-exit model calibrates on --dev FILE (labelled rows it was not trained on)"
+            )
+        return calibrate_exits(cascade_out, dev_path, columns, max_drop, device, log=click.echo)
     if device != "cpu":
         raise click.UsageError("--device applies to early-exit models; cascades run on the CPU")
+    if not dev_path and any(columns.values()):
+        raise click.UsageError("--text-column/--pair-column/--label-column describe --dev; give --dev FILE")
+    if test_path and dev_fraction is not None:
+        raise click.UsageError("give --test or --dev-fraction, not both")
     names = tier_names(tiers, tier1, tier2, tier3)
     cascade = build_cascade(None if names else cascade_out, names, (), confidence, runtime, threads, 32)
-    dev = calibration_rows(cascade, dev_path, text_column, pair_column, label_column)
-    test = (
-        load_labelled(test_path, text_column, pair_column, label_column, label_names=list(cascade.classes_))
-        if test_path
-        else None
+    targets = dict(max_drop=max_drop, min_speedup=min_speedup, max_escalation=max_escalation)
+    targets.update(guarantee=guarantee, delta=delta, confidence_level=confidence_level, in_sample=in_sample)
+    calibrate_job(
+        cascade,
+        cascade_out,
+        dev_path=dev_path,
+        test_path=test_path,
+        dev_fraction=dev_fraction,
+        seed=seed,
+        columns=columns,
+        **terminal(),
+        **targets,
     )
-    if dev_fraction is not None:
-        if test is not None:
-            raise click.UsageError("give --test or --dev-fraction, not both")
-        test_rows, dev_rows = split_rows(len(dev), dev_fraction, seed)
-        dev, test = dev.subset(dev_rows), dev.subset(test_rows)
-    if not any(v is not None for v in (max_drop, min_speedup, max_escalation, guarantee)):
-        max_drop = 0.5
-    cascade.fit(
-        dev.texts,
-        [dev.label_names[i] for i in dev.labels],  # names: fit matches them to the cascade's labels
-        max_drop=max_drop,
-        min_speedup=min_speedup,
-        max_escalation=max_escalation,
-        guarantee=guarantee,
-        delta=delta,
-        confidence_level=None if in_sample else confidence_level,
-        report_dir=Path(cascade_out) / "calibration",
-    )
-    cascade.save_pretrained(cascade_out)
-    click.echo(format_calibration(CalibrationReport.from_dict(cascade.calibration_)))
-    if test is not None:
-        result = evaluate(cascade, test)
-        click.echo(
-            f"held-out test ({result['rows']} rows): accuracy {result['accuracy']:.2%}, "
-            f"escalated {result['escalated']:.1%}, {result['rows_per_s']:.0f} rows/s"
-        )
-    click.echo(f"saved to {cascade_out}")
-
-
-def calibration_rows(
-    cascade: Any,
-    dev_path: str | None,
-    text_column: str | None,
-    pair_column: str | None,
-    label_column: str | None,
-) -> Any:
-    """--dev's rows, else the rows tier 1's training held out (checked against every tier)."""
-    from tango.data import load_labelled
-    from tango.splits import calibration_rows_for, overlap_warning
-
-    classes = list(cascade.classes_)
-    if dev_path:
-        return load_labelled(dev_path, text_column, pair_column, label_column, label_names=classes)
-    if text_column or pair_column or label_column:
-        raise click.UsageError("--text-column/--pair-column/--label-column describe --dev; give --dev FILE")
-    dev, overlap = calibration_rows_for([tier.path for tier in cascade._validated()[0]], classes)
-    click.echo(f"calibrating on {dev.source}", err=True)
-    if warning := overlap_warning(overlap, dev.source.split(":")[0]):
-        click.echo(warning, err=True)
-    return dev
-
-
-def calibrate_exits(
-    model_dir: str,
-    dev_path: str,
-    text_column: str | None,
-    pair_column: str | None,
-    label_column: str | None,
-    max_drop: float | None,
-    device: str,
-) -> None:
-    """`tango calibrate` on an early-exit model: one temperature per exit (and a threshold)."""
-    if not dev_path:
-        raise click.UsageError(
-            "an early-exit model calibrates on --dev FILE (labelled rows it was not trained on)"
-        )
-    from tango.data import load_labelled
-    from tango.early_exit import EarlyExitClassifier
-    from tango.tuning import calibrate_early_exit
-
-    model = EarlyExitClassifier.from_pretrained(model_dir, device=device)
-    dev = load_labelled(dev_path, text_column, pair_column, label_column, label_names=list(model.classes_))
-    report = calibrate_early_exit(model, dev, max_drop=max_drop, report_dir=Path(model_dir) / "calibration")
-    model.save_pretrained(model_dir)
-    click.echo("exit layer  temperature  accuracy  ECE before -> after")
-    for e in report["exits"]:
-        click.echo(
-            f"{e['layer']:>10}  {e['temperature']:11.3f}  {e['accuracy']:8.2%}  "
-            f"{e['ece_before']:.4f} -> {e['ece_after']:.4f}"
-        )
-    if "threshold" in report:
-        click.echo(f"threshold {report['threshold']:.4f} (within {max_drop} points of the last exit)")
-    click.echo(f"saved to {model_dir}")
-
-
-def format_calibration(report: Any) -> str:
-    """The calibration report as a small table."""
-    lines = [
-        f"calibrated on {report.rows} rows"
-        + (
-            f" (temperatures on {report.temperature_rows}, thresholds on the other {report.threshold_rows})"
-            if report.temperature_rows != report.rows
-            else ""
-        ),
-        "tier  temperature  accuracy  ECE before -> after  NLL before -> after  ms/row",
-    ]
-    for k, t in enumerate(report.tiers):
-        lines.append(
-            f"{k + 1:>4}  {t.temperature:11.3f}  {t.accuracy:8.2%}  {t.ece_before:10.4f} -> "
-            f"{t.ece_after:.4f}  {t.nll_before:10.4f} -> {t.nll_after:.4f}  "
-            f"{1000 * t.seconds_per_row:6.2f}"
-        )
-    if report.threshold is not None:
-        expected = ", ".join(f"{k} {v:.4g}" for k, v in report.expected.items())
-        lines.append(f"threshold {report.threshold:.6g} for target {report.target}: {expected}")
-    if report.choice and report.choice["drop_bound"] is not None:
-        c = report.choice
-        lines.append(
-            f"thresholds {', '.join(f'{t:.6g}' for t in c['thresholds'])}: drop {c['drop']:.2f} points on "
-            f"these rows, at most {c['drop_bound']:.2f} on new rows "
-            f"with probability {c['confidence_level']}; "
-            f"rows reaching tiers 1..{len(c['reached'])}: {', '.join(f'{r:.1%}' for r in c['reached'])}; "
-            f"speedup {c['speedup']:.2f}x"
-        )
-    elif report.choice:
-        c = report.choice
-        lines.append(
-            f"thresholds {', '.join(f'{t:.6g}' for t in c['thresholds'])}: drop {c['drop']:.2f} points on "
-            f"these rows (in-sample: no margin for new rows); speedup {c['speedup']:.2f}x"
-        )
-    if report.guarantee:
-        g = report.guarantee
-        lines.append(
-            f"guarantee: disagreement <= {g['eps']} with prob >= {1 - g['delta']:.2f} "
-            f"(bound {g['risk_bound']:.4f}, empirical {g['empirical_risk']:.4f})"
-        )
-    return "\n".join(lines)
 
 
 @cli.command()
@@ -1338,11 +983,12 @@ def bench(
     import sys
 
     from tango.bench import bench as run_bench
+    from tango.data import parse_label_names
 
     run_bench(
         tier_names(tiers),
         data_path,
-        labels=_label_names(labels),
+        labels=parse_label_names(labels),
         text_column=text_column,
         pair_column=pair_column,
         label_column=label_column,

@@ -469,3 +469,21 @@ LABEL_NAMES: dict[str, list[str]] = {
     "mrpc": ["not_equivalent", "equivalent"],
     "qnli": ["entailment", "not_entailment"],
 }
+
+
+def parse_label_names(labels: str | None) -> list[str] | None:
+    """``--labels``: a known data set's name (``sst2``), else names in id order, comma-separated."""
+    if labels is None:
+        return None
+    return LABEL_NAMES.get(labels) or [name.strip() for name in labels.split(",")]
+
+
+TEXT_COLUMNS = ("text", "sentence", "review", "content")
+
+
+def guess_text_column(path: str | Path, format: str | None = None) -> str:
+    """The first of TEXT_COLUMNS the file has ("text" for stdin, which cannot be peeked at)."""
+    if str(path) == "-":
+        return "text"
+    found = columns_of(path, format)
+    return next((name for name in TEXT_COLUMNS if name in found), "text")

@@ -12,7 +12,7 @@ Reading goes through :mod:`tango.data` (a ``FileBasedDatasource`` whose read tas
 reader over each file's byte stream), so bad rows are found with the same line, field and message
 as locally and written per input file to ``<OUTPUT>.errors/<key>.errors.jsonl`` in the local
 errors format. Output rows are formatted by the local engine's own writer
-(:func:`tango.scoring._writer_for`), so both engines write the same columns and values.
+(:class:`tango.writers.RowWriter`), so both engines write the same columns and values.
 
 Beside the output, ``<OUTPUT>.tango/`` keeps the run's bookkeeping: ``run.json`` (parameters,
 resume mode, completion), ``inputs/<key>.parquet`` (each input file's ids in input order, with
@@ -49,8 +49,10 @@ from tango.data import (
     _records,
     _rows,
     columns_of,
+    guess_text_column,
 )
-from tango.scoring import ON_ERROR, _error_line, _writer_for, guess_text_column
+from tango.scoring import ON_ERROR
+from tango.writers import RowWriter, error_line
 
 OUTPUT_FORMATS = ("jsonl", "csv", "parquet")
 RESUME_MODES = ("auto", "checkpoint", "markers")
@@ -191,7 +193,7 @@ class Tier2Scorer:
         self.later = spec.stage(1, len(spec.tiers), threads) if len(spec.tiers) > 1 else None
         self.labels = np.asarray(spec.labels)
         self.line_ids = line_ids
-        self.writer = _writer_for(Path("rows.jsonl"), self.labels, probabilities)
+        self.writer = RowWriter(Path("rows.jsonl"), self.labels, probabilities)
         self.schema = self._format(  # one dummy row fixes the column names and types
             np.asarray([1 if line_ids else "x"], dtype=object),
             np.asarray([1]),
@@ -340,7 +342,7 @@ def _datasource_class() -> type:
                 yield self._block(block)
             key = self.keys[path]
             if s["on_error"] == "write":
-                _write_bytes(f"{s['errors']}/{key}.errors.jsonl", b"".join(_error_line(r) for r in bad))
+                _write_bytes(f"{s['errors']}/{key}.errors.jsonl", b"".join(error_line(r) for r in bad))
             table = pa.table({"id": pa.array(ids, pa.string()), "line": lines, "ok": oks})
             _write_parquet(f"{s['sidecar']}/inputs/{key}.parquet", table)
 

@@ -115,7 +115,7 @@ def export_tier(
     torch_model.config.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
 
-    check = _check(source, out_dir, check_data, check_rows, int8, min_agreement)
+    check = check_export(source, out_dir, check_data, check_rows, int8, min_agreement)
     record = {
         "source": str(source),
         "int8": int8,
@@ -330,13 +330,23 @@ def _check_texts(check_data: str | Path | None, rows: int, label_names: list[str
     return texts, data.labels[:rows], f"{check_data} (first {len(texts)} rows)"
 
 
-def _check(
-    source: Path, out_dir: Path, check_data: str | Path | None, rows: int, int8: bool, min_agreement: float
+def check_export(
+    source: Path,
+    out_dir: Path,
+    check_data: str | Path | None,
+    rows: int,
+    int8: bool,
+    min_agreement: float,
+    runtime: str = "onnx",
 ) -> ExportCheck:
+    """The export in ``out_dir`` (run on ``runtime``) against PyTorch fp32 on the same rows: its
+    predictions must agree on ``min_agreement`` of them, and fp32 logits be within FP32_TOLERANCE."""
     from tango.tiers import Tier
 
     reference = Tier.from_pretrained(source, runtime="torch", precision="fp32")
-    exported = Tier.from_pretrained(out_dir, runtime="onnx")
+    exported = Tier.from_pretrained(
+        out_dir, runtime=runtime, precision="fp32" if runtime == "openvino" else "auto"
+    )
     texts, labels, description = _check_texts(check_data, rows, reference.labels)
     expected, got = reference.logits(texts), exported.logits(texts)
     diff = np.abs(expected - got)

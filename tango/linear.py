@@ -29,9 +29,11 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from tango import __version__
+from tango._version import __version__
 from tango.data import LabelledData
-from tango.tiers import Texts, Tier, as_texts, default_threads
+from tango.hardware import default_threads
+from tango.texts import Texts, as_texts
+from tango.tiers import Tier
 
 LINEAR_FILE = "tango_linear.json"
 ARRAYS_FILE = "linear.npz"

@@ -33,10 +33,9 @@ import numpy as np
 
 from tango.export import (
     CHECK_SENTENCES,
-    FP32_TOLERANCE,
     MIN_AGREEMENT,
     ExportCheck,
-    _check_texts,
+    check_export,
     record_export,
 )
 from tango.probe import RECORD_FILE, training_file
@@ -102,7 +101,7 @@ class OpenVinoRuntime:
     """
 
     def __init__(self, model_dir: Path, threads: int | None = None, precision: str = "fp32") -> None:
-        from tango.tiers import default_threads
+        from tango.hardware import default_threads
 
         if precision not in OV_PRECISIONS:
             raise ValueError(
@@ -183,7 +182,7 @@ def export_openvino(
     tokenizer.save_pretrained(out_dir)
     (out_dir / "tango_export.json").write_text(json.dumps({"format": "openvino", "int8": int8}))
 
-    check = _check(source, out_dir, check_data, check_rows, int8, min_agreement)
+    check = check_export(source, out_dir, check_data, check_rows, int8, min_agreement, runtime="openvino")
     record = {
         "source": str(source),
         "format": "openvino",
@@ -308,35 +307,6 @@ def _calibration_texts(
     texts: list = list(data.texts[first : first + rows])
     overlaps = calibration_data is None and check_data is not None and first < check_rows
     return texts, {"source": str(file), "first_row": first, "rows": len(texts), "overlaps_check": overlaps}
-
-
-def _check(
-    source: Path, out_dir: Path, check_data: str | Path | None, rows: int, int8: bool, min_agreement: float
-) -> ExportCheck:
-    """The IR against PyTorch fp32 on the same rows (fp32: logits within FP32_TOLERANCE too)."""
-    from tango.tiers import Tier
-
-    reference = Tier.from_pretrained(source, runtime="torch", precision="fp32")
-    exported = Tier.from_pretrained(out_dir, runtime="openvino", precision="fp32")
-    texts, labels, description = _check_texts(check_data, rows, reference.labels)
-    expected, got = reference.logits(texts), exported.logits(texts)
-    diff = np.abs(expected - got)
-    agreement = float((expected.argmax(1) == got.argmax(1)).mean())
-
-    def accuracy(logits: np.ndarray) -> float | None:
-        return None if labels is None else float((logits.argmax(1) == labels).mean())
-
-    close = int8 or float(diff.max()) <= FP32_TOLERANCE  # int8 is judged by its predictions
-    return ExportCheck(
-        len(texts),
-        description,
-        float(diff.max()),
-        float(diff.mean()),
-        agreement,
-        accuracy(expected),
-        accuracy(got),
-        close and agreement >= min_agreement,
-    )
 
 
 def _versions(int8: bool) -> dict[str, str]:

@@ -62,8 +62,9 @@ def has_torch_weights(path: Path) -> bool:
 
 def candidates(path: Path) -> list[tuple[str, str]]:
     """(runtime, precision) pairs this directory can run on this machine."""
-    from tango import openvino
-    from tango.tiers import ONNX_FILE, bf16_supported
+    import tango.openvino as openvino
+    from tango.hardware import bf16_supported
+    from tango.tiers import ONNX_FILE
 
     found: list[tuple[str, str]] = []
     if has_torch_weights(path):
@@ -81,7 +82,7 @@ def candidates(path: Path) -> list[tuple[str, str]]:
 
 def default_runtime(path: Path) -> str:
     """The rule without a record: ONNX if ``model.onnx``, OpenVINO if an IR, else PyTorch."""
-    from tango import openvino
+    import tango.openvino as openvino
     from tango.tiers import ONNX_FILE
 
     if (path / ONNX_FILE).exists():
@@ -98,7 +99,7 @@ def choose(path: Path, runtime: str, precision: str) -> tuple[str, str]:
     An explicit precision narrows ``runtime="auto"`` to entries measured at that precision
     (ONNX entries always qualify: there the file decides the precision, as before).
     """
-    from tango.tiers import bf16_supported
+    from tango.hardware import bf16_supported
 
     record = read_record(path)
     passed = _passed(record) if record else []
@@ -122,7 +123,7 @@ def choose(path: Path, runtime: str, precision: str) -> tuple[str, str]:
 
 def _passed(record: dict[str, Any]) -> list[dict[str, Any]]:
     """The record's entries that kept predictions and can still run here."""
-    from tango import openvino
+    import tango.openvino as openvino
 
     usable = {"torch", "onnx"} | ({"openvino"} if openvino.available() else set())
     return [m for m in record["runtimes"] if m["passed"] and m["rows_per_s"] and m["runtime"] in usable]
@@ -142,7 +143,7 @@ def read_record(path: Path) -> dict[str, Any] | None:
 @functools.lru_cache(maxsize=1)
 def machine() -> dict[str, Any]:
     """What makes speeds comparable: the CPU model, its cores, bf16 support."""
-    from tango.tiers import bf16_supported
+    from tango.hardware import bf16_supported
 
     cpu = platform.processor() or platform.machine()
     cpuinfo = Path("/proc/cpuinfo")
@@ -175,8 +176,9 @@ def probe_tier(
     sentences repeated (the record says which). Returns the record; its ``chosen`` entry is what
     ``runtime="auto"`` will now load.
     """
+    from tango.hardware import default_threads
     from tango.registry import resolve
-    from tango.tiers import Tier, default_threads
+    from tango.tiers import Tier
 
     path = resolve(tier)
     if rows < 1:
@@ -300,7 +302,7 @@ def _versions() -> dict[str, str]:
     import torch
     import transformers
 
-    from tango import openvino
+    import tango.openvino as openvino
 
     versions = {
         "torch": torch.__version__,
@@ -316,3 +318,23 @@ def _versions() -> dict[str, str]:
     except Exception:  # running from a checkout without an install
         pass
     return versions
+
+
+def format_record(record: dict[str, Any]) -> str:
+    """The probe's table: one line per runtime, the chosen one marked."""
+    lines = [f"runtimes on {record['rows']} rows of {record['data']}; threads: {record['threads']}"]
+    chosen = record["chosen"]
+    for m in record["runtimes"]:
+        mark = "*" if (m["runtime"], m["precision"]) == (chosen["runtime"], chosen["precision"]) else " "
+        if m["error"]:
+            lines.append(f" {mark} {m['runtime']:<9} {m['precision']:<14} failed: {m['error']}")
+            continue
+        verdict = "" if m["passed"] else f" (below {record['min_agreement']:.1%}: never chosen)"
+        lines.append(
+            f" {mark} {m['runtime']:<9} {m['precision']:<14} {m['rows_per_s']:>9.1f} rows/s  "
+            f"agreement {m['agreement']:.2%}{verdict}  {m['description']}"
+        )
+    lines.append(
+        f"--runtime auto now loads {chosen['runtime']} ({chosen['precision']}); saved in tango_runtimes.json"
+    )
+    return "\n".join(lines)

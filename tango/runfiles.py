@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tango import __version__
+from tango._version import __version__
 
 OUTPUT_SUFFIXES = (".jsonl", ".csv")
 BLOCK = 1 << 16  # bytes hashed at each end of the input for its fingerprint

@@ -13,22 +13,19 @@ input row is written exactly once: ``rows out + rows in the errors file (+ skipp
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import os
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from tqdm.auto import tqdm
 
-from tango.cascade import Cascade, CascadeResult
-from tango.data import Record, RowError, columns_of, read_records
+from tango.cascade import Cascade
+from tango.data import Record, RowError, read_records
 from tango.runfiles import (
     OutputLock,
     RunFiles,
@@ -37,115 +34,10 @@ from tango.runfiles import (
     model_identity,
     write_atomically,
 )
+from tango.summary import RunSummary
+from tango.writers import RowWriter, error_line
 
 ON_ERROR = ("write", "skip", "fail")
-TEXT_COLUMNS = ("text", "sentence", "review", "content")
-
-
-@dataclass
-class RunSummary:
-    """Totals of a scoring run (across resumes); also the content of the progress file."""
-
-    rows_in: int = 0  # input rows consumed (good + bad)
-    rows_out: int = 0  # rows scored and written
-    errors: int = 0  # bad rows written to the errors file
-    skipped: int = 0  # bad rows dropped by on_error="skip" (each one reported on stderr)
-    truncated: int = 0  # rows cut to the first tier's max length
-    seconds: float = 0.0  # wall clock, including reading and writing
-    tier_rows: list[int] = field(default_factory=list)  # rows scored by each tier
-    tier_answered: list[int] = field(default_factory=list)  # final answers from each tier
-    tier_seconds: list[float] = field(default_factory=list)  # tokenize + infer per tier
-    exit_rows: dict[str, int] = field(default_factory=dict)  # early exit: rows leaving at each layer
-    num_layers: int = 0  # early exit: the encoder's depth (the last exit)
-    output_bytes: int = 0  # committed length of the output file
-    errors_bytes: int = 0  # committed length of the errors file
-
-    @property
-    def rows_per_s(self) -> float:
-        return self.rows_out / self.seconds if self.seconds else 0.0
-
-    @property
-    def mean_exit_layer(self) -> float | None:
-        """Early exit: encoder layers run per row, on average."""
-        rows = sum(self.exit_rows.values())
-        return sum(int(k) * n for k, n in self.exit_rows.items()) / rows if rows else None
-
-    @property
-    def estimated_speedup(self) -> float | None:
-        """Cascade: tier-last-alone time over cascade time, from measured per-row tier costs.
-
-        Early exit: encoder depth over the mean exit layer (layers saved; heads not counted).
-        """
-        if self.exit_rows:
-            mean = self.mean_exit_layer
-            return self.num_layers / mean if mean else None
-        if not self.tier_rows or not self.tier_rows[-1] or not sum(self.tier_seconds):
-            return None
-        last_cost = self.tier_seconds[-1] / self.tier_rows[-1]
-        return last_cost * self.rows_out / sum(self.tier_seconds)
-
-    def add(self, result: Any) -> None:
-        """Count a chunk's result: a CascadeResult, or an early-exit result (``exit_layer``)."""
-        if not isinstance(result, CascadeResult):
-            for layer, count in zip(*np.unique(result.exit_layer, return_counts=True), strict=True):
-                self.exit_rows[str(layer)] = self.exit_rows.get(str(layer), 0) + int(count)
-            self.rows_out += len(result.labels)
-            return
-        tiers = result.stats.tiers
-        if not self.tier_rows:
-            self.tier_rows, self.tier_answered, self.tier_seconds = (
-                [0] * len(tiers),
-                [0] * len(tiers),
-                [0.0] * len(tiers),
-            )
-        for k, stats in enumerate(tiers):
-            self.tier_rows[k] += stats.rows
-            self.tier_answered[k] += stats.answered
-            self.tier_seconds[k] += stats.seconds
-        self.truncated += tiers[0].truncated if tiers else 0
-        self.rows_out += len(result)
-
-    def report(self) -> str:
-        """The end-of-run summary a person reads."""
-        lines = [
-            f"rows in: {self.rows_in:,}   scored: {self.rows_out:,}   errors: {self.errors:,}"
-            f"   skipped: {self.skipped:,}   truncated: {self.truncated:,}",
-            f"time: {self.seconds:.1f} s   {self.rows_per_s:,.1f} rows/s",
-        ]
-        if self.exit_rows:
-            return "\n".join(lines + self._exit_report())
-        for k, (answered, seconds) in enumerate(zip(self.tier_answered, self.tier_seconds, strict=True)):
-            share = answered / self.rows_out if self.rows_out else 0.0
-            lines.append(
-                f"tier {k + 1}: answered {share:6.1%} of rows, scored {self.tier_rows[k]:,} rows"
-                f" in {seconds:.1f} s"
-            )
-        speedup = self.estimated_speedup
-        lines.append(
-            "estimated speedup over the last tier alone: "
-            + (f"{speedup:.2f}x" if speedup else "n/a (no row reached it, its cost is unmeasured)")
-        )
-        return "\n".join(lines)
-
-    def _exit_report(self) -> list[str]:
-        lines = [
-            f"exit at layer {layer:>2}: {count / self.rows_out:6.1%} of rows"
-            for layer, count in sorted((int(k), n) for k, n in self.exit_rows.items())
-        ]
-        speedup = self.estimated_speedup
-        lines.append(
-            f"mean exit layer: {self.mean_exit_layer:.2f} of {self.num_layers}"
-            + (f"   estimated speedup over the full model: {speedup:.2f}x (in layers)" if speedup else "")
-        )
-        return lines
-
-    def progress(self) -> dict[str, str]:
-        """The progress bar's live figures."""
-        if self.exit_rows:
-            return {"mean_exit_layer": f"{self.mean_exit_layer or 0:.2f}"}
-        answered = self.tier_answered[0] if self.tier_answered else self.rows_out
-        escalated = 1 - answered / self.rows_out if self.rows_out else 0.0
-        return {"escalated": f"{escalated:.1%}"}
 
 
 def score_file(
@@ -189,7 +81,7 @@ def score_file(
     files.check(resume=resume, overwrite=overwrite)
     exits = getattr(cascade, "exits_", None)  # early-exit models: their exit layers
     stage = "exit_layer" if exits else "tier"
-    writer = _writer_for(files.output, cascade.classes_, probabilities, stage)
+    writer = RowWriter(files.output, cascade.classes_, probabilities, stage)
     with OutputLock(files.lock):
         files.check(resume=resume, overwrite=overwrite, locked=True)  # again: no other run can interfere now
         records = read_records(
@@ -267,7 +159,7 @@ def _score_chunks(
                     )
             else:
                 summary.errors += len(bad)
-                errors = b"".join(_error_line(row) for row in bad)
+                errors = b"".join(error_line(row) for row in bad)
             output = writer(good, result, first=summary.output_bytes == 0)
             summary.seconds = time.perf_counter() - started
             commit.append(output, errors)
@@ -280,14 +172,6 @@ def _score_chunks(
                     f"in {files.output}; rerun with --resume after fixing the file, or "
                     f"use --on-error write"
                 )
-
-
-def guess_text_column(path: str | Path, format: str | None = None) -> str:
-    """The first of TEXT_COLUMNS the file has ("text" for stdin, which cannot be peeked at)."""
-    if str(path) == "-":
-        return "text"
-    found = columns_of(path, format)
-    return next((name for name in TEXT_COLUMNS if name in found), "text")
 
 
 # --- commit protocol ----------------------------------------------------------------------------
@@ -399,64 +283,3 @@ def _count_rows(path: str | Path) -> int | None:
     with open(path, "rb") as file:
         lines = sum(block.count(b"\n") for block in iter(lambda: file.read(1 << 20), b""))
     return max(lines - (0 if str(path).endswith((".jsonl", ".json", ".ndjson")) else 1), 0)
-
-
-def _error_line(row: RowError) -> bytes:
-    return (
-        json.dumps(
-            {"line": row.line, "field": row.field, "error": row.message, "raw": row.raw}, ensure_ascii=False
-        )
-        + "\n"
-    ).encode()
-
-
-class RowWriter:
-    """Formats scored rows as JSON lines or CSV (chosen by the output's extension).
-
-    ``stage`` is the result's field saying where each row was answered: ``tier`` (written
-    numbered from 1, as the CLI's ``--tier1/--tier2``) or ``exit_layer`` (already 1-based).
-    """
-
-    def __init__(self, path: Path, labels: np.ndarray, probabilities: bool, stage: str = "tier") -> None:
-        suffix = path.suffix.lower()
-        if suffix not in (".jsonl", ".csv"):
-            raise ValueError(f"cannot write {path}: the output must end in .jsonl or .csv")
-        self.csv = suffix == ".csv"
-        self.names = [str(label) for label in labels]
-        self.probabilities = probabilities
-        self.stage = stage
-        self.columns = ["id", "label", "confidence", stage] + (
-            [f"p_{name}" for name in self.names] if probabilities else []
-        )
-
-    def fields(self, row: Record, k: int, result: Any) -> dict[str, Any]:
-        """One output row: the row's id (else its line number) and the model's answer."""
-        stage = int(getattr(result, self.stage)[k]) + (1 if self.stage == "tier" else 0)
-        out = {
-            "id": row.id if row.id is not None else row.line,
-            "label": str(result.labels[k]),
-            "confidence": round(float(result.confidence[k]), 6),
-            self.stage: stage,
-        }
-        if self.probabilities:
-            probabilities = result.probabilities[k]
-            out.update({f"p_{n}": round(float(p), 6) for n, p in zip(self.names, probabilities, strict=True)})
-        return out
-
-    def __call__(self, rows: list[Record], result: Any, first: bool) -> bytes:
-        """The bytes to append for ``rows``; ``first`` adds the CSV header."""
-        if not self.csv:
-            return "".join(
-                json.dumps(self.fields(row, k, result), ensure_ascii=False) + "\n"
-                for k, row in enumerate(rows)
-            ).encode()
-        buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=self.columns, lineterminator="\n")
-        if first:
-            writer.writeheader()
-        writer.writerows(self.fields(row, k, result) for k, row in enumerate(rows))
-        return buffer.getvalue().encode()
-
-
-def _writer_for(path: Path, labels: np.ndarray, probabilities: bool, stage: str = "tier") -> RowWriter:
-    return RowWriter(path, labels, probabilities, stage)

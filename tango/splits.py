@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from tango.data import LabelledData, load_labelled
+from tango.data import LabelledData, load_labelled, split_rows
 
 OVERLAP_WARNING = 0.05  # held-out rows found inside training rows above this: not new rows
 OVERLAP_SAMPLE = 300
@@ -173,3 +173,42 @@ def calibration_rows_for(tier_paths: list[Path], label_names: list[str]) -> tupl
             )
     rows, trained = held.load_with_rest(label_names)
     return rows, text_overlap(rows, trained)
+
+
+@dataclass
+class TrainingRows:
+    """The rows of one ``tango train``: what it trains on, scores after, and holds out."""
+
+    train: LabelledData  # the rows the tier trains on
+    dev: LabelledData | None  # --dev, else a seeded --dev-fraction of the file, else none
+    whole: LabelledData  # every row of the training file
+    held: HeldOutRows | None  # the calibration rows kept out of training
+
+
+def training_rows(
+    train_path: str | Path,
+    *,
+    dev_path: str | Path | None = None,
+    dev_fraction: float | None = None,
+    seed: int = 0,
+    columns: dict[str, str | None] | None = None,
+    label_names: list[str] | None = None,
+    calibration_rows: int | None = None,
+    calibration_seed: int = 0,
+) -> TrainingRows:
+    """Read ``train_path``; hold out its calibration rows; take the dev rows from ``dev_path`` or,
+    without one, a seeded ``dev_fraction`` of the rest (each part's ``source`` says which)."""
+    columns = dict(columns or {})
+    whole = load_labelled(train_path, label_names=label_names, **columns)
+    if calibration_rows is None:
+        calibration_rows = default_calibration_rows(len(whole))
+    data, held = carve_calibration_rows(whole, train_path, calibration_rows, calibration_seed, columns)
+    dev = load_labelled(dev_path, label_names=data.label_names, **columns) if dev_path else None
+    if dev is None and dev_fraction:
+        train_rows, dev_rows = split_rows(len(data), dev_fraction, seed)
+        split = f"seeded split (dev_fraction={dev_fraction}, seed={seed})"
+        data, dev = (
+            replace(data.subset(rows), source=f"{train_path} {part} of {split}")
+            for part, rows in (("train", train_rows), ("dev", dev_rows))
+        )
+    return TrainingRows(data, dev, whole, held)

@@ -12,9 +12,8 @@ from __future__ import annotations
 import hashlib
 import inspect
 import json
-import os
 import shutil
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -23,63 +22,13 @@ from tqdm.auto import tqdm
 
 from tango.batching import Encodings, pad_batch, padding_efficiency, plan_batches, tokenize
 from tango.confidence import softmax
+from tango.hardware import bf16_supported, default_threads, set_torch_threads  # noqa: F401 (re-exported)
+from tango.texts import Texts, as_texts  # noqa: F401 (re-exported)
 
-Texts = Sequence[str] | Sequence[tuple[str, str]]
 ONNX_FILE = "model.onnx"
 RUNTIMES = ("auto", "onnx", "openvino", "torch")
 # bf16 = weights cast once at load; bf16-autocast = fp32 weights cast per batch (PyTorch only)
 PRECISIONS = ("auto", "fp32", "bf16", "bf16-autocast")
-
-
-def default_threads() -> int:
-    """``$TANGO_THREADS``, else the cores this process may use."""
-    if os.environ.get("TANGO_THREADS"):
-        return int(os.environ["TANGO_THREADS"])
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
-def set_torch_threads(threads: int | None = None) -> None:
-    """The one place tango sets PyTorch's intra-op thread count, which is process-wide.
-
-    PyTorch has a single intra-op pool per process, so this cannot be a per-tier setting. It runs
-    only when asked for: ``threads``, else ``$TANGO_THREADS``; with neither, PyTorch's own default
-    (its cores) is left alone. ``TorchRuntime`` calls it at load with the tier's ``threads``; an
-    ONNX Runtime session keeps its threads to itself (:func:`make_session`) and needs no call.
-    """
-    import torch
-
-    if threads is None and os.environ.get("TANGO_THREADS"):
-        threads = int(os.environ["TANGO_THREADS"])
-    if threads is not None and threads != torch.get_num_threads():
-        torch.set_num_threads(threads)
-
-
-def as_texts(texts: str | Texts) -> list[str] | list[tuple[str, str]]:
-    """Wrap a single text into a list; check the rows are all texts or all (text, pair) pairs.
-
-    Only a ``str`` is a single row. A tuple or list is always a sequence of rows, so
-    ``("good film", "dull mess")`` is two texts; a single pair is ``[("a man", "a woman")]``.
-    Empty or blank texts are refused, as ``tango run`` refuses them, rather than scored.
-    """
-    if isinstance(texts, str):
-        texts = [texts]
-    if isinstance(texts, (bytes, dict)) or not isinstance(texts, Iterable):
-        raise TypeError(
-            f"texts must be a string or a list of strings or (text, text_pair) tuples, "
-            f"got {type(texts).__name__}"
-        )
-    rows = list(texts)
-    pairs = bool(rows) and not isinstance(rows[0], str)
-    for k, row in enumerate(rows):
-        parts = [row] if not pairs else list(row) if isinstance(row, (tuple, list)) else None
-        if parts is None or (pairs and len(parts) != 2) or not all(isinstance(p, str) for p in parts):
-            raise TypeError(
-                f"row {k} is {row!r:.60}: texts must be a list of strings "
-                "or a list of (text, text_pair) tuples"
-            )
-        if not all(p.strip() for p in parts):
-            raise ValueError(f"row {k} is empty: give each row some text")
-    return [tuple(r) for r in rows] if pairs else rows  # type: ignore[return-value]
 
 
 class Runtime(Protocol):
@@ -140,15 +89,6 @@ def _onnx_precision(model_path: Path) -> str:
         )
         return "int8, per-batch scales"
     return "int8"
-
-
-def bf16_supported() -> bool:
-    """True where PyTorch has fast bf16 matrix units on this CPU (AMX or AVX-512 bf16)."""
-    import torch
-
-    amx = getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)()
-    avx512_bf16 = getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)()
-    return bool(amx or avx512_bf16)
 
 
 class TorchRuntime:

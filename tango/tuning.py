@@ -31,8 +31,9 @@ from tango.calibration import (
 from tango.cascade import Cascade
 from tango.confidence import confidence, softmax
 from tango.data import LabelledData, split_rows
+from tango.texts import Texts, as_texts
 from tango.thresholds import best_in_sample, certify
-from tango.tiers import Texts, Tier, as_texts
+from tango.tiers import Tier
 
 DEFAULT_CONFIDENCE_LEVEL = 0.9  # max_drop holds on new rows with this probability
 TEMPERATURE_FRACTION = 0.3  # of the calibration rows, when thresholds are certified on the rest
@@ -483,3 +484,60 @@ def _exit_curve(confidences: np.ndarray, correct: np.ndarray, layers: np.ndarray
         curve.accuracy.append(float(correct[first, rows].mean()))
         curve.mean_exit_layer.append(float(layers[first].mean()))
     return curve
+
+
+def format_report(report: CalibrationReport) -> str:
+    """The calibration report as a small table (what `tango calibrate` prints)."""
+    lines = [
+        f"calibrated on {report.rows} rows"
+        + (
+            f" (temperatures on {report.temperature_rows}, thresholds on the other {report.threshold_rows})"
+            if report.temperature_rows != report.rows
+            else ""
+        ),
+        "tier  temperature  accuracy  ECE before -> after  NLL before -> after  ms/row",
+    ]
+    for k, t in enumerate(report.tiers):
+        lines.append(
+            f"{k + 1:>4}  {t.temperature:11.3f}  {t.accuracy:8.2%}  {t.ece_before:10.4f} -> "
+            f"{t.ece_after:.4f}  {t.nll_before:10.4f} -> {t.nll_after:.4f}  "
+            f"{1000 * t.seconds_per_row:6.2f}"
+        )
+    if report.threshold is not None:
+        expected = ", ".join(f"{k} {v:.4g}" for k, v in report.expected.items())
+        lines.append(f"threshold {report.threshold:.6g} for target {report.target}: {expected}")
+    if report.choice and report.choice["drop_bound"] is not None:
+        c = report.choice
+        lines.append(
+            f"thresholds {', '.join(f'{t:.6g}' for t in c['thresholds'])}: drop {c['drop']:.2f} points on "
+            f"these rows, at most {c['drop_bound']:.2f} on new rows "
+            f"with probability {c['confidence_level']}; "
+            f"rows reaching tiers 1..{len(c['reached'])}: {', '.join(f'{r:.1%}' for r in c['reached'])}; "
+            f"speedup {c['speedup']:.2f}x"
+        )
+    elif report.choice:
+        c = report.choice
+        lines.append(
+            f"thresholds {', '.join(f'{t:.6g}' for t in c['thresholds'])}: drop {c['drop']:.2f} points on "
+            f"these rows (in-sample: no margin for new rows); speedup {c['speedup']:.2f}x"
+        )
+    if report.guarantee:
+        g = report.guarantee
+        lines.append(
+            f"guarantee: disagreement <= {g['eps']} with prob >= {1 - g['delta']:.2f} "
+            f"(bound {g['risk_bound']:.4f}, empirical {g['empirical_risk']:.4f})"
+        )
+    return "\n".join(lines)
+
+
+def format_exit_report(report: dict[str, Any], max_drop: float | None) -> str:
+    """An early-exit calibration (:func:`calibrate_early_exit`) as a small table."""
+    lines = ["exit layer  temperature  accuracy  ECE before -> after"]
+    for e in report["exits"]:
+        lines.append(
+            f"{e['layer']:>10}  {e['temperature']:11.3f}  {e['accuracy']:8.2%}  "
+            f"{e['ece_before']:.4f} -> {e['ece_after']:.4f}"
+        )
+    if "threshold" in report:
+        lines.append(f"threshold {report['threshold']:.4f} (within {max_drop} points of the last exit)")
+    return "\n".join(lines)

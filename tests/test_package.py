@@ -93,3 +93,47 @@ def test_quickstart_without_shared_data_uses_the_packaged_sample_or_names_the_fi
     else:
         with pytest.raises(FileNotFoundError, match="--train FILE"):
             quickstart.build_quick_cascade(log=lambda message: None, home=tmp_path)
+
+
+def test_no_module_imports_the_package_itself():
+    """Modules import names from their defining modules, never from the half-initialised tango/__init__."""
+    import ast
+
+    offenders = []
+    for path in sorted((ROOT / "tango").rglob("*.py")):
+        if path.name == "__init__.py" and path.parent.name == "tango":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module == "tango" and node.level == 0:
+                offenders.append(f"{path.relative_to(ROOT)}:{node.lineno}")
+            if isinstance(node, ast.Import) and any(alias.name == "tango" for alias in node.names):
+                offenders.append(f"{path.relative_to(ROOT)}:{node.lineno}")
+    assert not offenders, offenders
+
+
+def test_cli_functions_are_thin():
+    """Every function in cli.py is a shell: at most 40 lines of logic (docstrings, option
+    declarations and comments do not count)."""
+    import ast
+    import io
+    import tokenize
+
+    source = (ROOT / "tango" / "cli.py").read_text()
+    skipped = (tokenize.COMMENT, tokenize.NL, tokenize.NEWLINE, tokenize.INDENT, tokenize.DEDENT)
+    code = {
+        line
+        for token in tokenize.generate_tokens(io.StringIO(source).readline)
+        if token.type not in skipped
+        for line in range(token.start[0], token.end[0] + 1)
+    }
+    too_long = {}
+    for node in ast.walk(ast.parse(source)):
+        if not isinstance(node, ast.FunctionDef) or node.name.endswith("_options"):  # option blocks
+            continue
+        body = node.body[1:] if ast.get_docstring(node) else node.body
+        if not body:  # a group: its docstring only
+            continue
+        lines = {line for line in range(body[0].lineno, body[-1].end_lineno + 1) if line in code}
+        if len(lines) > 40:
+            too_long[node.name] = len(lines)
+    assert not too_long, too_long

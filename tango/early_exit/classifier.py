@@ -19,11 +19,12 @@ import torch
 from safetensors.torch import load_file, save_file
 from transformers import AutoModel, AutoTokenizer, PreTrainedTokenizerBase
 
-import tango
+from tango._version import __version__
 from tango.batching import Encodings, pad_batch, plan_batches, tokenize
 from tango.early_exit.model import MultiExitModel
 from tango.early_exit.policy import ExitPolicy
-from tango.tiers import as_texts, bf16_supported
+from tango.hardware import bf16_supported
+from tango.texts import as_texts
 
 Texts = Sequence[str] | Sequence[tuple[str, str]]
 MANIFEST = "early_exit.json"
@@ -203,7 +204,7 @@ class EarlyExitClassifier:
         heads = self.model.heads.state_dict()
         save_file({name: tensor.contiguous() for name, tensor in heads.items()}, path / HEADS)
         manifest = {
-            "tango_version": tango.__version__,
+            "tango_version": __version__,
             "exits": list(self.model.exits),
             "pooling": self.model.pooling,
             "labels": list(self.labels),

@@ -1,0 +1,393 @@
+"""The jobs behind the `tango` commands: each loads what a command names, runs it, and reports.
+
+The CLI (:mod:`tango.cli`) parses options and refuses the combinations that make no sense; the
+work itself is here, callable from Python: :func:`load_cascade` / :func:`load_early_exit`
+(``tango run``'s model), :func:`score` (either engine), :func:`train` (a transformer tier, a
+linear tier or a multi-exit model, with its calibration and dev rows), :func:`calibrate` /
+:func:`calibrate_exits` and :func:`export`. Reports go through ``log`` (results) and ``warn``
+(notes a person should see, on stderr in the CLI).
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from tango.data import LabelledData, load_labelled, split_rows
+
+Log = Callable[[str], None]
+
+EARLY_EXIT_LR = 5e-5  # peak learning rate of multi-exit training when none is given
+
+
+def _stderr(message: str) -> None:
+    print(message, file=sys.stderr)
+
+
+# --- tango run ----------------------------------------------------------------------------------
+def load_cascade(
+    cascade_dir: str | Path | None,
+    names: list[str],
+    thresholds: tuple[float, ...] = (),
+    confidence: str | None = None,
+    **tier_options: Any,
+) -> Any:
+    """A saved cascade (``cascade_dir``), else one of the tiers ``names``, cheapest first.
+
+    ``thresholds``: none (the cascade's calibrated ones, else 0.9), one for every boundary, or one
+    per boundary. ``tier_options`` (runtime, threads, batch_size) go to every tier.
+    """
+    from tango.cascade import Cascade
+    from tango.tiers import load_tiers
+
+    chosen: Any = list(thresholds) if thresholds else None
+    if chosen and len(chosen) == 1:
+        chosen = chosen[0]
+    if cascade_dir:
+        cascade = Cascade.from_pretrained(cascade_dir, thresholds=chosen, **tier_options)
+        if confidence:
+            cascade.confidence = confidence
+        return cascade
+    tiers = load_tiers(names, **tier_options)  # aliases all from the hub or all local
+    return Cascade(tiers, thresholds=chosen, confidence=confidence or "maxprob")
+
+
+def load_early_exit(
+    name: str,
+    threshold: float | None = None,
+    policy: str | None = None,
+    patience: int | None = None,
+    device: str = "cpu",
+    threads: int | None = None,
+    batch_size: int = 32,
+) -> Any:
+    """The early-exit model ``name`` (a directory or registered name); bf16 where the hardware has it."""
+    from tango.early_exit import EarlyExitClassifier
+    from tango.hardware import set_torch_threads
+    from tango.registry import resolve
+
+    if threads:
+        set_torch_threads(threads)
+    return EarlyExitClassifier.from_pretrained(
+        resolve(name),
+        device=device,
+        policy=policy,
+        threshold=threshold,
+        patience=patience,
+        precision="auto",
+        batch_size=batch_size,
+    )
+
+
+def score(
+    model: Any,
+    input_path: str,
+    output_path: str,
+    *,
+    engine: str = "local",
+    text_column: str | None = None,
+    pair_column: str | None = None,
+    id_column: str | None = None,
+    input_format: str | None = None,
+    on_error: str = "write",
+    errors_path: str | None = None,
+    probabilities: bool = False,
+    chunk_size: int = 1024,
+    resume: bool = False,
+    overwrite: bool = False,
+    progress: bool = True,
+    **ray_options: Any,
+) -> Any:
+    """Score ``input_path`` into ``output_path`` with the local engine (:func:`tango.scoring.score_file`)
+    or, ``engine="ray"``, on Ray Data (:func:`tango.distributed.score`; ``ray_options`` are its
+    address, merge, output_format and each stage's ``tierN_actors``/``_cpus``/``_batch``)."""
+    common = dict(text_column=text_column, text_pair_column=pair_column, id_column=id_column)
+    common.update(format=input_format, on_error=on_error, probabilities=probabilities)
+    common.update(resume=resume, overwrite=overwrite, progress=progress)
+    if engine == "ray":
+        from tango.distributed import Stage
+        from tango.distributed import score as score_on_ray
+
+        for stage in ("tier1", "tier2"):
+            sizes = (ray_options.pop(f"{stage}_{part}") for part in ("actors", "cpus", "batch"))
+            ray_options[stage] = Stage(*sizes)
+        return score_on_ray(model, input_path, output_path, errors_dir=errors_path, **common, **ray_options)
+    if engine != "local":
+        raise ValueError(f"engine must be 'local' or 'ray', got {engine!r}")
+    from tango.scoring import score_file
+
+    common["text_column"] = text_column or "text"
+    return score_file(
+        model, input_path, output_path, errors_path=errors_path, chunk_size=chunk_size, **common
+    )
+
+
+# --- tango train --------------------------------------------------------------------------------
+def train(
+    model: str,
+    train_path: str,
+    out_dir: str,
+    *,
+    dev_path: str | None = None,
+    dev_fraction: float | None = None,
+    name: str | None = None,
+    columns: dict[str, str | None] | None = None,
+    label_names: list[str] | None = None,
+    calibration_rows: int | None = None,
+    calibration_seed: int = 0,
+    early_exit: str | None = None,
+    exits: str = "all",
+    pooling: str = "mean",
+    device: str = "cpu",
+    bf16: bool | None = None,
+    log: Log = print,
+    warn: Log = _stderr,
+    **options: Any,
+) -> None:
+    """Train ``model`` on ``train_path`` into ``out_dir`` and register it: ``linear`` fits a
+    TF-IDF + logistic-regression tier, ``early_exit`` (a loss scheme) a multi-exit model, else a
+    fine-tuned tier (``options``: :func:`tango.training.train_classifier`'s). Calibration rows are
+    held out of the file first and recorded in ``tango_train.json`` for `tango calibrate`."""
+    from tango.splits import overlap_warning, record_training_file, text_overlap, training_rows
+
+    rows = training_rows(
+        train_path,
+        dev_path=dev_path,
+        dev_fraction=dev_fraction,
+        seed=options.get("seed", 0),
+        columns=columns,
+        label_names=label_names,
+        calibration_rows=calibration_rows,
+        calibration_seed=calibration_seed,
+    )
+    if model == "linear":
+        log(_train_linear(rows.train, rows.dev, out_dir, name))
+    elif early_exit:
+        log(
+            _train_exits(
+                model, rows.train, rows.dev, out_dir, name, early_exit, exits, pooling, device, bf16, options
+            )
+        )
+    else:
+        log(_train_tier(model, rows.train, rows.dev, out_dir, name, bf16, options))
+    record_training_file(out_dir, train_path, rows.held)
+    if held := rows.held:
+        log(
+            f"held out {held.rows} calibration rows of {held.of} (seed {held.seed}); "
+            "`tango calibrate` uses them"
+        )
+        if warning := overlap_warning(
+            text_overlap(rows.whole.subset(held.indices()), rows.train), train_path
+        ):
+            warn(warning)
+
+
+def _train_tier(
+    model: str,
+    data: LabelledData,
+    dev: LabelledData | None,
+    out_dir: str,
+    name: str | None,
+    bf16: bool | None,
+    options: dict[str, Any],
+) -> str:
+    """A fine-tuned transformer tier (:func:`tango.training.train_classifier`); registers itself."""
+    from tango.training import train_classifier
+
+    result = train_classifier(
+        model, data, out_dir, dev=dev, name=name, bf16="auto" if bf16 is None else bf16, **options
+    )
+    accuracy = "-" if result.dev_accuracy is None else f"{result.dev_accuracy:.4f}"
+    return (
+        f"saved {result.out_dir}: {result.steps} steps in {result.train_seconds:.0f}s "
+        f"({result.examples_per_second:.0f} examples/s), dev accuracy {accuracy}"
+    )
+
+
+def _train_linear(data: LabelledData, dev: LabelledData | None, out_dir: str, name: str | None) -> str:
+    """A TF-IDF + logistic-regression tier (:func:`tango.linear.train_linear`); registers itself."""
+    from tango.linear import train_linear
+
+    record = train_linear(data, out_dir, dev=dev, name=name).record
+    accuracy = record["dev_accuracy"]
+    return (
+        f"saved {out_dir}: linear tier fitted on {record['train_rows']} rows in "
+        f"{record['train_seconds']:.1f}s, dev accuracy {'-' if accuracy is None else f'{accuracy:.4f}'}"
+    )
+
+
+def _train_exits(
+    model: str,
+    data: LabelledData,
+    dev: LabelledData | None,
+    out_dir: str,
+    name: str | None,
+    mode: str,
+    exits: str,
+    pooling: str,
+    device: str,
+    bf16: bool | None,
+    options: dict[str, Any],
+) -> str:
+    """A multi-exit model trained with the loss scheme ``mode``, registered like a tier."""
+    from tango.early_exit import train_early_exit
+    from tango.registry import register, resolve
+
+    def labelled(part: LabelledData) -> tuple[list, list[str]]:
+        return part.texts, [part.label_names[i] for i in part.labels]
+
+    record = train_early_exit(
+        resolve(model),
+        *labelled(data),
+        out_dir,
+        exits=exits,
+        mode=mode,
+        pooling=pooling,
+        device=device,
+        epochs=options["epochs"],
+        batch_size=options["batch_size"],
+        lr=options["lr"] or EARLY_EXIT_LR,
+        max_length=options["max_length"],
+        seed=options["seed"],
+        dev=labelled(dev) if dev is not None else None,
+        label_names=data.label_names,
+        max_steps=options["max_steps"],
+        precision="auto" if bf16 is None else ("bf16" if bf16 else "fp32"),
+        show_progress_bar=True,
+    )
+    metrics = {"dev_accuracy": record["dev_accuracy"]}
+    register(name or Path(out_dir).name, out_dir, role="early-exit", mode=mode, metrics=metrics)
+    accuracy = ", ".join(f"layer {k} {v:.4f}" for k, v in (record["dev_accuracy"] or {}).items())
+    return (
+        f"saved {out_dir}: exits {record['exits']}, {record['steps']} steps "
+        f"in {record['train_seconds']:.0f}s; dev accuracy: {accuracy or '-'}"
+    )
+
+
+# --- tango calibrate ----------------------------------------------------------------------------
+def calibration_rows(
+    cascade: Any, dev_path: str | None, columns: dict[str, str | None], warn: Log = _stderr
+) -> LabelledData:
+    """``dev_path``'s rows, else the rows tier 1's training held out (checked against every tier)."""
+    from tango.splits import calibration_rows_for, overlap_warning
+
+    classes = list(cascade.classes_)
+    if dev_path:
+        return load_labelled(dev_path, **columns, label_names=classes)
+    dev, overlap = calibration_rows_for([tier.path for tier in cascade._validated()[0]], classes)
+    warn(f"calibrating on {dev.source}")
+    if warning := overlap_warning(overlap, dev.source.split(":")[0]):
+        warn(warning)
+    return dev
+
+
+def calibrate(
+    cascade: Any,
+    cascade_out: str,
+    *,
+    dev_path: str | None = None,
+    test_path: str | None = None,
+    dev_fraction: float | None = None,
+    seed: int = 0,
+    columns: dict[str, str | None] | None = None,
+    in_sample: bool = False,
+    log: Log = print,
+    warn: Log = _stderr,
+    **targets: Any,
+) -> None:
+    """Fit ``cascade``'s temperatures and thresholds, save it in ``cascade_out`` (evidence in its
+    ``calibration/``), and report; ``dev_fraction`` keeps the rest of the rows as a test set.
+    ``targets``: :meth:`tango.cascade.Cascade.fit`'s (max_drop, min_speedup, ...; default max_drop 0.5)."""
+    from tango.tuning import CalibrationReport, evaluate, format_report
+
+    columns = columns or {}
+    dev = calibration_rows(cascade, dev_path, columns, warn)
+    classes = list(cascade.classes_)
+    test = load_labelled(test_path, **columns, label_names=classes) if test_path else None
+    if dev_fraction is not None:
+        test_rows, dev_rows = split_rows(len(dev), dev_fraction, seed)
+        dev, test = dev.subset(dev_rows), dev.subset(test_rows)
+    if not any(
+        targets.get(k) is not None for k in ("max_drop", "min_speedup", "max_escalation", "guarantee")
+    ):
+        targets["max_drop"] = 0.5
+    if in_sample:
+        targets["confidence_level"] = None
+    labels = [dev.label_names[i] for i in dev.labels]  # names: fit matches them to the cascade's labels
+    cascade.fit(dev.texts, labels, report_dir=Path(cascade_out) / "calibration", **targets)
+    cascade.save_pretrained(cascade_out)
+    log(format_report(CalibrationReport.from_dict(cascade.calibration_)))
+    if test is not None:
+        result = evaluate(cascade, test)
+        log(
+            f"held-out test ({result['rows']} rows): accuracy {result['accuracy']:.2%}, "
+            f"escalated {result['escalated']:.1%}, {result['rows_per_s']:.0f} rows/s"
+        )
+    log(f"saved to {cascade_out}")
+
+
+def calibrate_exits(
+    model_dir: str,
+    dev_path: str,
+    columns: dict[str, str | None] | None = None,
+    max_drop: float | None = None,
+    device: str = "cpu",
+    log: Log = print,
+) -> None:
+    """An early-exit model's calibration: one temperature per exit (and, with ``max_drop``, a
+    threshold), saved in ``model_dir`` with the evidence in its ``calibration/``."""
+    from tango.early_exit import EarlyExitClassifier
+    from tango.tuning import calibrate_early_exit, format_exit_report
+
+    model = EarlyExitClassifier.from_pretrained(model_dir, device=device)
+    dev = load_labelled(dev_path, **(columns or {}), label_names=list(model.classes_))
+    report = calibrate_early_exit(model, dev, max_drop=max_drop, report_dir=Path(model_dir) / "calibration")
+    model.save_pretrained(model_dir)
+    log(format_exit_report(report, max_drop))
+    log(f"saved to {model_dir}")
+
+
+# --- tango export -------------------------------------------------------------------------------
+def export(
+    model: str,
+    out_dir: str,
+    *,
+    export_format: str = "onnx",
+    int8: bool = False,
+    optimize: bool = False,
+    calibration_data: str | None = None,
+    probe: bool = True,
+    verbose: bool = False,
+    log: Log = print,
+    **check: Any,
+) -> None:
+    """Export ``model`` to ONNX (:func:`tango.export.export_tier`) or OpenVINO
+    (:func:`tango.openvino.export_openvino`), report its self-check, then (``probe``) measure its
+    runtimes so ``--runtime auto`` picks the fastest. ``check``: check_data, check_rows,
+    min_agreement, name."""
+    (Path(out_dir) / "tango_runtimes.json").unlink(missing_ok=True)  # it measured other files
+    if export_format == "openvino":
+        from tango.openvino import export_openvino
+
+        result = export_openvino(
+            model, out_dir, int8=int8, calibration_data=calibration_data, verbose=verbose, **check
+        )
+    else:
+        from tango.export import export_tier
+
+        result = export_tier(model, out_dir, int8=int8, optimize=optimize, **check)
+    accuracy = (
+        ""
+        if result.onnx_accuracy is None
+        else f", accuracy {result.torch_accuracy:.4f} -> {result.onnx_accuracy:.4f}"
+    )
+    log(
+        f"{out_dir}: {result.agreement:.2%} of {result.rows} predictions equal, max |logit "
+        f"diff| {result.max_abs_diff:.2g}{accuracy} (saved in tango_export.json)"
+    )
+    if probe:
+        from tango.probe import format_record, probe_tier
+
+        log(format_record(probe_tier(out_dir, data=check.get("check_data"))))
