@@ -432,13 +432,16 @@ def run(
       tango run --early-exit minilm-l6-sst2-ee-sweet --device cuda -i reviews.csv -o scored.csv
       tango run --engine ray --address auto --cascade DIR -i 'data/*.csv' -o scored/ --merge scored.jsonl
     """
+    from tango.data import guess_columns
     from tango.runfiles import RunFiles
-    from tango.scoring import guess_text_column, score_file
+    from tango.scoring import score_file
 
     if engine == "local":
         # Every path and the input's columns are checked before any model loads or any file is written.
         RunFiles.plan(input_path, output_path, errors_path).check(resume=resume, overwrite=overwrite)
-        text_column = text_column or guess_text_column(input_path, input_format)
+        if text_column is None:
+            text_column, guessed_pair, _ = guess_columns(input_path, input_format, label=False)
+            pair_column = pair_column or guessed_pair
     model = build_model(
         early_exit,
         cascade_dir,
@@ -688,10 +691,9 @@ def train(
         )
     elif early_exit:
         refuse_unused(
-            ("teacher", "layers") + (("resume",) if options["resume"] else ()),  # --no-resume is what happens
+            ("teacher", "layers"),
             "--early-exit training",
-            "a multi-exit model keeps every layer, learns from the labels alone (no teacher) "
-            "and starts from MODEL every time (no checkpoint to resume)",
+            "a multi-exit model keeps every layer and learns from the labels alone (no teacher)",
         )
     else:
         refuse_unused(("exits", "pooling", "device"), "training a tier", "they shape --early-exit models")
@@ -798,6 +800,7 @@ def train_exits(
         dev=labelled(dev) if dev is not None else None,
         label_names=data.label_names,
         max_steps=options["max_steps"],
+        resume=options["resume"],
         precision="auto" if bf16 is None else ("bf16" if bf16 else "fp32"),
         show_progress_bar=True,
     )

@@ -28,7 +28,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from tango.cascade import Cascade, CascadeResult
-from tango.data import Record, RowError, columns_of, read_records
+from tango.data import Record, RowError, read_records
 from tango.runfiles import (
     OutputLock,
     RunFiles,
@@ -39,7 +39,6 @@ from tango.runfiles import (
 )
 
 ON_ERROR = ("write", "skip", "fail")
-TEXT_COLUMNS = ("text", "sentence", "review", "content")
 
 
 @dataclass
@@ -280,14 +279,6 @@ def _score_chunks(
                     f"in {files.output}; rerun with --resume after fixing the file, or "
                     f"use --on-error write"
                 )
-
-
-def guess_text_column(path: str | Path, format: str | None = None) -> str:
-    """The first of TEXT_COLUMNS the file has ("text" for stdin, which cannot be peeked at)."""
-    if str(path) == "-":
-        return "text"
-    found = columns_of(path, format)
-    return next((name for name in TEXT_COLUMNS if name in found), "text")
 
 
 # --- commit protocol ----------------------------------------------------------------------------
