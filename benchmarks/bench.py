@@ -16,7 +16,6 @@ Writes benchmarks/results/<dataset>.{json,md,png,html} and regenerates docs/benc
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 import shlex
@@ -107,6 +106,17 @@ def held_out_split(spec: dict[str, Any], label_names: list[str]):
     return rows.subset(bench_part), rows.subset(calibration_part), record
 
 
+def calibration_tsv(path: Path) -> None:
+    """SST-2's calibration rows (the held-out rows that are not bench rows) as a sentence/label TSV."""
+    from tango.data import LABEL_NAMES
+
+    spec = DATASETS["sst2"]
+    _, calibration, _ = held_out_split({**spec, "tier2": spec["tier1"]}, LABEL_NAMES["sst2"])
+    rows = [f"{text}\t{label}" for text, label in zip(calibration.texts, calibration.labels, strict=True)]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(["sentence\tlabel", *rows]) + "\n")
+
+
 def load_rows(spec: dict[str, Any], label_names: list[str]):
     """(rows scored, calibration rows or None, record of where both came from)."""
     from tango.data import load_labelled, split_rows
@@ -155,7 +165,9 @@ def recorded_tier(name: str, log: Callable[[str], None]):
     for option in sorted(options, key=lambda o: -o["rows_per_s"]):
         log(f"  {option['model']}: {option['description']}: {option['rows_per_s']:.0f} rows/s (probe)")
     best = max(options, key=lambda o: o["rows_per_s"])
-    tier = Tier.from_pretrained(best["path"], runtime=best["runtime"], precision=best["precision"], threads=THREADS)
+    tier = Tier.from_pretrained(
+        best["path"], runtime=best["runtime"], precision=best["precision"], threads=THREADS
+    )
     return tier, {"chosen": best, "candidates": options}
 
 
@@ -307,7 +319,11 @@ def cascade_checks(by: dict[str, dict[str, Any]]) -> list[tuple[str, str, bool]]
             f"{_points(chosen, tier2):+.2f} pt",
             _points(chosen, tier2) >= -0.5,
         ),
-        (">= 3x tier 2 alone (both on their chosen runtimes)", f"{chosen['speedup']:.2f}x", chosen["speedup"] >= 3),
+        (
+            ">= 3x tier 2 alone (both on their chosen runtimes)",
+            f"{chosen['speedup']:.2f}x",
+            chosen["speedup"] >= 3,
+        ),
         (
             "measured speedup >= 0.9 of the analytic bound",
             f"{chosen['speedup'] / chosen['analytic_speedup']:.0%}",
@@ -342,7 +358,8 @@ def peer_checks(by: dict[str, dict[str, Any]], runtimes: dict[str, Any]) -> list
         ratio = by["tier2"]["rows_per_s"] / autocast["rows_per_s"]
         checks.append(
             (
-                "tier 2 on its chosen runtime >= 1.8x its PyTorch bf16 autocast, >= 99.5% agreement with fp32",
+                "tier 2 on its chosen runtime >= 1.8x its PyTorch bf16 autocast, "
+                ">= 99.5% agreement with fp32",
                 f"{ratio:.2f}x, {agreement:.2%} agreement",
                 ratio >= 1.8 and agreement >= 0.995,
             )
@@ -362,7 +379,11 @@ def early_exit_checks(by: dict[str, dict[str, Any]]) -> list[tuple[str, str, boo
     checks = []
     for model, plain_name, max_exit, min_speedup in EARLY_EXIT_TARGETS:
         plain = by.get(plain_name)
-        rows = [r for name, r in by.items() if name.startswith(model + "@") or name.startswith(model + "-patience")]
+        rows = [
+            r
+            for name, r in by.items()
+            if name.startswith(model + "@") or name.startswith(model + "-patience")
+        ]
         if plain is None or not rows:
             continue
         fits = [r for r in rows if r["mean_exit_layer"] <= max_exit and _points(r, plain) >= -2]
@@ -381,7 +402,11 @@ def early_exit_checks(by: dict[str, dict[str, Any]]) -> list[tuple[str, str, boo
         best = max(fits, key=lambda r: r["rows_per_s"])
         ratio = best["rows_per_s"] / plain["rows_per_s"]
         checks.append(
-            (label, f"{best['system']}: exit {best['mean_exit_layer']:.2f}, {_versus(best, plain)}", ratio >= min_speedup)
+            (
+                label,
+                f"{best['system']}: exit {best['mean_exit_layer']:.2f}, {_versus(best, plain)}",
+                ratio >= min_speedup,
+            )
         )
     return checks
 
@@ -401,7 +426,8 @@ def targets(result: dict[str, Any]) -> str:
 def runs_table(runs: list[dict[str, Any]]) -> str:
     """The spread across full runs of one data set: each run's chosen cascade against tier 2."""
     lines = [
-        "| run | date | tier 2 rows/s | chosen cascade rows/s | speedup | vs tier 2 | escalated | of bound | >= 3x within 0.5 pt |",
+        "| run | date | tier 2 rows/s | chosen cascade rows/s | speedup | vs tier 2 | escalated "
+        "| of bound | >= 3x within 0.5 pt |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     speedups, drops = [], []
@@ -415,7 +441,8 @@ def runs_table(runs: list[dict[str, Any]]) -> str:
         lines.append(
             f"| {k} | {run['machine']['date']} | {tier2['rows_per_s']:.1f} | {chosen['rows_per_s']:.1f} "
             f"({chosen['rows_per_s_min']:.1f}-{chosen['rows_per_s_max']:.1f}) | {chosen['speedup']:.2f}x | "
-            f"{drop:+.2f} pt | {chosen['escalated'][0]:.1%} | {chosen['speedup'] / chosen['analytic_speedup']:.0%} | "
+            f"{drop:+.2f} pt | {chosen['escalated'][0]:.1%} | "
+            f"{chosen['speedup'] / chosen['analytic_speedup']:.0%} | "
             f"{'yes' if met else '**no**'} |"
         )
     lines += [
@@ -435,11 +462,13 @@ def headline(results_dir: Path) -> str:
         speedups = [next(r for r in run["systems"] if r["system"] == "chosen")["speedup"] for run in runs]
         last = {r["system"]: r for r in runs[-1]["systems"]}
         lines.append(
-            f"- **SST-2** ({last['chosen']['settings'].get('rows', runs[-1]['data']['scored'])} held-out training rows, "
+            f"- **SST-2** ({runs[-1]['data']['scored']} held-out training rows, "
             f"MiniLM-L6 -> MPNet-base, thresholds certified on 3,000 other held-out rows for <= 0.5 point): "
-            f"the cascade {last['chosen']['rows_per_s']:.0f} rows/s at {last['chosen']['accuracy']:.2%} against "
+            f"the cascade {last['chosen']['rows_per_s']:.0f} rows/s at {last['chosen']['accuracy']:.2%} "
+            "against "
             f"MPNet-base alone {last['tier2']['rows_per_s']:.0f} rows/s at {last['tier2']['accuracy']:.2%} "
-            f"({last['chosen']['speedup']:.2f}x; {min(speedups):.2f}x-{max(speedups):.2f}x over {len(runs)} runs, "
+            f"({last['chosen']['speedup']:.2f}x; {min(speedups):.2f}x-{max(speedups):.2f}x over "
+            f"{len(runs)} runs, "
             f"{runs[-1]['machine']['date']})."
         )
     dev = results_dir / "sst2-dev.json"
@@ -447,7 +476,8 @@ def headline(results_dir: Path) -> str:
         result = json.loads(dev.read_text())
         by = {r["system"]: r for r in result["systems"]}
         lines.append(
-            f"- **SST-2 dev** (872 rows): the cascade {_versus(by['chosen'], by['tier2'])} against MPNet-base alone, "
+            f"- **SST-2 dev** ({result['data']['scored']} rows): the cascade "
+            f"{_versus(by['chosen'], by['tier2'])} against MPNet-base alone, "
             f"{_versus(by['chosen'], by['tangobert-reference'])} against the TangoBERT reference recipe and "
             f"{_versus(by['chosen'], by['tier2-pipeline'])} against MPNet-base through a `pipeline` "
             f"({result['machine']['date']})."
@@ -471,7 +501,8 @@ def _three_tiers_line(title: str, result: dict[str, Any]) -> str:
 
     return (
         f"- **{title}** (three tiers, linear -> MiniLM-L6 -> MPNet-base, certified gate): "
-        f"{three['rows_per_s_median']:.0f} rows/s at {three['accuracy']:.2%}: {versus(three, two)} against the "
+        f"{three['rows_per_s_median']:.0f} rows/s at {three['accuracy']:.2%}: {versus(three, two)} "
+        "against the "
         f"two-tier cascade and {versus(three, alone)} against MPNet-base alone "
         f"({result['meta']['machine']['date']})."
     )
@@ -500,6 +531,39 @@ def write_docs(out: Path) -> None:
         parts += [markdown(result, out), f"![{name}](../benchmarks/results/{name}.png)", ""]
     (ROOT.parent / "docs" / "benchmarks.md").write_text("\n".join(parts))
     fill_section(ROOT.parent / "README.md", "headline", headline(out))
+    dev = out / "sst2-dev.json"
+    if dev.exists():
+        fill_section(ROOT.parent / "docs" / "early-exit.md", "early_exit:sst2-dev", early_exit_section(dev))
+
+
+def early_exit_section(path: Path) -> str:
+    """docs/early-exit.md's table: each early-exit knob against its plain tier; #17's targets."""
+    result = json.loads(path.read_text())
+    by = {r["system"]: r for r in result["systems"]}
+    lines = [
+        f"{result['machine']['cpu']}, {result['machine']['threads']} threads, {result['machine']['date']}; "
+        f"{result['data']['scored']} rows; median (min-max) rows/s of {result['settings']['repeats']} "
+        "interleaved rounds.",
+        "",
+        "| system | accuracy | rows/s | mean exit layer |",
+        "|---|---|---|---|",
+    ]
+    for name in ("tier1-pytorch-bf16", "tier2-pytorch-bf16"):
+        if name in by:
+            r = by[name]
+            lines.append(
+                f"| {name} (plain, all layers) | {r['accuracy']:.2%} | {r['rows_per_s']:.1f} "
+                f"({r['rows_per_s_min']:.1f}-{r['rows_per_s_max']:.1f}) | - |"
+            )
+    for r in result["systems"]:
+        if "mean_exit_layer" in r:
+            lines.append(
+                f"| {r['system']} | {r['accuracy']:.2%} | {r['rows_per_s']:.1f} "
+                f"({r['rows_per_s_min']:.1f}-{r['rows_per_s_max']:.1f}) | {r['mean_exit_layer']:.2f} |"
+            )
+    lines += ["", "| target (#17) | measured | met |", "|---|---|---|"]
+    lines += [f"| {n} | {v} | {'yes' if ok else '**no**'} |" for n, v, ok in early_exit_checks(by)]
+    return "\n".join(lines) + "\n"
 
 
 @click.command()
@@ -511,7 +575,9 @@ def write_docs(out: Path) -> None:
     help="Data set(s) to run (default: all).",
 )
 @click.option("--repeats", default=REPEATS, show_default=True, help="Timed runs after the warm-up.")
-@click.option("--runs", default=1, show_default=True, help="Full runs of each data set (NAME-runK.json each).")
+@click.option(
+    "--runs", default=1, show_default=True, help="Full runs of each data set (NAME-runK.json each)."
+)
 @click.option("--limit", type=int, default=None, help="Only the first N rows (a smoke test).")
 @click.option("--tier1", default=None, help="Override the data set's tier-1 name.")
 @click.option("--tier2", default=None, help="Override the data set's tier-2 name.")
@@ -523,7 +589,19 @@ def write_docs(out: Path) -> None:
     show_default=True,
     help="Where the JSON, Markdown, PNG and HTML results go.",
 )
-@click.option("--docs/--no-docs", default=True, show_default=True, help="Rewrite docs/benchmarks.md and README's headline.")
+@click.option(
+    "--docs/--no-docs",
+    default=True,
+    show_default=True,
+    help="Rewrite docs/benchmarks.md and README's headline.",
+)
+@click.option(
+    "--write-calibration-rows",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Only write SST-2's 3,000 calibration rows (held out, not bench rows) to this TSV and stop; "
+    "make_early_exit.sh fits the exits' temperatures on them.",
+)
 def main(
     datasets: tuple[str, ...],
     repeats: int,
@@ -533,8 +611,12 @@ def main(
     tier2: str | None,
     out_dir: str,
     docs: bool,
+    write_calibration_rows: str | None,
 ) -> None:
     """Run the benchmark and write the results, docs/benchmarks.md and README's headline."""
+    if write_calibration_rows:
+        calibration_tsv(Path(write_calibration_rows))
+        return
     out = Path(out_dir)
     out.mkdir(exist_ok=True, parents=True)
     for name in datasets or tuple(DATASETS):
@@ -545,9 +627,18 @@ def main(
             result_name = f"{name}-run{k}" if runs > 1 else name
             click.echo(f"== {name}: run {k} of {runs}", err=True)
             result = run_dataset(
-                name, repeats, lambda m: click.echo(m, err=True), out, limit, result_name, tier1=tier1, tier2=tier2
+                name,
+                repeats,
+                lambda m: click.echo(m, err=True),
+                out,
+                limit,
+                result_name,
+                tier1=tier1,
+                tier2=tier2,
             )
-            (out / f"{result_name}.json").write_text(json.dumps(result, indent=2))  # with dataset and runtimes
+            (out / f"{result_name}.json").write_text(
+                json.dumps(result, indent=2)
+            )  # with dataset and runtimes
             if runs > 1 and k == runs:
                 for suffix in (".json", ".png", ".html", "_reliability_tier1.png"):  # the newest is NAME.*
                     shutil.copyfile(out / f"{result_name}{suffix}", out / f"{name}{suffix}")

@@ -45,9 +45,9 @@ def machine(cpus: int) -> dict[str, Any]:
 
 def write_input(source: Path, rows: int, target: Path) -> int:
     """The first ``rows`` good sentences of a tango-readable file, as JSON lines with ids."""
-    from tango.data import Record, guess_text_column, read_records
+    from tango.data import Record, guess_columns, read_records
 
-    column = guess_text_column(source)
+    column = guess_columns(source, label=False)[0]
     written = 0
     with open(target, "w", encoding="utf-8") as out:
         for item in read_records(source, column):

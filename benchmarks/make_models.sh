@@ -4,9 +4,11 @@
 #   bash benchmarks/make_models.sh            # all of them (~1 h on 2 quiet cores)
 #   bash benchmarks/make_models.sh sst2       # only the SST-2 tiers (also: agnews, mrpc)
 #   EXPORT=0 bash benchmarks/make_models.sh   # train only; a later run exports
+#   NNCF_DATA=FILE bash ...                   # rows NNCF calibrates OpenVINO int8 on (default: --train)
 #
 # Tiers land in $TANGO_HOME/models/<name> (default ~/.cache/tango), logs in $TANGO_HOME/logs.
-# Each is registered as <name> (PyTorch), <name>-onnx (fp32 ONNX) and <name>-int8 (int8 ONNX).
+# Each is registered as <name> (PyTorch), <name>-onnx (fp32 ONNX), <name>-int8 (int8 ONNX) and
+# <name>-ov-int8 (OpenVINO int8), and every form is probed (tango_runtimes.json).
 # Finished tiers and exports are skipped (delete a directory to redo it); an interrupted training
 # resumes from its checkpoint.
 set -euo pipefail
@@ -37,6 +39,19 @@ tier() {
   [[ -f "$out-int8/tango_export.json" ]] ||
     $TANGO export "$out" --out "$out-int8" --name "$name-int8" --check-data "$check" --int8 ||
     echo "!! $name-int8 failed its self-check: not registered (see $out-int8/tango_export.json)"
+  # OpenVINO int8 (NNCF post-training quantization on training rows; needs tango[openvino])
+  if python -c "import openvino, nncf" 2>/dev/null && [[ ! -f "$out-ov-int8/tango_export.json" ]]; then
+    $TANGO export "$out" --format openvino --int8 --out "$out-ov-int8" --name "$name-ov-int8" \
+      --check-data "$check" --calibration-data "${NNCF_DATA:-$(train_file "$@")}" ||
+      echo "!! $name-ov-int8 failed its self-check: not registered"
+  fi
+  # each form's runtimes measured once (tango probe): benchmarks/bench.py takes the fastest
+  $TANGO probe "$out" --data "$(train_file "$@")"
+}
+
+# train_file ARGS...: the value of --train in a tier's training arguments.
+train_file() {
+  while [[ $# -gt 1 ]]; do [[ $1 == --train ]] && { echo "$2"; return; }; shift; done
 }
 
 $TANGO models install minilm mpnet

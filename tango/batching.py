@@ -96,6 +96,15 @@ def pad_batch(encodings: Encodings, rows: np.ndarray, pad_id: int = 0) -> dict[s
     return batch
 
 
+def pad_tensors(encodings: Encodings, rows: Any, pad_id: int | None, device: Any = "cpu") -> dict[str, Any]:
+    """:func:`pad_batch` as torch tensors on ``device``: what training and torch inference feed
+    a model. ``pad_id`` None (a tokenizer without a pad token) pads with 0."""
+    import torch  # lazily: the ONNX and OpenVINO runtimes batch without torch
+
+    batch = pad_batch(encodings, np.asarray(rows), pad_id or 0)
+    return {name: torch.from_numpy(values).to(device) for name, values in batch.items()}
+
+
 def padding_efficiency(lengths: np.ndarray, batches: list[np.ndarray]) -> float:
     """Real tokens / computed tokens over a batch plan (1.0 = no padding at all)."""
     real = int(sum(lengths[b].sum() for b in batches))

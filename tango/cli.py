@@ -404,7 +404,7 @@ def run(
       tango run --early-exit minilm-l6-sst2-ee-sweet --device cuda -i reviews.csv -o scored.csv
       tango run --engine ray --address auto --cascade DIR -i 'data/*.csv' -o scored/ --merge scored.jsonl
     """
-    from tango.data import guess_text_column
+    from tango.data import guess_columns
     from tango.jobs import score
     from tango.runfiles import RunFiles
 
@@ -412,9 +412,9 @@ def run(
         # Every path and the input's columns are checked before any model loads or any file is written.
         files = RunFiles.plan(input_path, output_path, options["errors_path"])
         files.check(resume=options["resume"], overwrite=options["overwrite"])
-        options["text_column"] = options["text_column"] or guess_text_column(
-            input_path, options["input_format"]
-        )
+        if options["text_column"] is None:
+            text, pair, _ = guess_columns(input_path, options["input_format"], label=False)
+            options["text_column"], options["pair_column"] = text, options["pair_column"] or pair
     elif input_path == "-":
         raise click.UsageError("--engine ray reads files (paths, globs, URIs), not stdin")
     names = tier_names(tiers, tier1, tier2, tier3)
@@ -581,12 +581,12 @@ def train(
     from tango.data import parse_label_names
     from tango.jobs import train as train_job
 
-    refuse_training_options(model, options["early_exit"], options["resume"])
+    refuse_training_options(model, options["early_exit"])
     columns = {"text_column": text_column, "text_pair_column": pair_column, "label_column": label_column}
     train_job(model, columns=columns, label_names=parse_label_names(labels), **terminal(), **options)
 
 
-def refuse_training_options(model: str, early_exit: str | None, resume: bool) -> None:
+def refuse_training_options(model: str, early_exit: str | None) -> None:
     """The options of `tango train` that do not apply to what MODEL and --early-exit train."""
     if model == "linear":
         refuse_unused(
@@ -596,10 +596,9 @@ def refuse_training_options(model: str, early_exit: str | None, resume: bool) ->
         )
     elif early_exit:
         refuse_unused(
-            ("teacher", "layers") + (("resume",) if resume else ()),  # --no-resume is what happens
+            ("teacher", "layers"),
             "--early-exit training",
-            "a multi-exit model keeps every layer, learns from the labels alone (no teacher) "
-            "and starts from MODEL every time (no checkpoint to resume)",
+            "a multi-exit model keeps every layer and learns from the labels alone (no teacher)",
         )
     else:
         refuse_unused(("exits", "pooling", "device"), "training a tier", "they shape --early-exit models")

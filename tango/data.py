@@ -352,13 +352,16 @@ def columns_of(path: str | Path, format: str | None = None) -> list[str]:
 
 # --- labelled data for training and calibration --------------------------------------------------
 
-# Column names tried, in order, when none are given: (text, text pair).
+# Column names tried, in order, when none are given (`tango train`, `tango run`, calibration):
+# (text, text pair).
 _TEXT_COLUMNS = [
     ("sentence1", "sentence2"),
     ("premise", "hypothesis"),
     ("question", "sentence"),
     ("sentence", None),
     ("text", None),
+    ("review", None),
+    ("content", None),
 ]
 _LABEL_COLUMNS = ["label", "labels", "gold_label", "target"]
 
@@ -382,20 +385,34 @@ class LabelledData:
         )
 
 
-def _guess_columns(path: str | Path, found: list[str]) -> tuple[str, str | None, str]:
+def guess_columns(
+    path: str | Path, format: str | None = None, *, label: bool = True
+) -> tuple[str, str | None, str | None]:
+    """(text, text pair, label) columns of a file, guessed from common names.
+
+    With ``label=False`` (scoring) no label column is looked for, and a file without a known
+    text column (or stdin, which cannot be peeked at) gets ``"text"``, so that reading it names
+    the columns found. ``label=True`` raises ValueError when either cannot be guessed.
+    """
+    found = [] if str(path) == "-" else columns_of(path, format)
     text = next(((t, p) for t, p in _TEXT_COLUMNS if t in found and (p is None or p in found)), None)
-    label = next((c for c in _LABEL_COLUMNS if c in found), None)
-    if text is None or label is None:
+    if not label:
+        return (*(text or ("text", None)), None)
+    label_column = next((c for c in _LABEL_COLUMNS if c in found), None)
+    if text is None or label_column is None:
         raise ValueError(
             f"cannot guess the text and label columns of {str(path)!r} (columns: "
             f"{', '.join(found)}); pass text_column= and label_column= "
             "(--text-column/--label-column)"
         )
-    return text[0], text[1], label
+    return text[0], text[1], label_column
 
 
-def _label_ids(raw: list[str], label_names: list[str] | None) -> tuple[np.ndarray, list[str]]:
-    """Map raw labels, given as names or as integer ids, to ids into ``label_names``."""
+def map_labels(raw: list[str], label_names: list[str] | None = None) -> tuple[np.ndarray, list[str]]:
+    """Raw labels, given as names or as integer ids, as (ids into ``label_names``, the names).
+
+    ``label_names`` None: ``0..max`` when every label is an integer id, else the sorted names.
+    """
     if label_names is None:
         if all(label.lstrip("-").isdigit() for label in raw):
             label_names = [str(i) for i in range(max(int(label) for label in raw) + 1)]
@@ -431,7 +448,7 @@ def load_labelled(
     the line numbers of the first ten.
     """
     if text_column is None or label_column is None:
-        guessed = _guess_columns(path, columns_of(path, format))
+        guessed = guess_columns(path, format)
         text_column = text_column or guessed[0]
         text_pair_column = text_pair_column or (guessed[1] if text_column == guessed[0] else None)
         label_column = label_column or guessed[2]
@@ -447,7 +464,7 @@ def load_labelled(
         raise ValueError(f"{str(path)!r} has {len(bad)} bad row(s): {listed}")
     if not texts:
         raise ValueError(f"{str(path)!r} has no rows")
-    labels, names = _label_ids(raw, label_names)
+    labels, names = map_labels(raw, label_names)
     return LabelledData(texts, labels, names, str(path))
 
 
@@ -476,14 +493,3 @@ def parse_label_names(labels: str | None) -> list[str] | None:
     if labels is None:
         return None
     return LABEL_NAMES.get(labels) or [name.strip() for name in labels.split(",")]
-
-
-TEXT_COLUMNS = ("text", "sentence", "review", "content")
-
-
-def guess_text_column(path: str | Path, format: str | None = None) -> str:
-    """The first of TEXT_COLUMNS the file has ("text" for stdin, which cannot be peeked at)."""
-    if str(path) == "-":
-        return "text"
-    found = columns_of(path, format)
-    return next((name for name in TEXT_COLUMNS if name in found), "text")

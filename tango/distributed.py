@@ -49,7 +49,7 @@ from tango.data import (
     _records,
     _rows,
     columns_of,
-    guess_text_column,
+    guess_columns,
 )
 from tango.scoring import ON_ERROR
 from tango.writers import RowWriter, error_line
@@ -607,8 +607,10 @@ def _settings(
         raise ValueError(f"cannot merge into {merge}: the merged file must end in .jsonl or .csv")
     paths = expand_inputs(inputs)
     local = "://" not in paths[0] and Path(paths[0]).is_file()
+    pair_column = options["pair_column"]
     if text_column is None:
-        text_column = guess_text_column(paths[0], format) if local else "text"
+        text_column, guessed_pair, _ = guess_columns(paths[0] if local else "-", format, label=False)
+        pair_column = pair_column or guessed_pair
     id_column = options["id_column"]
     if id_column is None and local and "id" in columns_of(paths[0], format):
         id_column = "id"  # as the local engine: the input's id column is the default id
@@ -619,7 +621,7 @@ def _settings(
         "errors": str(options["errors_dir"]).rstrip("/") if options["errors_dir"] else f"{output}.errors",
         "sidecar": f"{output}.tango",
         "text_column": text_column,
-        "pair_column": options["pair_column"],
+        "pair_column": pair_column,
         "id_column": id_column,
         "format": format,
         "output_format": output_format,

@@ -254,6 +254,7 @@ def _train_exits(
         dev=labelled(dev) if dev is not None else None,
         label_names=data.label_names,
         max_steps=options["max_steps"],
+        resume=options["resume"],
         precision="auto" if bf16 is None else ("bf16" if bf16 else "fp32"),
         show_progress_bar=True,
     )

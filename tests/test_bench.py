@@ -154,3 +154,31 @@ def test_bench_three_tiers_bound_and_breakdown(tier_dirs, data_file, tmp_path_fa
     assert rule["analytic_speedup"] == pytest.approx(expected)
     assert systems["tier3"]["speedup"] == pytest.approx(1.0)
     assert {"tier1_s", "tier2_s", "tier3_s"} <= set(result["breakdown"])
+
+
+def test_bench_without_a_sweep_and_with_per_row_exit_layers(tier_dirs, data_file):
+    """sweep=() leaves the sweep out; an extra system's per-row exit layers land in the result."""
+
+    class Exited:
+        def __init__(self, labels, layers):
+            self.labels, self.exit_layer = labels, np.asarray(layers)
+
+    def fake_early_exit(texts):
+        return Exited(["positive"] * len(texts), [1 + i % 3 for i in range(len(texts))])
+
+    result = bench(
+        [str(d) for d in tier_dirs],
+        data_file,
+        calibration_fraction=0.5,
+        repeats=1,
+        threads=1,
+        peers=False,
+        sweep=(),
+        extra_systems={"exits": (fake_early_exit, {"model": "fake"})},
+    )
+    systems = {r["system"]: r for r in result["systems"]}
+    assert not [name for name in systems if name.startswith("sweep")]
+    assert result["settings"]["sweep_escalation"] == []
+    exits = systems["exits"]
+    assert exits["exit_layers"] == [1 + i % 3 for i in range(result["data"]["scored"])]
+    assert exits["mean_exit_layer"] == pytest.approx(np.mean(exits["exit_layers"]))

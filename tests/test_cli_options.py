@@ -62,8 +62,7 @@ def test_calibrate_takes_defaults_it_does_not_use(early_exit_dir, labelled):
     [
         (["--teacher", "mpnet-base-sst2"], "--teacher does not apply to --early-exit training"),
         (["--layers", "2"], "--layers does not apply to --early-exit training"),
-        (["--resume"], "--resume does not apply to --early-exit training"),
-        (["--resume", "--layers", "2", "--teacher", "t"], "--teacher, --layers, --resume do not apply"),
+        (["--resume", "--layers", "2", "--teacher", "t"], "--teacher, --layers do not apply"),
     ],
 )
 def test_train_early_exit_refuses_tier_options(tmp_path, labelled, extra, named):
@@ -82,10 +81,11 @@ def test_train_refuses_early_exit_options_without_early_exit(tmp_path, labelled,
     assert f"{extra[0]} does not apply to training a tier" in result.output
 
 
-def test_train_early_exit_takes_no_resume(tmp_path, labelled):
-    """--no-resume is what early-exit training does anyway: it gets past the checks (and then
-    fails here only because MODEL does not resolve)."""
+@pytest.mark.parametrize("resume", ["--resume", "--no-resume"])
+def test_train_early_exit_takes_resume(tmp_path, labelled, resume):
+    """Early-exit training checkpoints and resumes as a tier's does: both flags get past the
+    checks (and it then fails here only because MODEL does not resolve)."""
     args = ["train", "no-such-model", "--train", str(labelled), "--out", str(tmp_path / "out")]
-    result = CliRunner().invoke(cli, [*args, "--early-exit", "joint", "--no-resume"])
+    result = CliRunner().invoke(cli, [*args, "--early-exit", "joint", resume])
     assert result.exit_code == 1
     assert "does not apply" not in result.output and "no-such-model" in result.output

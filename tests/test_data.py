@@ -12,6 +12,7 @@ import pytest
 from tango.data import (
     Record,
     RowError,
+    guess_columns,
     load_labelled,
     read_records,
     split_rows,
@@ -111,6 +112,27 @@ def test_load_labelled_guesses_columns_and_maps_names(tmp_path):
         write(tmp_path, "y.tsv", "text\tlabel\na\t1\nb\t0\n"), label_names=["negative", "positive"]
     )
     assert ids.labels.tolist() == [1, 0] and ids.label_names == ["negative", "positive"]
+
+
+@pytest.mark.parametrize(
+    "header, guessed",
+    [
+        ("id,sentence1,sentence2,label", ("sentence1", "sentence2", "label")),
+        ("question,sentence,label", ("question", "sentence", "label")),
+        ("review,stars", ("review", None, None)),
+        ("body,label", ("text", None, "label")),
+    ],
+)
+def test_scoring_and_training_guess_the_same_columns(tmp_path, header, guessed):
+    """`tango run` (label=False) guesses what `tango train` accepts, pairs included."""
+    path = write(tmp_path, "x.csv", header + "\n" + ",".join("a" * len(header.split(","))) + "\n")
+    assert guess_columns(path, label=False) == (*guessed[:2], None)
+    if guessed[0] != "text" and guessed[2]:
+        assert guess_columns(path) == guessed
+    elif guessed[2] is None:
+        with pytest.raises(ValueError, match="cannot guess the text and label columns"):
+            guess_columns(path)
+    assert guess_columns("-", label=False) == ("text", None, None)  # stdin cannot be peeked at
 
 
 def test_load_labelled_lists_bad_lines(tmp_path):

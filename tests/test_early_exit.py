@@ -16,6 +16,7 @@ from tango.early_exit.classifier import check_device, encode
 from tango.early_exit.model import parse_exits, pool
 from tango.early_exit.training import _stages, _train_stage
 from tango.tiers import bf16_supported
+from tango.training import TrainConfig
 
 SPECIALS = ["[UNK]", "[PAD]", "[CLS]", "[SEP]", "[MASK]"]  # [PAD] = 1, MPNet's padding index
 CODES = [f"code{c}" for c in range(4)]  # crafted tests: the token at position 0 picks the exit
@@ -405,7 +406,7 @@ def test_sweet_isolates_each_exit_to_its_own_segment(tokenizer) -> None:
     assert reached(exit_index=1, detach=False) == (True, True, True), "joint reaches everything"
 
 
-def test_two_stage_second_stage_leaves_backbone_and_last_head_alone(tokenizer) -> None:
+def test_two_stage_second_stage_leaves_backbone_and_last_head_alone(tokenizer, tmp_path) -> None:
     model = MultiExitModel(tiny_encoder("bert", num_layers=2), exits="all", num_labels=2)
     stage1, stage2 = _stages(model, "two-stage")
     assert stage1.weights.tolist() == [0.0, 1.0] and stage2.weights.tolist() == [1.0, 0.0]
@@ -413,22 +414,19 @@ def test_two_stage_second_stage_leaves_backbone_and_last_head_alone(tokenizer) -
     texts = random_texts(16, seed=5)
     encodings = encode(tokenizer, texts, max_length=32)
     labels = torch.tensor([i % 2 for i in range(16)])
-    steps = _train_stage(
+    config = TrainConfig(epochs=1, batch_size=8, lr=1e-2, bf16=False, resume=False)
+    steps, examples, _ = _train_stage(
         model,
         stage2,
-        tokenizer,
         encodings,
+        tokenizer.pad_token_id,
         labels,
-        epochs=1,
-        batch_size=8,
-        lr=1e-2,
-        max_steps=None,
-        seed=0,
-        device="cpu",
-        precision="fp32",
+        config,
+        tmp_path / "state.pt",
+        {},
         show_progress_bar=False,
     )
-    assert steps == 2
+    assert (steps, examples) == (2, 16)
     changed = {name for name, p in model.named_parameters() if not torch.equal(p, before[name])}
     assert changed and all(name.startswith("heads.0.") for name in changed), changed
 
@@ -537,6 +535,80 @@ def test_every_mode_trains(mode: str, base_dir, tmp_path) -> None:
     )
     assert record["steps"] == (2 if mode == "two-stage" else 1)
     assert EarlyExitClassifier.from_pretrained(tmp_path).predict(["good"]).shape == (1,)
+
+
+def test_training_resumes_from_a_checkpoint(base_dir, tmp_path, monkeypatch) -> None:
+    """Killed in stage 2 of two-stage training, a rerun picks up stage 2 from its last
+    checkpoint (stage 1 from its final one) and ends where an uninterrupted run ends."""
+    from safetensors.torch import load_file
+
+    from tango.early_exit import training
+
+    texts, labels = synthetic(32, seed=3)
+    options = dict(mode="two-stage", epochs=2, batch_size=8, lr=1e-2, max_length=32)
+    options.update(precision="fp32", show_progress_bar=False, checkpoint_every=3)
+    straight = train_early_exit(base_dir, texts, labels, tmp_path / "straight", **options)
+    assert straight["steps"] == 16
+
+    calls, real_loss = [], training.exit_loss
+
+    def dies_in_stage_two(*args):
+        calls.append(1)
+        if len(calls) > 8 + 4:  # 8 steps of stage 1, then 4 of stage 2 (checkpoint after 3)
+            raise KeyboardInterrupt
+        return real_loss(*args)
+
+    monkeypatch.setattr(training, "exit_loss", dies_in_stage_two)
+    with pytest.raises(KeyboardInterrupt):
+        train_early_exit(base_dir, texts, labels, tmp_path / "resumed", **options)
+    assert sorted(p.name for p in (tmp_path / "resumed" / "checkpoint").iterdir()) == [
+        "stage1.pt",
+        "stage2.pt",
+    ]
+    assert torch.load(tmp_path / "resumed" / "checkpoint" / "stage2.pt", weights_only=False)["step"] == 3
+    calls.clear()
+
+    def counting(*args):
+        calls.append(1)
+        return real_loss(*args)
+
+    monkeypatch.setattr(training, "exit_loss", counting)
+    resumed = train_early_exit(base_dir, texts, labels, tmp_path / "resumed", **options)
+    assert len(calls) == 8 - 3, "only the rest of stage 2 runs again"
+    assert resumed["steps"] == 16 and not (tmp_path / "resumed" / "checkpoint").exists()
+    for name in ("model.safetensors", "exit_heads.safetensors"):
+        a, b = load_file(tmp_path / "straight" / name), load_file(tmp_path / "resumed" / name)
+        assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a), name
+    calls.clear()
+    monkeypatch.setattr(training, "exit_loss", dies_in_stage_two)
+    with pytest.raises(KeyboardInterrupt):
+        train_early_exit(base_dir, texts, labels, tmp_path / "other", **options)
+    with pytest.raises(ValueError, match="other data or settings"):  # a checkpoint of other settings
+        train_early_exit(base_dir, texts, labels, tmp_path / "other", **{**options, "lr": 1e-3})
+
+
+def test_training_batches_rows_of_similar_length(base_dir, tokenizer, tmp_path, monkeypatch) -> None:
+    """Multi-exit training pads as little as tier training: length-bucketed batches."""
+    from tango import training
+    from tango.batching import padding_efficiency, plan_batches
+
+    texts, labels = synthetic(64, seed=4)
+    seen, pad = [], training.pad_tensors
+
+    def spy(rows, index, *args):
+        seen.append(index)
+        return pad(rows, index, *args)
+
+    monkeypatch.setattr(training, "pad_tensors", spy)
+    options = dict(epochs=1, batch_size=8, max_length=32, precision="fp32", show_progress_bar=False)
+    train_early_exit(base_dir, texts, labels, tmp_path, **options)
+    lengths = encode(tokenizer, texts, max_length=32).lengths
+    assert len(seen) == 8 and sorted(np.concatenate(seen).tolist()) == list(range(64))
+    shuffled = list(np.random.default_rng(0).permutation(64).reshape(8, 8))
+    assert padding_efficiency(lengths, seen) == pytest.approx(
+        padding_efficiency(lengths, plan_batches(lengths, 8))
+    )
+    assert padding_efficiency(lengths, seen) > padding_efficiency(lengths, shuffled)
 
 
 def test_mpnet_trains_saves_and_loads_with_pairs(tokenizer, tmp_path) -> None:

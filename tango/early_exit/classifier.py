@@ -20,7 +20,7 @@ from safetensors.torch import load_file, save_file
 from transformers import AutoModel, AutoTokenizer, PreTrainedTokenizerBase
 
 from tango._version import __version__
-from tango.batching import Encodings, pad_batch, plan_batches, tokenize
+from tango.batching import Encodings, pad_tensors, plan_batches, tokenize
 from tango.early_exit.model import MultiExitModel
 from tango.early_exit.policy import ExitPolicy
 from tango.hardware import bf16_supported
@@ -132,7 +132,7 @@ class EarlyExitClassifier:
         order = np.argsort(encodings.lengths, kind="stable")
         for start in range(0, num_rows, ROWS_IN_FLIGHT):
             rows = order[start : start + ROWS_IN_FLIGHT]
-            batch = collate(self.tokenizer, encodings, rows, self.device)
+            batch = pad_tensors(encodings, rows, self.tokenizer.pad_token_id, self.device)
             with precision_context(self.device, self.precision):
                 logits, index = self.model.early_exit(
                     batch["input_ids"],
@@ -188,7 +188,7 @@ class EarlyExitClassifier:
         self._prepare()
         encodings = encode(self.tokenizer, texts, self.max_length)
         for rows in plan_batches(encodings.lengths, self.batch_size):
-            yield rows, collate(self.tokenizer, encodings, rows, self.device)
+            yield rows, pad_tensors(encodings, rows, self.tokenizer.pad_token_id, self.device)
 
     # --- directories --------------------------------------------------------------------------
 
@@ -268,20 +268,12 @@ class EarlyExitClassifier:
         )
 
 
-# --- helpers shared with training ---------------------------------------------------------------
+# --- helpers ---------------------------------------------------------------------------------
 
 
 def encode(tokenizer: PreTrainedTokenizerBase, texts: Texts, max_length: int) -> Encodings:
     """Token ids of texts or pairs (a single one is wrapped), unpadded: the tiers' tokenizer path."""
     return tokenize(tokenizer, as_texts(texts), max_length)
-
-
-def collate(
-    tokenizer: PreTrainedTokenizerBase, encodings: Encodings, rows: Sequence[int], device: str
-) -> dict[str, torch.Tensor]:
-    """Pad the chosen rows to their longest one: {"input_ids": (B, T), ...} on ``device``."""
-    batch = pad_batch(encodings, np.asarray(rows), tokenizer.pad_token_id or 0)
-    return {name: torch.from_numpy(values).to(device) for name, values in batch.items()}
 
 
 def check_device(device: str) -> torch.device:

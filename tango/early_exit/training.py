@@ -6,14 +6,16 @@
   layers between exit i-1 and exit i (Rotem et al. 2023).
 - ``two-stage``: stage 1 trains the backbone and the last head; stage 2 freezes them and trains
   the other heads (DeeBERT).
+
+A mode is a list of stages, each a loss over the exits and the parameters it updates; each stage
+runs :func:`tango.training.fit`, the loop tiers train with (length bucketing, bf16 autocast,
+warm-up and decay, checkpoint and resume).
 """
 
 from __future__ import annotations
 
-import itertools
-import math
-import time
-from collections.abc import Iterator, Sequence
+import shutil
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,19 +23,14 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 from transformers import AutoModel, AutoTokenizer
 
-from tango.early_exit.classifier import (
-    EarlyExitClassifier,
-    Texts,
-    auto_precision,
-    check_device,
-    collate,
-    encode,
-    precision_context,
-)
+from tango.batching import Encodings, tokenize
+from tango.data import LabelledData, map_labels
+from tango.early_exit.classifier import EarlyExitClassifier, Texts, auto_precision, check_device
 from tango.early_exit.model import MultiExitModel
+from tango.tiers import as_texts
+from tango.training import TrainConfig, fingerprint, fit
 
 MODES = ("joint", "weighted", "sweet", "two-stage")
 
@@ -67,6 +64,7 @@ def train_early_exit(
     device: str = "cpu",
     precision: str = "auto",
     show_progress_bar: bool | None = None,
+    **options: Any,
 ) -> dict[str, Any]:
     """Fine-tune ``base_model_dir`` with exits and save an early-exit directory to ``out_dir``.
 
@@ -74,49 +72,64 @@ def train_early_exit(
     useless at the low layers of mean-pooled sentence encoders; see ``model.pool``).
     ``label_names`` None = the sorted distinct training labels. ``max_steps`` caps each stage.
     ``precision`` "auto" = bf16 autocast where the hardware has fast bf16 (AMX CPUs, CUDA).
+    ``options`` are further :class:`tango.training.TrainConfig` settings (``resume``,
+    ``checkpoint_every``, ``warmup``, ``weight_decay``): a killed run resumes from
+    ``out_dir/checkpoint`` as a tier's does.
     Returns the training record also stored in ``early_exit.json``, with per-exit dev accuracy.
     """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}; got {mode!r}")
     if len(train_texts) != len(train_labels) or not len(train_texts):
         raise ValueError(f"{len(train_texts)} texts for {len(train_labels)} labels; need >0 each")
-    names = [str(n) for n in label_names] if label_names else _label_names(train_labels)
-    y = torch.tensor(_label_ids(train_labels, names))
+    train = _labelled(train_texts, train_labels, label_names)
     check_device(device)
     precision = auto_precision(device) if precision == "auto" else precision
     if precision not in ("fp32", "bf16"):
         raise ValueError(f"precision must be 'auto', 'fp32' or 'bf16'; got {precision!r}")
     precision = "bf16-autocast" if precision == "bf16" else precision  # training keeps fp32 weights
+    config = TrainConfig(
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        max_length=max_length,
+        seed=seed,
+        bf16=precision == "bf16-autocast",
+        max_steps=max_steps,
+        **options,
+    )
     torch.manual_seed(seed)
 
     tokenizer = AutoTokenizer.from_pretrained(base_model_dir)
     encoder = AutoModel.from_pretrained(base_model_dir, add_pooling_layer=False)
-    model = MultiExitModel(encoder, exits, len(names), pooling).to(device)
-    encodings = encode(tokenizer, train_texts, max_length)
+    model = MultiExitModel(encoder, exits, len(train.label_names), pooling).to(device)
+    rows = tokenize(tokenizer, train.texts, max_length)
+    labels = torch.from_numpy(train.labels).to(device)
+    out_dir = Path(out_dir)
+    settings = fingerprint(
+        Path(base_model_dir), train, config, mode=mode, exits=list(model.exits), pooling=pooling
+    )
 
-    started, steps = time.perf_counter(), 0
-    for stage in _stages(model, mode):
-        steps += _train_stage(
+    stages, steps, seconds = _stages(model, mode), 0, 0.0
+    for number, stage in enumerate(stages, start=1):
+        taken, _, spent = _train_stage(
             model,
             stage,
-            tokenizer,
-            encodings,
-            y,
-            epochs=epochs,
-            batch_size=batch_size,
-            lr=lr,
-            max_steps=max_steps,
-            seed=seed,
+            rows,
+            tokenizer.pad_token_id,
+            labels,
+            config,
+            out_dir / "checkpoint" / f"stage{number}.pt",
+            settings,
             device=device,
-            precision=precision,
+            keep_checkpoint=number < len(stages),
             show_progress_bar=show_progress_bar,
         )
-    seconds = time.perf_counter() - started
+        steps, seconds = steps + taken, seconds + spent
 
     clf = EarlyExitClassifier(
         model,
         tokenizer,
-        names,
+        train.label_names,
         batch_size=batch_size,
         max_length=max_length,
         device=device,
@@ -125,14 +138,22 @@ def train_early_exit(
     record: dict[str, Any] = {
         "mode": mode,
         "base_model": str(base_model_dir),
-        "train_examples": len(y),
+        "train_examples": len(train),
         "steps": steps,
         "train_seconds": round(seconds, 1),
-        "dev_accuracy": _dev_accuracy(clf, dev, names) if dev is not None else None,
+        "dev_accuracy": _dev_accuracy(clf, dev) if dev is not None else None,
     }
     clf.metadata = record
     clf.save_pretrained(out_dir)
+    shutil.rmtree(out_dir / "checkpoint", ignore_errors=True)
     return {"exits": list(model.exits), "pooling": pooling, **record}
+
+
+def _labelled(texts: Texts, labels: Sequence[Any], label_names: Sequence[str] | None) -> LabelledData:
+    """Texts and labels (names or ids) as ``LabelledData``, labels as ids into the names."""
+    names = [str(name) for name in label_names] if label_names else None
+    ids, names = map_labels([str(label) for label in labels], names)
+    return LabelledData(as_texts(texts), ids, names)
 
 
 def _stages(model: MultiExitModel, mode: str) -> list[_Stage]:
@@ -168,83 +189,47 @@ def exit_loss(logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor)
 def _train_stage(
     model: MultiExitModel,
     stage: _Stage,
-    tokenizer: Any,
-    encodings: dict[str, list[list[int]]],
+    rows: Encodings,
+    pad_id: int | None,
     labels: torch.Tensor,
-    *,
-    epochs: int,
-    batch_size: int,
-    lr: float,
-    max_steps: int | None,
-    seed: int,
-    device: str,
-    precision: str,
-    show_progress_bar: bool | None,
-) -> int:
-    """AdamW with linear warm-up (10%) and decay over one stage; returns the steps taken."""
-    total = epochs * math.ceil(len(labels) / batch_size)
-    total = min(total, max_steps) if max_steps else total
-    warmup = max(1, total // 10)
-    optimizer = torch.optim.AdamW(stage.params, lr=lr, weight_decay=0.01)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: min((s + 1) / warmup, max(0.0, (total - s) / max(1, total - warmup)))
-    )
+    config: TrainConfig,
+    checkpoint: Path,
+    settings: dict,
+    **loop: Any,
+) -> tuple[int, int, float]:
+    """One stage through :func:`tango.training.fit`: (steps, examples, seconds)."""
+
+    def loss(batch: dict[str, torch.Tensor], index: np.ndarray) -> torch.Tensor:
+        logits = model(**batch, detach_between_exits=stage.detach)  # (E, B, K)
+        return exit_loss(logits, labels[index], stage.weights)
+
     model.train()
     model.encoder.requires_grad_(not stage.frozen_backbone)
     model.heads[-1].requires_grad_(not stage.frozen_backbone)
     if stage.frozen_backbone:
         model.encoder.eval()
-    bar = tqdm(total=total, desc=stage.name, unit="step", disable=_quiet(show_progress_bar))
-    started, seen, steps = time.perf_counter(), 0, 0
-    for rows in itertools.islice(_shuffled_batches(len(labels), batch_size, epochs, seed), total):
-        batch = collate(tokenizer, encodings, rows.tolist(), device)
-        with precision_context(device, precision):
-            logits = model(**batch, detach_between_exits=stage.detach)  # (E, B, K)
-        loss = exit_loss(logits, labels[rows].to(device), stage.weights)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(stage.params, 1.0)
-        optimizer.step()
-        scheduler.step()
-        seen, steps = seen + len(rows), steps + 1
-        bar.update()
-        rate = seen / (time.perf_counter() - started)
-        bar.set_postfix(loss=f"{loss.item():.3f}", examples_per_s=f"{rate:.0f}")
-    bar.close()
-    model.requires_grad_(True)
-    model.eval()
-    return steps
+    try:
+        return fit(
+            model,
+            rows,
+            pad_id,
+            loss,
+            config,
+            checkpoint,
+            settings,
+            params=stage.params,
+            desc=stage.name,
+            **loop,
+        )
+    finally:
+        model.requires_grad_(True)
+        model.eval()
 
 
-def _shuffled_batches(n: int, batch_size: int, epochs: int, seed: int) -> Iterator[torch.Tensor]:
-    generator = torch.Generator().manual_seed(seed)
-    for _ in range(epochs):
-        yield from torch.randperm(n, generator=generator).split(batch_size)
-
-
-def _dev_accuracy(
-    clf: EarlyExitClassifier, dev: tuple[Texts, Sequence[Any]], names: list[str]
-) -> dict[str, float]:
+def _dev_accuracy(clf: EarlyExitClassifier, dev: tuple[Texts, Sequence[Any]]) -> dict[str, float]:
     """Accuracy of every exit on the dev set: {"<layer>": accuracy}."""
     texts, labels = dev
-    y = np.asarray(_label_ids(labels, names))
+    y = _labelled(texts, labels, clf.labels).labels
     predictions = clf.exit_logits(texts).argmax(axis=-1)  # (E, N)
     accuracies = (predictions == y).mean(axis=1)  # (E,)
     return {str(layer): float(a) for layer, a in zip(clf.exits_, accuracies, strict=True)}
-
-
-def _label_names(labels: Sequence[Any]) -> list[str]:
-    return [str(label) for label in sorted(set(labels))]
-
-
-def _label_ids(labels: Sequence[Any], names: list[str]) -> list[int]:
-    index = {name: i for i, name in enumerate(names)}
-    unknown = sorted({str(label) for label in labels} - index.keys())
-    if unknown:
-        raise ValueError(f"labels {unknown[:5]} are not among label_names {names}")
-    return [index[str(label)] for label in labels]
-
-
-def _quiet(show_progress_bar: bool | None) -> bool | None:
-    """tqdm's ``disable``: None (auto) hides the bar when stderr is not a terminal."""
-    return None if show_progress_bar is None else not show_progress_bar
