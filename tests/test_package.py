@@ -83,16 +83,55 @@ def test_quickstart_paths_do_not_depend_on_the_working_directory(tmp_path: Path,
     assert train == quickstart.SST2_TRAIN or train.name == "sst2_sample.tsv"
 
 
-def test_quickstart_without_shared_data_uses_the_packaged_sample_or_names_the_fix(tmp_path, monkeypatch):
+def test_quickstart_without_shared_data_fetches_sst2_from_the_hub_once(tmp_path, monkeypatch):
+    """Away from ../shared, the quickstart's rows come from the hub (here: a stand-in parquet file)."""
+    import huggingface_hub
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     from tango import quickstart
 
+    asked = []
+
+    def fake_download(repo_id, filename, repo_type):
+        asked.append((repo_id, filename, repo_type))
+        path = tmp_path / "hub" / filename
+        path.parent.mkdir(parents=True, exist_ok=True)
+        texts = ["a\tgood\nfilm", "dull"] if "train" in filename else ["fine"]
+        pq.write_table(
+            pa.table({"sentence": texts, "label": list(range(len(texts))), "idx": [0] * len(texts)}), path
+        )
+        return str(path)
+
     monkeypatch.setattr(quickstart, "SST2_TRAIN", tmp_path / "absent" / "train.tsv")
-    train = quickstart.default_train_file()
-    if quickstart.SST2_SAMPLE.is_file():
-        assert train.name == "sst2_sample.tsv" and train.exists()
-    else:
-        with pytest.raises(FileNotFoundError, match="--train FILE"):
-            quickstart.build_quick_cascade(log=lambda message: None, home=tmp_path)
+    monkeypatch.setattr(quickstart, "SST2_SAMPLE", tmp_path / "absent" / "sample.tsv")
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake_download)
+    train = quickstart.default_train_file(home=tmp_path / "home")
+    assert train == tmp_path / "home" / "data" / "sst2" / "train.tsv"
+    assert train.read_text() == "sentence\tlabel\na good film\t0\ndull\t1\n"  # tabs, newlines: spaces
+    assert (train.parent / "dev.tsv").read_text() == "sentence\tlabel\nfine\t0\n"  # calibration rows
+    assert [a[1] for a in asked] == [
+        "sst2/train-00000-of-00001.parquet",
+        "sst2/validation-00000-of-00001.parquet",
+    ]
+    quickstart.default_train_file(home=tmp_path / "home")
+    assert len(asked) == 2  # kept: not fetched again
+
+
+def test_quickstart_offline_without_shared_data_names_the_fix(tmp_path, monkeypatch):
+    import huggingface_hub
+
+    from tango import quickstart
+
+    def offline(*args, **kwargs):
+        raise OSError("we have no internet")
+
+    monkeypatch.setattr(quickstart, "SST2_TRAIN", tmp_path / "absent" / "train.tsv")
+    monkeypatch.setattr(quickstart, "SST2_SAMPLE", tmp_path / "absent" / "sample.tsv")
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", offline)
+    with pytest.raises(FileNotFoundError, match="--train FILE"):
+        quickstart.build_quick_cascade(log=lambda message: None, home=tmp_path)
+    assert not (tmp_path / "data" / "sst2" / "train.tsv").exists()
 
 
 def test_no_module_imports_the_package_itself():
