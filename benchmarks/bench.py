@@ -463,7 +463,8 @@ def headline(results_dir: Path) -> str:
         last = {r["system"]: r for r in runs[-1]["systems"]}
         lines.append(
             f"- **SST-2** ({runs[-1]['data']['scored']} held-out training rows, "
-            f"MiniLM-L6 -> MPNet-base, thresholds certified on 3,000 other held-out rows for <= 0.5 point): "
+            f"MiniLM-L6 -> MPNet-base, thresholds certified on "
+            f"{len(runs[-1]['rows']['calibration_positions']):,} other held-out rows for <= 0.5 point): "
             f"the cascade {last['chosen']['rows_per_s']:.0f} rows/s at {last['chosen']['accuracy']:.2%} "
             "against "
             f"MPNet-base alone {last['tier2']['rows_per_s']:.0f} rows/s at {last['tier2']['accuracy']:.2%} "
@@ -566,6 +567,28 @@ def early_exit_section(path: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
+def run_series(name: str, runs: int, repeats: int, out: Path, limit: int | None, **overrides: Any) -> None:
+    """``runs`` full runs of one data set (NAME-runK.*; the newest also as NAME.*), quietly."""
+    from tango.quiet import quiet_libraries
+
+    if runs > 1:
+        for stale in out.glob(f"{name}-run*.json"):
+            stale.unlink()  # a new series: older runs of this data set are not mixed in
+    for k in range(1, runs + 1):
+        result_name = f"{name}-run{k}" if runs > 1 else name
+        click.echo(f"== {name}: run {k} of {runs}", err=True)
+        with quiet_libraries():  # other libraries' logs and bars stay out of the benchmark's log
+            result = run_dataset(
+                name, repeats, lambda m: click.echo(m, err=True), out, limit, result_name, **overrides
+            )
+        (out / f"{result_name}.json").write_text(json.dumps(result, indent=2))  # with dataset, runtimes
+        if runs > 1 and k == runs:
+            for suffix in (".json", ".png", ".html", "_reliability_tier1.png"):  # the newest is NAME.*
+                shutil.copyfile(out / f"{result_name}{suffix}", out / f"{name}{suffix}")
+        (out / f"{name}.md").write_text(markdown(result, out))
+        click.echo(markdown(result, out))
+
+
 @click.command()
 @click.option(
     "--dataset",
@@ -620,30 +643,7 @@ def main(
     out = Path(out_dir)
     out.mkdir(exist_ok=True, parents=True)
     for name in datasets or tuple(DATASETS):
-        if runs > 1:
-            for stale in out.glob(f"{name}-run*.json"):
-                stale.unlink()  # a new series: older runs of this data set are not mixed in
-        for k in range(1, runs + 1):
-            result_name = f"{name}-run{k}" if runs > 1 else name
-            click.echo(f"== {name}: run {k} of {runs}", err=True)
-            result = run_dataset(
-                name,
-                repeats,
-                lambda m: click.echo(m, err=True),
-                out,
-                limit,
-                result_name,
-                tier1=tier1,
-                tier2=tier2,
-            )
-            (out / f"{result_name}.json").write_text(
-                json.dumps(result, indent=2)
-            )  # with dataset and runtimes
-            if runs > 1 and k == runs:
-                for suffix in (".json", ".png", ".html", "_reliability_tier1.png"):  # the newest is NAME.*
-                    shutil.copyfile(out / f"{result_name}{suffix}", out / f"{name}{suffix}")
-            (out / f"{name}.md").write_text(markdown(result, out))
-            click.echo(markdown(result, out))
+        run_series(name, runs, repeats, out, limit, tier1=tier1, tier2=tier2)
     if docs and out == ROOT / "results" and not limit:
         write_docs(out)
 
