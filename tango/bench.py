@@ -390,7 +390,7 @@ def _systems(
         systems[name] = _System(
             "extra",
             functools.partial(run, texts),
-            lambda out: (_label_ids(getattr(out, "labels", out), tiers[0].labels), None),
+            functools.partial(_read_extra, classes=tiers[0].labels, n_tiers=len(tiers)),
             settings,
         )
     return systems
@@ -474,6 +474,14 @@ def _torch_dir(tier: Tier) -> Path:
 
 def _runtime(tier: Tier) -> str:
     return str(getattr(tier.runtime, "description", "?"))
+
+
+def _read_extra(out: Any, classes: list[str], n_tiers: int) -> tuple[np.ndarray, list[float] | None]:
+    """An extra system's labels (names, or an object with ``.labels``) and, where it says which
+    tier answered each row (a cascade's ``.tier``), the share of rows that reached each later tier."""
+    tier = getattr(out, "tier", None)
+    escalated = None if tier is None else [float((np.asarray(tier) >= k).mean()) for k in range(1, n_tiers)]
+    return _label_ids(getattr(out, "labels", out), classes), escalated
 
 
 def _label_ids(names: Any, classes: list[str]) -> np.ndarray:
