@@ -9,7 +9,8 @@ seeded into calibration and evaluation rows, so no row chooses a threshold and j
     python benchmarks/bench_three_tiers.py --name ag_news \\
         --tiers gate-linear-ag,gate-minilm-ag,gate-mpnet-ag --docs
 
-Writes benchmarks/results/three_tiers_NAME.{json,md}; `--docs` fills docs/benchmarks.md.
+Writes benchmarks/results/three_tiers_NAME.{json,md}; `--docs` fills its section in benchmarks/README.md
+(the source `benchmarks/bench.py` builds docs/benchmarks.md from) and in docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from docs_section import fill_section
 
 ROOT = Path(__file__).resolve().parent
 RESULTS = ROOT / "results"
-DOCS = ROOT.parent / "docs" / "benchmarks.md"
+DOCS = (ROOT / "README.md", ROOT.parent / "docs" / "benchmarks.md")  # the source, and the page
 
 
 def systems_for(tiers, calibration, evaluation, max_drop: float, seed: int):
@@ -136,7 +137,8 @@ def main(name, tiers, calibration_rows, evaluation_rows, max_drop, repeats, thre
     table = markdown(name, rows, meta)
     stem.with_suffix(".md").write_text(table)
     if docs:
-        fill_section(DOCS, f"three_tiers:{name}", table)
+        for page in DOCS:
+            fill_section(page, f"three_tiers:{name}", table)
     click.echo(table)
 
 

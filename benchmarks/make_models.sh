@@ -7,8 +7,8 @@
 #   NNCF_DATA=FILE bash ...                   # rows NNCF calibrates OpenVINO int8 on (default: --train)
 #
 # Tiers land in $TANGO_HOME/models/<name> (default ~/.cache/tango), logs in $TANGO_HOME/logs.
-# Each is registered as <name> (PyTorch), <name>-onnx (fp32 ONNX), <name>-int8 (int8 ONNX) and
-# <name>-ov-int8 (OpenVINO int8), and every form is probed (tango_runtimes.json).
+# Each is registered as <name> (PyTorch), <name>-onnx (fp32 ONNX), <name>-int8 (int8 ONNX),
+# <name>-ov (OpenVINO IR) and <name>-ov-int8 (OpenVINO int8), and every form is probed (tango_runtimes.json).
 # Finished tiers and exports are skipped (delete a directory to redo it); an interrupted training
 # resumes from its checkpoint.
 set -euo pipefail
@@ -39,7 +39,12 @@ tier() {
   [[ -f "$out-int8/tango_export.json" ]] ||
     $TANGO export "$out" --out "$out-int8" --name "$name-int8" --check-data "$check" --int8 ||
     echo "!! $name-int8 failed its self-check: not registered (see $out-int8/tango_export.json)"
-  # OpenVINO int8 (NNCF post-training quantization on training rows; needs tango[openvino])
+  # OpenVINO IR (fp32 weights; the probe measures fp32 and bf16 inference) and OpenVINO int8 (NNCF
+  # post-training quantization on training rows); both need tango[openvino]
+  if python -c "import openvino" 2>/dev/null && [[ ! -f "$out-ov/tango_export.json" ]]; then
+    $TANGO export "$out" --format openvino --out "$out-ov" --name "$name-ov" --check-data "$check" ||
+      echo "!! $name-ov failed its self-check: not registered"
+  fi
   if python -c "import openvino, nncf" 2>/dev/null && [[ ! -f "$out-ov-int8/tango_export.json" ]]; then
     $TANGO export "$out" --format openvino --int8 --out "$out-ov-int8" --name "$name-ov-int8" \
       --check-data "$check" --calibration-data "${NNCF_DATA:-$(train_file "$@")}" ||

@@ -24,7 +24,7 @@ def test_early_exit_target_takes_the_fastest_knob_that_exits_early_and_stays_acc
     }
     (check,) = bench_script.early_exit_checks(by)
     name, value, met = check
-    assert "minilm-l6-sst2-ee-joint@0.9:" in value and "1.5x" in value
+    assert "minilm-l6-sst2-ee-joint@0.9:" in value and "1.50x" in value
     assert met  # 600 / 400 = 1.5 >= 1.4
     by["minilm-l6-sst2-ee-joint@0.9"]["rows_per_s"] = 500.0  # 1.25x: missed
     assert not bench_script.early_exit_checks(by)[0][2]
@@ -51,7 +51,8 @@ def run(date, tier2, chosen, accuracy_drop, speedup, bound):
         analytic_speedup=bound,
         escalated=[0.2],
     )
-    return {"machine": {"date": date}, "systems": [tier2_row, chosen_row]}
+    tier1_row = row("tier1", 0.90, tier2 * 4, speedup=4.0)
+    return {"machine": {"date": date}, "systems": [tier1_row, tier2_row, chosen_row]}
 
 
 def test_runs_table_shows_each_run_and_the_spread():
@@ -60,3 +61,4 @@ def test_runs_table_shows_each_run_and_the_spread():
     assert "| 1 | d1 |" in table and "| yes |" in table  # 3.1x within 0.5 pt
     assert "| 2 | d2 |" in table and "| **no** |" in table  # 2.5x, -0.6 pt
     assert "speedup 2.50x-3.10x" in table and "-0.60 to -0.40 pt" in table
+    assert "Tier 1 alone ran at 4.00x-4.00x tier 2" in table
