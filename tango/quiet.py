@@ -21,7 +21,19 @@ from collections.abc import Iterator
 # Read by transformers when it first logs (it may be imported later in the command).
 _ENVIRONMENT = {"TRANSFORMERS_VERBOSITY": "error"}
 # Named loggers of libraries tango calls, raised to ERROR for the block.
-_LOGGERS = ("transformers", "huggingface_hub", "datasets", "onnxruntime", "onnx", "torch.onnx", "nncf")
+# huggingface_hub resets its own root logger's level during a download, so its retry notes
+# ("... thrown while requesting", "Retrying in 8s") are silenced on the child that logs them.
+_LOGGERS = (
+    "transformers",
+    "huggingface_hub",
+    "huggingface_hub.utils._http",
+    "huggingface_hub.file_download",
+    "datasets",
+    "onnxruntime",
+    "onnx",
+    "torch.onnx",
+    "nncf",
+)
 # Packages whose warnings (TracerWarning, exporter notes, deprecations) are not the user's business.
 _WARNING_MODULES = r"(torch|transformers|onnx|onnxruntime|onnxscript|huggingface_hub|nncf)(\.|$)"
 _PACKAGE_DIRS = tuple(f"{os.sep}{name}{os.sep}" for name in ("onnxruntime", "onnx", "nncf"))
