@@ -128,3 +128,24 @@ def test_torch_onnx_export_warnings_are_hidden_inside_only(tiny_model_dir, tmp_p
             export_tier(tiny_model_dir, tmp_path / "onnx")
             warnings.warn("tango's own warning", UserWarning, stacklevel=1)
     assert [str(w.message) for w in caught] == ["tango's own warning"]
+
+
+def test_hub_retry_notes_stay_hidden_when_the_hub_resets_its_own_level(caplog):
+    """A hub download sets huggingface_hub's logger back to WARNING; its retry notes still stay out."""
+    import logging
+
+    from tango.quiet import quiet_libraries
+
+    caplog.set_level(logging.DEBUG)
+    hub = logging.getLogger("huggingface_hub")
+    before = hub.level
+    with quiet_libraries():
+        hub.setLevel(logging.WARNING)  # what huggingface_hub does during hf_hub_download
+        logging.getLogger("huggingface_hub.utils._http").warning("'no network' thrown while requesting HEAD")
+        logging.getLogger("tango.quickstart").warning("tango's own warning")
+    hub.setLevel(before)
+    messages = [record.getMessage() for record in caplog.records]
+    assert not [m for m in messages if "thrown while requesting" in m]
+    assert "tango's own warning" in messages
+    logging.getLogger("huggingface_hub.utils._http").warning("'no network' thrown while requesting HEAD")
+    assert any("thrown while requesting" in record.getMessage() for record in caplog.records)  # restored
