@@ -103,12 +103,32 @@ def text_overlap(held: LabelledData, trained: LabelledData, seed: int = 0) -> fl
     """
     if not len(held) or not len(trained):
         return 0.0
-    flat = [" ".join(t) if isinstance(t, tuple) else t for t in trained.texts]
-    corpus = "\n".join(flat)
     picked = np.random.default_rng(seed).permutation(len(held))[:OVERLAP_SAMPLE]
-    texts = [held.texts[i] for i in picked]
-    found = [(" ".join(t) if isinstance(t, tuple) else t).strip() in corpus for t in texts]
-    return float(np.mean(found))
+    return float(np.mean(_inside(_flat([held.texts[i] for i in picked]), _corpus(trained))))
+
+
+def new_text_rows(held: LabelledData, trained: LabelledData) -> np.ndarray:
+    """Indices of the held-out rows whose text appears inside no training row: the new text.
+
+    Thresholds chosen on these carry over to new sentences; on a file of phrases (SST-2) they are
+    the held-out sentences whose phrases were not all trained on.
+    """
+    if not len(trained):
+        return np.arange(len(held))
+    inside = _inside(_flat(held.texts), _corpus(trained))
+    return np.flatnonzero(~np.asarray(inside, dtype=bool))
+
+
+def _flat(texts: list) -> list[str]:
+    return [(" ".join(t) if isinstance(t, tuple) else str(t)).strip() for t in texts]
+
+
+def _corpus(trained: LabelledData) -> str:
+    return "\n".join(_flat(trained.texts))
+
+
+def _inside(texts: list[str], corpus: str) -> list[bool]:
+    return [text in corpus for text in texts]
 
 
 def overlap_warning(overlap: float, source: str) -> str | None:

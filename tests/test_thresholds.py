@@ -173,6 +173,20 @@ def test_held_out_phrases_of_training_rows_are_flagged(tmp_path):
     assert text_overlap(held.load(), train) <= 0.05 and overlap_warning(0.0, "x") is None
 
 
+def test_new_text_rows_are_the_held_out_rows_inside_no_training_row():
+    from tango.splits import new_text_rows
+
+    trained = LabelledData(["a gorgeous film", "dull and long"], np.array([1, 0]), ["negative", "positive"])
+    held = LabelledData(
+        ["gorgeous", "  dull and long ", "a new sentence", ("dull and", "long")],
+        np.array([1, 0, 1, 0]),
+        ["negative", "positive"],
+    )
+    assert new_text_rows(held, trained).tolist() == [2]  # a pair is joined like the training rows: inside
+    empty = LabelledData([], np.array([], dtype=int), ["negative", "positive"])
+    assert new_text_rows(held, empty).tolist() == [0, 1, 2, 3]
+
+
 def test_default_calibration_rows():
     assert default_calibration_rows(1500) == 0
     assert default_calibration_rows(10_000) == 2000
