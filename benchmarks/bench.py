@@ -25,7 +25,7 @@ import shutil
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import click
 import numpy as np
@@ -89,8 +89,17 @@ DATASETS: dict[str, dict[str, Any]] = {
 os.environ.setdefault("OMP_NUM_THREADS", str(THREADS))
 
 
-def held_out_split(spec: dict[str, Any], label_names: list[str]):
-    """(bench rows, calibration rows, record): the tiers' held-out rows, split by a recorded seed.
+class HeldOutSplit(NamedTuple):
+    """The tiers' held-out rows split into bench and calibration rows, and the rows they trained on."""
+
+    bench: Any  # LabelledData
+    calibration: Any
+    trained: Any
+    record: dict[str, Any]
+
+
+def held_out_split(spec: dict[str, Any], label_names: list[str]) -> HeldOutSplit:
+    """The tiers' held-out rows, split by a recorded seed; the training file is read once.
 
     Both tiers must hold out the same rows (same file, count and seed) and neither may have
     trained on them; the bench rows are a seeded ``bench_rows`` of them, the rest calibrate.
@@ -104,7 +113,7 @@ def held_out_split(spec: dict[str, Any], label_names: list[str]):
             f"{spec['tier1']} and {spec['tier2']} must hold out the same training rows "
             "(train both with the same --calibration-rows and --calibration-seed)"
         )
-    rows = helds[0].load(label_names)
+    rows, trained = helds[0].load_with_rest(label_names)
     count, seed = spec["held_out"]["bench_rows"], spec["held_out"]["seed"]
     if count >= len(rows):
         raise click.ClickException(f"{count} bench rows asked, the tiers held out only {len(rows)}")
@@ -116,7 +125,7 @@ def held_out_split(spec: dict[str, Any], label_names: list[str]):
         "bench_positions": bench_part.tolist(),  # positions within the held-out rows
         "calibration_positions": calibration_part.tolist(),
     }
-    return rows.subset(bench_part), rows.subset(calibration_part), record
+    return HeldOutSplit(rows.subset(bench_part), rows.subset(calibration_part), trained, record)
 
 
 def calibration_tsv(path: Path) -> None:
@@ -124,25 +133,20 @@ def calibration_tsv(path: Path) -> None:
     from tango.data import LABEL_NAMES
 
     spec = DATASETS["sst2"]
-    _, calibration, _ = held_out_split({**spec, "tier2": spec["tier1"]}, LABEL_NAMES["sst2"])
+    calibration = held_out_split({**spec, "tier2": spec["tier1"]}, LABEL_NAMES["sst2"]).calibration
     rows = [f"{text}\t{label}" for text, label in zip(calibration.texts, calibration.labels, strict=True)]
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(["sentence\tlabel", *rows]) + "\n")
 
 
-def new_text_only(spec: dict[str, Any], calibration, record: dict[str, Any], label_names: list[str]):
+def new_text_only(split: HeldOutSplit) -> tuple[Any, dict[str, Any]]:
     """The calibration rows whose text appears inside no training row (tango.splits.new_text_rows)."""
-    from tango.registry import resolve
-    from tango.splits import held_out_rows, new_text_rows
+    from tango.splits import new_text_rows
 
-    _, trained = held_out_rows(resolve(spec["tier1"])).load_with_rest(label_names)
-    keep = new_text_rows(calibration, trained)
-    positions = np.asarray(record["calibration_positions"])[keep]
-    return calibration.subset(keep), {
-        **record,
-        "calibration_positions": positions.tolist(),
-        "new_text_only": True,
-    }
+    keep = new_text_rows(split.calibration, split.trained)
+    positions = np.asarray(split.record["calibration_positions"])[keep]
+    record = {**split.record, "calibration_positions": positions.tolist(), "new_text_only": True}
+    return split.calibration.subset(keep), record
 
 
 def load_rows(spec: dict[str, Any], label_names: list[str]):
@@ -150,16 +154,17 @@ def load_rows(spec: dict[str, Any], label_names: list[str]):
     from tango.data import load_labelled, split_rows
 
     if "held_out" in spec and spec.get("calibration") != "held_out":
-        return held_out_split(spec, label_names)
+        split = held_out_split(spec, label_names)
+        return split.bench, split.calibration, split.record
     data = load_labelled(DATA / spec["file"], label_names=label_names)
     if "dev_split" in spec:  # the same seeded split the tiers were trained without
         fraction, seed = spec["dev_split"]
         data = data.subset(split_rows(len(data), fraction, seed)[1])
     if spec.get("calibration") == "held_out":
-        _, calibration, record = held_out_split(spec, label_names)
+        split = held_out_split(spec, label_names)
         if spec.get("new_text_only"):
-            calibration, record = new_text_only(spec, calibration, record, label_names)
-        return data, calibration, record
+            return (data, *new_text_only(split))
+        return data, split.calibration, split.record
     return data, None, {}
 
 
@@ -170,7 +175,7 @@ def recorded_tier(name: str, log: Callable[[str], None]):
     directory's ``tango_runtimes.json`` (made on this machine) lists the rows/s and the agreement
     with PyTorch fp32 of every runtime it can use; the fastest that kept >= 99.5% wins.
     """
-    from tango.probe import read_record
+    from tango.probe import passed_runtimes, read_record
     from tango.registry import resolve
     from tango.tiers import Tier
 
@@ -184,9 +189,7 @@ def recorded_tier(name: str, log: Callable[[str], None]):
         if record is None:
             log(f"  {name + suffix}: no probe record on this machine (`tango probe {name + suffix}`)")
             continue
-        for measure in record["runtimes"]:
-            if measure["passed"] and measure["rows_per_s"]:
-                options.append({"model": name + suffix, "path": str(path), **measure})
+        options += [{"model": name + suffix, "path": str(path), **m} for m in passed_runtimes(record)]
     if not options:
         raise click.ClickException(
             f"no probed form of {name!r}: build it with `bash benchmarks/make_models.sh`, then "
@@ -201,11 +204,6 @@ def recorded_tier(name: str, log: Callable[[str], None]):
     return tier, {"chosen": best, "candidates": options}
 
 
-def _label_names(tier) -> Callable[[list], list[str]]:
-    """A tier as an extra system: labels by name, as `tango bench` reads extra systems."""
-    return lambda texts: [tier.labels[i] for i in tier.logits(texts).argmax(axis=1)]
-
-
 def torch_form_systems(spec: dict[str, Any]) -> dict[str, tuple[Callable, dict]]:
     """Both tiers on PyTorch bf16 (weights cast once) and tier 2 on bf16 autocast, timed with the rest.
 
@@ -218,7 +216,7 @@ def torch_form_systems(spec: dict[str, Any]) -> dict[str, tuple[Callable, dict]]
     for tier_key, precision in (("tier1", "bf16"), ("tier2", "bf16"), ("tier2", "bf16-autocast")):
         tier = Tier.from_pretrained(spec[tier_key], runtime="torch", precision=precision, threads=THREADS)
         systems[f"{tier_key}-pytorch-{precision}"] = (
-            _label_names(tier),
+            tier.predict,  # label names, as `tango bench` reads extra systems
             {"model": spec[tier_key], "runtime": f"pytorch {precision}"},
         )
     return systems

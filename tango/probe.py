@@ -102,7 +102,7 @@ def choose(path: Path, runtime: str, precision: str) -> tuple[str, str]:
     from tango.hardware import bf16_supported
 
     record = read_record(path)
-    passed = _passed(record) if record else []
+    passed = passed_runtimes(record) if record else []
     if runtime == "auto":
         fits = [m for m in passed if precision == "auto" or m["precision"] in (precision, "auto")]
         if fits:
@@ -121,7 +121,7 @@ def choose(path: Path, runtime: str, precision: str) -> tuple[str, str]:
     return runtime, "fp32"
 
 
-def _passed(record: dict[str, Any]) -> list[dict[str, Any]]:
+def passed_runtimes(record: dict[str, Any]) -> list[dict[str, Any]]:
     """The record's entries that kept predictions and can still run here."""
     import tango.openvino as openvino
 

@@ -24,7 +24,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from tango.registry import _offline, registered, tango_home
+from tango.registry import offline, registered, tango_home
 
 RESOURCES = resources.files("tango.resources")  # shipped in the wheel: see tango/resources/README.md
 EXAMPLE = RESOURCES / "reviews.csv"
@@ -64,7 +64,7 @@ def sst2_from_hub(directory: Path) -> Path:
         if target.is_file():
             continue
         try:
-            if _offline():
+            if offline():
                 raise ConnectionError("HF_HUB_OFFLINE or TANGO_OFFLINE is set")
             from huggingface_hub import hf_hub_download
 

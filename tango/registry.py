@@ -73,7 +73,8 @@ def _hub_snapshot(repo_id: str) -> Path:
     )
 
 
-def _offline() -> bool:
+def offline() -> bool:
+    """True where the hub must not be asked (HF_HUB_OFFLINE=1 or TANGO_OFFLINE=1)."""
     return os.environ.get("HF_HUB_OFFLINE") == "1" or os.environ.get("TANGO_OFFLINE") == "1"
 
 
@@ -112,7 +113,7 @@ def resolve_all(names: Sequence[str | Path]) -> list[Path]:
     pending = [k for k, name in enumerate(names) if found[k] is None and str(name) in table]
     if pending:
         hub = {k: table[str(names[k])].get("hub") for k in pending}
-        if _offline():
+        if offline():
             for k in pending:
                 tried[k].append(f"alias {names[k]!r} -> hub skipped (offline mode)")
         elif not all(hub.values()):
@@ -137,7 +138,7 @@ def resolve_all(names: Sequence[str | Path]) -> list[Path]:
                     )
     for k, name in enumerate(names):
         if found[k] is None and str(name) not in table:
-            if not _offline() and not str(name).startswith((".", "/", "~")):
+            if not offline() and not str(name).startswith((".", "/", "~")):
                 try:
                     found[k] = _hub_snapshot(str(name))
                     continue

@@ -506,21 +506,17 @@ def format_report(report: CalibrationReport) -> str:
     if report.threshold is not None:
         expected = ", ".join(f"{k} {v:.4g}" for k, v in report.expected.items())
         lines.append(f"threshold {report.threshold:.6g} for target {report.target}: {expected}")
-    if report.choice and report.choice["drop_bound"] is not None:
-        c = report.choice
-        lines.append(
-            f"thresholds {', '.join(f'{t:.6g}' for t in c['thresholds'])}: drop {c['drop']:.2f} points on "
-            f"these rows, at most {c['drop_bound']:.2f} on new rows "
-            f"with probability {c['confidence_level']}; "
-            f"rows reaching tiers 1..{len(c['reached'])}: {', '.join(f'{r:.1%}' for r in c['reached'])}; "
-            f"speedup {c['speedup']:.2f}x"
-        )
-    elif report.choice:
-        c = report.choice
-        lines.append(
-            f"thresholds {', '.join(f'{t:.6g}' for t in c['thresholds'])}: drop {c['drop']:.2f} points on "
-            f"these rows (in-sample: no margin for new rows); speedup {c['speedup']:.2f}x"
-        )
+    if c := report.choice:
+        head = f"thresholds {', '.join(f'{t:.6g}' for t in c['thresholds'])}: drop {c['drop']:.2f} points on "
+        if c["drop_bound"] is None:
+            lines.append(f"{head}these rows (in-sample: no margin for new rows); speedup {c['speedup']:.2f}x")
+        else:
+            reached = ", ".join(f"{r:.1%}" for r in c["reached"])
+            lines.append(
+                f"{head}these rows, at most {c['drop_bound']:.2f} on new rows with probability "
+                f"{c['confidence_level']}; rows reaching tiers 1..{len(c['reached'])}: {reached}; "
+                f"speedup {c['speedup']:.2f}x"
+            )
     if report.guarantee:
         g = report.guarantee
         lines.append(
