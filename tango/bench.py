@@ -39,6 +39,7 @@ THREADS = 2  # intra-op threads of every system; recorded with the results
 REPEATS = 5  # timed rounds after the warm-up round
 MAX_DROP = 0.5  # accuracy points below the last tier alone the chosen thresholds may lose
 CONFIDENCE_LEVEL = 0.9  # max_drop holds on new rows with this probability
+BOUND_ON = ("population", "rows")  # the drop certified: the mean (default), or on the rows judged
 RULE_THRESHOLD = 0.85  # TangoBERT's hard-coded max-probability threshold, temperature 1
 SWEEP_ESCALATION = (0.1, 0.2, 0.3, 0.5)  # target fraction escalated at each boundary
 PIPELINE_BATCH = 32  # the peers' pipeline batch size
@@ -132,6 +133,7 @@ def bench(
     calibration_fraction: float | None = None,
     max_drop: float = MAX_DROP,
     confidence_level: float | None = CONFIDENCE_LEVEL,
+    bound_on: str = "population",
     repeats: int = REPEATS,
     threads: int = THREADS,
     limit: int | None = None,
@@ -151,6 +153,9 @@ def bench(
     chosen thresholds come from ``calibration_data``, else from a seeded ``calibration_fraction``
     of the rows (the rest are scored), else from 2-fold cross-fitting on the scored rows.
     ``sweep`` lists the escalation levels of the descriptive sweep (empty: none, a shorter run).
+    ``bound_on="population"`` (default, as ``tango calibrate``) certifies ``max_drop`` on average
+    over new rows; ``"rows"`` on the rows each gate is judged on, their own sampling noise
+    included (``new_rows`` of :func:`tango.thresholds.certify`): stricter, it escalates more.
     ``extra_systems`` maps a name to ``(run(texts) -> labels or object with .labels, settings)``
     timed in the same rounds. Returns the result that :mod:`tango.benchreport` writes.
     """
@@ -159,6 +164,8 @@ def bench(
     say = log or (lambda message: None)
     if calibration_data is not None and calibration_fraction is not None:
         raise ValueError("give calibration_data (--calibration-data) or calibration_fraction, not both")
+    if bound_on not in BOUND_ON:
+        raise ValueError(f"bound_on must be one of {BOUND_ON}, got {bound_on!r}")
     set_torch_threads(threads)  # the benchmark's threads, for every PyTorch system it times
     say(f"loading {len(tiers)} tiers with {threads} threads")
     loaded = [t if isinstance(t, Tier) else Tier.from_pretrained(t, threads=threads) for t in tiers]
@@ -189,6 +196,7 @@ def bench(
         classes,
         max_drop=max_drop,
         confidence_level=confidence_level,
+        bound_on=bound_on,
         seed=seed,
     )
     systems = _systems(loaded, scored.texts, y, logits, gates, parts, peers, sweep, extra_systems or {})
@@ -228,6 +236,7 @@ def bench(
             "threads": threads,
             "max_drop": max_drop,
             "confidence_level": confidence_level,
+            "bound_on": bound_on,
             "rule_threshold": RULE_THRESHOLD,
             "sweep_escalation": list(sweep),
             "peers": peers,
@@ -239,7 +248,13 @@ def bench(
         ],
         "labels": classes,
         "gates": [
-            {"temperatures": g.temperatures, "thresholds": g.thresholds, "choice": g.choice} for g in gates
+            {
+                "temperatures": g.temperatures,
+                "thresholds": g.thresholds,
+                "choice": g.choice,
+                "tier_accuracy": g.accuracy,
+            }
+            for g in gates
         ],
         "systems": results,
         "breakdown": _breakdown(timings["chosen"], len(loaded)),
@@ -293,6 +308,7 @@ class _Gate:
     thresholds: list[float]
     choice: dict[str, Any] | None
     on: str  # which rows chose it
+    accuracy: list[float]  # each tier's on the rows that chose it (compare with the scored rows')
 
 
 def _gates(
@@ -310,15 +326,27 @@ def _gates(
     """The chosen gate(s) and the positions (in the scored rows) each one scores."""
     max_drop, level, seed = target["max_drop"], target["confidence_level"], target["seed"]
 
-    def fit(z: list[np.ndarray], labels: np.ndarray, c: list[float], on: str) -> _Gate:
-        gate = fit_gate(z, labels, c, {"max_drop": max_drop}, confidence_level=level, seed=seed)
-        return _Gate([float(s.temperature_) for s in gate.scalers], gate.thresholds, gate.choice, on)
+    def fit(z: list[np.ndarray], labels: np.ndarray, c: list[float], on: str, judged: int) -> _Gate:
+        new_rows = judged if target["bound_on"] == "rows" and level is not None else None
+        gate = fit_gate(
+            z, labels, c, {"max_drop": max_drop}, confidence_level=level, seed=seed, new_rows=new_rows
+        )
+        accuracy = [float((logit.argmax(1) == labels).mean()) for logit in z]
+        return _Gate(
+            [float(s.temperature_) for s in gate.scalers], gate.thresholds, gate.choice, on, accuracy
+        )
 
     everything = np.arange(len(y))
     if plan.mode == "cross-fitted":
         gates = [
-            fit([z[chooser] for z in logits], y[chooser], costs, f"fold {k + 1}: {len(chooser)} rows")
-            for k, (chooser, _) in enumerate(plan.folds)
+            fit(
+                [z[chooser] for z in logits],
+                y[chooser],
+                costs,
+                f"fold {k + 1}: {len(chooser)} rows",
+                len(scored),
+            )
+            for k, (chooser, scored) in enumerate(plan.folds)
         ]
         return gates, [scored for _, scored in plan.folds]
     if plan.mode == "fraction":
@@ -326,9 +354,8 @@ def _gates(
     else:
         calibration = _load(calibration_data, columns, classes)  # type: ignore[arg-type]
     z, c, _ = _score(tiers, calibration.texts)
-    return [fit(z, _align_labels(calibration, classes), c, f"{len(calibration)} calibration rows")], [
-        everything
-    ]
+    labels = _align_labels(calibration, classes)
+    return [fit(z, labels, c, f"{len(calibration)} calibration rows", len(y))], [everything]
 
 
 def _systems(

@@ -118,9 +118,34 @@ def markdown(result: dict[str, Any]) -> str:
     total = result["breakdown"]["seconds"]
     lines += ["", "Chosen cascade, last timed run:", "", "| part | seconds | share |", "|---|---|---|"]
     lines += [f"| {part} | {s:.4f} | {s / total:.0%} |" for part, s in breakdown_rows(result)]
+    lines += gate_lines(result)
     if result.get("command"):
         lines += ["", f"Command: `{result['command']}`"]
     return "\n".join(lines) + "\n"
+
+
+def gate_lines(result: dict[str, Any]) -> list[str]:
+    """Each gate's rows against the scored rows: the tiers' accuracy and the chosen drop on both.
+
+    A gate is only as good as the likeness of the rows that chose it to the rows it runs on;
+    this puts the two side by side (results measured before it was recorded show nothing)."""
+    by = {r["system"]: r for r in result["systems"]}
+    tiers = len(result.get("tiers", []))
+    lines = []
+    for gate in result.get("gates", []):
+        if "tier_accuracy" not in gate or not gate.get("choice"):
+            continue
+        there = ", ".join(f"{a:.2%}" for a in gate["tier_accuracy"])
+        here = ", ".join(f"{by[f'tier{k + 1}']['accuracy']:.2%}" for k in range(tiers))
+        chosen_drop = 100 * (by[f"tier{tiers}"]["accuracy"] - by["chosen"]["accuracy"])
+        bound = gate["choice"].get("drop_bound")
+        lines.append(
+            f"Rows that chose the thresholds ({gate['choice']['rows']} certifying): tiers 1..{tiers} "
+            f"{there}; the chosen thresholds' drop there {gate['choice']['drop']:+.2f} pt"
+            + (f" (bound {bound:.2f})" if bound is not None else "")
+            + f". Scored rows: tiers {here}; the chosen cascade's drop {chosen_drop:+.2f} pt."
+        )
+    return ["", *lines] if lines else []
 
 
 # --- pictures ---------------------------------------------------------------------------------

@@ -228,6 +228,7 @@ class Cascade:
         temperature_fraction: float = 0.3,
         seed: int = 0,
         report_dir: str | Path | None = None,
+        new_rows: int | None = None,
     ) -> Cascade:
         """Fit one temperature per tier and choose the thresholds on labelled rows; ``self``.
 
@@ -238,7 +239,9 @@ class Cascade:
         ``delta`` (two tiers). With no target only temperatures are fitted and the thresholds
         stay the ``thresholds`` parameter. Certified targets fit temperatures on a seeded
         ``temperature_fraction`` of the rows and choose thresholds on the rest. ``report_dir``
-        receives reliability diagrams, the threshold curve and ``report.json``. The method is
+        receives reliability diagrams, the threshold curve and ``report.json``. ``new_rows`` = M
+        makes ``max_drop`` hold on the next M rows scored (their own sampling noise included), not
+        only on average. The method is
         :func:`tango.tuning.fit_cascade` (also behind ``tango calibrate``); it sets
         ``temperatures_``, ``thresholds_`` and ``calibration_``, never the parameters.
         """
@@ -259,6 +262,7 @@ class Cascade:
             temperature_fraction=temperature_fraction,
             seed=seed,
             report_dir=report_dir,
+            new_rows=new_rows,
         )
         self.temperatures_ = [t.temperature for t in report.tiers]
         self.thresholds_ = list(report.thresholds) if report.thresholds else thresholds

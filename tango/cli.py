@@ -781,6 +781,13 @@ def probe(tier: str, data: str | None, rows: int, threads: int | None, batch_siz
     "certified on rows the temperatures were not fitted on).",
 )
 @click.option(
+    "--new-rows",
+    type=click.IntRange(min=1),
+    default=None,
+    help="--max-drop holds on a batch of this many new rows (their own sampling noise "
+    "included), not only on average over new rows.",
+)
+@click.option(
     "--in-sample",
     is_flag=True,
     help="--max-drop on the calibration rows only, with no margin (misses the target on new "
@@ -821,6 +828,7 @@ def calibrate(
     confidence: str | None,
     max_drop: float | None,
     confidence_level: float,
+    new_rows: int | None,
     in_sample: bool,
     min_speedup: float | None,
     max_escalation: float | None,
@@ -845,14 +853,14 @@ def calibrate(
       tango calibrate cascades/sst2 --dev dev.tsv --guarantee 0.02 --delta 0.1
     """
     from tango.jobs import calibrate as calibrate_job
-    from tango.jobs import calibrate_exits
+    from tango.jobs import calibrate_exits, early_exit_dir
 
     columns = {"text_column": text_column, "text_pair_column": pair_column, "label_column": label_column}
-    if (Path(cascade_out) / "early_exit.json").exists():
+    if exits_dir := early_exit_dir(cascade_out):
         refuse_unused(
             ("tier1", "tier2", "tier3", "tiers", "test_path", "dev_fraction", "seed", "confidence")
             + ("min_speedup", "max_escalation", "guarantee", "delta", "runtime", "threads")
-            + ("confidence_level", "in_sample"),
+            + ("confidence_level", "new_rows", "in_sample"),
             f"an early-exit model ({cascade_out} holds early_exit.json)",
             "its calibration fits one temperature per exit on --dev and, with --max-drop, a threshold; "
             "the other targets, the held-out test split and the tier options are for cascades",
@@ -861,7 +869,7 @@ def calibrate(
             raise click.UsageError(
                 "an early-exit model calibrates on --dev FILE (labelled rows it was not trained on)"
             )
-        return calibrate_exits(cascade_out, dev_path, columns, max_drop, device, log=click.echo)
+        return calibrate_exits(str(exits_dir), dev_path, columns, max_drop, device, log=click.echo)
     if device != "cpu":
         raise click.UsageError("--device applies to early-exit models; cascades run on the CPU")
     if not dev_path and any(columns.values()):
@@ -872,6 +880,8 @@ def calibrate(
     cascade = build_cascade(None if names else cascade_out, names, (), confidence, runtime, threads, 32)
     targets = dict(max_drop=max_drop, min_speedup=min_speedup, max_escalation=max_escalation)
     targets.update(guarantee=guarantee, delta=delta, confidence_level=confidence_level, in_sample=in_sample)
+    if new_rows is not None:
+        targets["new_rows"] = new_rows
     calibrate_job(
         cascade,
         cascade_out,
@@ -930,6 +940,14 @@ def calibrate(
     show_default=True,
     help="--max-drop holds on new rows with this probability.",
 )
+@click.option(
+    "--bound-on",
+    type=click.Choice(["population", "rows"]),
+    default="population",
+    show_default=True,
+    help="Certify --max-drop on average over new rows (as tango calibrate), or on the rows the "
+    "benchmark scores, their own sampling noise included (stricter: escalates more).",
+)
 @click.option("--repeats", type=click.IntRange(min=1), default=5, show_default=True, help="Timed rounds.")
 @click.option("--threads", type=click.IntRange(min=1), default=2, show_default=True, help="Intra-op threads.")
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Only the first N rows of --data.")
@@ -960,6 +978,7 @@ def bench(
     calibration_fraction: float | None,
     max_drop: float,
     confidence_level: float,
+    bound_on: str,
     repeats: int,
     threads: int,
     limit: int | None,
@@ -995,6 +1014,7 @@ def bench(
         calibration_fraction=calibration_fraction,
         max_drop=max_drop,
         confidence_level=confidence_level,
+        bound_on=bound_on,
         repeats=repeats,
         threads=threads,
         limit=limit,

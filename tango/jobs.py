@@ -329,6 +329,17 @@ def calibrate(
     log(f"saved to {cascade_out}")
 
 
+def early_exit_dir(name: str) -> Path | None:
+    """``name`` as an early-exit model: a directory holding ``early_exit.json``, or the registered
+    name of one (``tango train --early-exit --name``); None when it is neither (a cascade)."""
+    from tango.registry import registered
+
+    path = Path(name).expanduser()
+    if not path.exists() and name in registered():
+        path = Path(registered()[name]["path"])
+    return path if (path / "early_exit.json").is_file() else None
+
+
 def calibrate_exits(
     model_dir: str,
     dev_path: str,

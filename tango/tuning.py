@@ -110,6 +110,7 @@ def fit_cascade(
     temperature_fraction: float = TEMPERATURE_FRACTION,
     seed: int = 0,
     report_dir: str | Path | None = None,
+    new_rows: int | None = None,
 ) -> CalibrationReport:
     """Fit temperatures and choose the thresholds of tiers on labelled rows: what
     :meth:`Cascade.fit` does (and ``tango calibrate`` through it). Changes nothing it is given.
@@ -124,7 +125,9 @@ def fit_cascade(
     within target on these rows, which misses the target on new rows about half the time. The
     certified targets (``max_drop`` with a level, ``guarantee``) fit temperatures on a seeded
     ``temperature_fraction`` of the rows and certify on the rest, so the rows that certify a
-    threshold never shaped the confidence it is compared with.
+    threshold never shaped the confidence it is compared with. ``new_rows`` = M bounds the drop
+    that a batch of M new rows will show (its own sampling noise included) instead of the
+    population's: see :func:`tango.thresholds.drop_upper_bound`.
     """
     targets = {
         k: v
@@ -155,6 +158,7 @@ def fit_cascade(
         confidence_level=confidence_level,
         temperature_fraction=temperature_fraction,
         seed=seed,
+        new_rows=new_rows,
     )
     report = CalibrationReport(
         rows=len(rows),
@@ -259,6 +263,7 @@ def fit_gate(
     confidence_level: float | None = DEFAULT_CONFIDENCE_LEVEL,
     temperature_fraction: float = TEMPERATURE_FRACTION,
     seed: int = 0,
+    new_rows: int | None = None,
 ) -> GateFit:
     """The gate from precomputed logits: what ``fit_cascade`` does after running the tiers.
 
@@ -289,6 +294,7 @@ def fit_gate(
                 targets["max_drop"],
                 order_rows=order,
                 confidence_level=confidence_level,
+                new_rows=new_rows,
             )
         gate.choice = choice.to_dict()
         gate.thresholds = choice.thresholds
@@ -512,8 +518,9 @@ def format_report(report: CalibrationReport) -> str:
             lines.append(f"{head}these rows (in-sample: no margin for new rows); speedup {c['speedup']:.2f}x")
         else:
             reached = ", ".join(f"{r:.1%}" for r in c["reached"])
+            batch = f"a batch of {c['new_rows']} new rows" if c.get("new_rows") else "new rows"
             lines.append(
-                f"{head}these rows, at most {c['drop_bound']:.2f} on new rows with probability "
+                f"{head}these rows, at most {c['drop_bound']:.2f} on {batch} with probability "
                 f"{c['confidence_level']}; rows reaching tiers 1..{len(c['reached'])}: {reached}; "
                 f"speedup {c['speedup']:.2f}x"
             )

@@ -7,6 +7,7 @@ from click.testing import CliRunner
 from tiny_models import WORDS, build_tiny_classifier
 
 from tango.bench import bench, interleave
+from tango.benchreport import markdown
 from tango.cli import cli
 from tango.data import LabelledData
 
@@ -141,6 +142,21 @@ def test_bench_with_a_calibration_file_and_the_peers(tier_dirs, data_file):
 def test_bench_refuses_two_sources_of_thresholds(tier_dirs, data_file):
     with pytest.raises(ValueError, match="not both"):
         bench([str(d) for d in tier_dirs], data_file, calibration_data=data_file, calibration_fraction=0.5)
+    with pytest.raises(ValueError, match="bound_on"):
+        bench([str(d) for d in tier_dirs], data_file, bound_on="batch")
+
+
+def test_bench_certifies_the_drop_on_the_rows_it_scores(tier_dirs, data_file):
+    """bound_on="rows" passes the number of rows each gate is judged on; the default does not."""
+    tiers = [str(d) for d in tier_dirs]
+    result = bench(tiers, data_file, repeats=1, threads=1, limit=60, peers=False, bound_on="rows")
+    assert result["settings"]["bound_on"] == "rows"
+    assert [g["choice"]["new_rows"] for g in result["gates"]] == [30, 30]  # 2-fold cross-fitting
+    assert all(len(g["tier_accuracy"]) == 2 and 0 <= min(g["tier_accuracy"]) for g in result["gates"])
+    assert markdown(result).count("Rows that chose the thresholds (") == 2
+    mean = bench(tiers, data_file, repeats=1, threads=1, limit=60, peers=False)
+    assert mean["settings"]["bound_on"] == "population"
+    assert [g["choice"]["new_rows"] for g in mean["gates"]] == [None, None]
 
 
 def test_bench_three_tiers_bound_and_breakdown(tier_dirs, data_file, tmp_path_factory):

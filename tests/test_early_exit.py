@@ -678,6 +678,13 @@ def test_calibrate_fits_one_temperature_per_exit(trained, tmp_path) -> None:
     detailed = model.predict_detailed(texts)
     assert detailed.mean_exit_layer == pytest.approx(report["curve"]["mean_exit_layer"][chosen])
     assert (model_dir / "calibration" / "reliability_exit1.png").exists()
+    # a registered name finds the model too (not taken for a new cascade's output directory)
+    from tango.registry import register
+
+    register("ee-calibrate-test", model_dir)
+    again = CliRunner().invoke(cli, ["calibrate", "ee-calibrate-test", "--dev", str(dev)])
+    assert again.exit_code == 0, again.output
+    assert "exit layer" in again.output and f"saved to {model_dir}" in again.output
 
 
 def test_run_scores_a_file_with_an_early_exit_model(trained, tmp_path) -> None:

@@ -7,6 +7,7 @@ import itertools
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from scipy import stats
 from tiny_models import build_tiny_classifier, sentiment_rows
 
 from tango.cascade import Cascade
@@ -127,6 +128,47 @@ def test_drop_bound_is_above_the_observed_drop_and_shrinks_with_rows():
         drop_upper_bound(1, 1, 10, 1.0)
 
 
+def test_a_bound_for_a_batch_of_new_rows_adds_the_batch_noise():
+    """A batch of M rows: half the error each for the population and the batch, so the margin is
+    z(0.95) / z(0.9) * (1 + sqrt(n / M)) times the plain one, and z(0.95) / z(0.9) for huge M."""
+    observed = 0.5  # (30 - 20) / 2000 rows, in points
+    plain = drop_upper_bound(30, 20, 2000, 0.9)[0]
+    batch = drop_upper_bound(30, 20, 2000, 0.9, new_rows=2000)[0]
+    ratio = stats.norm.ppf(0.95) / stats.norm.ppf(0.9)
+    assert batch - observed == pytest.approx((plain - observed) * ratio * (1 + np.sqrt(2002 / 2000)))
+    huge = drop_upper_bound(30, 20, 2000, 0.9, new_rows=10**12)[0]
+    assert huge - observed == pytest.approx((plain - observed) * ratio, rel=1e-4)
+    with pytest.raises(ValueError, match="wald"):
+        drop_upper_bound(30, 20, 2000, 0.9, method="clopper-pearson", new_rows=100)
+    with pytest.raises(ValueError, match="new_rows"):
+        drop_upper_bound(30, 20, 2000, 0.9, new_rows=0)
+
+
+def batch_drop(t: float, rng: np.random.Generator, rows: int) -> float:
+    """The drop (points) that a fresh batch of ``rows`` rows of `two_tiers` shows at threshold t."""
+    conf, pred1, pred2, y = two_tiers(rows, rng)
+    final = np.where(conf >= t, pred1, pred2)
+    return 100 * (np.mean(pred2 == y) - np.mean(final == y))
+
+
+def test_the_batch_bound_keeps_the_target_on_the_batch_that_is_scored():
+    """Over 100 draws (2,100 certifying rows, then a fresh batch of 1,000 rows scored), the
+    batch-aware choice keeps the drop *measured on that batch* within 0.5 point in >= 90% of
+    them, and never escalates fewer rows than the population bound's choice."""
+    rng = np.random.default_rng(3)
+    kept, draws = 0, 100
+    for _ in range(draws):
+        conf, pred1, pred2, y = two_tiers(3000, rng)
+        order = ([conf[:900]], [pred1[:900], pred2[:900]], y[:900])
+        rows = ([conf[900:]], [pred1[900:], pred2[900:]], y[900:])
+        population = certify(*rows, [1.0, 10.0], 0.5, order_rows=order)
+        batch = certify(*rows, [1.0, 10.0], 0.5, order_rows=order, new_rows=1000)
+        assert batch.new_rows == 1000 and population.new_rows is None
+        assert batch.reached[1] >= population.reached[1]
+        kept += batch_drop(batch.thresholds[0], rng, 1000) <= 0.5
+    assert kept >= 0.9 * draws
+
+
 # --- calibration rows held out of training ------------------------------------------------------
 def write_tsv(path, data: LabelledData):
     path.write_text(
@@ -216,13 +258,15 @@ def test_calibrate_without_dev_uses_the_held_out_rows(held_out_tiers, tmp_path):
     held = held_out_rows(tier1)
     assert held == held_out_rows(tier2) and held.rows == 150
     out = tmp_path / "cascade"
-    args = ["calibrate", str(out), "--tiers", f"{tier1},{tier2}", "--max-drop", "5"]
+    args = ["calibrate", str(out), "--tiers", f"{tier1},{tier2}", "--max-drop", "5", "--new-rows", "500"]
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 0, result.output
     assert "150 calibration rows held out" in result.output
     assert "temperatures on 45, thresholds on the other 105" in result.output
+    assert "on a batch of 500 new rows" in result.output
     cascade = Cascade.from_pretrained(out)
     assert len(cascade.thresholds) == 1
+    assert cascade.calibration_["choice"]["new_rows"] == 500
 
 
 def test_a_tier_trained_on_the_calibration_rows_is_refused(held_out_tiers, tmp_path):
