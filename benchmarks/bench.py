@@ -75,14 +75,15 @@ DATASETS: dict[str, dict[str, Any]] = {
         "peers": False,
         "sweep": (),
     },
-    # SST-2 dev with those tiers and their 11,000 calibration rows, with the peers (the early-exit
-    # models and PyTorch forms are in sst2-dev).
+    # SST-2 dev with those tiers and their 11,000 calibration rows, with the peers and the tiers'
+    # PyTorch forms (the early-exit models are in sst2-dev).
     "sst2-dev-h16k": {
         "file": "sst2/dev.tsv",
         "calibration": "held_out",
         "held_out": {"bench_rows": 5000, "seed": 0},
         "tier1": "minilm-l6-sst2-distilled-h16k",
         "tier2": "mpnet-base-sst2-h16k",
+        "torch_forms": True,
     },
     # SST-2 dev again, thresholds from only those calibration rows that are new text (inside no
     # training row): the fix that "Reading the results" names for the dev gap, measured.
