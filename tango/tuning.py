@@ -270,6 +270,8 @@ def fit_gate(
     Separate so that studies (many resplits of one scored set) reuse one scoring pass.
     """
     certified = "guarantee" in targets or ("max_drop" in targets and confidence_level is not None)
+    if new_rows is not None and not ("max_drop" in targets and confidence_level is not None):
+        raise ValueError("new_rows applies to a certified max_drop (max_drop with a confidence_level)")
     fit_rows, choose_rows = _split_rows(len(labels), temperature_fraction if certified else None, seed)
     scalers = [TemperatureScaler().fit(z[fit_rows], labels[fit_rows]) for z in logits]
     gate = GateFit(scalers, [], fit_rows, choose_rows)

@@ -16,6 +16,7 @@ from tango.data import LabelledData, load_labelled
 from tango.splits import HeldOutRows, carve_calibration_rows, default_calibration_rows, held_out_rows
 from tango.thresholds import ESCALATE_ALL, answering_tier, best_in_sample, certify, drop_upper_bound
 from tango.tiers import Tier
+from tango.tuning import fit_gate
 
 
 def three_tiers(n: int, seed: int):
@@ -142,6 +143,15 @@ def test_a_bound_for_a_batch_of_new_rows_adds_the_batch_noise():
         drop_upper_bound(30, 20, 2000, 0.9, method="clopper-pearson", new_rows=100)
     with pytest.raises(ValueError, match="new_rows"):
         drop_upper_bound(30, 20, 2000, 0.9, new_rows=0)
+
+
+def test_new_rows_is_refused_where_no_drop_is_certified():
+    rng = np.random.default_rng(0)
+    logits = [rng.normal(size=(200, 2)), rng.normal(size=(200, 2))]
+    labels = rng.integers(0, 2, 200)
+    for targets, level in (({"max_drop": 0.5}, None), ({"min_speedup": 2.0}, 0.9)):
+        with pytest.raises(ValueError, match="new_rows applies"):
+            fit_gate(logits, labels, [1.0, 5.0], targets, confidence_level=level, new_rows=100)
 
 
 def batch_drop(t: float, rng: np.random.Generator, rows: int) -> float:
