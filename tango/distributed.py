@@ -609,7 +609,9 @@ def _settings(
     local = "://" not in paths[0] and Path(paths[0]).is_file()
     pair_column = options["pair_column"]
     if text_column is None:
-        text_column, guessed_pair, _ = guess_columns(paths[0] if local else "-", format, label=False)
+        text_column, guessed_pair, _ = (
+            guess_columns(paths[0], format, label=False) if local else ("text", None, None)
+        )
         pair_column = pair_column or guessed_pair
     id_column = options["id_column"]
     if id_column is None and local and "id" in columns_of(paths[0], format):

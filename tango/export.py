@@ -338,15 +338,15 @@ def check_export(
     int8: bool,
     min_agreement: float,
     runtime: str = "onnx",
+    precision: str = "auto",
 ) -> ExportCheck:
-    """The export in ``out_dir`` (run on ``runtime``) against PyTorch fp32 on the same rows: its
-    predictions must agree on ``min_agreement`` of them, and fp32 logits be within FP32_TOLERANCE."""
+    """The export in ``out_dir`` (run on ``runtime`` at ``precision``) against PyTorch fp32 on the
+    same rows: its predictions must agree on ``min_agreement`` of them, and fp32 logits be within
+    FP32_TOLERANCE."""
     from tango.tiers import Tier
 
     reference = Tier.from_pretrained(source, runtime="torch", precision="fp32")
-    exported = Tier.from_pretrained(
-        out_dir, runtime=runtime, precision="fp32" if runtime == "openvino" else "auto"
-    )
+    exported = Tier.from_pretrained(out_dir, runtime=runtime, precision=precision)
     texts, labels, description = _check_texts(check_data, rows, reference.labels)
     expected, got = reference.logits(texts), exported.logits(texts)
     diff = np.abs(expected - got)

@@ -178,9 +178,7 @@ def train(
             f"held out {held.rows} calibration rows of {held.of} (seed {held.seed}); "
             "`tango calibrate` uses them"
         )
-        if warning := overlap_warning(
-            text_overlap(rows.whole.subset(held.indices()), rows.train), train_path
-        ):
+        if warning := overlap_warning(text_overlap(rows.calibration, rows.train), train_path):
             warn(warning)
 
 
@@ -332,11 +330,11 @@ def calibrate(
 def early_exit_dir(name: str) -> Path | None:
     """``name`` as an early-exit model: a directory holding ``early_exit.json``, or the registered
     name of one (``tango train --early-exit --name``); None when it is neither (a cascade)."""
-    from tango.registry import registered
+    from tango.registry import registered_dir
 
     path = Path(name).expanduser()
-    if not path.exists() and name in registered():
-        path = Path(registered()[name]["path"])
+    if not path.exists():
+        path = registered_dir(name) or path
     return path if (path / "early_exit.json").is_file() else None
 
 

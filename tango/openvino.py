@@ -182,7 +182,9 @@ def export_openvino(
     tokenizer.save_pretrained(out_dir)
     (out_dir / "tango_export.json").write_text(json.dumps({"format": "openvino", "int8": int8}))
 
-    check = check_export(source, out_dir, check_data, check_rows, int8, min_agreement, runtime="openvino")
+    check = check_export(
+        source, out_dir, check_data, check_rows, int8, min_agreement, runtime="openvino", precision="fp32"
+    )
     record = {
         "source": str(source),
         "format": "openvino",

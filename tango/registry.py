@@ -57,7 +57,8 @@ def aliases(path: Path | resources.abc.Traversable = ALIASES_FILE) -> dict[str, 
         return tomllib.load(file)
 
 
-def _registered_dir(name: str) -> Path | None:
+def registered_dir(name: str) -> Path | None:
+    """The directory registered as ``name``, if it is still there; else None."""
     entry = registered().get(name)
     if entry and Path(entry["path"]).is_dir():
         return Path(entry["path"])
@@ -80,7 +81,7 @@ def offline() -> bool:
 
 def local_choices() -> list[str]:
     """Names that resolve without a network: registered tiers."""
-    return sorted(name for name in registered() if _registered_dir(name))
+    return sorted(name for name in registered() if registered_dir(name))
 
 
 def resolve(name: str | Path) -> Path:
@@ -108,7 +109,7 @@ def resolve_all(names: Sequence[str | Path]) -> list[Path]:
         if path.is_dir():
             found.append(path)
         else:
-            found.append(_registered_dir(str(name)))
+            found.append(registered_dir(str(name)))
             tried[k] = [f"local directory {str(path)!r} (not found)"]
     pending = [k for k, name in enumerate(names) if found[k] is None and str(name) in table]
     if pending:
@@ -153,7 +154,7 @@ def resolve_all(names: Sequence[str | Path]) -> list[Path]:
 def _alias_local(name: str, alias: dict[str, Any], tried: list[str]) -> Path | None:
     """The first of an alias's ``local`` candidates that is registered here."""
     for candidate in alias.get("local", []):
-        found = _registered_dir(candidate)
+        found = registered_dir(candidate)
         if found:
             return found
         tried.append(f"alias {name!r} -> registered tier {candidate!r} (not trained here)")

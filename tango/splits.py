@@ -201,7 +201,7 @@ class TrainingRows:
 
     train: LabelledData  # the rows the tier trains on
     dev: LabelledData | None  # --dev, else a seeded --dev-fraction of the file, else none
-    whole: LabelledData  # every row of the training file
+    calibration: LabelledData | None  # the held-out rows themselves
     held: HeldOutRows | None  # the calibration rows kept out of training
 
 
@@ -231,4 +231,5 @@ def training_rows(
             replace(data.subset(rows), source=f"{train_path} {part} of {split}")
             for part, rows in (("train", train_rows), ("dev", dev_rows))
         )
-    return TrainingRows(data, dev, whole, held)
+    calibration = whole.subset(held.indices()) if held else None
+    return TrainingRows(data, dev, calibration, held)

@@ -35,7 +35,7 @@ Everything is vectorised over candidates: a setting's outcome is which tier answ
 from __future__ import annotations
 
 import itertools
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -277,11 +277,12 @@ def certify(
     tested = len(sequence) if not len(failed) else int(failed[0])
     i = int(np.argmin(cost[:tested]))  # every setting before the first failure is certified
     drop = (lost[i] - gained[i]) / n * 100
-    choice = _choice(settings[sequence[i]], drop, bounds[i], cost[i], costs, reach[i], n, confidence_level)
-    return replace(choice, new_rows=None if new_rows is None else int(new_rows))
+    return _choice(
+        settings[sequence[i]], drop, bounds[i], cost[i], costs, reach[i], n, confidence_level, new_rows
+    )
 
 
-def _choice(setting, drop, bound, cost, costs, reach, n, level) -> ThresholdChoice:
+def _choice(setting, drop, bound, cost, costs, reach, n, level, new_rows=None) -> ThresholdChoice:
     return ThresholdChoice(
         thresholds=[float(t) for t in setting],
         drop=float(drop),
@@ -291,4 +292,5 @@ def _choice(setting, drop, bound, cost, costs, reach, n, level) -> ThresholdChoi
         reached=[float(r) for r in reach],
         rows=int(n),
         confidence_level=level,
+        new_rows=None if new_rows is None else int(new_rows),
     )

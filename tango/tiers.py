@@ -22,8 +22,8 @@ from tqdm.auto import tqdm
 
 from tango.batching import Encodings, pad_batch, padding_efficiency, plan_batches, tokenize
 from tango.confidence import softmax
-from tango.hardware import bf16_supported, default_threads, set_torch_threads  # noqa: F401 (re-exported)
-from tango.texts import Texts, as_texts  # noqa: F401 (re-exported)
+from tango.hardware import bf16_supported, default_threads, set_torch_threads
+from tango.texts import Texts, as_texts
 
 ONNX_FILE = "model.onnx"
 RUNTIMES = ("auto", "onnx", "openvino", "torch")

@@ -36,8 +36,8 @@ from tqdm.auto import tqdm
 
 from tango.batching import Encodings, pad_tensors, plan_batches, tokenize
 from tango.data import LabelledData
+from tango.hardware import bf16_supported
 from tango.registry import register, resolve
-from tango.tiers import bf16_supported
 
 Loss = Callable[[dict[str, torch.Tensor], np.ndarray], torch.Tensor]  # (batch, its rows) -> scalar
 

@@ -24,9 +24,8 @@ from tango.batching import Encodings, pad_tensors, plan_batches, tokenize
 from tango.early_exit.model import MultiExitModel
 from tango.early_exit.policy import ExitPolicy
 from tango.hardware import bf16_supported
-from tango.texts import as_texts
+from tango.texts import Texts, as_texts
 
-Texts = Sequence[str] | Sequence[tuple[str, str]]
 MANIFEST = "early_exit.json"
 HEADS = "exit_heads.safetensors"
 # bf16 = weights cast once when inference starts; bf16-autocast = fp32 weights, autocast per batch

@@ -29,7 +29,7 @@ from tango.batching import Encodings, tokenize
 from tango.data import LabelledData, map_labels
 from tango.early_exit.classifier import EarlyExitClassifier, Texts, auto_precision, check_device
 from tango.early_exit.model import MultiExitModel
-from tango.tiers import as_texts
+from tango.texts import as_texts
 from tango.training import TrainConfig, fingerprint, fit
 
 MODES = ("joint", "weighted", "sweet", "two-stage")
@@ -229,7 +229,7 @@ def _train_stage(
 def _dev_accuracy(clf: EarlyExitClassifier, dev: tuple[Texts, Sequence[Any]]) -> dict[str, float]:
     """Accuracy of every exit on the dev set: {"<layer>": accuracy}."""
     texts, labels = dev
-    y = _labelled(texts, labels, clf.labels).labels
+    y, _ = map_labels([str(label) for label in labels], list(clf.labels))
     predictions = clf.exit_logits(texts).argmax(axis=-1)  # (E, N)
     accuracies = (predictions == y).mean(axis=1)  # (E,)
     return {str(layer): float(a) for layer, a in zip(clf.exits_, accuracies, strict=True)}
