@@ -86,6 +86,10 @@ for group in $SETS; do
       tier mpnet-base-sst2-h16k "$DATA/sst2/dev.tsv" mpnet --max-steps 1200 "${h16k[@]}"
       tier minilm-l6-sst2-distilled-h16k "$DATA/sst2/dev.tsv" minilm --teacher mpnet-base-sst2-h16k \
         --epochs 2 "${h16k[@]}"
+      # a shallower tier 1: the first four of MiniLM-L6's six layers, distilled the same way
+      # (tier 1 scores every row; benchmarks/bench.py --dataset sst2-h16k-l4 / sst2-dev-h16k-l4)
+      tier minilm-l4-sst2-distilled-h16k "$DATA/sst2/dev.tsv" minilm --layers 4 \
+        --teacher mpnet-base-sst2-h16k --epochs 2 "${h16k[@]}"
       ;;
     agnews)  # no dev file: a seeded 90/10 split of the 10k rows
       agnews=(--train "$DATA/ag_news/train_10k.tsv" --dev-fraction 0.1 --labels ag_news

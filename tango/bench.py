@@ -226,6 +226,7 @@ def bench(
             }
         )
     _speedups(results, len(loaded))
+    ceilings = _ceilings(results, logits, y, gates[0].temperatures[0], max_drop) if len(loaded) == 2 else []
     result = {
         "command": command,
         "machine": machine(threads),
@@ -258,6 +259,7 @@ def bench(
         ],
         "systems": results,
         "breakdown": _breakdown(timings["chosen"], len(loaded)),
+        "ceilings": ceilings,
     }
     if out is not None:
         reliability = _reliability(logits[0], y, gates, parts)
@@ -535,6 +537,62 @@ def _speedups(results: list[dict[str, Any]], n_tiers: int) -> None:
         if r["kind"] in ("sweep", "chosen", "rule") and r["escalated"] is not None:
             cost = costs[0] + sum(f * c for f, c in zip(r["escalated"], costs[1:], strict=True))
             r["analytic_speedup"] = costs[-1] / cost
+
+
+def escalation_curve(
+    first: np.ndarray, last: np.ndarray, y: np.ndarray, temperature: float = 1.0
+) -> np.ndarray:
+    """Rows right, out of n, when the k least confident rows take the last tier's answer, k = 0..n.
+
+    Confidence is tier 1's max-probability at ``temperature``: every threshold on it escalates
+    some such k rows, so the curve is the most accuracy any threshold can buy for each share of
+    rows sent on (ties broken by row order)."""
+    order = np.argsort(confidence(softmax(first, temperature), "maxprob"), kind="stable")
+    first_right = (first.argmax(axis=1) == y)[order].astype(np.int64)
+    last_right = (last.argmax(axis=1) == y)[order].astype(np.int64)
+    return int(first_right.sum()) + np.concatenate([[0], np.cumsum(last_right - first_right)])
+
+
+def _ceilings(
+    results: list[dict[str, Any]],
+    logits: list[np.ndarray],
+    y: np.ndarray,
+    temperature: float,
+    max_drop: float,
+) -> list[dict[str, Any]]:
+    """The fastest two-tier cascade of these tiers that reaches each target accuracy on these rows.
+
+    For each target: the fewest rows escalated (by :func:`escalation_curve`, so chosen with the
+    scored rows' labels: a ceiling, not a system) and the speed the tiers' measured costs give
+    it. No threshold on tier 1's confidence does better here, so a target whose ceiling misses
+    it cannot be met by choosing thresholds; it needs faster or better tiers."""
+    by = {r["system"]: r for r in results}
+    n = len(y)
+    right = escalation_curve(logits[0], logits[-1], y, temperature)
+    cost_first, cost_last = by["tier1"]["seconds_median"], by["tier2"]["seconds_median"]
+    targets = [("tier2", by["tier2"]["accuracy"] - max_drop / 100, f"within {max_drop} pt of tier 2")]
+    if "tangobert-reference" in by:
+        targets.append(
+            ("tangobert-reference", by["tangobert-reference"]["accuracy"], "the TangoBERT reference's")
+        )
+    ceilings = []
+    for versus, accuracy, target in targets:
+        needed = int(np.ceil(accuracy * n - 1e-6))  # rows right; accuracies are counts over n
+        reach = np.flatnonzero(right >= needed)
+        record: dict[str, Any] = {"target": target, "accuracy": float(accuracy), "versus": versus}
+        if len(reach):
+            escalated = float(reach[0] / n)
+            rows_per_s = n / (cost_first + escalated * cost_last)
+            record.update(
+                {
+                    "escalated": escalated,
+                    "reached_accuracy": float(right[reach[0]] / n),
+                    "rows_per_s": rows_per_s,
+                    "ratio": rows_per_s / by[versus]["rows_per_s"],
+                }
+            )
+        ceilings.append(record)
+    return ceilings
 
 
 def _breakdown(timing: Timing, n_tiers: int) -> dict[str, Any]:

@@ -119,6 +119,7 @@ def markdown(result: dict[str, Any]) -> str:
     lines += ["", "Chosen cascade, last timed run:", "", "| part | seconds | share |", "|---|---|---|"]
     lines += [f"| {part} | {s:.4f} | {s / total:.0%} |" for part, s in breakdown_rows(result)]
     lines += gate_lines(result)
+    lines += ceiling_lines(result)
     if result.get("command"):
         lines += ["", f"Command: `{result['command']}`"]
     return "\n".join(lines) + "\n"
@@ -146,6 +147,29 @@ def gate_lines(result: dict[str, Any]) -> list[str]:
             + f". Scored rows: tiers {here}; the chosen cascade's drop {chosen_drop:+.2f} pt."
         )
     return ["", *lines] if lines else []
+
+
+def ceiling_lines(result: dict[str, Any]) -> list[str]:
+    """What no threshold can beat with these tiers on these rows (tango.bench._ceilings)."""
+    parts = []
+    for c in result.get("ceilings", []):
+        against = "tier 2" if c["versus"] == "tier2" else "the reference"
+        if c.get("rows_per_s") is None:
+            parts.append(f"{c['target']} accuracy ({c['accuracy']:.2%}): no escalation reaches it")
+            continue
+        parts.append(
+            f"{c['target']} accuracy ({c['accuracy']:.2%}): {c['escalated']:.1%} of rows escalated, "
+            f"{c['rows_per_s']:.0f} rows/s, {c['ratio']:.2f}x {against}"
+        )
+    if not parts:
+        return []
+    return [
+        "",
+        "Ceiling of these tiers (the fewest rows escalated, least confident first, chosen with the "
+        "scored rows' labels; speed from the tiers' measured costs): no threshold does better here. "
+        + "; ".join(parts)
+        + ".",
+    ]
 
 
 # --- pictures ---------------------------------------------------------------------------------

@@ -6,7 +6,7 @@ import pytest
 from click.testing import CliRunner
 from tiny_models import WORDS, build_tiny_classifier
 
-from tango.bench import bench, interleave
+from tango.bench import bench, escalation_curve, interleave
 from tango.benchreport import markdown
 from tango.cli import cli
 from tango.data import LabelledData
@@ -137,6 +137,28 @@ def test_bench_with_a_calibration_file_and_the_peers(tier_dirs, data_file):
     assert systems["tier2-pipeline"]["accuracy"] == pytest.approx(systems["tier2"]["accuracy"])
     assert result["data"]["calibration"] == {"mode": "file", "seed": 0, "source": "memory"}
     assert len(result["gates"]) == 1
+    # the ceilings: no cascade measured here reaches a target with fewer rows escalated
+    ceilings = {c["versus"]: c for c in result["ceilings"]}
+    assert set(ceilings) == {"tier2", "tangobert-reference"}
+    for c in ceilings.values():
+        assert c["reached_accuracy"] >= c["accuracy"] - 1e-9
+        for r in result["systems"]:
+            if r["kind"] in ("sweep", "chosen", "rule") and r["accuracy"] >= c["accuracy"] - 1e-9:
+                assert r["escalated"][0] >= c["escalated"] - 1e-9
+    ref = ceilings["tangobert-reference"]
+    costs = systems["tier1"]["seconds_median"] + ref["escalated"] * systems["tier2"]["seconds_median"]
+    assert ref["ratio"] == pytest.approx(30 / costs / systems["tangobert-reference"]["rows_per_s"])
+    assert "Ceiling of these tiers" in markdown(result)
+
+
+def test_escalation_curve_counts_rows_right_escalating_the_least_confident_first():
+    y = np.array([0, 1, 1, 0])
+    first = np.array([[3.0, 0.0], [0.1, 0.0], [0.0, 2.0], [0.0, 0.5]])  # right, wrong, right, wrong
+    last = np.array([[0.0, 1.0], [0.0, 1.0], [0.0, 1.0], [1.0, 0.0]])  # wrong, right, right, right
+    # confidence order: row 1 (0.52), row 3 (0.62), row 2 (0.88), row 0 (0.95)
+    assert escalation_curve(first, last, y).tolist() == [2, 3, 4, 4, 3]
+    # a temperature rescales every row alike: for two classes the order stays
+    assert escalation_curve(first, last, y, temperature=3.0).tolist() == [2, 3, 4, 4, 3]
 
 
 def test_bench_refuses_two_sources_of_thresholds(tier_dirs, data_file):
