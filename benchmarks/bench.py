@@ -502,10 +502,15 @@ def early_exit_checks(by: dict[str, dict[str, Any]]) -> list[tuple[str, str, boo
     return checks
 
 
+def _ceiling_ratio(ceilings: list[dict[str, Any]], versus: str) -> float | None:
+    """The most any threshold gives against ``versus``, where the run recorded a ceiling."""
+    return next((c["ratio"] for c in ceilings if c["versus"] == versus and c.get("ratio")), None)
+
+
 def _ceiling(ceilings: list[dict[str, Any]], versus: str) -> str:
     """The ceiling against ``versus`` as a note, where the run recorded one."""
-    ceiling = next((c for c in ceilings if c["versus"] == versus and c.get("ratio")), None)
-    return f" (the most any threshold gives with these tiers: {ceiling['ratio']:.2f}x)" if ceiling else ""
+    ratio = _ceiling_ratio(ceilings, versus)
+    return f" (the most any threshold gives with these tiers: {ratio:.2f}x)" if ratio else ""
 
 
 def targets(result: dict[str, Any]) -> str:
@@ -551,7 +556,26 @@ def runs_table(runs: list[dict[str, Any]]) -> str:
         "whatever it escalates.",
         "",
     ]
+    if all("tangobert-reference" in {r["system"] for r in run["systems"]} for run in runs):
+        lines[-1:] = [*reference_runs(runs), ""]
     return "\n".join(lines)
+
+
+def reference_runs(runs: list[dict[str, Any]]) -> list[str]:
+    """Each run's chosen cascade against the TangoBERT reference, beside the most any threshold
+    gives with those tiers on those rows (the run's ceiling, where it recorded one)."""
+    lines = [
+        "",
+        "| run | reference rows/s | chosen cascade vs the reference | the most any threshold gives |",
+        "|---|---|---|---|",
+    ]
+    for k, run in enumerate(runs, 1):
+        by = {r["system"]: r for r in run["systems"]}
+        ratio = _ceiling_ratio(run.get("ceilings", []), "tangobert-reference")
+        ref = by["tangobert-reference"]
+        ceiling = f"{ratio:.2f}x" if ratio else "-"
+        lines.append(f"| {k} | {ref['rows_per_s']:.1f} | {_versus(by['chosen'], ref)} | {ceiling} |")
+    return lines
 
 
 def _in_sample(by: dict[str, dict[str, Any]]) -> str:

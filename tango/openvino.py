@@ -24,7 +24,7 @@ import logging
 import shutil
 import tempfile
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -91,16 +91,24 @@ def bf16_supported() -> bool:
 
 
 class OpenVinoRuntime:
-    """Runs an OpenVINO IR (fp32 or int8) on the CPU: a latency configuration, one stream.
+    """Runs an OpenVINO IR (fp32 or int8) on the CPU: many batches on several streams, a few on one.
 
-    ``PERFORMANCE_HINT=LATENCY`` with one stream keeps OpenVINO on ``threads`` threads for one
-    request at a time, as ONNX Runtime and PyTorch are run here; the throughput hint would start
-    several streams and oversubscribe cores shared with the tokenizer and other tiers.
+    :meth:`run_batches` runs a long sequence of batches on OpenVINO's throughput streams
+    (``PERFORMANCE_HINT=THROUGHPUT``: two streams of one thread each on 2 cores), one batch in
+    flight per stream; on 2 cores that scores SST-2 dev faster than one stream of two threads,
+    with the same answers (benchmarks/results/openvino_streams.md). :meth:`run` runs one batch
+    on all the threads (``LATENCY``, one stream), and :class:`tango.tiers.Tier` uses it when
+    there are too few batches to keep every stream busy: a cascade's last tier gets a few
+    batches of its hardest, longest rows, and on one thread each the longest batch would finish
+    last while the other stream waits. ``threads`` are the threads in all, either way, so nothing
+    is oversubscribed. ``streams=1`` never starts the throughput streams.
     ``precision`` is the inference precision hint: ``fp32`` (the default, since OpenVINO would
     otherwise pick bf16 on CPUs that have it and change outputs unasked) or ``bf16``.
     """
 
-    def __init__(self, model_dir: Path, threads: int | None = None, precision: str = "fp32") -> None:
+    def __init__(
+        self, model_dir: Path, threads: int | None = None, precision: str = "fp32", streams: int | None = None
+    ) -> None:
         from tango.hardware import default_threads
 
         if precision not in OV_PRECISIONS:
@@ -108,24 +116,57 @@ class OpenVinoRuntime:
                 f"the OpenVINO runtime takes precision fp32 or bf16, got {precision!r} "
                 "(bf16-autocast is PyTorch's)"
             )
-        config = {
+        if streams is not None and streams < 1:
+            raise ValueError(f"streams must be >= 1 or None (OpenVINO's choice), got {streams}")
+        self.model_file = str(model_dir / IR_FILE)
+        self.config: dict[str, Any] = {
             "INFERENCE_NUM_THREADS": threads or default_threads(),
-            "PERFORMANCE_HINT": "LATENCY",
-            "NUM_STREAMS": 1,
             "INFERENCE_PRECISION_HINT": OV_PRECISIONS[precision],
         }
-        self.compiled = core().compile_model(str(model_dir / IR_FILE), "CPU", config)
-        # One request, reused: a tier runs one batch at a time (not thread-safe, like the others).
-        self.request = self.compiled.create_infer_request()
+        self.latency = self._compile("LATENCY", 1)
+        self.compiled = self.latency if streams == 1 else self._compile("THROUGHPUT", streams)
+        self.streams = int(self.compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
         self.output = self.compiled.output(0)
         self.input_names = tuple(port.any_name for port in self.compiled.inputs)
         weights = "int8" if _export_record(model_dir).get("int8") else "fp32"
         self.precision = precision
-        self.description = f"openvino ({weights} IR, {precision} inference)"
+        streams_used = f", {self.streams} streams" if self.streams > 1 else ""
+        self.description = f"openvino ({weights} IR, {precision} inference{streams_used})"
+
+    def _compile(self, hint: str, streams: int | None) -> Any:
+        config = {**self.config, "PERFORMANCE_HINT": hint}
+        if streams is not None:
+            config["NUM_STREAMS"] = streams
+        return core().compile_model(self.model_file, "CPU", config)
 
     def run(self, batch: dict[str, np.ndarray]) -> np.ndarray:
-        result = self.request.infer({name: batch[name] for name in self.input_names})
-        return np.array(result[self.output], dtype=np.float32)  # a copy: the buffer is reused
+        """One batch's logits (N, K), on all the threads. A request per call: threads may share
+        the runtime, as they may share a tier."""
+        request = self.latency.create_infer_request()
+        result = request.infer({name: batch[name] for name in self.input_names})
+        return np.array(result[self.latency.output(0)], dtype=np.float32)
+
+    def run_batches(self, batches: Iterable[dict[str, np.ndarray]]) -> list[np.ndarray]:
+        """Each batch's logits, in order, with up to ``streams`` batches in flight.
+
+        Batches are drawn from the iterable only as a request frees up, so a generator of padded
+        batches never holds more than ``streams`` of them."""
+        ov = require("openvino")
+        queue = ov.AsyncInferQueue(self.compiled, self.streams)
+        outputs: dict[int, np.ndarray] = {}
+
+        def finished(request: Any, index: int) -> None:
+            outputs[index] = np.array(request.get_tensor(self.output).data, dtype=np.float32)  # a copy
+
+        queue.set_callback(finished)
+        count = 0
+        for count, batch in enumerate(batches, 1):
+            queue.start_async({name: batch[name] for name in self.input_names}, count - 1)
+        queue.wait_all()
+        missing = [k for k in range(count) if k not in outputs]
+        if missing:  # a request that failed never reached the callback's copy
+            raise RuntimeError(f"OpenVINO returned no logits for batches {missing} of {count}")
+        return [outputs[k] for k in range(count)]
 
 
 def _export_record(model_dir: Path) -> dict[str, Any]:

@@ -29,6 +29,10 @@ ONNX_FILE = "model.onnx"
 RUNTIMES = ("auto", "onnx", "openvino", "torch")
 # bf16 = weights cast once at load; bf16-autocast = fp32 weights cast per batch (PyTorch only)
 PRECISIONS = ("auto", "fp32", "bf16", "bf16-autocast")
+# A runtime with several streams (OpenVINO's) takes a tier's batches only when each stream has
+# this many to run; with fewer, the last and longest batches run on one stream while the others
+# wait, and one stream on all the threads is faster (a cascade's last tier sees a few batches).
+BATCHES_PER_STREAM = 4
 
 
 class Runtime(Protocol):
@@ -292,8 +296,16 @@ class Tier:
             return logits
         pad_id = self.tokenizer.pad_token_id or 0
         batches = self._plan(encodings)
-        for rows in tqdm(batches, desc=f"{self.path.name}", disable=not progress, leave=False):
-            logits[rows] = self.runtime.run(pad_batch(encodings, rows, pad_id))
+        shown = tqdm(batches, desc=f"{self.path.name}", disable=not progress, leave=False)
+        streams = getattr(self.runtime, "streams", 1)
+        if streams == 1 or len(batches) < BATCHES_PER_STREAM * streams:
+            for rows in shown:
+                logits[rows] = self.runtime.run(pad_batch(encodings, rows, pad_id))
+            return logits
+        # enough batches to keep several streams busy: the runtime takes them as they are padded
+        outputs = self.runtime.run_batches(pad_batch(encodings, rows, pad_id) for rows in shown)
+        for rows, output in zip(batches, outputs, strict=True):
+            logits[rows] = output
         return logits
 
     def padding_efficiency(self, encodings: Encodings) -> float:

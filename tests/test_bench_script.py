@@ -62,3 +62,23 @@ def test_runs_table_shows_each_run_and_the_spread():
     assert "| 2 | d2 |" in table and "| **no** |" in table  # 2.5x, -0.6 pt
     assert "speedup 2.50x-3.10x" in table and "-0.60 to -0.40 pt" in table
     assert "Tier 1 alone ran at 4.00x-4.00x tier 2" in table
+
+
+def test_runs_with_the_reference_show_it_beside_the_ceiling_and_the_target_quotes_it():
+    runs = [run("d1", 100, 310, -0.4, 3.1, 3.2), run("d2", 80, 200, -0.6, 2.5, 2.6)]
+    for k, r in enumerate(runs):
+        r["systems"].append(row("tangobert-reference", 0.93, 40.0))
+        r["systems"].append(row("tier2-pipeline", 0.93, 10.0))
+        r["ceilings"] = [
+            {"versus": "tangobert-reference", "ratio": 8.5 - k},
+            {"versus": "tier2", "ratio": 3.3},
+        ]
+    runs[1]["ceilings"] = []  # a run measured before ceilings were recorded
+    table = bench_script.runs_table(runs)
+    assert "| 1 | 40.0 | 7.8x, -0.40 pt | 8.50x |" in table
+    assert "| 2 | 40.0 | 5.0x, -0.60 pt | - |" in table
+    by = {r["system"]: r for r in runs[0]["systems"]}
+    checks = dict((name, value) for name, value, _ in bench_script.peer_checks(by, {}, runs[0]["ceilings"]))
+    assert checks[">= 8x the TangoBERT reference at >= its accuracy"] == (
+        "7.8x, -0.40 pt (the most any threshold gives with these tiers: 8.50x)"
+    )

@@ -85,9 +85,17 @@ def test_runtime_settings_follow_threads_and_precision(tiny_openvino_dir):
     runtime = OpenVinoRuntime(tiny_openvino_dir, threads=1)
     compiled = runtime.compiled
     assert compiled.get_property("INFERENCE_NUM_THREADS") == 1
-    assert str(compiled.get_property("PERFORMANCE_HINT")) in ("LATENCY", "PerformanceMode.LATENCY")
-    assert compiled.get_property("NUM_STREAMS") == 1
+    assert str(compiled.get_property("PERFORMANCE_HINT")) in ("THROUGHPUT", "PerformanceMode.THROUGHPUT")
+    assert compiled.get_property("NUM_STREAMS") == 1 == runtime.streams  # one thread: one stream
     assert str(compiled.get_property("INFERENCE_PRECISION_HINT")) == "<Type: 'float32'>"
+    latency = OpenVinoRuntime(tiny_openvino_dir, threads=2, streams=1).compiled
+    assert str(latency.get_property("PERFORMANCE_HINT")) in ("LATENCY", "PerformanceMode.LATENCY")
+    assert latency.get_property("NUM_STREAMS") == 1 and latency.get_property("INFERENCE_NUM_THREADS") == 2
+    two = OpenVinoRuntime(tiny_openvino_dir, threads=2, streams=2)
+    assert two.compiled.get_property("NUM_STREAMS") == 2 == two.streams
+    assert two.compiled.get_property("INFERENCE_NUM_THREADS") == 2  # the threads in all, not per stream
+    with pytest.raises(ValueError, match="streams"):
+        OpenVinoRuntime(tiny_openvino_dir, streams=0)
     if bf16_supported():
         bf16 = OpenVinoRuntime(tiny_openvino_dir, threads=1, precision="bf16")
         assert str(bf16.compiled.get_property("INFERENCE_PRECISION_HINT")) == "<Type: 'bfloat16'>"
@@ -140,3 +148,41 @@ def test_cli_exports_registers_and_probes(tiny_model_dir, tmp_path):
     for wrong in (args[:-1], args[:-3]):  # fp32 OpenVINO, ONNX: nothing to calibrate
         refused = CliRunner().invoke(cli, [*wrong, "--calibration-data", str(data)])
         assert refused.exit_code != 0 and "goes with --format openvino --int8" in refused.output
+
+
+def test_streams_keep_every_batch_in_order_and_the_answers_of_one_stream(tiny_openvino_dir, monkeypatch):
+    """Many batches go to the streams and come back in order, each row's logits as on one
+    stream; a few batches run one at a time on all the threads."""
+    one = Tier.from_pretrained(tiny_openvino_dir, precision="fp32", batch_size=2)
+    one.runtime = OpenVinoRuntime(tiny_openvino_dir, threads=2, streams=1)
+    two = Tier.from_pretrained(tiny_openvino_dir, precision="fp32", batch_size=2)
+    two.runtime = OpenVinoRuntime(tiny_openvino_dir, threads=2, streams=2)
+    assert one.runtime.streams == 1 and one.runtime.compiled is one.runtime.latency
+    calls = []
+    for tier in (one, two):
+        for method in ("run", "run_batches"):
+            original = getattr(tier.runtime, method)
+            monkeypatch.setattr(
+                tier.runtime,
+                method,
+                lambda *a, _f=original, _n=method, _s=tier.runtime.streams: calls.append((_s, _n)) or _f(*a),
+            )
+    expected = one.logits(TEXTS)  # 13 batches of 2: one stream, one at a time
+    assert set(calls) == {(1, "run")}
+    calls.clear()
+    np.testing.assert_allclose(two.logits(TEXTS), expected, atol=1e-5)  # >= 4 batches per stream
+    assert calls == [(2, "run_batches")]
+    np.testing.assert_allclose(two.logits(TEXTS[::-1]), expected[::-1], atol=1e-5)
+    calls.clear()
+    np.testing.assert_allclose(two.logits(TEXTS[:5]), expected[:5], atol=1e-5)  # 3 batches: too few
+    assert set(calls) == {(2, "run")}
+    assert two.logits([]).shape == (0, len(two.labels))
+    batches = [{name: np.asarray(v) for name, v in b.items()} for b in _padded(two, TEXTS)]
+    assert len(two.runtime.run_batches(iter(batches))) == len(batches)  # a generator is enough
+
+
+def _padded(tier, texts):
+    from tango.batching import pad_batch
+
+    encodings = tier.tokenize(texts)
+    return [pad_batch(encodings, rows, tier.tokenizer.pad_token_id or 0) for rows in tier._plan(encodings)]
