@@ -87,17 +87,9 @@ DATASETS: dict[str, dict[str, Any]] = {
         "tier2": "mpnet-base-sst2-h16k",
         "torch_forms": True,
     },
-    # The h16k pair with a shallower tier 1: MiniLM-L6's first four layers, distilled from the
-    # same tier 2 (make_models.sh sst2-h16k). Tier 1 runs on every row and was over half the
+    # The h16k pair on dev with a shallower tier 1: MiniLM-L6's first four layers, distilled from
+    # the same tier 2 (make_models.sh sst2-h16k). Tier 1 runs on every row and was over half the
     # chosen cascade's time; four layers cost about two thirds of six.
-    "sst2-h16k-l4": {
-        "file": "sst2/train.tsv",
-        "held_out": {"bench_rows": 5000, "seed": 0},
-        "tier1": "minilm-l4-sst2-distilled-h16k",
-        "tier2": "mpnet-base-sst2-h16k",
-        "peers": False,
-        "sweep": (),
-    },
     "sst2-dev-h16k-l4": {
         "file": "sst2/dev.tsv",
         "calibration": "held_out",
