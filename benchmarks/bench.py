@@ -625,6 +625,7 @@ def headline(results_dir: Path) -> str:
             f"- **SST-2 dev** ({result['data']['scored']} rows, same tiers and thresholds): the cascade "
             f"{by['chosen']['accuracy']:.2%}, {_versus(by['chosen'], by['tier2'])} against MPNet-base alone, "
             f"{_versus(by['chosen'], by['tangobert-reference'])} against the TangoBERT reference recipe"
+            f"{_spread_over_runs(_runs(results_dir, dev.stem), 'tangobert-reference')}"
             f"{_ceiling(result.get('ceilings', []), 'tangobert-reference')} and "
             f"{_versus(by['chosen'], by['tier2-pipeline'])} against MPNet-base through a `pipeline` "
             f"({result['machine']['date']})."
@@ -634,6 +635,17 @@ def headline(results_dir: Path) -> str:
         if path.exists():
             lines.append(_three_tiers_line(title, json.loads(path.read_text())))
     return "\n".join(lines) + "\n"
+
+
+def _spread_over_runs(runs: list[dict[str, Any]], peer: str) -> str:
+    """ " (lo-hi over N runs)": the chosen cascade's speed over ``peer`` in each run of a series."""
+    if len(runs) < 2:
+        return ""
+    ratios = []
+    for run in runs:
+        by = {r["system"]: r for r in run["systems"]}
+        ratios.append(by["chosen"]["rows_per_s"] / by[peer]["rows_per_s"])
+    return f", {min(ratios):.1f}x-{max(ratios):.1f}x over {len(runs)} runs"
 
 
 def _bound_on(result: dict[str, Any]) -> str:

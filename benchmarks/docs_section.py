@@ -15,3 +15,16 @@ def fill_section(page: Path, name: str, table: str) -> None:
         raise click.ClickException(f"{page} has no {begin} ... {end} section to fill")
     head, rest = text.split(begin, 1)
     page.write_text(f"{head}{begin}\n{table}{end}{rest.split(end, 1)[1]}")
+
+
+def write_results(name: str, result: dict, table: str, page: Path | None) -> None:
+    """``benchmarks/results/NAME.{json,md}``, the table echoed, and ``page``'s NAME section
+    filled (None: no docs page rewritten)."""
+    import json
+
+    out = Path(__file__).resolve().parent / "results" / name
+    out.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
+    out.with_suffix(".md").write_text(table)
+    click.echo(table)
+    if page is not None:
+        fill_section(page, name, table)

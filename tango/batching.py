@@ -3,6 +3,9 @@
 Rows are sorted by token length, cut into batches by a row budget and a token budget
 (rows x longest row), each batch is padded only to its own longest row, and results are put
 back in input order by the caller using the index arrays returned here.
+
+Inference cuts the sorted rows where padding costs least (:func:`plan_least_padding`); training
+keeps fixed-size batches (:func:`plan_batches`), whose sizes its step counts assume.
 """
 
 from __future__ import annotations
@@ -76,6 +79,52 @@ def plan_batches(
     if start < len(order):
         batches.append(order[start:])
     return batches
+
+
+# What running one more batch costs, in padded tokens: the fixed per-call work of a runtime. On
+# MPNet-base (OpenVINO int8, 2 cores) 50 and 200 cut a cascade's escalated SST-2 dev rows into
+# batches that ran equally fast (benchmarks/results/escalated_batches.md, docs/architecture.md).
+BATCH_COST_TOKENS = 128
+
+
+def plan_least_padding(
+    lengths: np.ndarray,
+    batch_size: int = 32,
+    max_tokens: int | None = None,
+    batch_cost: float = BATCH_COST_TOKENS,
+) -> list[np.ndarray]:
+    """Row indices of each batch, rows sorted by length, cut where the computed tokens are fewest.
+
+    Among all ways to cut the sorted rows into batches of at most ``batch_size`` rows and
+    ``max_tokens`` padded tokens (a single row may exceed it), this takes the one with the least
+    ``sum(batch_cost + rows x longest row)``, by dynamic programming over the cut points. On many
+    rows of similar lengths that is :func:`plan_batches`' full batches; on a few rows of spread
+    lengths (the rows a cascade escalates) the greedy plan pads each short row to the batch's
+    longest, and this one cuts where the lengths jump instead. Ties go to fewer batches.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if max_tokens is not None and max_tokens < 1:
+        raise ValueError(f"max_tokens must be >= 1 or None, got {max_tokens}")
+    order = np.argsort(lengths, kind="stable")
+    longest = np.asarray(lengths, dtype=np.float64)[order]
+    count = len(order)
+    best = np.zeros(count + 1)  # best[i]: least cost of the first i sorted rows
+    cut = np.zeros(count + 1, dtype=np.int64)  # where the last batch of that plan starts
+    for end in range(1, count + 1):
+        starts = np.arange(max(0, end - batch_size), end)
+        rows = end - starts
+        costs = best[starts] + batch_cost + rows * longest[end - 1]
+        if max_tokens is not None:
+            costs[(rows > 1) & (rows * longest[end - 1] > max_tokens)] = np.inf
+        pick = int(np.argmin(costs))  # the first minimum: the longest batch
+        best[end], cut[end] = costs[pick], starts[pick]
+    batches: list[np.ndarray] = []
+    end = count
+    while end > 0:
+        batches.append(order[cut[end] : end])
+        end = int(cut[end])
+    return batches[::-1]
 
 
 def pad_batch(encodings: Encodings, rows: np.ndarray, pad_id: int = 0) -> dict[str, np.ndarray]:

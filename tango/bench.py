@@ -298,9 +298,10 @@ def _score(tiers: list[Tier], texts: list) -> tuple[list[np.ndarray], list[float
     for tier in tiers:
         start = time.perf_counter()
         encodings = tier.tokenize(texts)
-        logits.append(tier.infer(encodings))
+        batches = tier.plan(encodings)
+        logits.append(tier.infer(encodings, batches=batches))
         costs.append((time.perf_counter() - start) / max(len(texts), 1))
-        padding.append(tier.padding_efficiency(encodings))
+        padding.append(tier.padding_efficiency(encodings, batches))
     return logits, costs, padding
 
 

@@ -301,9 +301,10 @@ class Cascade:
             tier_stats.truncated = encodings.truncated
             tier_stats.tokenize_s = time.perf_counter() - start
             start = time.perf_counter()
-            logits = tier.infer(encodings, progress=progress)
+            batches = tier.plan(encodings)
+            logits = tier.infer(encodings, progress=progress, batches=batches)
             tier_stats.infer_s = time.perf_counter() - start
-            tier_stats.padding_efficiency = tier.padding_efficiency(encodings)
+            tier_stats.padding_efficiency = tier.padding_efficiency(encodings, batches)
             probs = softmax(logits, temperatures[k])
             conf = confidence(probs, self.confidence)
             probabilities[active], confidences[active], answered_by[active] = probs, conf, k

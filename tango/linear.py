@@ -188,7 +188,13 @@ class LinearTier(Tier):
             return Features(sp.csr_matrix((0, len(self.idf)), dtype=np.float32))
         return Features(_count(rows, self.vectorizer))
 
-    def infer(self, encodings: Features, progress: bool = False) -> np.ndarray:  # type: ignore[override]
+    def plan(self, encodings: Features) -> list[np.ndarray]:  # type: ignore[override]
+        """One batch: the rows are scored in one sparse product."""
+        return [np.arange(len(encodings))]
+
+    def infer(  # type: ignore[override]
+        self, encodings: Features, progress: bool = False, batches: list[np.ndarray] | None = None
+    ) -> np.ndarray:
         """Logits (N, K): LR's decision function, two columns ``[-z/2, z/2]`` for two labels."""
         if not isinstance(encodings, Features):
             raise TypeError(
@@ -199,7 +205,9 @@ class LinearTier(Tier):
         z = np.asarray(z, dtype=np.float32)  # (N, K) or (N, 1)
         return np.hstack([-z / 2, z / 2]) if len(self.labels) == 2 else z
 
-    def padding_efficiency(self, encodings: Features) -> float:  # type: ignore[override]
+    def padding_efficiency(  # type: ignore[override]
+        self, encodings: Features, batches: list[np.ndarray] | None = None
+    ) -> float:
         """1.0: sparse rows are never padded."""
         return 1.0
 

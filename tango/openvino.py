@@ -23,6 +23,7 @@ import json
 import logging
 import shutil
 import tempfile
+import threading
 import warnings
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict
@@ -96,7 +97,7 @@ class OpenVinoRuntime:
     :meth:`run_batches` runs a long sequence of batches on OpenVINO's throughput streams
     (``PERFORMANCE_HINT=THROUGHPUT``: two streams of one thread each on 2 cores), one batch in
     flight per stream; on 2 cores that scores SST-2 dev faster than one stream of two threads,
-    with the same answers (benchmarks/results/openvino_streams.md). :meth:`run` runs one batch
+    with the same answers (benchmarks/results/openvino_configs.md). :meth:`run` runs one batch
     on all the threads (``LATENCY``, one stream), and :class:`tango.tiers.Tier` uses it when
     there are too few batches to keep every stream busy: a cascade's last tier gets a few
     batches of its hardest, longest rows, and on one thread each the longest batch would finish
@@ -104,10 +105,20 @@ class OpenVinoRuntime:
     is oversubscribed. ``streams=1`` never starts the throughput streams.
     ``precision`` is the inference precision hint: ``fp32`` (the default, since OpenVINO would
     otherwise pick bf16 on CPUs that have it and change outputs unasked) or ``bf16``.
+    ``snippets=False`` turns off the CPU plugin's generated kernels for fused subgraphs
+    (``SNIPPETS_MODE=DISABLE``), in transformers chiefly the fused attention: on this project's
+    2-core machine, with batches of short sentences, the plain MatMul/Softmax kernels are faster
+    (benchmarks/results/openvino_configs.md). Which is faster depends on the machine and the
+    lengths, so ``tango probe`` measures both and ``Tier.from_pretrained`` follows its record.
     """
 
     def __init__(
-        self, model_dir: Path, threads: int | None = None, precision: str = "fp32", streams: int | None = None
+        self,
+        model_dir: Path,
+        threads: int | None = None,
+        precision: str = "fp32",
+        streams: int | None = None,
+        snippets: bool = True,
     ) -> None:
         from tango.hardware import default_threads
 
@@ -123,6 +134,9 @@ class OpenVinoRuntime:
             "INFERENCE_NUM_THREADS": threads or default_threads(),
             "INFERENCE_PRECISION_HINT": OV_PRECISIONS[precision],
         }
+        if not snippets:
+            self.config["SNIPPETS_MODE"] = "DISABLE"
+        self.snippets = snippets
         self.latency = self._compile("LATENCY", 1)
         self.compiled = self.latency if streams == 1 else self._compile("THROUGHPUT", streams)
         self.streams = int(self.compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
@@ -131,7 +145,9 @@ class OpenVinoRuntime:
         weights = "int8" if _export_record(model_dir).get("int8") else "fp32"
         self.precision = precision
         streams_used = f", {self.streams} streams" if self.streams > 1 else ""
-        self.description = f"openvino ({weights} IR, {precision} inference{streams_used})"
+        snippets_off = "" if snippets else ", snippets off"
+        self.description = f"openvino ({weights} IR, {precision} inference{streams_used}{snippets_off})"
+        self._requests = threading.local()  # run()'s request, one per thread
 
     def _compile(self, hint: str, streams: int | None) -> Any:
         config = {**self.config, "PERFORMANCE_HINT": hint}
@@ -140,11 +156,16 @@ class OpenVinoRuntime:
         return core().compile_model(self.model_file, "CPU", config)
 
     def run(self, batch: dict[str, np.ndarray]) -> np.ndarray:
-        """One batch's logits (N, K), on all the threads. A request per call: threads may share
-        the runtime, as they may share a tier."""
-        request = self.latency.create_infer_request()
+        """One batch's logits (N, K), on all the threads.
+
+        Each calling thread keeps its own request (threads may share a runtime, as they may share
+        a tier): a request made anew per call cost tier 2 about 5% on a cascade's few escalated
+        batches."""
+        request = getattr(self._requests, "request", None)
+        if request is None:
+            request = self._requests.request = self.latency.create_infer_request()
         result = request.infer({name: batch[name] for name in self.input_names})
-        return np.array(result[self.latency.output(0)], dtype=np.float32)
+        return np.array(result[self.latency.output(0)], dtype=np.float32)  # a copy: the request is reused
 
     def run_batches(self, batches: Iterable[dict[str, np.ndarray]]) -> list[np.ndarray]:
         """Each batch's logits, in order, with up to ``streams`` batches in flight.

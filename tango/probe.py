@@ -1,15 +1,17 @@
 """Choosing a tier's runtime once: measure what the tier can run on, record it, follow the record.
 
 :func:`probe_tier` runs every runtime and precision a tier directory supports (PyTorch fp32, bf16
-cast once, bf16 autocast; ONNX Runtime on ``model.onnx``; OpenVINO fp32 and bf16 on an IR) over
-the same rows: rows per second, tokenization included, after a warm-up, and the share of
-predictions equal to PyTorch fp32's. It writes ``tango_runtimes.json`` into the directory.
+cast once, bf16 autocast; ONNX Runtime on ``model.onnx``; OpenVINO fp32 and bf16 on an IR, each
+with and without the CPU plugin's snippets) over the same rows: rows per second, tokenization
+included, after a warm-up, and the share of predictions equal to PyTorch fp32's. It writes
+``tango_runtimes.json`` into the directory.
 
 :func:`choose` is what ``Tier.from_pretrained`` asks for ``runtime="auto"`` / ``precision="auto"``:
-the fastest recorded runtime whose agreement passed (>= 0.995), else the directory's default
-(ONNX if ``model.onnx``, OpenVINO if an IR, else PyTorch). A record counts only on the machine it
-was measured on (CPU model and bf16 support) and for the model files it measured (their sizes):
-speeds do not travel, and a re-export invalidates it.
+the fastest recorded runtime whose agreement passed (>= 0.995), else the directory's default (ONNX
+if ``model.onnx``, OpenVINO if an IR, else PyTorch); :func:`recorded_options` gives the runtime's
+options that were measured fastest at that precision (OpenVINO's ``snippets``). A record counts
+only on the machine it was measured on (CPU model and bf16 support) and for the model files it
+measured (their sizes): speeds do not travel, and a re-export invalidates it.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import json
 import os
 import platform
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +53,7 @@ class Measure:
     agreement: float | None  # share of predictions equal to PyTorch fp32's
     passed: bool
     error: str | None = None
+    options: dict[str, Any] = field(default_factory=dict)  # the runtime's own options (OpenVINO's)
 
 
 # --- what a directory can run ---------------------------------------------------------------------
@@ -60,8 +63,11 @@ def has_torch_weights(path: Path) -> bool:
     return any(path.glob("model*.safetensors")) or (path / "pytorch_model.bin").exists()
 
 
-def candidates(path: Path) -> list[tuple[str, str]]:
-    """(runtime, precision) pairs this directory can run on this machine."""
+def candidates(path: Path) -> list[tuple[str, str, dict[str, Any]]]:
+    """(runtime, precision, runtime options) this directory can run on this machine.
+
+    OpenVINO is measured with and without snippets (its generated fused kernels): which is faster
+    depends on the machine and the rows' lengths (``tango.openvino.OpenVinoRuntime``)."""
     import tango.openvino as openvino
     from tango.hardware import bf16_supported
     from tango.tiers import ONNX_FILE
@@ -73,11 +79,11 @@ def candidates(path: Path) -> list[tuple[str, str]]:
             found += [("torch", "bf16"), ("torch", "bf16-autocast")]
     if (path / ONNX_FILE).exists():
         found.append(("onnx", "auto"))
+    runs = [(runtime, precision, {}) for runtime, precision in found]
     if openvino.has_ir(path):
-        found.append(("openvino", "fp32"))
-        if openvino.bf16_supported():
-            found.append(("openvino", "bf16"))
-    return found
+        precisions = ["fp32", "bf16"] if openvino.bf16_supported() else ["fp32"]
+        runs += [("openvino", p, options) for p in precisions for options in ({}, {"snippets": False})]
+    return runs
 
 
 def default_runtime(path: Path) -> str:
@@ -119,6 +125,14 @@ def choose(path: Path, runtime: str, precision: str) -> tuple[str, str]:
     if runtime == "torch" and not (record and any(m["runtime"] == "torch" for m in record["runtimes"])):
         return runtime, "bf16-autocast" if bf16_supported() else "fp32"
     return runtime, "fp32"
+
+
+def recorded_options(path: Path, runtime: str, precision: str) -> dict[str, Any]:
+    """The runtime options of the fastest passing record at (runtime, precision); none without one."""
+    record = read_record(path)
+    passed = passed_runtimes(record) if record else []
+    mine = [m for m in passed if (m["runtime"], m["precision"]) == (runtime, precision)]
+    return dict(max(mine, key=lambda m: m["rows_per_s"]).get("options") or {}) if mine else {}
 
 
 def passed_runtimes(record: dict[str, Any]) -> list[dict[str, Any]]:
@@ -190,8 +204,8 @@ def probe_tier(
     expected = reference.logits(texts).argmax(1)
     del reference
     measures = [
-        _measure(path, runtime, precision, texts, expected, threads, batch_size, min_agreement)
-        for runtime, precision in candidates(path)
+        _measure(path, runtime, precision, options, texts, expected, threads, batch_size, min_agreement)
+        for runtime, precision, options in candidates(path)
     ]
     record = {
         "tier": str(path),
@@ -211,7 +225,8 @@ def probe_tier(
     tmp.write_text(json.dumps(record, indent=2))
     tmp.replace(path / RECORD_FILE)
     runtime, precision = choose(path, "auto", "auto")
-    record["chosen"] = {"runtime": runtime, "precision": precision}
+    options = recorded_options(path, runtime, precision)
+    record["chosen"] = {"runtime": runtime, "precision": precision, "options": options}
     (path / RECORD_FILE).write_text(json.dumps(record, indent=2))
     return record
 
@@ -220,6 +235,7 @@ def _measure(
     path: Path,
     runtime: str,
     precision: str,
+    options: dict[str, Any],
     texts: list,
     expected: np.ndarray,
     threads: int,
@@ -231,14 +247,21 @@ def _measure(
 
     try:
         tier = Tier.from_pretrained(
-            path, runtime=runtime, precision=precision, threads=threads, batch_size=batch_size
+            path,
+            runtime=runtime,
+            precision=precision,
+            threads=threads,
+            batch_size=batch_size,
+            runtime_options=options,  # exactly these, not an earlier record's
         )
         tier.logits(texts[:WARMUP_ROWS])  # first-call costs: allocations, kernel choice
         start = time.perf_counter()
         predicted = tier.logits(texts).argmax(1)
         seconds = time.perf_counter() - start
     except Exception as error:  # a runtime that cannot run here is recorded, never chosen
-        return Measure(runtime, precision, runtime, None, None, False, f"{type(error).__name__}: {error}")
+        return Measure(
+            runtime, precision, runtime, None, None, False, f"{type(error).__name__}: {error}", options
+        )
     agreement = float((predicted == expected).mean())
     return Measure(
         runtime,
@@ -247,6 +270,7 @@ def _measure(
         round(len(texts) / seconds, 1),
         agreement,
         agreement >= min_agreement,
+        options=options,
     )
 
 
@@ -324,8 +348,9 @@ def format_record(record: dict[str, Any]) -> str:
     """The probe's table: one line per runtime, the chosen one marked."""
     lines = [f"runtimes on {record['rows']} rows of {record['data']}; threads: {record['threads']}"]
     chosen = record["chosen"]
+    pick = (chosen["runtime"], chosen["precision"], chosen.get("options") or {})
     for m in record["runtimes"]:
-        mark = "*" if (m["runtime"], m["precision"]) == (chosen["runtime"], chosen["precision"]) else " "
+        mark = "*" if (m["runtime"], m["precision"], m.get("options") or {}) == pick else " "
         if m["error"]:
             lines.append(f" {mark} {m['runtime']:<9} {m['precision']:<14} failed: {m['error']}")
             continue
@@ -334,7 +359,9 @@ def format_record(record: dict[str, Any]) -> str:
             f" {mark} {m['runtime']:<9} {m['precision']:<14} {m['rows_per_s']:>9.1f} rows/s  "
             f"agreement {m['agreement']:.2%}{verdict}  {m['description']}"
         )
+    options = "".join(f", {k}={v}" for k, v in (chosen.get("options") or {}).items())
     lines.append(
-        f"--runtime auto now loads {chosen['runtime']} ({chosen['precision']}); saved in tango_runtimes.json"
+        f"--runtime auto now loads {chosen['runtime']} ({chosen['precision']}{options}); "
+        "saved in tango_runtimes.json"
     )
     return "\n".join(lines)

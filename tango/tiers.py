@@ -20,7 +20,7 @@ from typing import Any, Protocol
 import numpy as np
 from tqdm.auto import tqdm
 
-from tango.batching import Encodings, pad_batch, padding_efficiency, plan_batches, tokenize
+from tango.batching import Encodings, pad_batch, padding_efficiency, plan_least_padding, tokenize
 from tango.confidence import softmax
 from tango.hardware import bf16_supported, default_threads, set_torch_threads
 from tango.texts import Texts, as_texts
@@ -29,10 +29,11 @@ ONNX_FILE = "model.onnx"
 RUNTIMES = ("auto", "onnx", "openvino", "torch")
 # bf16 = weights cast once at load; bf16-autocast = fp32 weights cast per batch (PyTorch only)
 PRECISIONS = ("auto", "fp32", "bf16", "bf16-autocast")
-# A runtime with several streams (OpenVINO's) takes a tier's batches only when each stream has
-# this many to run; with fewer, the last and longest batches run on one stream while the others
-# wait, and one stream on all the threads is faster (a cascade's last tier sees a few batches).
-BATCHES_PER_STREAM = 4
+# A runtime with several streams (OpenVINO's) takes a tier's batches when each stream has at least
+# this many to run; with fewer, one stream on all the threads runs them one at a time. Batches cut
+# by least padding are balanced enough for two per stream on a cascade's escalated rows
+# (benchmarks/results/escalated_batches.md, docs/architecture.md); greedy batches needed four.
+BATCHES_PER_STREAM = 2
 
 
 class Runtime(Protocol):
@@ -143,14 +144,26 @@ class TorchRuntime:
         return logits.float().cpu().numpy()  # bf16 weights give bf16 logits
 
 
-def make_runtime(path: Path, runtime: str, precision: str, threads: int | None, device: str) -> Runtime:
-    """The runtime for a tier directory, ``auto`` resolved by :func:`tango.probe.choose`."""
-    from tango.probe import choose
+def make_runtime(
+    path: Path,
+    runtime: str,
+    precision: str,
+    threads: int | None,
+    device: str,
+    options: dict[str, Any] | None = None,
+) -> Runtime:
+    """The runtime for a tier directory, ``auto`` resolved by :func:`tango.probe.choose`.
+
+    ``options`` are the runtime's own (OpenVINO's ``snippets``); None = what the probe record
+    measured fastest at the chosen runtime and precision, else the runtime's defaults."""
+    from tango.probe import choose, recorded_options
 
     if device == "cpu":
         runtime, precision = choose(path, runtime, precision)
     elif runtime == "auto":  # a CPU probe says nothing about other devices: today's rule
         runtime = "onnx" if (path / ONNX_FILE).exists() else "torch"
+    if options and runtime != "openvino":
+        raise ValueError(f"runtime options {sorted(options)} are OpenVINO's; runtime {runtime} takes none")
     if runtime == "onnx":
         return OnnxRuntime(path / ONNX_FILE, threads)
     if runtime == "openvino":
@@ -161,7 +174,10 @@ def make_runtime(path: Path, runtime: str, precision: str, threads: int | None, 
                 f"{path} has no {IR_FILE}; make one with `tango export {path} --out DIR "
                 "--format openvino`, or use runtime='torch'"
             )
-        return OpenVinoRuntime(path, threads, "fp32" if precision == "auto" else precision)
+        precision = "fp32" if precision == "auto" else precision
+        if options is None:
+            options = recorded_options(path, runtime, precision) if device == "cpu" else {}
+        return OpenVinoRuntime(path, threads, precision, **options)
     return TorchRuntime(path, threads, precision, device)
 
 
@@ -208,6 +224,7 @@ class Tier:
         max_tokens: int | None = 16384,
         max_length: int | None = None,
         device: str = "cpu",
+        runtime_options: dict[str, Any] | None = None,
     ) -> Tier:
         """Load a tier from a directory, an alias (``tango/resources/aliases.toml``) or a hub id.
 
@@ -217,9 +234,10 @@ class Tier:
         holds an IR, PyTorch otherwise. ``precision`` applies to PyTorch (``fp32``, ``bf16``
         weights cast once, ``bf16-autocast``) and OpenVINO (``fp32``, ``bf16``); ``auto`` =
         the record's choice, else bf16 autocast for PyTorch where the CPU has fast bf16 and fp32
-        for OpenVINO. ``threads`` defaults to this machine's cores. A directory holding
-        ``tango_linear.json`` loads as a :class:`tango.linear.LinearTier` (the runtime options
-        choose among transformer runtimes and do not apply to it).
+        for OpenVINO. ``runtime_options`` go to the runtime (OpenVINO's ``snippets``); None =
+        the options the record measured fastest. ``threads`` defaults to this machine's cores.
+        A directory holding ``tango_linear.json`` loads as a :class:`tango.linear.LinearTier`
+        (the runtime options choose among transformer runtimes and do not apply to it).
         """
         from tango.registry import resolve
 
@@ -243,7 +261,7 @@ class Tier:
             )
         config = AutoConfig.from_pretrained(path)
         tokenizer = AutoTokenizer.from_pretrained(path)
-        backend = make_runtime(path, runtime, precision, threads, device)
+        backend = make_runtime(path, runtime, precision, threads, device, runtime_options)
         labels = [str(config.id2label[i]) for i in range(config.num_labels)]
         return cls(
             path,
@@ -260,10 +278,18 @@ class Tier:
     # --- tokenize -> infer --------------------------------------------------------------------
     @property
     def tokenizer_fingerprint(self) -> str:
-        """Equal for tiers whose tokenizers give identical ids, so a cascade tokenizes once."""
+        """Equal for tiers whose tokenizers give identical ids, so a cascade tokenizes once.
+
+        Serializing a tokenizer takes milliseconds and a cascade asks on every call, so the value
+        is kept for as long as the tier holds the same tokenizer object and ``max_length``."""
+        cached = self.__dict__.get("_fingerprint")
+        if cached is not None and cached[0] is self.tokenizer and cached[1] == self.max_length:
+            return cached[2]
         backend = getattr(self.tokenizer, "backend_tokenizer", None)
         spec = backend.to_str() if backend is not None else repr(self.tokenizer.get_vocab())
-        return hashlib.sha1(f"{spec}|{self.max_length}".encode()).hexdigest()
+        fingerprint = hashlib.sha1(f"{spec}|{self.max_length}".encode()).hexdigest()
+        self._fingerprint = (self.tokenizer, self.max_length, fingerprint)  # a value, not state
+        return fingerprint
 
     def tokenize(self, texts: Texts) -> Encodings:
         """Token ids, truncated to ``max_length``, unpadded."""
@@ -286,16 +312,19 @@ class Tier:
             )
         return rows
 
-    def infer(self, encodings: Encodings, progress: bool = False) -> np.ndarray:
+    def infer(
+        self, encodings: Encodings, progress: bool = False, batches: list[np.ndarray] | None = None
+    ) -> np.ndarray:
         """Logits (N, K) in input order, from length-sorted, token-budgeted batches.
 
+        ``batches`` is :meth:`plan`'s cut of these encodings, when the caller already has it.
         Reads nothing but its arguments and writes nothing on the tier, so threads may share one.
         """
         logits = np.zeros((len(encodings), len(self.labels)), dtype=np.float32)
         if not len(encodings):
             return logits
         pad_id = self.tokenizer.pad_token_id or 0
-        batches = self._plan(encodings)
+        batches = self.plan(encodings) if batches is None else batches
         shown = tqdm(batches, desc=f"{self.path.name}", disable=not progress, leave=False)
         streams = getattr(self.runtime, "streams", 1)
         if streams == 1 or len(batches) < BATCHES_PER_STREAM * streams:
@@ -308,18 +337,24 @@ class Tier:
             logits[rows] = output
         return logits
 
-    def padding_efficiency(self, encodings: Encodings) -> float:
+    def padding_efficiency(self, encodings: Encodings, batches: list[np.ndarray] | None = None) -> float:
         """Real tokens / computed tokens of the batches :meth:`infer` runs on ``encodings``.
 
-        1.0 = no padding. A pure function of the encodings and the batch settings (planning the
-        batches again costs well under a microsecond a row), so each call gets its own number.
+        1.0 = no padding. A pure function of the encodings and the batch settings, so each call
+        gets its own number; ``batches`` is :meth:`plan`'s cut when the caller has it (else it is
+        planned again).
         """
-        return padding_efficiency(encodings.lengths, self._plan(encodings)) if len(encodings) else 1.0
+        if not len(encodings):
+            return 1.0
+        return padding_efficiency(encodings.lengths, self.plan(encodings) if batches is None else batches)
 
-    def _plan(self, encodings: Encodings) -> list[np.ndarray]:
+    def plan(self, encodings: Encodings) -> list[np.ndarray]:
+        """The batches :meth:`infer` runs: rows sorted by length, at most ``batch_size`` rows and
+        ``max_tokens`` padded tokens each, cut where padding costs least
+        (:func:`tango.batching.plan_least_padding`)."""
         if not isinstance(self.batch_size, int) or self.batch_size < 1:
             raise ValueError(f"batch_size must be an integer >= 1, got {self.batch_size!r}")
-        return plan_batches(encodings.lengths, self.batch_size, self.max_tokens)
+        return plan_least_padding(encodings.lengths, self.batch_size, self.max_tokens)
 
     # --- scikit-learn style -------------------------------------------------------------------
     def logits(self, texts: Texts) -> np.ndarray:

@@ -82,3 +82,73 @@ def test_runs_with_the_reference_show_it_beside_the_ceiling_and_the_target_quote
     assert checks[">= 8x the TangoBERT reference at >= its accuracy"] == (
         "7.8x, -0.40 pt (the most any threshold gives with these tiers: 8.50x)"
     )
+
+
+def test_openvino_table_compares_each_configuration_with_the_tiers_first():
+    bench_openvino = pytest.importorskip("bench_openvino")
+    machine = {"cpu": "a CPU", "threads": 2, "date": "today"}
+
+    def system(tier, label, rate, agreement=1.0):
+        return {
+            "system": f"{tier}, {label}",
+            "tier": tier,
+            "runtime": f"openvino ({label})",
+            "rows_per_s": rate,
+            "rows_per_s_min": rate - 1,
+            "rows_per_s_max": rate + 1,
+            "agreement_with_first": agreement,
+        }
+
+    result = {
+        "machine": machine,
+        "command": "python benchmarks/bench_openvino.py",
+        "data": {"source": "dev.tsv", "rows": 10, "copies": 2},
+        "settings": {"repeats": 5},
+        "systems": [
+            system("a", "1 stream", 100.0),
+            system("a", "streams, snippets off", 150.0, 0.99),
+            system("b", "1 stream", 10.0),
+            system("b", "streams", 12.0),
+        ],
+    }
+    lines = bench_openvino.markdown(result).splitlines()
+    assert (
+        "| a | streams, snippets off | openvino (streams, snippets off) | 150 (149-151) | 1.50x | 99.00% |"
+        in lines
+    )
+    assert "| b | streams | openvino (streams) | 12 (11-13) | 1.20x | 100.00% |" in lines
+
+
+def test_escalated_table_gives_each_way_its_per_row_cost():
+    bench_escalated = pytest.importorskip("bench_escalated")
+    result = {
+        "machine": {"cpu": "a CPU", "threads": 2, "date": "today"},
+        "command": "python benchmarks/bench_escalated.py",
+        "data": {"source": "dev.tsv", "rows": 800, "escalated": 80, "share": 0.1},
+        "tiers": {"tier1": "t1", "tier2": "t2: openvino"},
+        "settings": {"repeats": 7},
+        "mean_tokens": {"escalated": 26.5, "every row": 25.2},
+        "systems": [
+            {
+                "system": "least padding, streams",
+                "batches": 4,
+                "padding_efficiency": 0.84,
+                "ms": 350.0,
+                "ms_min": 340.0,
+                "ms_max": 360.0,
+                "per_row_vs_alone": 1.26,
+            },
+        ],
+    }
+    table = bench_escalated.markdown(result)
+    assert "the 80 of 800 rows of dev.tsv" in table and "mean 26.5 tokens, against 25.2" in table
+    assert "| least padding, streams | 4 | 0.84 | 350 (340-360) | 1.26x |" in table
+
+
+def test_headline_gives_the_spread_against_a_peer_over_the_runs():
+    def run(chosen, reference):
+        return {"systems": [row("chosen", 0.92, chosen), row("tangobert-reference", 0.92, reference)]}
+
+    runs = [run(800.0, 100.0), run(770.0, 100.0), run(900.0, 100.0)]
+    assert bench_script._spread_over_runs(runs, "tangobert-reference") == ", 7.7x-9.0x over 3 runs"
+    assert bench_script._spread_over_runs(runs[:1], "tangobert-reference") == ""  # one run: no spread

@@ -170,7 +170,7 @@ def test_streams_keep_every_batch_in_order_and_the_answers_of_one_stream(tiny_op
     expected = one.logits(TEXTS)  # 13 batches of 2: one stream, one at a time
     assert set(calls) == {(1, "run")}
     calls.clear()
-    np.testing.assert_allclose(two.logits(TEXTS), expected, atol=1e-5)  # >= 4 batches per stream
+    np.testing.assert_allclose(two.logits(TEXTS), expected, atol=1e-5)  # >= 2 batches per stream
     assert calls == [(2, "run_batches")]
     np.testing.assert_allclose(two.logits(TEXTS[::-1]), expected[::-1], atol=1e-5)
     calls.clear()
@@ -185,4 +185,42 @@ def _padded(tier, texts):
     from tango.batching import pad_batch
 
     encodings = tier.tokenize(texts)
-    return [pad_batch(encodings, rows, tier.tokenizer.pad_token_id or 0) for rows in tier._plan(encodings)]
+    return [pad_batch(encodings, rows, tier.tokenizer.pad_token_id or 0) for rows in tier.plan(encodings)]
+
+
+def test_snippets_off_compiles_without_them_and_keeps_the_answers(tiny_openvino_dir):
+    """``snippets=False`` reaches both compiled models; fp32 logits stay those of the default."""
+    default = OpenVinoRuntime(tiny_openvino_dir, threads=2, precision="fp32")
+    plain = OpenVinoRuntime(tiny_openvino_dir, threads=2, precision="fp32", snippets=False)
+
+    def layers(compiled) -> set[str]:  # what the CPU plugin runs, after its own fusions
+        return {op.get_rt_info()["layerType"].astype(str) for op in compiled.get_runtime_model().get_ops()}
+
+    for compiled in (default.compiled, default.latency):
+        assert "Subgraph" in layers(compiled) and "Softmax" not in layers(compiled)  # fused attention
+    for compiled in (plain.compiled, plain.latency):
+        assert "Subgraph" not in layers(compiled) and "Softmax" in layers(compiled)
+    assert "snippets off" in plain.description and "snippets" not in default.description
+    tiers = []
+    for runtime in (default, plain):
+        tier = Tier.from_pretrained(tiny_openvino_dir, precision="fp32")
+        tier.runtime = runtime
+        tiers.append(tier)
+    np.testing.assert_allclose(tiers[1].logits(TEXTS), tiers[0].logits(TEXTS), atol=1e-5)
+    assert not Tier.from_pretrained(tiny_openvino_dir, runtime_options={"snippets": False}).runtime.snippets
+
+
+def test_threads_sharing_a_runtime_each_get_their_own_batch_back(tiny_openvino_dir):
+    """``run`` keeps a request per thread: concurrent calls never read each other's output."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tango.batching import pad_batch
+
+    tier = Tier.from_pretrained(tiny_openvino_dir, precision="fp32", batch_size=1)
+    encodings = tier.tokenize(TEXTS)
+    batches = [pad_batch(encodings, np.array([k]), tier.tokenizer.pad_token_id) for k in range(len(TEXTS))]
+    expected = np.concatenate([tier.runtime.run(b) for b in batches])
+    with ThreadPoolExecutor(4) as pool:
+        for _ in range(3):
+            got = np.concatenate(list(pool.map(tier.runtime.run, batches)))
+            np.testing.assert_array_equal(got, expected)

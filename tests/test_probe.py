@@ -14,7 +14,7 @@ from tiny_models import build_tiny_classifier
 
 from tango.cli import cli
 from tango.export import CHECK_SENTENCES
-from tango.probe import RECORD_FILE, choose, probe_tier, read_record
+from tango.probe import RECORD_FILE, choose, probe_tier, read_record, recorded_options
 from tango.tiers import OnnxRuntime, Tier, TorchRuntime, bf16_supported
 
 
@@ -137,3 +137,38 @@ def test_cli_probe_prints_the_table_and_the_choice(tiny_model_dir, tmp_path):
     assert "runtimes on 20 rows of built-in sentences" in result.output
     assert "torch" in result.output and "--runtime auto now loads torch" in result.output
     assert (directory / RECORD_FILE).exists()
+
+
+def test_openvino_is_measured_with_and_without_snippets_and_auto_takes_the_faster(
+    tiny_model_dir, tiny_openvino_dir, tmp_path
+):
+    pytest.importorskip("openvino")
+    import tango.openvino as openvino
+
+    directory = shutil.copytree(tiny_openvino_dir, tmp_path / "ir")
+    rewrite_export = json.loads((directory / "tango_export.json").read_text())
+    rewrite_export["source"] = str(tiny_model_dir)  # the fp32 reference the probe compares with
+    (directory / "tango_export.json").write_text(json.dumps(rewrite_export))
+    record = probe_tier(directory, rows=20)
+    precisions = ["fp32", "bf16"] if openvino.bf16_supported() else ["fp32"]
+    measured = [(m["runtime"], m["precision"], m["options"]) for m in record["runtimes"]]
+    assert measured == [("openvino", p, o) for p in precisions for o in ({}, {"snippets": False})]
+    assert all("snippets off" in m["description"] for m in record["runtimes"] if m["options"])
+
+    def fastest(snippets_off: bool):
+        def change(record):
+            for m in record["runtimes"]:
+                wanted = m["precision"] == "fp32" and bool(m["options"]) == snippets_off
+                m["rows_per_s"], m["passed"] = (1e6 if wanted else 10.0), True
+
+        return change
+
+    rewrite(directory, fastest(snippets_off=True))
+    assert recorded_options(directory, "openvino", "fp32") == {"snippets": False}
+    tier = Tier.from_pretrained(directory)
+    assert tier.runtime.precision == "fp32" and tier.runtime.snippets is False
+    assert Tier.from_pretrained(directory, runtime_options={}).runtime.snippets is True  # asked for
+    rewrite(directory, fastest(snippets_off=False))
+    assert Tier.from_pretrained(directory).runtime.snippets is True
+    with pytest.raises(ValueError, match="OpenVINO's; runtime torch takes none"):
+        Tier.from_pretrained(tiny_model_dir, runtime_options={"snippets": False})

@@ -134,6 +134,18 @@ def test_shared_tokenizer_fingerprint(tiny_model_dir, tmp_path):
     assert (
         tier.tokenizer_fingerprint != Tier.from_pretrained(tiny_model_dir, max_length=8).tokenizer_fingerprint
     )
+    # kept between calls, and never stale: a changed limit or tokenizer is fingerprinted anew
+    before = tier.tokenizer_fingerprint
+    short = Tier.from_pretrained(tiny_model_dir, max_length=8)
+    tier.max_length = 8
+    assert tier.tokenizer_fingerprint == short.tokenizer_fingerprint
+    tier.max_length = other.max_length
+    assert tier.tokenizer_fingerprint == before
+    from transformers import AutoTokenizer
+
+    tier.tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    tier.tokenizer.add_tokens(["zzyzx"])  # gives other ids
+    assert tier.tokenizer_fingerprint != before
 
 
 def test_bf16_casts_the_weights_once_and_autocast_keeps_them_fp32(tiny_model_dir):
