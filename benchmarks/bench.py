@@ -638,7 +638,7 @@ def headline(results_dir: Path) -> str:
 
 
 def _spread_over_runs(runs: list[dict[str, Any]], peer: str) -> str:
-    """ " (lo-hi over N runs)": the chosen cascade's speed over ``peer`` in each run of a series."""
+    """ ", lo-hi over N runs": the chosen cascade's speed over ``peer`` in each run of a series."""
     if len(runs) < 2:
         return ""
     ratios = []

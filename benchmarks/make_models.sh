@@ -87,7 +87,7 @@ for group in $SETS; do
       tier minilm-l6-sst2-distilled-h16k "$DATA/sst2/dev.tsv" minilm --teacher mpnet-base-sst2-h16k \
         --epochs 2 "${h16k[@]}"
       # a shallower tier 1: the first four of MiniLM-L6's six layers, distilled the same way
-      # (tier 1 scores every row; benchmarks/bench.py --dataset sst2-h16k-l4 / sst2-dev-h16k-l4)
+      # (tier 1 scores every row; benchmarks/bench.py --dataset sst2-dev-h16k-l4)
       tier minilm-l4-sst2-distilled-h16k "$DATA/sst2/dev.tsv" minilm --layers 4 \
         --teacher mpnet-base-sst2-h16k --epochs 2 "${h16k[@]}"
       ;;

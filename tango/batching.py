@@ -62,10 +62,7 @@ def plan_batches(
     """Row indices of each batch: rows sorted by length, at most ``batch_size`` rows and at most
     ``max_tokens`` padded tokens (rows x longest row) per batch; a single over-budget row still
     gets a batch of its own."""
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    if max_tokens is not None and max_tokens < 1:
-        raise ValueError(f"max_tokens must be >= 1 or None, got {max_tokens}")
+    _check_budgets(batch_size, max_tokens)
     order = np.argsort(lengths, kind="stable")
     batches: list[np.ndarray] = []
     start = 0
@@ -102,10 +99,7 @@ def plan_least_padding(
     lengths (the rows a cascade escalates) the greedy plan pads each short row to the batch's
     longest, and this one cuts where the lengths jump instead. Ties go to fewer batches.
     """
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    if max_tokens is not None and max_tokens < 1:
-        raise ValueError(f"max_tokens must be >= 1 or None, got {max_tokens}")
+    _check_budgets(batch_size, max_tokens)
     order = np.argsort(lengths, kind="stable")
     longest = np.asarray(lengths, dtype=np.float64)[order]
     count = len(order)
@@ -125,6 +119,13 @@ def plan_least_padding(
         batches.append(order[cut[end] : end])
         end = int(cut[end])
     return batches[::-1]
+
+
+def _check_budgets(batch_size: int, max_tokens: int | None) -> None:
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if max_tokens is not None and max_tokens < 1:
+        raise ValueError(f"max_tokens must be >= 1 or None, got {max_tokens}")
 
 
 def pad_batch(encodings: Encodings, rows: np.ndarray, pad_id: int = 0) -> dict[str, np.ndarray]:

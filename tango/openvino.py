@@ -140,7 +140,6 @@ class OpenVinoRuntime:
         self.latency = self._compile("LATENCY", 1)
         self.compiled = self.latency if streams == 1 else self._compile("THROUGHPUT", streams)
         self.streams = int(self.compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
-        self.output = self.compiled.output(0)
         self.input_names = tuple(port.any_name for port in self.compiled.inputs)
         weights = "int8" if _export_record(model_dir).get("int8") else "fp32"
         self.precision = precision
@@ -164,8 +163,8 @@ class OpenVinoRuntime:
         request = getattr(self._requests, "request", None)
         if request is None:
             request = self._requests.request = self.latency.create_infer_request()
-        result = request.infer({name: batch[name] for name in self.input_names})
-        return np.array(result[self.latency.output(0)], dtype=np.float32)  # a copy: the request is reused
+        request.infer({name: batch[name] for name in self.input_names})
+        return _logits(request)
 
     def run_batches(self, batches: Iterable[dict[str, np.ndarray]]) -> list[np.ndarray]:
         """Each batch's logits, in order, with up to ``streams`` batches in flight.
@@ -177,7 +176,7 @@ class OpenVinoRuntime:
         outputs: dict[int, np.ndarray] = {}
 
         def finished(request: Any, index: int) -> None:
-            outputs[index] = np.array(request.get_tensor(self.output).data, dtype=np.float32)  # a copy
+            outputs[index] = _logits(request)
 
         queue.set_callback(finished)
         count = 0
@@ -188,6 +187,11 @@ class OpenVinoRuntime:
         if missing:  # a request that failed never reached the callback's copy
             raise RuntimeError(f"OpenVINO returned no logits for batches {missing} of {count}")
         return [outputs[k] for k in range(count)]
+
+
+def _logits(request: Any) -> np.ndarray:
+    """A finished request's logits, copied: the request's buffer is reused by its next batch."""
+    return np.array(request.get_output_tensor(0).data, dtype=np.float32)
 
 
 def _export_record(model_dir: Path) -> dict[str, Any]:

@@ -282,7 +282,7 @@ class Tier:
 
         Serializing a tokenizer takes milliseconds and a cascade asks on every call, so the value
         is kept for as long as the tier holds the same tokenizer object and ``max_length``."""
-        cached = self.__dict__.get("_fingerprint")
+        cached = getattr(self, "_fingerprint", None)
         if cached is not None and cached[0] is self.tokenizer and cached[1] == self.max_length:
             return cached[2]
         backend = getattr(self.tokenizer, "backend_tokenizer", None)
