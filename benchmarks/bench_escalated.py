@@ -2,15 +2,16 @@
 
 A cascade sends its last tier few rows, and the hardest: tier 1's least confident, whose lengths
 spread widely. This times tier 2 on exactly those rows (the ``--share`` least confident by tier
-1, the share a cascade at the TangoBERT reference's accuracy escalates on SST-2 dev) in four
+1, the share a cascade at the TangoBERT reference's accuracy escalates on SST-2 dev) in five
 ways, interleaved round-robin with tier 2 on every row for the per-row yardstick:
 
 - greedy batches of 32 (``tango.batching.plan_batches``), one at a time on all the threads;
 - the same batches on OpenVINO's throughput streams;
 - batches cut where padding costs least (``plan_least_padding``, what ``Tier.plan`` now does),
   one at a time on all the threads;
-- those batches on the streams (what ``Tier.infer`` now does when there are at least
-  ``BATCHES_PER_STREAM`` per stream).
+- those batches on the streams in length order;
+- those batches on the streams, the costliest first (``longest_first``: what ``Tier.infer``
+  now does when there are at least ``BATCHES_PER_STREAM`` per stream).
 
 Tokenization is included in each; a warm-up round, then REPEATS rounds, median (min-max).
 
@@ -47,10 +48,10 @@ DATA = ROOT.parent.parent / "shared" / "data"
     help="Rewrite docs/architecture.md's table.",
 )
 def main(tier1: str, tier2: str, data: str, share: float, repeats: int, docs: bool) -> None:
-    """Time tier 2 on tier 1's least confident rows, batched and run four ways, interleaved."""
+    """Time tier 2 on tier 1's least confident rows, batched and run five ways, interleaved."""
     from docs_section import write_results
 
-    from tango.batching import pad_batch, padding_efficiency, plan_batches, plan_least_padding
+    from tango.batching import longest_first, pad_batch, padding_efficiency, plan_batches, plan_least_padding
     from tango.bench import interleave, machine
     from tango.confidence import confidence, softmax
     from tango.data import load_labelled
@@ -70,21 +71,30 @@ def main(tier1: str, tier2: str, data: str, share: float, repeats: int, docs: bo
         "least padding": lambda lengths: plan_least_padding(lengths, last.batch_size, last.max_tokens),
     }
 
-    def scorer(planner, streams: bool):
+    def scorer(planner, streams: bool, costliest_first: bool):
         def score():
             encodings = last.tokenize(escalated)
-            padded = (pad_batch(encodings, rows, pad_id) for rows in planner(encodings.lengths))
+            plan = planner(encodings.lengths)
+            plan = longest_first(plan, encodings.lengths) if costliest_first else plan
+            padded = (pad_batch(encodings, rows, pad_id) for rows in plan)
             return runtime.run_batches(padded) if streams else [runtime.run(b) for b in padded]
 
         return score
 
+    ways = {  # label suffix -> (on the streams, costliest first)
+        "one stream": (False, False),
+        "streams": (True, False),
+        "streams, costliest first": (True, True),
+    }
     systems, forms = {}, []
     lengths = last.tokenize(escalated).lengths
     for label, planner in planners.items():
         plan = planner(lengths)
-        for streams in (False, True):
-            system = f"{label}, {'streams' if streams else 'one stream'}"
-            systems[system] = scorer(planner, streams)
+        for way, (streams, costliest_first) in ways.items():
+            if costliest_first and label != "least padding":
+                continue
+            system = f"{label}, {way}"
+            systems[system] = scorer(planner, streams, costliest_first)
             forms.append(
                 {
                     "system": system,

@@ -19,11 +19,10 @@ Writes benchmarks/results/openvino_configs.{json,md} and docs/models.md's table.
 
 from __future__ import annotations
 
-import shlex
-import sys
 from pathlib import Path
 
 import click
+from docs_section import tier_speed_options
 
 THREADS = 2
 REPEATS = 5
@@ -38,16 +37,12 @@ CONFIGS = {  # label -> OpenVinoRuntime options; the runtime and precision are t
 
 
 @click.command()
-@click.option("--tiers", default=",".join(TIERS), show_default=True, help="OpenVINO tiers, comma-separated.")
-@click.option("--data", default=str(DATA / "sst2" / "dev.tsv"), show_default=True, help="Rows to score.")
-@click.option("--copies", default=2, show_default=True, help="Score the rows this many times over per round.")
-@click.option("--repeats", default=REPEATS, show_default=True, help="Timed rounds after the warm-up.")
-@click.option("--docs/--no-docs", default=True, show_default=True, help="Rewrite docs/models.md's table.")
+@tier_speed_options(TIERS, DATA / "sst2" / "dev.tsv", REPEATS, "docs/models.md")
 def main(tiers: str, data: str, copies: int, repeats: int, docs: bool) -> None:
     """Time each OpenVINO tier in each configuration, interleaved."""
-    from docs_section import write_results
+    from docs_section import rows_result, timed_rows, write_results
 
-    from tango.bench import interleave, machine
+    from tango.bench import interleave
     from tango.data import load_labelled
     from tango.tiers import Tier
 
@@ -70,25 +65,10 @@ def main(tiers: str, data: str, copies: int, repeats: int, docs: bool) -> None:
                 }
             )
     timings = interleave(systems, repeats, lambda message: click.echo(message, err=True))
-    rows = []
-    for form in forms:
-        timing = timings[form["system"]]
-        rows.append(
-            {
-                **form,
-                "rows_per_s": len(texts) / timing.median,
-                "rows_per_s_min": len(texts) / timing.max,
-                "rows_per_s_max": len(texts) / timing.min,
-                "seconds": timing.seconds,
-            }
-        )
     result = {
-        "command": shlex.join(["python", "benchmarks/bench_openvino.py", *sys.argv[1:]]),
-        "machine": machine(THREADS),
-        "data": {"source": data, "rows": len(texts) // copies, "copies": copies},
-        "settings": {"repeats": repeats, "warm_up_rounds": 1, "order": "round-robin", "threads": THREADS},
+        **rows_result("bench_openvino.py", THREADS, data, len(texts) // copies, copies, repeats),
         "configs": CONFIGS,
-        "systems": rows,
+        "systems": timed_rows(forms, timings, len(texts)),
     }
     page = ROOT.parent / "docs" / "models.md" if docs else None
     write_results("openvino_configs", result, markdown(result), page)
@@ -96,12 +76,10 @@ def main(tiers: str, data: str, copies: int, repeats: int, docs: bool) -> None:
 
 def markdown(result: dict) -> str:
     """The table: each tier in each configuration, its gain over one stream, its agreement."""
-    m = result["machine"]
+    from docs_section import rows_caption
+
     lines = [
-        f"`benchmarks/results/openvino_configs.json`: {result['data']['rows']} rows of "
-        f"{Path(result['data']['source']).name} x{result['data']['copies']}, tokenization included; "
-        f"{m['cpu']}, {m['threads']} threads; median (min-max) of {result['settings']['repeats']} "
-        f"interleaved rounds after a warm-up; {m['date']}. Command: `{result['command']}`.",
+        rows_caption("openvino_configs", result),
         "",
         "| tier | configuration | runtime | rows/s median (min-max) | vs 1 stream | same predictions |",
         "|---|---|---|---|---|---|",

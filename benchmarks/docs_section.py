@@ -28,3 +28,68 @@ def write_results(name: str, result: dict, table: str, page: Path | None) -> Non
     click.echo(table)
     if page is not None:
         fill_section(page, name, table)
+
+
+def timed_rows(forms: list[dict], timings: dict, rows: int) -> list[dict]:
+    """Each form (a dict naming its ``system``) with its rows/s: the median round and the
+    min-max over rounds, ``rows`` scored per round (``timings``: ``tango.bench.interleave``'s)."""
+    timed = []
+    for form in forms:
+        timing = timings[form["system"]]
+        timed.append(
+            {
+                **form,
+                "rows_per_s": rows / timing.median,
+                "rows_per_s_min": rows / timing.max,
+                "rows_per_s_max": rows / timing.min,
+                "seconds": timing.seconds,
+            }
+        )
+    return timed
+
+
+def rows_result(script: str, threads: int, data: str, rows: int, copies: int, repeats: int) -> dict:
+    """What a tier-speed script records besides its systems: the command, the machine and
+    versions, the rows, how they were timed."""
+    import shlex
+    import sys
+
+    from tango.bench import machine
+
+    return {
+        "command": shlex.join(["python", f"benchmarks/{script}", *sys.argv[1:]]),
+        "machine": machine(threads),
+        "data": {"source": data, "rows": rows, "copies": copies},
+        "settings": {"repeats": repeats, "warm_up_rounds": 1, "order": "round-robin", "threads": threads},
+    }
+
+
+def rows_caption(name: str, result: dict) -> str:
+    """The line over a tier-speed table: rows, machine, rounds, date, command."""
+    m, d = result["machine"], result["data"]
+    return (
+        f"`benchmarks/results/{name}.json`: {d['rows']} rows of {Path(d['source']).name} x{d['copies']}, "
+        f"tokenization included; {m['cpu']}, {m['threads']} threads; median (min-max) of "
+        f"{result['settings']['repeats']} interleaved rounds after a warm-up; {m['date']}. "
+        f"Command: `{result['command']}`."
+    )
+
+
+def tier_speed_options(tiers: tuple[str, ...], data: Path, repeats: int, page: str):
+    """The options of a script that times tiers on rows: --tiers, --data, --copies, --repeats,
+    --docs (rewrite ``page``'s table)."""
+
+    def wrap(command):
+        shown = {"show_default": True}
+        options = [
+            click.option("--tiers", default=",".join(tiers), help="Tiers, comma-separated.", **shown),
+            click.option("--data", default=str(data), help="Rows to score.", **shown),
+            click.option("--copies", default=2, help="Times the rows are scored per round.", **shown),
+            click.option("--repeats", default=repeats, help="Timed rounds after the warm-up.", **shown),
+            click.option("--docs/--no-docs", default=True, help=f"Rewrite {page}'s table.", **shown),
+        ]
+        for option in reversed(options):
+            command = option(command)
+        return command
+
+    return wrap

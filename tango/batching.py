@@ -160,3 +160,13 @@ def padding_efficiency(lengths: np.ndarray, batches: list[np.ndarray]) -> float:
     real = int(sum(lengths[b].sum() for b in batches))
     computed = int(sum(len(b) * lengths[b].max() for b in batches))
     return real / computed if computed else 1.0
+
+
+def longest_first(batches: list[np.ndarray], lengths: np.ndarray) -> list[np.ndarray]:
+    """The batches ordered by padded tokens (rows x longest row), most first: the order to hand
+    them to parallel streams in. Each free stream takes the next batch, so the costliest batches
+    start while all the streams are busy and the last to start are the cheapest (the longest-
+    processing-time rule); in length order, the longest batch would start last and the other
+    streams would wait for it. Ties keep their order."""
+    cost = [len(rows) * int(lengths[rows].max()) if len(rows) else 0 for rows in batches]
+    return [batches[k] for k in sorted(range(len(batches)), key=lambda k: -cost[k])]

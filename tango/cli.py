@@ -655,6 +655,12 @@ TRANSFORMER_ONLY = (
 )
 @click.option("--int8", is_flag=True, help="Quantise to int8 (dynamic, VNNI/AMX kernels).")
 @click.option(
+    "--whole-last-layer",
+    is_flag=True,
+    help="OpenVINO: run the last layer on every token (default: on the first token alone, all a "
+    "BERT or MPNet classifier reads; same logits, less work; see docs/models.md).",
+)
+@click.option(
     "--optimize",
     is_flag=True,
     help="Fuse the graph with ONNX Runtime's transformer optimizer first "
@@ -690,6 +696,7 @@ def export(
     export_format: str,
     calibration_data: str | None,
     probe: bool,
+    whole_last_layer: bool,
 ) -> None:
     """Export MODEL (a PyTorch tier) to ONNX or OpenVINO and check it against PyTorch."""
     from tango.jobs import export as export_job
@@ -698,6 +705,8 @@ def export(
         raise click.UsageError("--calibration-data calibrates NNCF: it goes with --format openvino --int8")
     if optimize and export_format == "openvino":
         raise click.UsageError("--optimize is ONNX Runtime's graph fusion; drop it for --format openvino")
+    if whole_last_layer and export_format != "openvino":
+        raise click.UsageError("--whole-last-layer goes with --format openvino (ONNX exports it whole)")
     export_job(
         model,
         out_dir,
@@ -706,6 +715,7 @@ def export(
         optimize=optimize,
         calibration_data=calibration_data,
         probe=probe,
+        first_token=not whole_last_layer,
         verbose=bool(os.environ.get("TANGO_DEBUG")),  # OpenVINO's and NNCF's own output
         log=click.echo,
         check_data=check_data,

@@ -369,20 +369,27 @@ def export(
     optimize: bool = False,
     calibration_data: str | None = None,
     probe: bool = True,
+    first_token: bool = True,
     verbose: bool = False,
     log: Log = print,
     **check: Any,
 ) -> None:
     """Export ``model`` to ONNX (:func:`tango.export.export_tier`) or OpenVINO
-    (:func:`tango.openvino.export_openvino`), report its self-check, then (``probe``) measure its
-    runtimes so ``--runtime auto`` picks the fastest. ``check``: check_data, check_rows,
-    min_agreement, name."""
+    (:func:`tango.openvino.export_openvino`; ``first_token``: its last layer on the first token
+    alone), report its self-check, then (``probe``) measure its runtimes so ``--runtime auto``
+    picks the fastest. ``check``: check_data, check_rows, min_agreement, name."""
     (Path(out_dir) / "tango_runtimes.json").unlink(missing_ok=True)  # it measured other files
     if export_format == "openvino":
         from tango.openvino import export_openvino
 
         result = export_openvino(
-            model, out_dir, int8=int8, calibration_data=calibration_data, verbose=verbose, **check
+            model,
+            out_dir,
+            int8=int8,
+            calibration_data=calibration_data,
+            first_token=first_token,
+            verbose=verbose,
+            **check,
         )
     else:
         from tango.export import export_tier

@@ -39,6 +39,8 @@ from tango.export import (
     check_export,
     record_export,
 )
+from tango.first_token import first_token_classifier
+from tango.first_token import supports as has_first_token_form
 from tango.probe import RECORD_FILE, training_file
 from tango.registry import resolve
 from tango.tiers import recorded_inputs
@@ -46,8 +48,9 @@ from tango.tiers import recorded_inputs
 IR_FILE = "openvino_model.xml"  # optimum-intel's names, so its tools read our directories too
 CALIBRATION_ROWS = 300  # NNCF's default subset size
 # MatMuls kept fp32 in int8: each layer's feed-forward output projection, which reads GELU outputs
-# (BERT and MPNet node names; the ONNX int8 recipe keeps the same ones, see tango/export.py).
-KEEP_FP32 = r".*layer\.\d+\.output\.dense/.*"
+# (BERT and MPNet node names, and tango.first_token's last_layer; the ONNX int8 recipe keeps the
+# same ones, see tango/export.py).
+KEEP_FP32 = r".*(layer\.\d+|last_layer)\.output\.dense/.*"
 OV_PRECISIONS = {"fp32": "f32", "bf16": "bf16"}  # tango precision -> INFERENCE_PRECISION_HINT
 INSTALL_HINT = "pip install tango[openvino]"
 
@@ -214,6 +217,7 @@ def export_openvino(
     min_agreement: float = MIN_AGREEMENT,
     name: str | None = None,
     verbose: bool = False,
+    first_token: bool = True,
 ) -> ExportCheck:
     """Export ``model`` (a PyTorch tier directory or registered name) to an OpenVINO IR directory.
 
@@ -222,7 +226,9 @@ def export_openvino(
     training file, else the built-in sentences). The check compares the IR with PyTorch fp32 on
     the first ``check_rows`` rows of ``check_data`` (default: built-in sentences), as the ONNX
     export does: an export that fails it raises ValueError and is not registered.
-    ``verbose`` shows OpenVINO's and NNCF's own messages and progress bars.
+    ``verbose`` shows OpenVINO's and NNCF's own messages and progress bars. ``first_token``
+    computes the last layer for the first token alone where :mod:`tango.first_token` knows the
+    architecture (BERT, MPNet): the same logits for less work; the record says whether it did.
     """
     ov = require("openvino")
     if calibration_data is not None and not int8:
@@ -232,8 +238,9 @@ def export_openvino(
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / RECORD_FILE).unlink(missing_ok=True)  # an earlier probe measured other files
     torch_model, tokenizer = _load(source)
+    first_token = first_token and has_first_token_form(torch_model)
     with _quiet(verbose):
-        graph = _convert(torch_model, tokenizer)
+        graph = _convert(torch_model, tokenizer, first_token)
     calibration = None
     if int8:
         texts, calibration = _calibration_texts(
@@ -257,6 +264,7 @@ def export_openvino(
         "int8": int8,
         "activation_scales": "static" if int8 else None,
         "inputs": recorded_inputs(source),
+        "last_layer": "first token" if first_token else "all tokens",
         "min_agreement": min_agreement,
         "ir_bytes": (out_dir / IR_FILE).with_suffix(".bin").stat().st_size,
         "versions": _versions(int8),
@@ -284,9 +292,10 @@ def _input_names(tokenizer, model) -> list[str]:
     return [n for n in tokenizer.model_input_names if n in known and n in reads]
 
 
-def _convert(model, tokenizer) -> Any:
+def _convert(model, tokenizer, first_token: bool) -> Any:
     """Trace ``model`` into an OpenVINO model: int64 inputs of dynamic batch and length, one
-    output named ``logits``."""
+    output named ``logits``. ``first_token``: the last layer cut to the first token
+    (:mod:`tango.first_token`; the caller checks the architecture is supported)."""
     import torch
 
     ov = require("openvino")
@@ -309,8 +318,11 @@ def _convert(model, tokenizer) -> Any:
             given = {"attention_mask": attention_mask, "token_type_ids": token_type_ids}
             return self.model(input_ids, **{k: v for k, v in given.items() if v is not None}).logits
 
+    module = first_token_classifier(model) if first_token else Logits()
     with torch.no_grad():
-        graph = ov.convert_model(Logits(), example_input={n: sample[n] for n in names})
+        graph = ov.convert_model(module, example_input={n: sample[n] for n in names})
+    for port in graph.inputs:  # the tracer may add its own names beside ours; keep ours alone
+        port.get_tensor().set_names(port.get_names() & set(names))
     graph.outputs[0].get_tensor().set_names({"logits"})
     return graph
 

@@ -20,7 +20,14 @@ from typing import Any, Protocol
 import numpy as np
 from tqdm.auto import tqdm
 
-from tango.batching import Encodings, pad_batch, padding_efficiency, plan_least_padding, tokenize
+from tango.batching import (
+    Encodings,
+    longest_first,
+    pad_batch,
+    padding_efficiency,
+    plan_least_padding,
+    tokenize,
+)
 from tango.confidence import softmax
 from tango.hardware import bf16_supported, default_threads, set_torch_threads
 from tango.texts import Texts, as_texts
@@ -325,13 +332,16 @@ class Tier:
             return logits
         pad_id = self.tokenizer.pad_token_id or 0
         batches = self.plan(encodings) if batches is None else batches
-        shown = tqdm(batches, desc=f"{self.path.name}", disable=not progress, leave=False)
         streams = getattr(self.runtime, "streams", 1)
         if streams == 1 or len(batches) < BATCHES_PER_STREAM * streams:
-            for rows in shown:
+            for rows in tqdm(batches, desc=f"{self.path.name}", disable=not progress, leave=False):
                 logits[rows] = self.runtime.run(pad_batch(encodings, rows, pad_id))
             return logits
-        # enough batches to keep several streams busy: the runtime takes them as they are padded
+        # enough batches to keep several streams busy: the runtime takes them as they are padded,
+        # the costliest first, so the streams finish together (no stream idles while another
+        # runs the last, longest batch)
+        batches = longest_first(batches, encodings.lengths)
+        shown = tqdm(batches, desc=f"{self.path.name}", disable=not progress, leave=False)
         outputs = self.runtime.run_batches(pad_batch(encodings, rows, pad_id) for rows in shown)
         for rows, output in zip(batches, outputs, strict=True):
             logits[rows] = output

@@ -2,7 +2,14 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tango.batching import Encodings, pad_batch, padding_efficiency, plan_batches, plan_least_padding
+from tango.batching import (
+    Encodings,
+    longest_first,
+    pad_batch,
+    padding_efficiency,
+    plan_batches,
+    plan_least_padding,
+)
 from tango.confidence import confidence, softmax
 
 
@@ -105,3 +112,13 @@ def test_confidence_kinds_are_in_unit_interval_and_ordered():
         assert conf[0] > conf[2] > conf[1] or kind == "maxprob" and conf[0] > conf[1]
     assert np.isclose(confidence(probs, "entropy")[1], 0.0)
     assert np.isclose(confidence(probs, "margin")[1], 0.0)
+
+
+def test_longest_first_orders_batches_by_padded_tokens_ties_in_order():
+    lengths = np.array([3, 9, 4, 4, 2, 7, 1])
+    batches = [np.array([6, 4]), np.array([0, 2]), np.array([3]), np.array([5, 1]), np.array([], dtype=int)]
+    ordered = longest_first(batches, lengths)
+    costs = [len(b) * int(lengths[b].max()) if len(b) else 0 for b in ordered]
+    assert costs == [18, 8, 4, 4, 0]  # 2 x 9, 2 x 4, then two of 4 in their given order, then empty
+    assert [b.tolist() for b in ordered[2:4]] == [[6, 4], [3]]
+    assert sorted(np.concatenate(ordered).tolist()) == list(range(7))

@@ -84,20 +84,25 @@ def test_runs_with_the_reference_show_it_beside_the_ceiling_and_the_target_quote
     )
 
 
+def speed_row(tier: str, label: str, runtime: str, rate: float, **extra) -> dict:
+    """A tier-speed script's timed row: rows/s median rate, min-max one either side."""
+    return {
+        "system": f"{tier}, {label}",
+        "tier": tier,
+        "runtime": runtime,
+        "rows_per_s": rate,
+        "rows_per_s_min": rate - 1,
+        "rows_per_s_max": rate + 1,
+        **extra,
+    }
+
+
 def test_openvino_table_compares_each_configuration_with_the_tiers_first():
     bench_openvino = pytest.importorskip("bench_openvino")
     machine = {"cpu": "a CPU", "threads": 2, "date": "today"}
 
     def system(tier, label, rate, agreement=1.0):
-        return {
-            "system": f"{tier}, {label}",
-            "tier": tier,
-            "runtime": f"openvino ({label})",
-            "rows_per_s": rate,
-            "rows_per_s_min": rate - 1,
-            "rows_per_s_max": rate + 1,
-            "agreement_with_first": agreement,
-        }
+        return speed_row(tier, label, f"openvino ({label})", rate, agreement_with_first=agreement)
 
     result = {
         "machine": machine,
@@ -143,6 +148,31 @@ def test_escalated_table_gives_each_way_its_per_row_cost():
     table = bench_escalated.markdown(result)
     assert "the 80 of 800 rows of dev.tsv" in table and "mean 26.5 tokens, against 25.2" in table
     assert "| least padding, streams | 4 | 0.84 | 350 (340-360) | 1.26x |" in table
+
+
+def test_first_token_table_compares_each_tier_with_its_whole_twin():
+    bench_first_token = pytest.importorskip("bench_first_token")
+
+    def system(tier, label, rate, agreement=None):
+        kept = {} if agreement is None else {"agreement_with_whole": agreement}
+        return speed_row(tier, label, "openvino (x)", rate, **kept)
+
+    result = {
+        "machine": {"cpu": "a CPU", "threads": 2, "date": "today"},
+        "command": "python benchmarks/bench_first_token.py",
+        "data": {"source": "dev.tsv", "rows": 10, "copies": 2},
+        "settings": {"repeats": 5},
+        "systems": [
+            system("a", "whole last layer", 100.0),
+            system("a", "first token", 113.0, 1.0),
+            system("b", "whole last layer", 10.0),
+            system("b", "first token", 10.9, 0.9994),
+        ],
+    }
+    lines = bench_first_token.markdown(result).splitlines()
+    assert "| a | whole last layer | openvino (x) | 100 (99-101) | 1.00x | - |" in lines
+    assert "| a | first token | openvino (x) | 113 (112-114) | 1.13x | 100.00% |" in lines
+    assert "| b | first token | openvino (x) | 11 (10-12) | 1.09x | 99.94% |" in lines
 
 
 def test_headline_gives_the_spread_against_a_peer_over_the_runs():
