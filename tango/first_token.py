@@ -44,8 +44,9 @@ def first_token_classifier(model: Any) -> torch.nn.Module:
     token. The wrapper shares ``model``'s weights and leaves ``model`` itself unchanged."""
     if not supports(model):
         raise ValueError(
-            f"no first-token form for model type {getattr(model.config, 'model_type', None)!r} "
-            f"(known: {', '.join(SUPPORTED)})"
+            f"no first-token form for {type(model).__name__} (model type "
+            f"{getattr(model.config, 'model_type', None)!r}); known: sequence classifiers of type "
+            f"{', '.join(SUPPORTED)}, encoder-only, absolute positions"
         )
     if model.config.model_type == "bert":
         return _BertFirstToken(model)

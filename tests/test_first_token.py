@@ -70,8 +70,10 @@ def test_architectures_it_does_not_know_are_refused(tmp_path: Path) -> None:
     assert not supports(tokens)
     assert not supports(distil)
     assert not supports(relative)
-    with pytest.raises(ValueError, match="no first-token form for model type 'distilbert'"):
+    with pytest.raises(ValueError, match="no first-token form for DistilBertForSequenceClassification"):
         first_token_classifier(distil)
+    with pytest.raises(ValueError, match="BertForTokenClassification .model type 'bert'.; known"):
+        first_token_classifier(tokens)
 
 
 def test_openvino_export_runs_the_feed_forward_on_one_token(tiny_openvino_dir: Path) -> None:
