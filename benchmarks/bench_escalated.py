@@ -28,6 +28,7 @@ from pathlib import Path
 
 import click
 import numpy as np
+from docs_section import docs_option
 
 THREADS = 2
 REPEATS = 7
@@ -41,12 +42,7 @@ DATA = ROOT.parent.parent / "shared" / "data"
 @click.option("--data", default=str(DATA / "sst2" / "dev.tsv"), show_default=True, help="Rows to score.")
 @click.option("--share", default=0.095, show_default=True, help="Share of rows escalated (least confident).")
 @click.option("--repeats", default=REPEATS, show_default=True, help="Timed rounds after the warm-up.")
-@click.option(
-    "--docs/--no-docs",
-    default=True,
-    show_default=True,
-    help="Rewrite docs/architecture.md's table.",
-)
+@docs_option("docs/architecture.md")
 def main(tier1: str, tier2: str, data: str, share: float, repeats: int, docs: bool) -> None:
     """Time tier 2 on tier 1's least confident rows, batched and run five ways, interleaved."""
     from docs_section import write_results

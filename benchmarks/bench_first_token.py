@@ -17,7 +17,6 @@ Writes benchmarks/results/first_token.{json,md} and docs/models.md's table.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import click
@@ -39,6 +38,7 @@ def main(tiers: str, data: str, copies: int, repeats: int, docs: bool) -> None:
 
     from tango.bench import interleave
     from tango.data import load_labelled
+    from tango.export import read_export_record
     from tango.registry import resolve
     from tango.tiers import Tier
 
@@ -46,7 +46,7 @@ def main(tiers: str, data: str, copies: int, repeats: int, docs: bool) -> None:
     systems, forms = {}, []
     for name in tiers.split(","):
         path = resolve(name)
-        if _record(path).get("last_layer") != "first token":
+        if read_export_record(path).get("last_layer") != "first token":
             raise click.ClickException(
                 f"{name} was exported whole: re-export it (tango export --format openvino)"
             )
@@ -79,19 +79,16 @@ def main(tiers: str, data: str, copies: int, repeats: int, docs: bool) -> None:
     write_results("first_token", result, markdown(result), page)
 
 
-def _record(path: Path) -> dict:
-    file = path / "tango_export.json"
-    return json.loads(file.read_text()) if file.exists() else {}
-
-
 def whole_twin(path: Path, check_data: str) -> Path:
     """The tier exported again with its whole last layer, from the same source with the same
     int8 calibration rows; reused when an earlier run made it from the same source."""
-    from tango.openvino import export_openvino
+    from tango.export import read_export_record
+    from tango.openvino import CALIBRATION_ROWS, export_openvino
 
-    record = _record(path)
+    record = read_export_record(path)
     twin = TWINS / path.name
-    if _record(twin).get("source") == record["source"] and _record(twin).get("int8") == record["int8"]:
+    made = read_export_record(twin)
+    if (made.get("source"), made.get("int8")) == (record["source"], record["int8"]):
         return twin
     calibration = record.get("calibration") or {}
     click.echo(f"exporting {twin} (whole last layer)", err=True)
@@ -101,7 +98,7 @@ def whole_twin(path: Path, check_data: str) -> Path:
         int8=record["int8"],
         check_data=check_data,
         calibration_data=calibration.get("source"),
-        calibration_rows=calibration.get("rows", 300),
+        calibration_rows=calibration.get("rows", CALIBRATION_ROWS),
         first_token=False,
     )
     return twin

@@ -86,10 +86,15 @@ def tier_speed_options(tiers: tuple[str, ...], data: Path, repeats: int, page: s
             click.option("--data", default=str(data), help="Rows to score.", **shown),
             click.option("--copies", default=2, help="Times the rows are scored per round.", **shown),
             click.option("--repeats", default=repeats, help="Timed rounds after the warm-up.", **shown),
-            click.option("--docs/--no-docs", default=True, help=f"Rewrite {page}'s table.", **shown),
+            docs_option(page),
         ]
         for option in reversed(options):
             command = option(command)
         return command
 
     return wrap
+
+
+def docs_option(page: str):
+    """--docs/--no-docs: whether the script rewrites ``page``'s table (it does by default)."""
+    return click.option("--docs/--no-docs", default=True, show_default=True, help=f"Rewrite {page}'s table.")

@@ -158,8 +158,13 @@ def pad_tensors(encodings: Encodings, rows: Any, pad_id: int | None, device: Any
 def padding_efficiency(lengths: np.ndarray, batches: list[np.ndarray]) -> float:
     """Real tokens / computed tokens over a batch plan (1.0 = no padding at all)."""
     real = int(sum(lengths[b].sum() for b in batches))
-    computed = int(sum(len(b) * lengths[b].max() for b in batches))
+    computed = sum(padded_tokens(lengths, b) for b in batches)
     return real / computed if computed else 1.0
+
+
+def padded_tokens(lengths: np.ndarray, rows: np.ndarray) -> int:
+    """The tokens a batch of these rows computes: rows x its longest row (0 for no rows)."""
+    return len(rows) * int(lengths[rows].max()) if len(rows) else 0
 
 
 def longest_first(batches: list[np.ndarray], lengths: np.ndarray) -> list[np.ndarray]:
@@ -168,5 +173,5 @@ def longest_first(batches: list[np.ndarray], lengths: np.ndarray) -> list[np.nda
     start while all the streams are busy and the last to start are the cheapest (the longest-
     processing-time rule); in length order, the longest batch would start last and the other
     streams would wait for it. Ties keep their order."""
-    cost = [len(rows) * int(lengths[rows].max()) if len(rows) else 0 for rows in batches]
+    cost = [padded_tokens(lengths, rows) for rows in batches]
     return [batches[k] for k in sorted(range(len(batches)), key=lambda k: -cost[k])]

@@ -38,6 +38,7 @@ from tango.registry import register, resolve
 from tango.tiers import recorded_inputs
 
 OPSET = 17
+EXPORT_FILE = "tango_export.json"  # what an export records: source, recipe, self-check
 MIN_AGREEMENT = 0.995  # share of rows whose predicted label must survive the export
 FP32_TOLERANCE = 1e-3  # max |logit difference| allowed for an fp32 export
 # MatMuls kept fp32 in int8 exports: each layer's feed-forward output projection (BERT and MPNet
@@ -134,7 +135,7 @@ def record_export(
     out_dir: Path, record: dict, check: ExportCheck, name: str | None, runtime: str
 ) -> ExportCheck:
     """Write ``tango_export.json``; register the tier as ``name`` only if its self-check passed."""
-    (out_dir / "tango_export.json").write_text(json.dumps(record, indent=2))
+    (out_dir / EXPORT_FILE).write_text(json.dumps(record, indent=2))
     if not check.passed:
         raise ValueError(
             f"the export in {out_dir} failed its self-check (see its "
@@ -150,6 +151,12 @@ def record_export(
             metrics={"agreement": check.agreement, "accuracy": check.onnx_accuracy},
         )
     return check
+
+
+def read_export_record(directory: Path) -> dict:
+    """An exported tier's ``tango_export.json`` ({} for a directory no export wrote)."""
+    file = Path(directory) / EXPORT_FILE
+    return json.loads(file.read_text()) if file.exists() else {}
 
 
 def _load(source: Path):

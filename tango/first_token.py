@@ -95,7 +95,6 @@ class _FirstToken(torch.nn.Module):
     def __init__(self, model: Any, base: torch.nn.Module) -> None:
         super().__init__()
         self.body = _without_last_layer(base)
-        self.encoder = base.encoder
         self.last_layer = base.encoder.layer[-1]
         self.heads = model.config.num_attention_heads
 
@@ -149,6 +148,7 @@ class _BertFirstToken(_FirstToken):
 class _MpnetFirstToken(_FirstToken):
     def __init__(self, model: Any) -> None:
         super().__init__(model, model.mpnet)
+        self.encoder = model.mpnet.encoder  # its relative position bias
         self.classifier = model.classifier
 
     def projections(self):

@@ -37,6 +37,7 @@ from tango.export import (
     MIN_AGREEMENT,
     ExportCheck,
     check_export,
+    read_export_record,
     record_export,
 )
 from tango.first_token import first_token_classifier
@@ -144,7 +145,7 @@ class OpenVinoRuntime:
         self.compiled = self.latency if streams == 1 else self._compile("THROUGHPUT", streams)
         self.streams = int(self.compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
         self.input_names = tuple(port.any_name for port in self.compiled.inputs)
-        weights = "int8" if _export_record(model_dir).get("int8") else "fp32"
+        weights = "int8" if read_export_record(model_dir).get("int8") else "fp32"
         self.precision = precision
         streams_used = f", {self.streams} streams" if self.streams > 1 else ""
         snippets_off = "" if snippets else ", snippets off"
@@ -195,11 +196,6 @@ class OpenVinoRuntime:
 def _logits(request: Any) -> np.ndarray:
     """A finished request's logits, copied: the request's buffer is reused by its next batch."""
     return np.array(request.get_output_tensor(0).data, dtype=np.float32)
-
-
-def _export_record(model_dir: Path) -> dict[str, Any]:
-    path = model_dir / "tango_export.json"
-    return json.loads(path.read_text()) if path.exists() else {}
 
 
 # --- export ---------------------------------------------------------------------------------------

@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from tango.export import CHECK_SENTENCES, MIN_AGREEMENT
+from tango.export import CHECK_SENTENCES, MIN_AGREEMENT, read_export_record
 
 RECORD_FILE = "tango_runtimes.json"
 PROBE_ROWS = 1000
@@ -278,7 +278,7 @@ def _reference_dir(path: Path) -> Path:
     """Where PyTorch fp32 weights for this tier are: the directory, or its export's source."""
     if has_torch_weights(path):
         return path
-    source = _export_record(path).get("source")
+    source = read_export_record(path).get("source")
     if source and has_torch_weights(Path(source)):
         return Path(source)
     raise ValueError(
@@ -307,18 +307,13 @@ def probe_texts(path: Path, data: str | Path | None, rows: int, labels: list[str
 def training_file(tier: Path) -> Path | None:
     """The file the tier was trained on (its ``tango_train.json``, or its export source's), if
     that file is still there."""
-    for directory in (tier, Path(_export_record(tier).get("source", tier))):
+    for directory in (tier, Path(read_export_record(tier).get("source", tier))):
         record = directory / "tango_train.json"
         if record.exists():
             train = json.loads(record.read_text()).get("train")
             if train and Path(train).is_file():
                 return Path(train)
     return None
-
-
-def _export_record(path: Path) -> dict[str, Any]:
-    file = path / "tango_export.json"
-    return json.loads(file.read_text()) if file.exists() else {}
 
 
 def _versions() -> dict[str, str]:
