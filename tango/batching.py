@@ -18,20 +18,27 @@ import numpy as np
 
 @dataclass
 class Encodings:
-    """Token ids of N rows, unpadded. ``truncated`` counts rows cut to the model's limit."""
+    """Token ids of N rows, unpadded. ``cut`` marks the rows cut to the model's limit."""
 
     input_ids: list[list[int]]
     token_type_ids: list[list[int]] | None = None
-    truncated: int = 0
+    cut: np.ndarray | None = None  # (N,) bool; None: no row was cut
     lengths: np.ndarray = field(init=False)
 
     def __post_init__(self) -> None:
         self.lengths = np.fromiter(
             (len(ids) for ids in self.input_ids), dtype=np.int64, count=len(self.input_ids)
         )
+        if self.cut is None:
+            self.cut = np.zeros(len(self.input_ids), dtype=bool)
 
     def __len__(self) -> int:
         return len(self.input_ids)
+
+    @property
+    def truncated(self) -> int:
+        """How many rows were cut to the model's limit."""
+        return int(np.count_nonzero(self.cut))
 
     def take(self, rows: np.ndarray) -> Encodings:
         """The encodings of a subset of rows (used when tiers share a tokenizer)."""
@@ -39,7 +46,7 @@ class Encodings:
         return Encodings(
             input_ids=[self.input_ids[i] for i in rows],
             token_type_ids=None if types is None else [types[i] for i in rows],
-            truncated=0,
+            cut=np.asarray(self.cut)[np.asarray(rows, dtype=np.int64)],
         )
 
 
@@ -52,8 +59,8 @@ def tokenize(tokenizer: Any, rows: list[str] | list[tuple[str, str]], max_length
     else:
         firsts, seconds = zip(*rows, strict=True)
         encoded = tokenizer(list(firsts), list(seconds), truncation=True, max_length=max_length)
-    truncated = sum(bool(e.overflowing) for e in encoded.encodings or [])
-    return Encodings(encoded["input_ids"], encoded.get("token_type_ids"), truncated)
+    cut = np.fromiter((bool(e.overflowing) for e in encoded.encodings or []), dtype=bool, count=len(rows))
+    return Encodings(encoded["input_ids"], encoded.get("token_type_ids"), cut)
 
 
 def plan_batches(

@@ -88,6 +88,11 @@ class CascadeResult:
     confidence: np.ndarray  # (N,) confidence of the answering tier
     tier: np.ndarray  # (N,) index of the tier that answered
     stats: CascadeStats
+    truncated: np.ndarray | None = None  # (N,) bool: the answering tier read the row cut short
+
+    def __post_init__(self) -> None:
+        if self.truncated is None:
+            self.truncated = np.zeros(len(self.labels), dtype=bool)
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -188,7 +193,10 @@ class Cascade:
         thresholds = getattr(self, "thresholds_", None) if fitted else None
         if thresholds is None:
             thresholds = self.thresholds if self.thresholds is not None else DEFAULT_THRESHOLD
-        thresholds = [float(thresholds)] * boundaries if np.isscalar(thresholds) else list(thresholds)
+        thresholds = [thresholds] * boundaries if np.isscalar(thresholds) else list(thresholds)
+        if not all(isinstance(t, (int, float, np.number)) and not isinstance(t, bool) for t in thresholds):
+            raise TypeError(f"thresholds must be numbers, got {thresholds!r}")
+        thresholds = [float(t) for t in thresholds]
         if len(thresholds) != boundaries:
             raise ValueError(f"{len(tiers)} tiers need {boundaries} thresholds, got {len(thresholds)}")
         if any(not t >= 0 for t in thresholds):  # also catches NaN
@@ -197,6 +205,8 @@ class Cascade:
         if temperatures is None:
             temperatures = self.temperatures
         temperatures = list(temperatures) if temperatures else [1.0] * len(tiers)
+        if not all(isinstance(t, (int, float, np.number)) and not isinstance(t, bool) for t in temperatures):
+            raise TypeError(f"temperatures must be numbers, got {temperatures!r}")
         if len(temperatures) != len(tiers) or any(not t > 0 for t in temperatures):
             raise ValueError(f"need one temperature > 0 per tier ({len(tiers)}), got {temperatures}")
         labels = tiers[0].labels  # the cascade answers with tier 1's names
@@ -288,6 +298,7 @@ class Cascade:
         probabilities = np.zeros((n, len(tiers[0].labels)), dtype=np.float64)
         confidences = np.zeros(n, dtype=np.float64)
         answered_by = np.zeros(n, dtype=np.int64)
+        cut = np.zeros(n, dtype=bool)
         stats = CascadeStats(rows=n)  # per call: travels with the result, never read off self
         encoded: dict[str, tuple[np.ndarray, Encodings]] = {}  # fingerprint -> (rows, encodings)
         active = np.arange(n)
@@ -308,13 +319,14 @@ class Cascade:
             probs = softmax(logits, temperatures[k])
             conf = confidence(probs, self.confidence)
             probabilities[active], confidences[active], answered_by[active] = probs, conf, k
+            cut[active] = encodings.cut
             if k < len(tiers) - 1:
                 active = active[conf < thresholds[k]]
         for k, tier_stats in enumerate(stats.tiers):
             tier_stats.answered = int((answered_by == k).sum())
         self.stats_ = stats  # convenience only: tango reads result.stats
         labels = np.asarray(tiers[0].labels)[probabilities.argmax(axis=1)] if n else np.asarray([], dtype=str)
-        return CascadeResult(labels, probabilities, confidences, answered_by, stats)
+        return CascadeResult(labels, probabilities, confidences, answered_by, stats, cut)
 
     @staticmethod
     def _encode(
@@ -362,24 +374,28 @@ class Cascade:
 
     @classmethod
     def from_pretrained(
-        cls, directory: str | Path, thresholds: float | list[float] | None = None, **tier_options: Any
+        cls,
+        directory: str | Path,
+        thresholds: float | list[float] | None = None,
+        allow_external_tiers: bool = False,
+        **tier_options: Any,
     ) -> Cascade:
         """Load a saved cascade; ``thresholds`` overrides the stored (calibrated) ones.
 
         A cascade saved after :meth:`fit` comes back fitted: ``temperatures_``, ``thresholds_``
         (unless overridden) and ``calibration_``; its parameters hold the same values.
         ``tier_options`` (runtime, precision, threads, batch_size, ...) go to every
-        ``Tier.from_pretrained``.
+        ``Tier.from_pretrained``. Tiers load only from inside ``directory`` (as
+        :meth:`save_pretrained` writes them), never from a path elsewhere or from the hub, unless
+        ``allow_external_tiers``: a cascade directory received from someone cannot point at
+        other files or a network.
         """
         directory = Path(directory)
-        manifest_file = directory / MANIFEST
-        if not manifest_file.exists():
-            raise FileNotFoundError(
-                f"{directory} is not a cascade directory: no {MANIFEST}. "
-                "Make one with Cascade(...).save_pretrained(dir)"
-            )
-        manifest = json.loads(manifest_file.read_text())
-        tiers = [Tier.from_pretrained(directory / t["path"], **tier_options) for t in manifest["tiers"]]
+        manifest = read_cascade_manifest(directory)
+        tiers = [
+            Tier.from_pretrained(_tier_dir(directory, k, t["path"], allow_external_tiers), **tier_options)
+            for k, t in enumerate(manifest["tiers"])
+        ]
         for tier, entry in zip(tiers, manifest["tiers"], strict=True):
             tier.source = entry.get("source", tier.source)
         cascade = cls(
@@ -401,3 +417,67 @@ class Cascade:
             f"Cascade(tiers={self.tiers!r}, thresholds={self.thresholds!r}, "
             f"confidence={self.confidence!r}, temperatures={self.temperatures!r})"
         )
+
+
+# --- cascade.json -------------------------------------------------------------------------------
+def read_cascade_manifest(directory: Path) -> dict[str, Any]:
+    """``directory/cascade.json``, each field checked; errors name the file and the field."""
+    path = directory / MANIFEST
+    if not path.exists():
+        raise FileNotFoundError(
+            f"{directory} is not a cascade directory: no {MANIFEST}. "
+            "Make one with Cascade(...).save_pretrained(dir)"
+        )
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(f"{path}: not valid JSON ({error})") from None
+    if not isinstance(manifest, dict):
+        raise ValueError(f"{path}: expected a JSON object, found {type(manifest).__name__}")
+    tiers = manifest.get("tiers")
+    if not isinstance(tiers, list) or len(tiers) < 1:
+        raise ValueError(
+            f"{path}: field 'tiers' must be a list of {{\"path\": ...}} objects, got {tiers!r:.60}"
+        )
+    for k, entry in enumerate(tiers):
+        if not isinstance(entry, dict) or not isinstance(entry.get("path"), str) or not entry["path"]:
+            raise ValueError(
+                f"{path}: field 'tiers[{k}]' must be an object with a 'path' string, got {entry!r:.60}"
+            )
+    _check_numbers(path, "thresholds", manifest.get("thresholds"), len(tiers) - 1, allow_scalar=True)
+    if manifest.get("temperatures") is not None:
+        _check_numbers(path, "temperatures", manifest["temperatures"], len(tiers))
+    kind = manifest.get("confidence", "maxprob")
+    if kind not in CONFIDENCE_KINDS:
+        raise ValueError(f"{path}: field 'confidence' must be one of {list(CONFIDENCE_KINDS)}, got {kind!r}")
+    return manifest
+
+
+def _check_numbers(path: Path, name: str, value: Any, count: int, allow_scalar: bool = False) -> None:
+    """A list of ``count`` numbers (JSON numbers, not strings or booleans), or one number."""
+    if allow_scalar and _is_number(value):
+        return
+    if not isinstance(value, list) or len(value) != count or not all(_is_number(v) for v in value):
+        raise ValueError(f"{path}: field '{name}' must be a list of {count} numbers, got {value!r:.60}")
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _tier_dir(directory: Path, k: int, relative: str, allow_external: bool) -> Path:
+    """Tier k's directory: inside the cascade directory unless external tiers are allowed."""
+    where = f"{directory / MANIFEST}: field 'tiers[{k}].path'"
+    if allow_external:
+        candidate = directory / relative
+        return candidate if candidate.exists() else Path(relative)  # a name: resolved as tango resolves names
+    root = directory.resolve()
+    target = (directory / relative).resolve()
+    if Path(relative).is_absolute() or not target.is_relative_to(root):
+        raise ValueError(
+            f"{where} is {relative!r}, outside the cascade directory; a cascade loads only its own "
+            "tiers. Pass allow_external_tiers=True (--allow-external-tiers) if you trust it"
+        )
+    if not target.is_dir():
+        raise ValueError(f"{where} is {relative!r}, but {target} is not a directory")
+    return target

@@ -133,7 +133,9 @@ runtime_options = stacked(
         help="Runtime for every tier; auto = the fastest that `tango probe` recorded, "
         "else ONNX if model.onnx exists, OpenVINO if an IR does, else PyTorch.",
     ),
-    click.option("--threads", type=int, default=None, help="Intra-op threads (default: all cores)."),
+    click.option(
+        "--threads", type=click.IntRange(min=1), default=None, help="Intra-op threads (default: all cores)."
+    ),
 )
 
 # Options that build a cascade: a saved one (--cascade) or tiers by name (--tier1/2/3, --tiers).
@@ -143,6 +145,11 @@ cascade_options = stacked(
         "cascade_dir",
         type=click.Path(exists=True, file_okay=False),
         help="A saved (calibrated) cascade directory.",
+    ),
+    click.option(
+        "--allow-external-tiers",
+        is_flag=True,
+        help="Let --cascade load tiers its cascade.json names outside its directory (default: refused).",
     ),
     tier_options,
     click.option(
@@ -187,6 +194,7 @@ def build_cascade(
     runtime: str,
     threads: int | None,
     batch_size: int,
+    allow_external_tiers: bool = False,
 ) -> Any:
     """The Cascade the options describe (shared by run and calibrate)."""
     from tango.jobs import load_cascade
@@ -198,7 +206,9 @@ def build_cascade(
     if not cascade_dir and len(names) < 2:
         raise click.UsageError("give --cascade DIR, or at least --tier1 and --tier2 (or --tiers a,b)")
     options = {"runtime": runtime, "threads": threads, "batch_size": batch_size}
-    return load_cascade(cascade_dir, names, threshold, confidence, **options)
+    return load_cascade(
+        cascade_dir, names, threshold, confidence, allow_external_tiers=allow_external_tiers, **options
+    )
 
 
 def build_model(
@@ -213,6 +223,7 @@ def build_model(
     policy: str | None,
     patience: int | None,
     device: str,
+    allow_external_tiers: bool = False,
 ) -> Any:
     """`tango run`'s model: an early-exit model, or the cascade the options describe."""
     from tango.jobs import load_early_exit
@@ -231,7 +242,9 @@ def build_model(
             "note: no calibrated threshold; using 0.9. Run `tango calibrate` to choose one from evidence.",
             err=True,
         )
-    return build_cascade(cascade_dir, names, threshold, confidence, runtime, threads, batch_size)
+    return build_cascade(
+        cascade_dir, names, threshold, confidence, runtime, threads, batch_size, allow_external_tiers
+    )
 
 
 def ray_options(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -335,9 +348,8 @@ def ray_options(func: Callable[..., Any]) -> Callable[..., Any]:
 @click.option(
     "--chunk-size",
     type=click.IntRange(min=1),
-    default=1024,
-    show_default=True,
-    help="Rows read, scored and committed at a time.",
+    default=None,
+    help="Rows read, scored and committed at a time (default 1024; with --resume, the interrupted run's).",
 )
 @click.option(
     "--resume",
@@ -375,6 +387,7 @@ def ray_options(func: Callable[..., Any]) -> Callable[..., Any]:
 @user_errors
 def run(
     cascade_dir: str | None,
+    allow_external_tiers: bool,
     tier1: str | None,
     tier2: str | None,
     tier3: str | None,
@@ -419,7 +432,7 @@ def run(
         raise click.UsageError("--engine ray reads files (paths, globs, URIs), not stdin")
     names = tier_names(tiers, tier1, tier2, tier3)
     model_options = (threshold, confidence, runtime, threads, batch_size, policy, patience, device)
-    model = build_model(early_exit, cascade_dir, names, *model_options)
+    model = build_model(early_exit, cascade_dir, names, *model_options, allow_external_tiers)
     summary = score(model, input_path, output_path, progress=not quiet, **options)
     if not quiet:
         click.echo(summary.report(), err=True)
@@ -734,7 +747,12 @@ def export(
     help="Labelled file to measure on (default: the tier's training file, else built-in sentences).",
 )
 @click.option("--rows", type=int, default=1000, show_default=True, help="Rows to measure on.")
-@click.option("--threads", type=int, default=None, help="Threads (default: all cores, or $TANGO_THREADS).")
+@click.option(
+    "--threads",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Threads (default: all cores, or $TANGO_THREADS).",
+)
 @click.option("--batch-size", type=int, default=32, show_default=True, help="Rows per batch.")
 @user_errors
 def probe(tier: str, data: str | None, rows: int, threads: int | None, batch_size: int) -> None:

@@ -46,6 +46,7 @@ class RowError:
     field: str | None  # the column at fault, if any
     message: str  # e.g. "malformed JSON", "empty text", "not UTF-8", "expected 2 fields, found 3"
     raw: str  # the raw row, decoded with errors="replace"
+    raw_bytes: bytes | None = None  # the row's exact bytes, kept when they are not UTF-8
 
 
 # --- physical lines ------------------------------------------------------------------------------
@@ -56,6 +57,7 @@ class _Line:
     number: int
     text: str  # decoded, without its line ending
     utf8: bool  # False when strict decoding failed (text then holds replacement characters)
+    data: bytes | None = None  # the line's bytes (without its ending) when they are not UTF-8
 
 
 def _lines(binary: IO[bytes]) -> Iterator[_Line]:
@@ -67,7 +69,7 @@ def _lines(binary: IO[bytes]) -> Iterator[_Line]:
         try:
             yield _Line(number, raw.decode("utf-8"), True)
         except UnicodeDecodeError:
-            yield _Line(number, raw.decode("utf-8", errors="replace"), False)
+            yield _Line(number, raw.decode("utf-8", errors="replace"), False, raw)
 
 
 @dataclass
@@ -76,6 +78,7 @@ class _Row:
     fields: list[str] | dict | None  # None when the row could not be parsed
     raw: str
     error: str | None = None
+    raw_bytes: bytes | None = None  # exact bytes of a row that is not UTF-8
 
 
 def _tsv_field(field: str) -> str:
@@ -89,7 +92,7 @@ def _tsv_rows(lines: Iterator[_Line]) -> Iterator[_Row]:
         if not line.text.strip():
             continue
         fields = [_tsv_field(f) for f in line.text.split("\t")]
-        yield _Row(line.number, fields, line.text, None if line.utf8 else "not UTF-8")
+        yield _Row(line.number, fields, line.text, None if line.utf8 else "not UTF-8", line.data)
 
 
 def _csv_rows(lines: Iterator[_Line]) -> Iterator[_Row]:
@@ -116,9 +119,11 @@ def _csv_rows(lines: Iterator[_Line]) -> Iterator[_Row]:
         raw = "\n".join(line.text for line in span)
         if not error and (not fields or (len(fields) == 1 and not fields[0].strip())):
             continue
+        exact = None
         if not all(line.utf8 for line in span):
             error = "not UTF-8"
-        yield _Row(span[0].number, fields, raw, error)
+            exact = b"\n".join(line.data if line.data is not None else line.text.encode() for line in span)
+        yield _Row(span[0].number, fields, raw, error, exact)
 
 
 def _jsonl_rows(lines: Iterator[_Line]) -> Iterator[_Row]:
@@ -126,7 +131,7 @@ def _jsonl_rows(lines: Iterator[_Line]) -> Iterator[_Row]:
         if not line.text.strip():
             continue
         if not line.utf8:
-            yield _Row(line.number, None, line.text, "not UTF-8")
+            yield _Row(line.number, None, line.text, "not UTF-8", line.data)
             continue
         try:
             value = json.loads(line.text)
@@ -173,7 +178,7 @@ def _missing_columns(path: str | Path, wanted: list[str], found: Iterable[str]) 
 def _record(row: _Row, columns: dict[str, str | None], header: list[str] | None) -> Record | RowError:
     """Pick the asked-for columns out of a parsed row, or say what is wrong with it."""
     if row.error:
-        return RowError(row.line, None, row.error, row.raw)
+        return RowError(row.line, None, row.error, row.raw, row.raw_bytes)
     if header is not None:
         if len(row.fields) != len(header):
             return RowError(

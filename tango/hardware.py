@@ -5,10 +5,29 @@ from __future__ import annotations
 import os
 
 
+def check_threads(threads: object, where: str = "threads") -> int | None:
+    """``threads`` as given (None = the default), refused unless a whole number >= 1."""
+    if threads is None:
+        return None
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise ValueError(f"{where} must be a whole number >= 1 (or None for all cores), got {threads!r}")
+    return threads
+
+
+def _env_threads() -> int | None:
+    value = os.environ.get("TANGO_THREADS")
+    if not value:
+        return None
+    try:
+        return check_threads(int(value), "$TANGO_THREADS")
+    except ValueError:
+        raise ValueError(f"$TANGO_THREADS must be a whole number >= 1, got {value!r}") from None
+
+
 def default_threads() -> int:
     """``$TANGO_THREADS``, else the cores this process may use."""
-    if os.environ.get("TANGO_THREADS"):
-        return int(os.environ["TANGO_THREADS"])
+    if (threads := _env_threads()) is not None:
+        return threads
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
@@ -22,8 +41,9 @@ def set_torch_threads(threads: int | None = None) -> None:
     """
     import torch
 
-    if threads is None and os.environ.get("TANGO_THREADS"):
-        threads = int(os.environ["TANGO_THREADS"])
+    threads = check_threads(threads)
+    if threads is None:
+        threads = _env_threads()
     if threads is not None and threads != torch.get_num_threads():
         torch.set_num_threads(threads)
 

@@ -32,12 +32,14 @@ def load_cascade(
     names: list[str],
     thresholds: tuple[float, ...] = (),
     confidence: str | None = None,
+    allow_external_tiers: bool = False,
     **tier_options: Any,
 ) -> Any:
     """A saved cascade (``cascade_dir``), else one of the tiers ``names``, cheapest first.
 
     ``thresholds``: none (the cascade's calibrated ones, else 0.9), one for every boundary, or one
-    per boundary. ``tier_options`` (runtime, threads, batch_size) go to every tier.
+    per boundary. ``tier_options`` (runtime, threads, batch_size) go to every tier. A saved
+    cascade loads only the tiers inside its directory unless ``allow_external_tiers``.
     """
     from tango.cascade import Cascade
     from tango.tiers import load_tiers
@@ -46,7 +48,9 @@ def load_cascade(
     if chosen and len(chosen) == 1:
         chosen = chosen[0]
     if cascade_dir:
-        cascade = Cascade.from_pretrained(cascade_dir, thresholds=chosen, **tier_options)
+        cascade = Cascade.from_pretrained(
+            cascade_dir, thresholds=chosen, allow_external_tiers=allow_external_tiers, **tier_options
+        )
         if confidence:
             cascade.confidence = confidence
         return cascade
@@ -94,7 +98,7 @@ def score(
     on_error: str = "write",
     errors_path: str | None = None,
     probabilities: bool = False,
-    chunk_size: int = 1024,
+    chunk_size: int | None = None,
     resume: bool = False,
     overwrite: bool = False,
     progress: bool = True,

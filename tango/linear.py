@@ -59,13 +59,14 @@ class Features:
     """Hashed n-gram counts of N rows: what a linear tier's ``tokenize`` gives its ``infer``.
 
     It quacks like :class:`tango.batching.Encodings` where the cascade needs it (``len``,
-    ``take``, ``truncated``): a linear tier reads every word, so nothing is truncated.
+    ``take``, ``cut``, ``truncated``): a linear tier reads every word, so nothing is truncated.
     """
 
     truncated = 0
 
     def __init__(self, counts: sp.csr_matrix) -> None:
         self.counts = counts  # (N, blocks * n_features) float32
+        self.cut = np.zeros(counts.shape[0], dtype=bool)
 
     def __len__(self) -> int:
         return self.counts.shape[0]

@@ -12,13 +12,20 @@ file (``OUTPUT.errors.jsonl`` unless ``--errors`` names another), the progress f
 - **Nothing deleted that the run did not write.** A fresh run refuses an existing output unless
   ``overwrite`` is given, and even then never replaces the input, nor an errors file that no
   earlier run of this output wrote.
-- **Resume only the same job.** The manifest records the input's fingerprint (size, mtime, hashes
-  of its first and last blocks), each model's resolved files and their checksum, and every option
-  that changes the output; :func:`manifest_differences` lists what changed, and ``--resume``
-  refuses when anything did.
+- **Resume only the same job.** The manifest records the input's fingerprint (size, mtime, the
+  SHA-256 of the whole file), each model's resolved files and their checksum, its batch plan, and
+  every option that changes the output; :func:`manifest_differences` lists what changed, and
+  ``--resume`` refuses when anything did. The progress file records the length and SHA-256 of the
+  committed bytes of the output and errors files, so a file shortened or edited after the run
+  stopped is refused rather than trusted.
+- **Companion files are tango's.** A progress file, manifest or lock that exists but was not
+  written by tango is never replaced or deleted, with or without ``--overwrite``.
 
-:class:`OutputLock` holds an exclusive lock on ``OUTPUT.lock`` for the run's lifetime, so a second
-run on the same output fails at once instead of interleaving rows or deleting the first run's file.
+Names are planned from the output's resolved path (symbolic links followed), so two names of one
+file share one set of companions. :class:`RunLock` holds an exclusive lock for the run's lifetime
+on a lock file beside each file the run writes (output and errors) and on each of those files that
+exists (its inode, so hard links are caught too): a second run writing any of them fails at once
+instead of interleaving rows or deleting the first run's file.
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,7 +42,8 @@ from typing import Any
 from tango._version import __version__
 
 OUTPUT_SUFFIXES = (".jsonl", ".csv")
-BLOCK = 1 << 16  # bytes hashed at each end of the input for its fingerprint
+READ_BLOCK = 1 << 20  # bytes read at a time when hashing
+_LOCK_RECORD = re.compile(r"(tango run pid )?\d*\n?")  # what a lock file of ours holds
 
 
 @dataclass(frozen=True)
@@ -51,10 +60,13 @@ class RunFiles:
 
     @classmethod
     def plan(cls, input: str | Path, output: str | Path, errors: str | Path | None = None) -> RunFiles:
+        """The run's files. Companions sit beside the output's *resolved* path, so a symbolic
+        link and its target (two names, one file) share one progress file, manifest and lock."""
         output = Path(output)
+        resolved = Path(os.path.realpath(output))
 
         def beside(suffix: str) -> Path:
-            return output.with_name(output.name + suffix)
+            return resolved.with_name(resolved.name + suffix)
 
         return cls(
             str(input),
@@ -65,6 +77,15 @@ class RunFiles:
             beside(".lock"),
             errors is None,
         )
+
+    @property
+    def written(self) -> tuple[Path, Path]:
+        """The files this run writes rows to, each locked for the run's lifetime."""
+        return self.output, self.errors
+
+    def run_lock(self) -> RunLock:
+        """The lock this run holds: one lock file per written file, and the files' inodes."""
+        return RunLock([self.lock, lock_path(self.errors)], list(self.written))
 
     # --- checks: read-only, safe to run before anything else ------------------------------------
     def check(self, resume: bool = False, overwrite: bool = False, locked: bool = False) -> None:
@@ -77,8 +98,9 @@ class RunFiles:
         self._check_input()
         self._check_output()
         self._check_distinct()
+        self._check_companions()
         if not locked:
-            OutputLock(self.lock).check_free()
+            self.run_lock().check_free()
         if resume:
             self._check_resumable()
         else:
@@ -121,6 +143,27 @@ class RunFiles:
                     )
         if _same_file(self.errors, self.output) or _same_file(self.errors, self.state):
             raise ValueError(f"the errors file {self.errors} must differ from the output and its companions")
+        for role, path in (("progress file", self.state), ("run manifest", self.manifest)):
+            if _same_file(self.errors, path) or _same_file(self.output, path):
+                raise ValueError(f"the {role} {path} cannot also be written as output or errors")
+
+    def _check_companions(self) -> None:
+        """Refuse when a companion file exists that tango did not write: it is the user's."""
+        checks = (
+            (self.state, _is_progress_record, "progress file"),
+            (self.manifest, _is_manifest, "run manifest"),
+            (self.lock, _is_lock_record, "lock file"),
+            (lock_path(self.errors), _is_lock_record, "lock file"),
+        )
+        for path, ours, role in checks:
+            if path.is_file() and not ours(path):
+                raise ValueError(
+                    f"{path} exists and tango did not write it (it is not a tango {role}); tango "
+                    f"never replaces or deletes a file it did not write: move it away, or choose "
+                    f"another output name"
+                )
+            if path.exists() and not path.is_file():
+                raise ValueError(f"{path} exists and is not a file; tango needs that name for its {role}")
 
     def _check_fresh(self, overwrite: bool) -> None:
         if self.state.exists() and not overwrite:
@@ -193,7 +236,40 @@ def _same_file(a: Path, b: Path) -> bool:
             return os.path.samefile(a, b)
     except OSError:
         pass
-    return os.path.abspath(a) == os.path.abspath(b)
+    return os.path.realpath(a) == os.path.realpath(b)
+
+
+def lock_path(path: Path) -> Path:
+    """The lock file of a written file: beside its resolved path, so every name of it agrees."""
+    resolved = Path(os.path.realpath(path))
+    return resolved.with_name(resolved.name + ".lock")
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def _is_manifest(path: Path) -> bool:
+    record = _read_json(path)
+    return isinstance(record, dict) and {"tango_version", "input", "model", "options"} <= set(record)
+
+
+def _is_progress_record(path: Path) -> bool:
+    from tango.summary import RunSummary
+
+    record = _read_json(path)
+    fields = set(RunSummary.__dataclass_fields__)
+    return isinstance(record, dict) and "rows_in" in record and set(record) <= fields
+
+
+def _is_lock_record(path: Path) -> bool:
+    try:
+        return _LOCK_RECORD.fullmatch(path.read_text(encoding="utf-8", errors="replace")[:100]) is not None
+    except OSError:
+        return False
 
 
 def write_atomically(path: Path, text: str) -> None:
@@ -208,22 +284,66 @@ def write_atomically(path: Path, text: str) -> None:
 
 # --- fingerprints -------------------------------------------------------------------------------
 def input_fingerprint(path: str) -> dict[str, Any]:
-    """Size, mtime and hashes of the first and last blocks: cheap, and changes with any edit
-    that a resume could be fooled by (a shorter, longer, replaced or touched file)."""
+    """Size, mtime and the SHA-256 of the whole file: any edit a resume could be fooled by (a
+    shorter, longer, replaced or touched file, a same-size edit in the middle) changes it. The
+    file is read once for it, at about the speed of reading it (a GB in a few seconds)."""
     if path == "-":
         return {"path": "-"}
     stat = os.stat(path)
+    digest = hashlib.sha256()
     with open(path, "rb") as file:
-        head = hashlib.sha256(file.read(BLOCK)).hexdigest()
-        file.seek(max(stat.st_size - BLOCK, 0))
-        tail = hashlib.sha256(file.read(BLOCK)).hexdigest()
+        for block in iter(lambda: file.read(READ_BLOCK), b""):
+            digest.update(block)
     return {
         "path": os.path.abspath(path),
         "size": stat.st_size,
         "mtime_ns": stat.st_mtime_ns,
-        "head_sha256": head,
-        "tail_sha256": tail,
+        "sha256": digest.hexdigest(),
     }
+
+
+def prefix_fingerprint(path: str, lines: int) -> dict[str, Any]:
+    """Length and SHA-256 of the first ``lines`` physical lines of a file (line endings kept).
+
+    A run stopped by ``on_error="fail"`` records the lines before the bad one: a resume may then
+    read a file whose bad line (or anything after it) was fixed, as long as these are unchanged.
+    """
+    digest, size = hashlib.sha256(), 0
+    with open(path, "rb") as file:
+        for _, line in zip(range(lines), file, strict=False):
+            digest.update(line)
+            size += len(line)
+    return {"lines": lines, "bytes": size, "sha256": digest.hexdigest()}
+
+
+def committed_digest(path: Path, size: int, expected: str | None) -> Any:
+    """The running SHA-256 of the first ``size`` bytes of ``path``, checked against ``expected``.
+
+    Raises ValueError, naming the file, when it is shorter than what was committed or its
+    committed bytes changed: a resume must never trust rows that are no longer there.
+    Returns the hash object, to go on hashing what is appended after them.
+    """
+    digest = hashlib.sha256()
+    actual = path.stat().st_size if path.exists() else 0
+    if actual < size:
+        raise ValueError(
+            f"cannot resume: {path} holds {actual:,} bytes but the interrupted run committed "
+            f"{size:,}; it was shortened after the run stopped and the rows it lost cannot be "
+            "told apart. Rerun with --overwrite to start again"
+        )
+    if size:
+        with open(path, "rb") as file:
+            left = size
+            while left:
+                block = file.read(min(READ_BLOCK, left))
+                digest.update(block)
+                left -= len(block)
+    if expected and digest.hexdigest() != expected:
+        raise ValueError(
+            f"cannot resume: the first {size:,} bytes of {path} differ from what the interrupted "
+            "run committed; it was edited after the run stopped. Rerun with --overwrite to start again"
+        )
+    return digest
 
 
 def directory_checksum(directory: str | Path) -> str:
@@ -242,9 +362,10 @@ def directory_checksum(directory: str | Path) -> str:
 
 
 def model_identity(model: Any) -> dict[str, Any]:
-    """What decides a model's answers: resolved files and their checksum, runtime, thresholds.
-
-    Batch and chunk sizes are left out on purpose: answers do not depend on them.
+    """What decides a model's answers: resolved files and their checksum, runtime, thresholds,
+    and each tier's batch plan (rows and tokens per batch): with bf16 or int8 inference a row's
+    probabilities move by up to about 1e-3 with its batch mates (docs/run.md), so a resume keeps
+    the plan of the interrupted run and reproduces it exactly.
     """
     if hasattr(model, "tiers"):  # a Cascade
         tiers, thresholds, temperatures = model._validated()
@@ -255,6 +376,8 @@ def model_identity(model: Any) -> dict[str, Any]:
                     "path": str(Path(tier.path).resolve()),
                     "checksum": directory_checksum(tier.path),
                     "runtime": getattr(tier.runtime, "description", type(tier.runtime).__name__),
+                    "batch_size": getattr(tier, "batch_size", None),
+                    "max_tokens": getattr(tier, "max_tokens", None),
                 }
                 for tier in tiers
             ],
@@ -272,6 +395,7 @@ def model_identity(model: Any) -> dict[str, Any]:
         "policy": getattr(model, "policy", None),
         "threshold": getattr(model, "threshold", None),
         "patience": getattr(model, "patience", None),
+        "batch_size": getattr(model, "batch_size", None),
         "temperatures": list(model.temperatures) if getattr(model, "temperatures", None) else None,
         "labels": [str(label) for label in model.classes_],
     }
@@ -282,31 +406,38 @@ def build_manifest(files: RunFiles, model: dict[str, Any], options: dict[str, An
     return {
         "tango_version": __version__,
         "input": input_fingerprint(files.input),
-        "output": os.path.abspath(files.output),
-        "errors": os.path.abspath(files.errors),
+        "output": os.path.realpath(files.output),
+        "errors": os.path.realpath(files.errors),
         "model": model,
         "options": options,
     }
 
 
-def manifest_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
-    """Human-readable differences between the interrupted run and this one (empty: same job)."""
+def manifest_differences(
+    old: dict[str, Any], new: dict[str, Any], allowed: frozenset[str] = frozenset()
+) -> list[str]:
+    """Human-readable differences between the interrupted run and this one (empty: same job).
+
+    ``allowed``: dotted keys (``input.sha256``, ``options.on_error``) that may differ.
+    """
     found: list[str] = []
     for section in ("input", "model", "options"):
-        _diff(section, old.get(section), new.get(section), found)
+        _diff(section, old.get(section), new.get(section), found, allowed)
     for role in ("output", "errors"):
         if old.get(role) != new.get(role):
             found.append(f"{role} file {old.get(role)} -> {new.get(role)}")
     return found
 
 
-def _diff(where: str, old: Any, new: Any, found: list[str]) -> None:
+def _diff(where: str, old: Any, new: Any, found: list[str], allowed: frozenset[str]) -> None:
+    if where in allowed:
+        return
     if isinstance(old, dict) and isinstance(new, dict):
         for key in sorted(set(old) | set(new)):
-            _diff(f"{where}.{key}", old.get(key), new.get(key), found)
+            _diff(f"{where}.{key}", old.get(key), new.get(key), found, allowed)
     elif isinstance(old, list) and isinstance(new, list) and len(old) == len(new):
         for k, (a, b) in enumerate(zip(old, new, strict=True)):
-            _diff(f"{where}[{k + 1}]", a, b, found)
+            _diff(f"{where}[{k + 1}]", a, b, found, allowed)
     elif old != new:
         found.append(f"{where}: {_short(old)} -> {_short(new)}")
 
@@ -318,11 +449,13 @@ def _short(value: Any) -> str:
 
 # --- the lock -----------------------------------------------------------------------------------
 class OutputLock:
-    """An exclusive, non-blocking lock on ``OUTPUT.lock`` for the lifetime of one run.
+    """An exclusive, non-blocking lock on one lock file for the lifetime of one run.
 
     ``flock`` is released by the kernel when the process dies, so a ``kill -9`` never leaves a
     stale lock behind; the file itself is removed on a clean exit. After locking, the path is
-    checked to still name the locked file (another run may have removed and recreated it).
+    checked to still name the locked file (another run may have removed and recreated it). A lock
+    file that holds anything but tango's own record (``tango run pid N``) is the user's: it is
+    refused, never truncated or removed.
     """
 
     def __init__(self, path: Path) -> None:
@@ -346,12 +479,19 @@ class OutputLock:
                 same = os.path.samestat(os.fstat(fd), os.stat(self.path))
             except FileNotFoundError:
                 same = False
-            if same:
-                os.ftruncate(fd, 0)
-                os.write(fd, f"{os.getpid()}\n".encode())
-                self._fd = fd
-                return self
-            os.close(fd)  # the file we locked was removed meanwhile: lock the new one
+            if not same:
+                os.close(fd)  # the file we locked was removed meanwhile: lock the new one
+                continue
+            if not _LOCK_RECORD.fullmatch(os.pread(fd, 100, 0).decode("utf-8", "replace")):
+                os.close(fd)
+                raise ValueError(
+                    f"{self.path} exists and tango did not write it (it is not a tango lock file); "
+                    "tango never replaces or deletes a file it did not write: move it away"
+                )
+            os.ftruncate(fd, 0)
+            os.write(fd, f"tango run pid {os.getpid()}\n".encode())
+            self._fd = fd
+            return self
 
     def check_free(self) -> None:
         """Raise the busy error if another process holds the lock now (takes nothing)."""
@@ -365,13 +505,13 @@ class OutputLock:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
         except FileExistsError:
             raise ValueError(self._busy_message()) from None
-        os.write(fd, f"{os.getpid()}\n".encode())
+        os.write(fd, f"tango run pid {os.getpid()}\n".encode())
         return fd
 
     def _busy_message(self) -> str:
         output = self.path.with_name(self.path.name.removesuffix(".lock"))
         with contextlib.suppress(OSError):
-            pid = self.path.read_text().strip()
+            pid = self.path.read_text().strip().removeprefix("tango run pid ")
             if pid:
                 return f"{output} is being written by another tango run (pid {pid}); wait for it to end"
         return f"{output} is being written by another tango run; wait for it to end"
@@ -383,3 +523,66 @@ class OutputLock:
             os.unlink(self.path)  # while still holding the lock: nobody else holds it now
         os.close(self._fd)
         self._fd = None
+
+
+class FileLock:
+    """An exclusive ``flock`` on an existing file itself: its inode, whatever name reaches it.
+
+    Hard links give one file two names whose lock files differ; the inode is what they share. A
+    file that does not exist yet has no other name, and its lock file covers it.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._fd: int | None = None
+
+    def __enter__(self) -> FileLock:
+        try:
+            import fcntl
+        except ImportError:
+            return self
+        if not self.path.is_file():
+            return self
+        fd = os.open(self.path, os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            raise ValueError(
+                f"{self.path} is being written by another tango run (under another name); wait for it to end"
+            ) from None
+        self._fd = fd
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+class RunLock(contextlib.ExitStack):
+    """Every lock of one run, taken together or not at all: each written file's lock file, then
+    each written file that exists. A second run that would write any of them fails at once."""
+
+    def __init__(self, lock_files: list[Path], written: list[Path]) -> None:
+        super().__init__()
+        self.lock_files = list(dict.fromkeys(lock_files))
+        self.written = list(dict.fromkeys(written))
+
+    def __enter__(self) -> RunLock:
+        super().__enter__()
+        try:
+            for path in self.lock_files:
+                self.enter_context(OutputLock(path))
+            for path in self.written:
+                self.enter_context(FileLock(path))
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def check_free(self) -> None:
+        """Raise the busy error if another run holds any of these locks now (keeps nothing)."""
+        held = [p for p in self.lock_files if p.exists()]
+        with RunLock(held, self.written):
+            pass

@@ -13,6 +13,7 @@ input row is written exactly once: ``rows out + rows in the errors file (+ skipp
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import sys
@@ -27,17 +28,22 @@ from tqdm.auto import tqdm
 from tango.cascade import Cascade
 from tango.data import Record, RowError, read_records
 from tango.runfiles import (
-    OutputLock,
     RunFiles,
     build_manifest,
+    committed_digest,
     manifest_differences,
     model_identity,
+    prefix_fingerprint,
     write_atomically,
 )
 from tango.summary import RunSummary
 from tango.writers import RowWriter, error_line
 
 ON_ERROR = ("write", "skip", "fail")
+DEFAULT_CHUNK_SIZE = 1024
+# What a resume after an ``on_error="fail"`` stop may change: the input (its lines before the bad
+# one are checked instead) and what to do with bad rows.
+_AFTER_FAILURE = frozenset({"input.size", "input.mtime_ns", "input.sha256", "options.on_error"})
 
 
 def score_file(
@@ -51,7 +57,7 @@ def score_file(
     format: str | None = None,
     errors_path: str | Path | None = None,
     on_error: str = "write",
-    chunk_size: int = 1024,
+    chunk_size: int | None = None,
     probabilities: bool = False,
     resume: bool = False,
     overwrite: bool = False,
@@ -70,20 +76,27 @@ def score_file(
 
     Every path is checked before anything is written (see :mod:`tango.runfiles`): an existing
     output is replaced only with ``overwrite``, never when it is the input; ``resume`` continues
-    only the same job (same input, models and options) and says what differs otherwise; a second
-    run on the same output fails while this one holds its lock.
+    only the same job (same input, models, batch plan and options) and says what differs
+    otherwise, so a resumed run writes the same bytes as an uninterrupted one; a second run on
+    the same output fails while this one holds its lock. ``chunk_size`` defaults to 1024 rows, or
+    on ``resume`` to the interrupted run's. After a stop by ``on_error="fail"``, ``resume`` also
+    accepts the input with its bad line fixed (the lines before it must be unchanged) and another
+    ``on_error``.
     """
     if on_error not in ON_ERROR:
         raise ValueError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
-    if chunk_size < 1:
+    if chunk_size is not None and (isinstance(chunk_size, bool) or chunk_size < 1):
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
     files = RunFiles.plan(input_path, output_path, errors_path)
     files.check(resume=resume, overwrite=overwrite)
     exits = getattr(cascade, "exits_", None)  # early-exit models: their exit layers
     stage = "exit_layer" if exits else "tier"
     writer = RowWriter(files.output, cascade.classes_, probabilities, stage)
-    with OutputLock(files.lock):
+    with files.run_lock():
         files.check(resume=resume, overwrite=overwrite, locked=True)  # again: no other run can interfere now
+        if chunk_size is None:
+            recorded = (files.read_manifest() or {}).get("options", {}) if resume else {}
+            chunk_size = int(recorded.get("chunk_size") or DEFAULT_CHUNK_SIZE)
         records = read_records(
             input_path,
             text_column,
@@ -100,6 +113,7 @@ def score_file(
             "probabilities": probabilities,
             "on_error": on_error,
             "output_columns": writer.columns,
+            "chunk_size": chunk_size,
         }
         manifest = build_manifest(files, model_identity(cascade), options)
         commit = _Commits(files, manifest, resume)
@@ -166,12 +180,23 @@ def _score_chunks(
             bar.update(len(chunk))
             bar.set_postfix(**summary.progress(), errors=summary.errors + summary.skipped)
             if failure is not None:
-                raise ValueError(
-                    f"{files.input}: line {failure.line}, field {failure.field or '-'}: "
-                    f"{failure.message}. {summary.rows_out} rows scored before it are "
-                    f"in {files.output}; rerun with --resume after fixing the file, or "
-                    f"use --on-error write"
-                )
+                commit.stop_at(failure.line)
+                raise ValueError(_failure_message(files, failure, summary.rows_out))
+
+
+def _failure_message(files: RunFiles, failure: RowError, scored: int) -> str:
+    """What stopped an ``on_error="fail"`` run, and the two ways on that work."""
+    where = f"{files.input}: line {failure.line}, field {failure.field or '-'}: {failure.message}."
+    if files.input == "-":
+        return (
+            f"{where} {scored} rows scored before it are in {files.output}. A stream cannot be "
+            "resumed: save it to a file, fix that line and score the file with --overwrite"
+        )
+    return (
+        f"{where} {scored} rows scored before it are in {files.output}. Fix that line and rerun "
+        "the same command with --resume, or rerun it with --resume --on-error write to send "
+        "bad rows to the errors file"
+    )
 
 
 # --- commit protocol ----------------------------------------------------------------------------
@@ -186,14 +211,19 @@ class _Commits:
 
     def __init__(self, files: RunFiles, manifest: dict[str, Any], resume: bool) -> None:
         self.files, self.manifest = files, manifest
+        self.digests = {"output": hashlib.sha256(), "errors": hashlib.sha256()}
         self.summary = self._resumed() if resume else RunSummary()
         self.started = resume  # a resumed run's files exist already
         self.out: Any = None
         self.err: Any = None
 
     def _resumed(self) -> RunSummary:
+        """Check that this is the interrupted job and its committed bytes are intact, then cut
+        both files back to the last commit."""
         files = self.files
-        differences = manifest_differences(files.read_manifest() or {}, self.manifest)
+        summary = RunSummary(**json.loads(files.state.read_text()))
+        allowed = self._fixed_after_failure(summary)
+        differences = manifest_differences(files.read_manifest() or {}, self.manifest, allowed)
         if differences:
             raise ValueError(
                 f"cannot resume {files.output}: this run differs from the interrupted one ("
@@ -202,10 +232,38 @@ class _Commits:
                 + "). Rerun with the original input, models and options, or with --overwrite "
                 "to start again"
             )
-        summary = RunSummary(**json.loads(files.state.read_text()))
+        # Checked before anything is cut: a shortened or edited output is refused, not trusted.
+        self.digests["output"] = committed_digest(files.output, summary.output_bytes, summary.output_sha256)
+        self.digests["errors"] = committed_digest(files.errors, summary.errors_bytes, summary.errors_sha256)
         _truncate(files.output, summary.output_bytes)
         _truncate(files.errors, summary.errors_bytes)
+        if allowed:  # the fixed input is now the job's input
+            summary.failed_line, summary.input_prefix = 0, {}
+            files.write_manifest(self.manifest)
+            write_atomically(files.state, json.dumps(asdict(summary)))
         return summary
+
+    def _fixed_after_failure(self, summary: RunSummary) -> frozenset[str]:
+        """After an on_error="fail" stop the input may have been fixed from the bad line on: the
+        keys that may then differ, once the lines before it are checked to be unchanged."""
+        if not summary.failed_line:
+            return frozenset()
+        now = prefix_fingerprint(self.files.input, summary.failed_line - 1)
+        if now != summary.input_prefix:
+            raise ValueError(
+                f"cannot resume {self.files.output}: lines 1-{summary.failed_line - 1} of "
+                f"{self.files.input} changed since the run stopped at line {summary.failed_line}; "
+                "only that line and the ones after it may be fixed. Rerun with --overwrite to start again"
+            )
+        return _AFTER_FAILURE
+
+    def stop_at(self, line: int) -> None:
+        """Record that on_error="fail" stopped the run at ``line``, with the lines before it."""
+        if self.files.input == "-":
+            return
+        self.summary.failed_line = line
+        self.summary.input_prefix = prefix_fingerprint(self.files.input, line - 1)
+        write_atomically(self.files.state, json.dumps(asdict(self.summary)))
 
     def _start(self) -> None:
         """First commit of a fresh run: the moment it takes over its files."""
@@ -214,7 +272,9 @@ class _Commits:
         write_atomically(files.state, json.dumps(asdict(self.summary)))
         with open(files.output, "wb"):  # --overwrite, checked: replace the old output now
             pass
-        files.errors.unlink(missing_ok=True)  # checked: ours to replace
+        if files.errors.exists():  # checked: ours to replace; emptied in place (its lock stays)
+            with open(files.errors, "wb"):
+                pass
         self.started = True
 
     def append(self, output: bytes, errors: bytes) -> None:
@@ -224,10 +284,28 @@ class _Commits:
             self.out = open(self.files.output, "ab")  # noqa: SIM115 - closed by close()
         if errors and self.err is None:
             self.err = open(self.files.errors, "ab")  # noqa: SIM115
-        self.summary.output_bytes += _append(self.out, output)
+        summary = self.summary
+        summary.output_bytes += self._append("output", self.out, output)
         if errors:
-            self.summary.errors_bytes += _append(self.err, errors)
-        write_atomically(self.files.state, json.dumps(asdict(self.summary)))
+            summary.errors_bytes += self._append("errors", self.err, errors)
+        summary.output_sha256 = self.digests["output"].hexdigest()
+        summary.errors_sha256 = self.digests["errors"].hexdigest()
+        write_atomically(self.files.state, json.dumps(asdict(summary)))
+
+    def _append(self, role: str, file: Any, data: bytes) -> int:
+        """Append and fsync; an OS error (a full disk) names the file and how to go on."""
+        path = self.files.output if role == "output" else self.files.errors
+        try:
+            written = _append(file, data)
+        except OSError as error:
+            raise OSError(
+                error.errno,
+                f"{error.strerror} while writing {role} (the {self.summary.rows_out:,} rows committed "
+                "before it are kept; make room and rerun the same command with --resume)",
+                str(path),
+            ) from error
+        self.digests[role].update(data)
+        return written
 
     def close(self) -> None:
         for file in (self.out, self.err):

@@ -23,7 +23,7 @@ class RunSummary:
     rows_out: int = 0  # rows scored and written
     errors: int = 0  # bad rows written to the errors file
     skipped: int = 0  # bad rows dropped by on_error="skip" (each one reported on stderr)
-    truncated: int = 0  # rows cut to the first tier's max length
+    truncated: int = 0  # rows whose answering tier read them cut to its max length
     seconds: float = 0.0  # wall clock, including reading and writing
     tier_rows: list[int] = field(default_factory=list)  # rows scored by each tier
     tier_answered: list[int] = field(default_factory=list)  # final answers from each tier
@@ -32,6 +32,10 @@ class RunSummary:
     num_layers: int = 0  # early exit: the encoder's depth (the last exit)
     output_bytes: int = 0  # committed length of the output file
     errors_bytes: int = 0  # committed length of the errors file
+    output_sha256: str = ""  # SHA-256 of the committed bytes of the output file
+    errors_sha256: str = ""  # SHA-256 of the committed bytes of the errors file
+    failed_line: int = 0  # on_error="fail" stopped at this input line (0: it did not)
+    input_prefix: dict[str, Any] = field(default_factory=dict)  # the lines before failed_line
 
     @property
     def rows_per_s(self) -> float:
@@ -75,7 +79,7 @@ class RunSummary:
             self.tier_rows[k] += stats.rows
             self.tier_answered[k] += stats.answered
             self.tier_seconds[k] += stats.seconds
-        self.truncated += tiers[0].truncated if tiers else 0
+        self.truncated += int(np.count_nonzero(result.truncated))
         self.rows_out += len(result)
 
     def report(self) -> str:

@@ -163,8 +163,10 @@ def make_runtime(
 
     ``options`` are the runtime's own (OpenVINO's ``snippets``); None = what the probe record
     measured fastest at the chosen runtime and precision, else the runtime's defaults."""
+    from tango.hardware import check_threads
     from tango.probe import choose, recorded_options
 
+    check_threads(threads)
     if device == "cpu":
         runtime, precision = choose(path, runtime, precision)
     elif runtime == "auto":  # a CPU probe says nothing about other devices: today's rule

@@ -243,17 +243,32 @@ def _save_checkpoint(
         "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict(),
         "torch_rng": torch.get_rng_state(),
-        "fingerprint": fingerprint,
+        "fingerprint": _fingerprint_text(fingerprint),
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(state, path.with_suffix(".tmp"))
     path.with_suffix(".tmp").replace(path)  # atomic: a kill mid-save keeps the last checkpoint
 
 
+def _fingerprint_text(fingerprint: dict) -> str:
+    """The fingerprint as canonical JSON text: what a checkpoint stores and compares."""
+    return json.dumps(fingerprint, sort_keys=True, default=str)
+
+
 def _load_checkpoint(path: Path, model, optimizer, scheduler, fingerprint: dict) -> tuple[int, float]:
-    """Restore the state; returns (step, training seconds spent so far)."""
-    state = torch.load(path, weights_only=False)
-    if state["fingerprint"] != fingerprint:
+    """Restore the state; returns (step, training seconds spent so far).
+
+    Loaded with ``weights_only=True``: a checkpoint holds tensors, numbers and strings (the
+    fingerprint as JSON text), so a file planted in ``checkpoint/`` cannot run code when loaded.
+    """
+    try:
+        state = torch.load(path, weights_only=True)
+    except Exception as error:  # an unpickler refusal, a torn or foreign file
+        raise ValueError(
+            f"cannot resume from {path}: not a checkpoint tango can load safely ({type(error).__name__}); "
+            "delete it or pass resume=False (--no-resume) to start afresh"
+        ) from None
+    if state.get("fingerprint") != _fingerprint_text(fingerprint):
         raise ValueError(
             f"the checkpoint in {path.parent} was made with other data or settings; "
             "delete it or pass resume=False (--no-resume) to start afresh"

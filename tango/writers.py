@@ -6,6 +6,7 @@ outputs have the same columns and values.
 
 from __future__ import annotations
 
+import base64
 import csv
 import io
 import json
@@ -18,13 +19,15 @@ from tango.data import Record, RowError
 
 
 def error_line(row: RowError) -> bytes:
-    """One line of the errors file: where the row is, what is wrong, and the raw text."""
-    return (
-        json.dumps(
-            {"line": row.line, "field": row.field, "error": row.message, "raw": row.raw}, ensure_ascii=False
-        )
-        + "\n"
-    ).encode()
+    """One line of the errors file: where the row is, what is wrong, and the raw text.
+
+    A row that is not UTF-8 also keeps its exact bytes, base64-encoded in ``raw_base64`` (``raw``
+    shows them with U+FFFD for the bad bytes), so it can be recovered as it was.
+    """
+    record = {"line": row.line, "field": row.field, "error": row.message, "raw": row.raw}
+    if getattr(row, "raw_bytes", None) is not None:
+        record["raw_base64"] = base64.b64encode(row.raw_bytes).decode("ascii")
+    return (json.dumps(record, ensure_ascii=False) + "\n").encode()
 
 
 class RowWriter:

@@ -7,10 +7,10 @@ import subprocess
 import sys
 import time
 
-import numpy as np
 import pytest
 from click.testing import CliRunner
 from tiny_models import build_tiny_classifier
+from tolerances import assert_close, assert_same_where_clear, clear_of
 
 from tango.cascade import Cascade
 from tango.cli import cli
@@ -240,11 +240,15 @@ def test_answers_do_not_depend_on_batch_or_chunk_size(tier_dirs, tmp_path):
                    probabilities=True, progress=False)  # fmt: skip
         outputs.append(read_jsonl(out))
     first = outputs[0]
+    tier1 = Tier.from_pretrained(tier_dirs[0], precision="fp32").predict_proba(
+        [json.loads(line)["text"] for line in open(tmp_path / "in.jsonl")]
+    )
+    clear = clear_of(tier1.max(axis=1), 0.9)  # routing can flip only for rows at the threshold
     for other in outputs[1:]:
-        assert [(r["id"], r["label"], r["tier"]) for r in other] == [
-            (r["id"], r["label"], r["tier"]) for r in first
-        ]
-        assert np.allclose([r["confidence"] for r in other], [r["confidence"] for r in first], atol=2e-6)
+        assert [r["id"] for r in other] == [r["id"] for r in first]
+        decisions = [[(r["label"], r["tier"]) for r in rows] for rows in (other, first)]
+        assert_same_where_clear(*decisions, clear)
+        assert_close([r["confidence"] for r in other], [r["confidence"] for r in first])
 
 
 # 6. long CSV texts are truncated, not dropped
@@ -394,5 +398,5 @@ def test_int8_answers_do_not_depend_on_batch_mates_or_padding(tiny_model_dir, tm
     alone = tier.logits(texts)
     tier.batch_size = 7
     mixed = tier.logits(texts[::-1])[::-1]
-    np.testing.assert_allclose(alone, together, atol=1e-5)
-    np.testing.assert_allclose(mixed, together, atol=1e-5)
+    assert_close(alone, together)  # per-token scales: only the fp32 sums reorder
+    assert_close(mixed, together)
