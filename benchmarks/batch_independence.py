@@ -11,7 +11,7 @@ from here. Not a timing: nothing else needs to be quiet.
     python benchmarks/batch_independence.py --tier ~/.cache/tango/models/minilm-l6-sst2-quick
 
 Exports are cached under ~/.cache/tango/studies/batch-independence/. Writes
-benchmarks/results/batch_independence.{json,md}.
+benchmarks/results/batch_independence.{json,md} and docs/run.md's table (--no-docs: not).
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from pathlib import Path
 
 import click
 import numpy as np
+from docs_section import docs_option
 
 THREADS = 2
 ROOT = Path(__file__).resolve().parent
@@ -112,15 +113,16 @@ def movement(tier, texts: list[str], seed: int) -> dict:
     help="Rows NNCF calibrates the OpenVINO int8 form on.",
 )
 @click.option("--seed", default=0, show_default=True, help="Seed of the shuffled order.")
-def main(tier_dir: str, data: str, calibration_data: str, seed: int) -> None:
+@docs_option("docs/run.md")
+def main(tier_dir: str, data: str, calibration_data: str, seed: int, docs: bool) -> None:
     """Measure how far each form's answers move with batch size and order."""
     import shlex
     import sys
 
     from docs_section import write_results
 
-    from tango.bench import machine
     from tango.data import load_labelled
+    from tango.hardware import machine
     from tango.registry import resolve
     from tango.tiers import Tier
 
@@ -140,7 +142,8 @@ def main(tier_dir: str, data: str, calibration_data: str, seed: int) -> None:
         "reference": f"the same form at batch size {REFERENCE_BATCH}, rows in input order",
         "forms": measured,
     }
-    write_results("batch_independence", result, markdown(result), None)
+    page = ROOT.parent / "docs" / "run.md" if docs else None
+    write_results("batch_independence", result, markdown(result), page)
 
 
 def markdown(result: dict) -> str:
@@ -152,13 +155,14 @@ def markdown(result: dict) -> str:
         f"{result['reference']}; {m['cpu']} ({', '.join(m['isa']) or 'no AVX-512'}), {m['threads']} threads; "
         f"{m['date']}. Command: `{result['command']}`.",
         "",
-        "| form | runtime | largest change of a probability | of the confidence | labels flipped (worst run) |",
+        "| form | runtime | largest change of a probability | of the confidence | labels flipped |",
         "|---|---|---|---|---|",
     ]
+    rows = result["data"]["rows"]
     for form in result["forms"]:
         lines.append(
             f"| {form['form']} | {form['runtime']} | {form['max_abs_probability']:.1e} | "
-            f"{form['max_abs_confidence']:.1e} | {form['label_flips']} of {result['data']['rows']} |"
+            f"{form['max_abs_confidence']:.1e} | {form['label_flips']} of {rows} (worst run) |"
         )
     return "\n".join(lines) + "\n"
 

@@ -54,7 +54,7 @@ def rows_result(script: str, threads: int, data: str, rows: int, copies: int, re
     import shlex
     import sys
 
-    from tango.bench import machine
+    from tango.hardware import machine
 
     return {
         "command": shlex.join(["python", f"benchmarks/{script}", *sys.argv[1:]]),

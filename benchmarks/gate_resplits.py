@@ -41,11 +41,11 @@ def pool_logits(tier_names: list[str]) -> tuple[list[np.ndarray], np.ndarray, li
     """Every tier's logits on the held-out pool (cached), its labels, costs and provenance."""
     from tango.splits import calibration_rows_for, held_out_rows
     from tango.tiers import Tier
-    from tango.tuning import _align_labels, score_tiers
+    from tango.tuning import align_labels, score_tiers
 
     tiers = [Tier.from_pretrained(name) for name in tier_names]
     pool, overlap = calibration_rows_for([t.path for t in tiers], tiers[0].labels)
-    labels = _align_labels(pool, tiers[0].labels)
+    labels = align_labels(pool, tiers[0].labels)
     logits, costs = [], []
     for tier in tiers:  # each tier scored once per pool, cached
         key = hashlib.sha256(repr([str(tier.path), pool.source]).encode()).hexdigest()[:16]

@@ -29,7 +29,7 @@ from docs_section import fill_section  # noqa: E402
 
 
 def machine() -> dict[str, str]:
-    from tango.bench import machine as bench_machine
+    from tango.hardware import machine as bench_machine
 
     return bench_machine(threads=os.cpu_count() or 1)
 

@@ -17,8 +17,6 @@ and, with ``peers``, the TangoBERT reference and the last tier through Hugging F
 from __future__ import annotations
 
 import functools
-import os
-import platform
 import statistics
 import time
 from collections.abc import Callable, Sequence
@@ -31,9 +29,9 @@ import numpy as np
 from tango.cascade import Cascade, CascadeResult
 from tango.confidence import confidence, softmax
 from tango.data import LabelledData, load_labelled, split_rows
-from tango.hardware import set_torch_threads
+from tango.hardware import machine, set_torch_threads
 from tango.tiers import Tier
-from tango.tuning import _align_labels, fit_gate
+from tango.tuning import align_labels, fit_gate
 
 THREADS = 2  # intra-op threads of every system; recorded with the results
 REPEATS = 5  # timed rounds after the warm-up round
@@ -43,7 +41,6 @@ BOUND_ON = ("population", "rows")  # the drop certified: the mean (default), or 
 RULE_THRESHOLD = 0.85  # TangoBERT's hard-coded max-probability threshold, temperature 1
 SWEEP_ESCALATION = (0.1, 0.2, 0.3, 0.5)  # target fraction escalated at each boundary
 PIPELINE_BATCH = 32  # the peers' pipeline batch size
-ISA_FLAGS = ("avx512_vnni", "avx512_bf16", "amx_tile", "amx_int8", "amx_bf16")
 
 Log = Callable[[str], None]
 
@@ -180,7 +177,7 @@ def bench(
         rows = rows.subset(np.arange(min(limit, len(rows))))
     plan = _plan(len(rows), calibration_data is not None, calibration_fraction, seed)
     scored = rows.subset(plan.scored)
-    y = _align_labels(scored, classes)
+    y = align_labels(scored, classes)
     say(f"{len(scored)} rows scored from {rows.source or 'memory'} ({plan.mode} thresholds); scoring pass")
     logits, costs, padding = _score(loaded, scored.texts)  # padding: each tier alone, every scored row
 
@@ -357,7 +354,7 @@ def _gates(
     else:
         calibration = _load(calibration_data, columns, classes)  # type: ignore[arg-type]
     z, c, _ = _score(tiers, calibration.texts)
-    labels = _align_labels(calibration, classes)
+    labels = align_labels(calibration, classes)
     return [fit(z, labels, c, f"{len(calibration)} calibration rows", len(y))], [everything]
 
 
@@ -646,35 +643,4 @@ def _data_record(
         "scored": len(plan.scored),
         "scored_indices": plan.scored.tolist(),
         "calibration": calibration,
-    }
-
-
-def machine(threads: int) -> dict[str, Any]:
-    """What ran the benchmark: CPU model, cores, ISA flags, threads, library versions, date."""
-    import onnxruntime
-    import torch
-    import transformers
-
-    from tango._version import __version__
-
-    cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    cpu = next(
-        (line.split(":", 1)[1].strip() for line in cpuinfo.splitlines() if line.startswith("model name")),
-        platform.processor() or platform.machine(),
-    )
-    flags = set(
-        next((line.split(":", 1)[1].split() for line in cpuinfo.splitlines() if line.startswith("flags")), [])
-    )
-    return {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "threads": threads,
-        "isa": [f for f in ISA_FLAGS if f in flags],
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-        "onnxruntime": onnxruntime.__version__,
-        "numpy": np.__version__,
-        "tango": __version__,
-        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
     }

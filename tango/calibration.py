@@ -442,11 +442,25 @@ class GuaranteeResult:
         return asdict(self)
 
 
-def _clopper_pearson_upper(losses: np.ndarray, n: int, delta: float) -> np.ndarray:
-    """One-sided upper confidence bound at level delta on a binomial rate, k = `losses` of n."""
-    bound = np.ones(losses.shape)
-    below = losses < n  # k = n leaves the Beta(k + 1, 0) bound at 1
-    bound[below] = stats.beta.ppf(1 - delta, losses[below] + 1, n - losses[below])
+def clopper_pearson_upper(k: np.ndarray, n: int, alpha: float) -> np.ndarray:
+    """One-sided Clopper-Pearson upper bound at level ``alpha`` on a binomial rate, k of n (exact).
+
+    The one place tango computes it: the guarantee gate here and the drop bound of
+    :mod:`tango.thresholds` both use it.
+    """
+    k = np.asarray(k)
+    bound = np.ones(k.shape)
+    below = k < n  # k = n leaves the Beta(k + 1, 0) bound at 1
+    bound[below] = stats.beta.ppf(1 - alpha, k[below] + 1, n - k[below])
+    return bound
+
+
+def clopper_pearson_lower(k: np.ndarray, n: int, alpha: float) -> np.ndarray:
+    """One-sided Clopper-Pearson lower bound at level ``alpha`` on a binomial rate, k of n."""
+    k = np.asarray(k)
+    bound = np.zeros(k.shape)
+    above = k > 0
+    bound[above] = stats.beta.ppf(alpha, k[above], n - k[above] + 1)
     return bound
 
 
@@ -506,7 +520,7 @@ def guarantee_threshold(
 
     disagree_conf = np.sort(conf[disagree.astype(bool)])
     losses = len(disagree_conf) - np.searchsorted(disagree_conf, grid, side="left")  # conf >= t
-    bound = _clopper_pearson_upper(losses, n, delta)
+    bound = clopper_pearson_upper(losses, n, delta)
     passed = bound <= eps
     n_passed = len(grid) if passed.all() else int(np.argmin(passed))  # stop at first failure
     if n_passed == 0:

@@ -34,7 +34,6 @@ _DISCARDS = {
     "confidence": (),
     "temperatures": ("temperatures_",),
 }
-_LOADING = threading.Lock()  # tiers given by name load on first use, once, under this lock
 
 
 @dataclass
@@ -169,6 +168,17 @@ class Cascade:
         return self
 
     # --- validation, done once at use (scikit-learn style) ------------------------------------
+    def _loading_lock(self) -> threading.Lock:
+        """This cascade's own lock for loading tiers given by name (no lock shared by every
+        cascade). Made on first use; ``setdefault`` on the instance dict is atomic under the GIL,
+        so two threads arriving together get the same lock."""
+        return self.__dict__.setdefault("_tiers_lock", threading.Lock())
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state.pop("_tiers_lock", None)  # a lock does not pickle or copy; a copy makes its own
+        return state
+
     def _loaded_tiers(self) -> list[Tier]:
         """The tiers, loading those given by name on first use: once, even from several threads."""
         if isinstance(self.tiers, (str, Path, Tier)):
@@ -178,7 +188,7 @@ class Cascade:
         if not self.tiers:
             raise ValueError("a cascade needs at least one tier")
         if not all(isinstance(t, Tier) for t in self.tiers):
-            with _LOADING:
+            with self._loading_lock():
                 if not all(isinstance(t, Tier) for t in self.tiers):  # no other thread got here first
                     self.tiers = load_tiers(self.tiers)  # aliases resolved together: all hub or all local
         return list(self.tiers)  # type: ignore[arg-type]

@@ -34,11 +34,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from tango.modeldir import EXPORT_FILE, recorded_inputs
 from tango.registry import register, resolve
-from tango.tiers import recorded_inputs
 
 OPSET = 17
-EXPORT_FILE = "tango_export.json"  # what an export records: source, recipe, self-check
 MIN_AGREEMENT = 0.995  # share of rows whose predicted label must survive the export
 FP32_TOLERANCE = 1e-3  # max |logit difference| allowed for an fp32 export
 # MatMuls kept fp32 in int8 exports: each layer's feed-forward output projection (BERT and MPNet
@@ -151,12 +150,6 @@ def record_export(
             metrics={"agreement": check.agreement, "accuracy": check.onnx_accuracy},
         )
     return check
-
-
-def read_export_record(directory: Path) -> dict:
-    """An exported tier's ``tango_export.json`` ({} for a directory no export wrote)."""
-    file = Path(directory) / EXPORT_FILE
-    return json.loads(file.read_text()) if file.exists() else {}
 
 
 def _load(source: Path):

@@ -1,8 +1,15 @@
-"""The machine tango runs on: threads to use, PyTorch's thread pool, bf16 support."""
+"""The machine tango runs on: threads to use, PyTorch's thread pool, bf16 support, and the
+record of the machine and library versions that every benchmark and probe result carries."""
 
 from __future__ import annotations
 
 import os
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+ISA_FLAGS = ("avx512_vnni", "avx512_bf16", "amx_tile", "amx_int8", "amx_bf16")
 
 
 def check_threads(threads: object, where: str = "threads") -> int | None:
@@ -55,3 +62,47 @@ def bf16_supported() -> bool:
     amx = getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)()
     avx512_bf16 = getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)()
     return bool(amx or avx512_bf16)
+
+
+def _cpuinfo() -> list[str]:
+    path = Path("/proc/cpuinfo")
+    return path.read_text().splitlines() if path.exists() else []
+
+
+def cpu_name() -> str:
+    """The CPU's model name (``/proc/cpuinfo``), else what ``platform`` says."""
+    names = [line.split(":", 1)[1].strip() for line in _cpuinfo() if line.startswith("model name")]
+    return names[0] if names else platform.processor() or platform.machine()
+
+
+def isa_flags() -> list[str]:
+    """The matrix and vector extensions that decide tango's kernels (AVX-512 VNNI/bf16, AMX)."""
+    flags = set(next((line.split(":", 1)[1].split() for line in _cpuinfo() if line.startswith("flags")), []))
+    return [flag for flag in ISA_FLAGS if flag in flags]
+
+
+def machine(threads: int) -> dict[str, Any]:
+    """What ran a measurement: CPU model, cores, ISA flags, threads, library versions, date.
+
+    The one record of the machine: benchmarks, studies and reports all write this.
+    """
+    import numpy as np
+    import onnxruntime
+    import torch
+    import transformers
+
+    from tango._version import __version__
+
+    return {
+        "cpu": cpu_name(),
+        "cores": os.cpu_count(),
+        "threads": threads,
+        "isa": isa_flags(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "onnxruntime": onnxruntime.__version__,
+        "numpy": np.__version__,
+        "tango": __version__,
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+    }

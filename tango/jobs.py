@@ -303,7 +303,7 @@ def calibrate(
     """Fit ``cascade``'s temperatures and thresholds, save it in ``cascade_out`` (evidence in its
     ``calibration/``), and report; ``dev_fraction`` keeps the rest of the rows as a test set.
     ``targets``: :meth:`tango.cascade.Cascade.fit`'s (max_drop, min_speedup, ...; default max_drop 0.5)."""
-    from tango.tuning import CalibrationReport, evaluate, format_report
+    from tango.tuning import CalibrationReport, format_report
 
     columns = columns or {}
     dev = calibration_rows(cascade, dev_path, columns, warn)
@@ -412,3 +412,22 @@ def export(
         from tango.probe import format_record, probe_tier
 
         log(format_record(probe_tier(out_dir, data=check.get("check_data"))))
+
+
+def evaluate(cascade: Any, test: Any) -> dict[str, float]:
+    """Accuracy, escalation and wall-clock of the cascade on held-out labelled rows."""
+    import time
+
+    from tango.tuning import align_labels, check_held_out
+
+    check_held_out(getattr(cascade, "calibration_", None), test)
+    labels = align_labels(test, list(cascade.classes_))
+    start = time.perf_counter()
+    result = cascade.predict_detailed(test.texts)
+    seconds = time.perf_counter() - start
+    return {
+        "rows": len(test),
+        "accuracy": float((result.probabilities.argmax(1) == labels).mean()),
+        "escalated": result.stats.escalated[0] if result.stats.escalated else 0.0,
+        "rows_per_s": len(test) / seconds if seconds else 0.0,
+    }

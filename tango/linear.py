@@ -32,10 +32,10 @@ import scipy.sparse as sp
 from tango._version import __version__
 from tango.data import LabelledData
 from tango.hardware import default_threads
+from tango.modeldir import LINEAR_FILE  # noqa: E402 - the marker Tier.from_pretrained dispatches on
 from tango.texts import Texts, as_texts
 from tango.tiers import Tier
 
-LINEAR_FILE = "tango_linear.json"
 ARRAYS_FILE = "linear.npz"
 FORMAT_VERSION = 1
 ARRAYS = ("coef", "intercept", "idf")
@@ -75,7 +75,7 @@ class Features:
         return Features(self.counts[np.asarray(rows)])
 
 
-class LinearTier(Tier):
+class LinearTier(Tier, kind="linear"):
     """A TF-IDF + logistic-regression tier; a ``Tier`` the cascade can put at any position.
 
     Build one with :func:`fit_linear` (in memory), :func:`train_linear` (fitted, saved,

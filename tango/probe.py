@@ -17,10 +17,7 @@ measured (their sizes): speeds do not travel, and a re-export invalidates it.
 from __future__ import annotations
 
 import datetime
-import functools
 import json
-import os
-import platform
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -28,18 +25,38 @@ from typing import Any
 
 import numpy as np
 
-from tango.export import CHECK_SENTENCES, MIN_AGREEMENT, read_export_record
+from tango.export import CHECK_SENTENCES, MIN_AGREEMENT
+from tango.modeldir import (
+    RUNTIMES_FILE,
+    has_ir,
+    has_torch_weights,
+    model_files,
+    read_export_record,
+    training_file,
+)
+from tango.runtimes.choice import (
+    choose,
+    default_runtime,
+    machine,
+    passed_runtimes,
+    read_record,
+    recorded_options,
+)
 
-RECORD_FILE = "tango_runtimes.json"
+__all__ = [
+    "RECORD_FILE",
+    "choose",
+    "default_runtime",
+    "format_record",
+    "passed_runtimes",
+    "probe_tier",
+    "read_record",
+    "recorded_options",
+]
+
+RECORD_FILE = RUNTIMES_FILE
 PROBE_ROWS = 1000
 WARMUP_ROWS = 64
-MODEL_FILES = (
-    "model.safetensors",
-    "pytorch_model.bin",
-    "model.onnx",
-    "openvino_model.xml",
-    "openvino_model.bin",
-)
 
 
 @dataclass
@@ -59,18 +76,14 @@ class Measure:
 # --- what a directory can run ---------------------------------------------------------------------
 
 
-def has_torch_weights(path: Path) -> bool:
-    return any(path.glob("model*.safetensors")) or (path / "pytorch_model.bin").exists()
-
-
 def candidates(path: Path) -> list[tuple[str, str, dict[str, Any]]]:
     """(runtime, precision, runtime options) this directory can run on this machine.
 
     OpenVINO is measured with and without snippets (its generated fused kernels): which is faster
     depends on the machine and the rows' lengths (``tango.openvino.OpenVinoRuntime``)."""
-    import tango.openvino as openvino
     from tango.hardware import bf16_supported
-    from tango.tiers import ONNX_FILE
+    from tango.modeldir import ONNX_FILE
+    from tango.runtimes import openvino
 
     found: list[tuple[str, str]] = []
     if has_torch_weights(path):
@@ -80,97 +93,10 @@ def candidates(path: Path) -> list[tuple[str, str, dict[str, Any]]]:
     if (path / ONNX_FILE).exists():
         found.append(("onnx", "auto"))
     runs = [(runtime, precision, {}) for runtime, precision in found]
-    if openvino.has_ir(path):
+    if has_ir(path):
         precisions = ["fp32", "bf16"] if openvino.bf16_supported() else ["fp32"]
         runs += [("openvino", p, options) for p in precisions for options in ({}, {"snippets": False})]
     return runs
-
-
-def default_runtime(path: Path) -> str:
-    """The rule without a record: ONNX if ``model.onnx``, OpenVINO if an IR, else PyTorch."""
-    import tango.openvino as openvino
-    from tango.tiers import ONNX_FILE
-
-    if (path / ONNX_FILE).exists():
-        return "onnx"
-    return "openvino" if openvino.has_ir(path) else "torch"
-
-
-# --- the choice -----------------------------------------------------------------------------------
-
-
-def choose(path: Path, runtime: str, precision: str) -> tuple[str, str]:
-    """Replace ``auto`` in (runtime, precision) by the record's choice or the default rule.
-
-    An explicit precision narrows ``runtime="auto"`` to entries measured at that precision
-    (ONNX entries always qualify: there the file decides the precision, as before).
-    """
-    from tango.hardware import bf16_supported
-
-    record = read_record(path)
-    passed = passed_runtimes(record) if record else []
-    if runtime == "auto":
-        fits = [m for m in passed if precision == "auto" or m["precision"] in (precision, "auto")]
-        if fits:
-            best = max(fits, key=lambda m: m["rows_per_s"])
-            return best["runtime"], best["precision"] if precision == "auto" else precision
-        runtime = default_runtime(path)
-    if precision != "auto":
-        return runtime, precision
-    if runtime == "onnx":
-        return runtime, "auto"
-    mine = [m for m in passed if m["runtime"] == runtime]
-    if mine:
-        return runtime, max(mine, key=lambda m: m["rows_per_s"])["precision"]
-    if runtime == "torch" and not (record and any(m["runtime"] == "torch" for m in record["runtimes"])):
-        return runtime, "bf16-autocast" if bf16_supported() else "fp32"
-    return runtime, "fp32"
-
-
-def recorded_options(path: Path, runtime: str, precision: str) -> dict[str, Any]:
-    """The runtime options of the fastest passing record at (runtime, precision); none without one."""
-    record = read_record(path)
-    passed = passed_runtimes(record) if record else []
-    mine = [m for m in passed if (m["runtime"], m["precision"]) == (runtime, precision)]
-    return dict(max(mine, key=lambda m: m["rows_per_s"]).get("options") or {}) if mine else {}
-
-
-def passed_runtimes(record: dict[str, Any]) -> list[dict[str, Any]]:
-    """The record's entries that kept predictions and can still run here."""
-    import tango.openvino as openvino
-
-    usable = {"torch", "onnx"} | ({"openvino"} if openvino.available() else set())
-    return [m for m in record["runtimes"] if m["passed"] and m["rows_per_s"] and m["runtime"] in usable]
-
-
-def read_record(path: Path) -> dict[str, Any] | None:
-    """The directory's probe record, if it was made on this machine for these model files."""
-    file = path / RECORD_FILE
-    if not file.exists():
-        return None
-    record = json.loads(file.read_text())
-    if record.get("machine", {}).get("cpu") != machine()["cpu"] or record.get("files") != model_files(path):
-        return None
-    return record
-
-
-@functools.lru_cache(maxsize=1)
-def machine() -> dict[str, Any]:
-    """What makes speeds comparable: the CPU model, its cores, bf16 support."""
-    from tango.hardware import bf16_supported
-
-    cpu = platform.processor() or platform.machine()
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():
-        lines = cpuinfo.read_text().splitlines()
-        names = [line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")]
-        cpu = names[0] if names else cpu
-    return {"cpu": cpu, "cpus": os.cpu_count(), "bf16": bf16_supported(), "platform": platform.platform()}
-
-
-def model_files(path: Path) -> dict[str, int]:
-    """Sizes of the directory's model files: a re-export changes them and voids the record."""
-    return {name: (path / name).stat().st_size for name in MODEL_FILES if (path / name).exists()}
 
 
 # --- the measurement ------------------------------------------------------------------------------
@@ -302,18 +228,6 @@ def probe_texts(path: Path, data: str | Path | None, rows: int, labels: list[str
         f"built-in sentences ({len(CHECK_SENTENCES)}, repeated to {rows} rows): no data file "
         "was given and the tier's training file was not found"
     )
-
-
-def training_file(tier: Path) -> Path | None:
-    """The file the tier was trained on (its ``tango_train.json``, or its export source's), if
-    that file is still there."""
-    for directory in (tier, Path(read_export_record(tier).get("source", tier))):
-        record = directory / "tango_train.json"
-        if record.exists():
-            train = json.loads(record.read_text()).get("train")
-            if train and Path(train).is_file():
-                return Path(train)
-    return None
 
 
 def _versions() -> dict[str, str]:

@@ -41,6 +41,8 @@ import numpy as np
 from numpy.typing import ArrayLike
 from scipy import stats
 
+from tango.calibration import clopper_pearson_lower, clopper_pearson_upper
+
 ESCALATE_ALL = float(np.nextafter(1.0, 2.0))  # above every confidence: every row moves on
 
 
@@ -155,21 +157,6 @@ def best_in_sample(
     return _choice(settings[best], drop[best], None, cost[best], costs, reach[best], n, None)
 
 
-def _cp_upper(k: np.ndarray, n: int, alpha: float) -> np.ndarray:
-    """One-sided Clopper-Pearson upper bound at level alpha on a rate with k of n."""
-    bound = np.ones(k.shape)
-    below = k < n
-    bound[below] = stats.beta.ppf(1 - alpha, k[below] + 1, n - k[below])
-    return bound
-
-
-def _cp_lower(k: np.ndarray, n: int, alpha: float) -> np.ndarray:
-    bound = np.zeros(k.shape)
-    above = k > 0
-    bound[above] = stats.beta.ppf(alpha, k[above], n - k[above] + 1)
-    return bound
-
-
 BOUNDS = ("wald", "clopper-pearson")
 
 
@@ -201,7 +188,7 @@ def drop_upper_bound(
         if new_rows is not None:
             raise ValueError("new_rows needs method='wald' (Clopper-Pearson bounds a population rate)")
         alpha = (1 - confidence_level) / 2
-        return (_cp_upper(lost, n, alpha) - _cp_lower(gained, n, alpha)) * 100
+        return (clopper_pearson_upper(lost, n, alpha) - clopper_pearson_lower(gained, n, alpha)) * 100
     if method != "wald":
         raise ValueError(f"method must be one of {BOUNDS}, got {method!r}")
     lost_, gained_, n_ = lost + 1, gained + 1, n + 2

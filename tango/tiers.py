@@ -10,12 +10,11 @@ an OpenVINO IR -> OpenVINO, else PyTorch); loading never exports.
 from __future__ import annotations
 
 import hashlib
-import inspect
 import json
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -29,165 +28,29 @@ from tango.batching import (
     tokenize,
 )
 from tango.confidence import softmax
-from tango.hardware import bf16_supported, default_threads, set_torch_threads
+from tango.hardware import bf16_supported, set_torch_threads
+from tango.modeldir import ONNX_FILE, is_linear, recorded_inputs
+from tango.runtimes import PRECISIONS, RUNTIMES, OnnxRuntime, Runtime, TorchRuntime, make_runtime
 from tango.texts import Texts, as_texts
 
-ONNX_FILE = "model.onnx"
-RUNTIMES = ("auto", "onnx", "openvino", "torch")
-# bf16 = weights cast once at load; bf16-autocast = fp32 weights cast per batch (PyTorch only)
-PRECISIONS = ("auto", "fp32", "bf16", "bf16-autocast")
+# Names other modules and user code import from here (the runtimes moved to tango.runtimes).
+__all__ = [
+    "ONNX_FILE",
+    "OnnxRuntime",
+    "Tier",
+    "TorchRuntime",
+    "bf16_supported",
+    "load_tiers",
+    "model_max_length",
+    "recorded_inputs",
+    "set_torch_threads",
+]
+
 # A runtime with several streams (OpenVINO's) takes a tier's batches when each stream has at least
 # this many to run; with fewer, one stream on all the threads runs them one at a time. Batches cut
 # by least padding are balanced enough for two per stream on a cascade's escalated rows
 # (benchmarks/results/escalated_batches.md, docs/architecture.md); greedy batches needed four.
 BATCHES_PER_STREAM = 2
-
-
-class Runtime(Protocol):
-    """What a tier needs from a runtime: padded int64 batches in, float logits (B, K) out."""
-
-    input_names: tuple[str, ...]
-
-    def run(self, batch: dict[str, np.ndarray]) -> np.ndarray: ...
-
-
-def make_session(model_path: str | Path, threads: int | None = None, providers: list[str] | None = None):
-    """The one place an ONNX Runtime session is built: threads, providers, graph optimisation."""
-    import onnxruntime as ort
-
-    providers = providers or ["CPUExecutionProvider"]
-    missing = [p for p in providers if p not in ort.get_available_providers()]
-    if missing:
-        raise ValueError(
-            f"ONNX Runtime providers {missing} are not available here; "
-            f"available: {ort.get_available_providers()}"
-        )
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads or default_threads()
-    options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    return ort.InferenceSession(str(model_path), sess_options=options, providers=providers)
-
-
-class OnnxRuntime:
-    """Runs ``model.onnx`` (fp32 or int8) with ONNX Runtime on the CPU."""
-
-    def __init__(self, model_path: Path, threads: int | None = None) -> None:
-        self.session = make_session(model_path, threads)
-        self.input_names = tuple(i.name for i in self.session.get_inputs())
-        self.description = f"onnxruntime ({_onnx_precision(model_path)})"
-
-    def run(self, batch: dict[str, np.ndarray]) -> np.ndarray:
-        feed = {name: batch[name] for name in self.input_names}
-        return self.session.run(None, feed)[0].astype(np.float32)
-
-
-def _onnx_precision(model_path: Path) -> str:
-    export_info = model_path.parent / "tango_export.json"
-    if not export_info.exists():
-        return "fp32"
-    record = json.loads(export_info.read_text())
-    if not record.get("int8"):
-        return "fp32"
-    if not record.get("activation_scales"):
-        import warnings
-
-        warnings.warn(
-            f"{model_path.parent} is an int8 export with one activation scale per batch (tango < 0.2): "
-            "a row's answer depends on the rows batched with it. Re-export it with "
-            "`tango export SOURCE --out DIR --int8` for per-token scales",
-            stacklevel=3,
-        )
-        return "int8, per-batch scales"
-    return "int8"
-
-
-class TorchRuntime:
-    """Runs a Hugging Face sequence classifier in PyTorch: fp32, bf16 weights, or bf16 autocast.
-
-    ``bf16`` casts the weights once at load (logits back to fp32); ``bf16-autocast`` keeps fp32
-    weights and lets autocast cast them on every batch: slower, but its fp32 accumulation keeps
-    more models' predictions where ``tango probe`` finds the cast-once model drifts. ``auto``
-    here = autocast where the CPU has fast bf16, else fp32 (``Tier.from_pretrained`` resolves
-    ``auto`` from the directory's probe record first).
-    """
-
-    def __init__(
-        self, model_dir: Path, threads: int | None = None, precision: str = "auto", device: str = "cpu"
-    ) -> None:
-        import torch
-        from transformers import AutoModelForSequenceClassification
-
-        set_torch_threads(threads)  # process-wide, and only when asked for: see set_torch_threads
-        self.model = AutoModelForSequenceClassification.from_pretrained(model_dir).eval().to(device)
-        self.device = device
-        if precision == "auto":
-            precision = "bf16-autocast" if bf16_supported() else "fp32"
-        if precision == "bf16":
-            self.model.to(torch.bfloat16)
-        self.precision = precision
-        self.bf16 = precision == "bf16-autocast"  # autocast on every batch
-        self.input_names = tuple(
-            name
-            for name in ("input_ids", "attention_mask", "token_type_ids")
-            if name in inspect.signature(self.model.forward).parameters
-        )
-        names = {"bf16": "bf16 weights", "bf16-autocast": "bf16 autocast"}
-        self.description = f"pytorch ({names.get(precision, 'fp32')})"
-
-    def run(self, batch: dict[str, np.ndarray]) -> np.ndarray:
-        import torch
-
-        inputs = {
-            name: torch.from_numpy(batch[name]).to(self.device) for name in self.input_names if name in batch
-        }
-        device_type = "cuda" if self.device.startswith("cuda") else "cpu"
-        # cache_enabled=False: under inference_mode the autocast weight cache grows with every
-        # new batch shape (measured: +580 MB over 1M rows); each weight is used once per call anyway.
-        autocast = torch.autocast(device_type, torch.bfloat16, enabled=self.bf16, cache_enabled=False)
-        with torch.inference_mode(), autocast:
-            logits = self.model(**inputs).logits
-        return logits.float().cpu().numpy()  # bf16 weights give bf16 logits
-
-
-def make_runtime(
-    path: Path,
-    runtime: str,
-    precision: str,
-    threads: int | None,
-    device: str,
-    options: dict[str, Any] | None = None,
-) -> Runtime:
-    """The runtime for a tier directory, ``auto`` resolved by :func:`tango.probe.choose`.
-
-    ``options`` are the runtime's own (OpenVINO's ``snippets``); None = what the probe record
-    measured fastest at the chosen runtime and precision, else the runtime's defaults."""
-    from tango.hardware import check_threads
-    from tango.probe import choose, recorded_options
-
-    check_threads(threads)
-    if device == "cpu":
-        runtime, precision = choose(path, runtime, precision)
-    elif runtime == "auto":  # a CPU probe says nothing about other devices: today's rule
-        runtime = "onnx" if (path / ONNX_FILE).exists() else "torch"
-    if options and runtime != "openvino":
-        raise ValueError(f"runtime options {sorted(options)} are OpenVINO's; runtime {runtime} takes none")
-    if runtime == "onnx":
-        return OnnxRuntime(path / ONNX_FILE, threads)
-    if runtime == "openvino":
-        from tango.openvino import IR_FILE, OpenVinoRuntime
-
-        if not (path / IR_FILE).exists():
-            raise ValueError(
-                f"{path} has no {IR_FILE}; make one with `tango export {path} --out DIR "
-                "--format openvino`, or use runtime='torch'"
-            )
-        precision = "fp32" if precision == "auto" else precision
-        if options is None:
-            options = recorded_options(path, runtime, precision) if device == "cpu" else {}
-        return OpenVinoRuntime(path, threads, precision, **options)
-    return TorchRuntime(path, threads, precision, device)
 
 
 class Tier:
@@ -199,6 +62,15 @@ class Tier:
     >>> tier.predict(["a gorgeous, witty film", "a dull mess"])      # doctest: +SKIP
     array(['positive', 'negative'], dtype='<U8')
     """
+
+    # Subclasses that load from a marked directory register here by kind (``LinearTier`` is
+    # "linear"), so loading dispatches on the directory without this module importing them.
+    _kinds: dict[str, type[Tier]] = {}
+
+    def __init_subclass__(cls, kind: str | None = None, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if kind is not None:
+            Tier._kinds[kind] = cls
 
     def __init__(
         self,
@@ -255,10 +127,8 @@ class Tier:
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
         path = resolve(name_or_path)
-        if (path / "tango_linear.json").exists():  # a scikit-learn tier (tango.linear)
-            from tango.linear import LinearTier
-
-            linear = LinearTier.from_pretrained(path, batch_size=batch_size, max_tokens=max_tokens)
+        if is_linear(path):  # a scikit-learn tier: the subclass that marks itself with this file
+            linear = Tier._kinds["linear"].from_pretrained(path, batch_size=batch_size, max_tokens=max_tokens)
             linear.source = str(name_or_path)
             return linear
         from transformers import AutoConfig, AutoTokenizer
@@ -413,17 +283,6 @@ def load_tiers(names: Sequence[str | Path | Tier], **options: Any) -> list[Tier]
         tier.source = str(name)  # the name the user gave, as the cascade's manifest records it
         tiers.append(tier)
     return tiers
-
-
-def recorded_inputs(path: Path) -> str | None:
-    """ "texts" or "pairs", as the tier's training (or its export) recorded; None when unknown."""
-    for record in ("tango_train.json", "tango_export.json"):
-        file = path / record
-        if file.exists():
-            inputs = json.loads(file.read_text()).get("inputs")
-            if inputs in ("texts", "pairs"):
-                return inputs
-    return None
 
 
 def model_max_length(tokenizer: Any, path: Path) -> int:

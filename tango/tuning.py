@@ -28,7 +28,6 @@ from tango.calibration import (
     select_threshold,
     sweep_thresholds,
 )
-from tango.cascade import Cascade
 from tango.confidence import confidence, softmax
 from tango.data import LabelledData, split_rows
 from tango.texts import Texts, as_texts
@@ -176,16 +175,6 @@ def fit_cascade(
     if report_dir:
         _write_evidence(Path(report_dir), report, logits, gate, y, [t.path.name for t in tiers])
     return report
-
-
-def calibrate_cascade(cascade: Cascade, dev: LabelledData, **options: Any) -> CalibrationReport:
-    """``cascade.fit(dev.texts, dev labels, **options)``, returning the report.
-
-    Kept for callers of tango < 0.3; :meth:`Cascade.fit` is the API. The fitted values land in
-    ``cascade.temperatures_`` / ``thresholds_`` / ``calibration_``.
-    """
-    cascade.fit(dev.texts, _align_labels(dev, list(cascade.classes_)), **options)
-    return CalibrationReport.from_dict(cascade.calibration_)
 
 
 def label_ids(labels: Sequence[str] | Sequence[int] | np.ndarray, classes: list[str]) -> np.ndarray:
@@ -376,7 +365,7 @@ def _tier_report(
     )
 
 
-def _align_labels(data: LabelledData, classes: list[str]) -> np.ndarray:
+def align_labels(data: LabelledData, classes: list[str]) -> np.ndarray:
     """The data's labels as indices into the cascade's classes (names or ids must match)."""
     if data.label_names == classes:
         return data.labels
@@ -405,21 +394,6 @@ def check_held_out(calibration: dict[str, Any] | None, test: LabelledData) -> No
         )
 
 
-def evaluate(cascade: Cascade, test: LabelledData) -> dict[str, float]:
-    """Accuracy, escalation and wall-clock of the cascade on held-out labelled rows."""
-    check_held_out(getattr(cascade, "calibration_", None), test)
-    labels = _align_labels(test, list(cascade.classes_))
-    start = time.perf_counter()
-    result = cascade.predict_detailed(test.texts)
-    seconds = time.perf_counter() - start
-    return {
-        "rows": len(test),
-        "accuracy": float((result.probabilities.argmax(1) == labels).mean()),
-        "escalated": result.stats.escalated[0] if result.stats.escalated else 0.0,
-        "rows_per_s": len(test) / seconds if seconds else 0.0,
-    }
-
-
 # --- early-exit models: one temperature per exit ------------------------------------------------
 @dataclass
 class ExitCurve:
@@ -440,7 +414,7 @@ def calibrate_early_exit(
     ``max_drop``, the smallest-compute threshold within that many accuracy points of the last exit
     is stored in ``model.threshold``.
     """
-    labels = _align_labels(dev, list(model.classes_))
+    labels = align_labels(dev, list(model.classes_))
     logits = model.exit_logits(dev.texts)  # (E, N, K)
     scalers = [TemperatureScaler().fit(z, labels) for z in logits]
     layers = list(model.exits_)

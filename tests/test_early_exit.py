@@ -114,8 +114,8 @@ def test_crafted_heads_force_known_exits(kind: str, policy: ExitPolicy, batch_si
     codes = [rng.randrange(3) for _ in range(24)]  # code{c} -> exit index c -> layer (1, 2, 4)[c]
     texts = [" ".join([CODES[c], *rng.choices(WORDS, k=rng.randint(0, 9))]) for c in codes]
     batch = tokenizer(texts, padding=True, add_special_tokens=False, return_tensors="pt")
-    logits, exit_index = model.early_exit(
-        batch["input_ids"], batch["attention_mask"], policy, batch_size=batch_size
+    logits, exit_index = schedule.early_exit(
+        model, batch["input_ids"], batch["attention_mask"], policy, batch_size=batch_size
     )
     assert exit_index.tolist() == codes
     assert (logits.argmax(-1) == 1).all(), "every exit here is confident in class 1"
@@ -295,7 +295,7 @@ def test_early_exit_refuses_left_padding(tokenizer) -> None:
     model = MultiExitModel(tiny_encoder("bert"), exits="all", num_labels=2).eval()
     mask = torch.tensor([[0, 1, 1], [1, 1, 1]])
     with pytest.raises(ValueError, match="right-padded"):
-        model.early_exit(torch.ones(2, 3, dtype=torch.long), mask, ExitPolicy())
+        schedule.early_exit(model, torch.ones(2, 3, dtype=torch.long), mask, ExitPolicy())
 
 
 @pytest.mark.skipif(not bf16_supported(), reason="this CPU has no fast bf16 (AMX or AVX-512 bf16)")

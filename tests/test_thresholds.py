@@ -16,7 +16,7 @@ from tango.data import LabelledData, load_labelled
 from tango.splits import HeldOutRows, carve_calibration_rows, default_calibration_rows, held_out_rows
 from tango.thresholds import ESCALATE_ALL, answering_tier, best_in_sample, certify, drop_upper_bound
 from tango.tiers import Tier
-from tango.tuning import fit_gate
+from tango.tuning import CalibrationReport, fit_gate
 
 
 def three_tiers(n: int, seed: int):
@@ -299,16 +299,14 @@ def test_three_tiers_calibrate_jointly(tmp_path):
         for k in range(3)
     ]
     data = sentiment_rows(400, 9)
-    from tango.tuning import calibrate_cascade
-
     cascade = Cascade(tiers)
-    report = calibrate_cascade(cascade, data, max_drop=2.0)
+    report = fit_report(cascade, data, max_drop=2.0)
     assert len(cascade.thresholds_) == 2 and report.thresholds == cascade.thresholds_
     assert report.choice["drop_bound"] <= 2.0
     result = cascade.predict_detailed(data.texts)
     assert set(np.unique(result.tier)) <= {0, 1, 2}
     with pytest.raises(ValueError, match="target must be max_drop"):
-        calibrate_cascade(Cascade(tiers), data, min_speedup=2.0)
+        fit_report(Cascade(tiers), data, min_speedup=2.0)
 
 
 def test_tier_flags_and_tiers_list_are_exclusive(tmp_path):
@@ -322,3 +320,9 @@ def test_held_out_rows_record_round_trips():
     held = HeldOutRows("/x/train.tsv", "0" * 64, 10, 100, 3, {"text_column": None})
     assert HeldOutRows(**held.to_dict()) == held
     assert len(held.indices()) == 10 and len(set(held.indices())) == 10
+
+
+def fit_report(cascade, data, **options):
+    """``cascade.fit`` on a LabelledData's rows (labels as names), returning its report."""
+    cascade.fit(data.texts, [data.label_names[i] for i in data.labels], **options)
+    return CalibrationReport.from_dict(cascade.calibration_)

@@ -10,7 +10,7 @@ from tango.cascade import Cascade
 from tango.cli import cli
 from tango.data import LabelledData
 from tango.tiers import Tier
-from tango.tuning import calibrate_cascade, check_held_out
+from tango.tuning import CalibrationReport, check_held_out
 
 
 def make_rows(n, seed):
@@ -41,7 +41,7 @@ def test_calibration_fits_temperatures_and_meets_the_target(tiers, tmp_path):
     texts, labels = make_rows(300, seed=2)
     dev = LabelledData(texts, labels, ["negative", "positive"])
     cascade = Cascade(tiers, thresholds=0.9)
-    report = calibrate_cascade(cascade, dev, max_escalation=0.3, report_dir=tmp_path / "r")
+    report = fit_report(cascade, dev, max_escalation=0.3, report_dir=tmp_path / "r")
     assert cascade.temperatures_ == [t.temperature for t in report.tiers]
     assert cascade.temperatures is None and cascade.thresholds == 0.9  # the parameters stay as given
     for tier in report.tiers:
@@ -124,8 +124,14 @@ def test_held_out_check_allows_disjoint_rows():
 def test_guarantee_target_is_recorded(tiers, tmp_path):
     texts, labels = make_rows(400, seed=4)
     cascade = Cascade(tiers)
-    report = calibrate_cascade(
+    report = fit_report(
         cascade, LabelledData(texts, labels, ["negative", "positive"]), guarantee=0.2, delta=0.1
     )
     assert report.guarantee["risk_bound"] <= 0.2
     assert cascade.thresholds_ == [report.threshold]
+
+
+def fit_report(cascade, data, **options):
+    """``cascade.fit`` on a LabelledData's rows (labels as names), returning its report."""
+    cascade.fit(data.texts, [data.label_names[i] for i in data.labels], **options)
+    return CalibrationReport.from_dict(cascade.calibration_)

@@ -23,6 +23,7 @@ from tango._version import __version__
 from tango.batching import Encodings, pad_tensors, plan_batches, tokenize
 from tango.early_exit.model import MultiExitModel
 from tango.early_exit.policy import ExitPolicy
+from tango.early_exit.schedule import early_exit
 from tango.hardware import bf16_supported
 from tango.texts import Texts, as_texts
 
@@ -133,7 +134,8 @@ class EarlyExitClassifier:
             rows = order[start : start + ROWS_IN_FLIGHT]
             batch = pad_tensors(encodings, rows, self.tokenizer.pad_token_id, self.device)
             with precision_context(self.device, self.precision):
-                logits, index = self.model.early_exit(
+                logits, index = early_exit(
+                    self.model,
                     batch["input_ids"],
                     batch["attention_mask"],
                     policy,

@@ -19,8 +19,6 @@ from torch import nn
 from transformers import PreTrainedModel
 from transformers.masking_utils import create_bidirectional_mask
 
-from tango.early_exit.policy import ExitPolicy
-
 
 def parse_exits(exits: str | Sequence[int], num_layers: int) -> tuple[int, ...]:
     """``"all"``, ``"1,2,4"`` or ``[1, 2, 4]`` -> sorted 1-based layers; the last layer is added."""
@@ -190,33 +188,3 @@ class MultiExitModel(nn.Module):
             h = self.run_segment(h, attention_mask, start, stop)
             logits.append(head(pool(h, attention_mask, self.pooling)))  # (B, K)
         return torch.stack(logits)
-
-    def early_exit(
-        self,
-        input_ids: torch.Tensor,
-        attention_mask: torch.Tensor,
-        policy: ExitPolicy,
-        token_type_ids: torch.Tensor | None = None,
-        batch_size: int | None = None,
-        compact_share: float | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Each row's logits at its exit, (N, K) fp32, and its exit index into ``self.exits``, (N,).
-
-        The right-padded rows (N, T) run breadth-first: each segment on every row still inside,
-        in length-sorted batches of ``batch_size`` (None = all N in one batch); finished rows
-        leave between segments and the others are re-batched into full batches
-        (:func:`tango.early_exit.schedule.run_breadth_first`, whose knob ``compact_share`` is).
-        Each row's result is the one it gets alone in a batch of one (up to float rounding of
-        padded matmuls).
-        """
-        from tango.early_exit.schedule import COMPACT_SHARE, run_breadth_first
-
-        return run_breadth_first(
-            self,
-            input_ids,
-            attention_mask,
-            policy,
-            token_type_ids,
-            batch_size=batch_size or max(1, input_ids.shape[0]),
-            compact_share=COMPACT_SHARE if compact_share is None else compact_share,
-        )

@@ -23,17 +23,13 @@ a batch of one: rows never interact inside a layer, only padding differs (float 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from tango.batching import plan_batches
-from tango.early_exit.model import pool
+from tango.early_exit.model import MultiExitModel, pool
 from tango.early_exit.policy import ExitPolicy
-
-if TYPE_CHECKING:
-    from tango.early_exit.model import MultiExitModel  # model.py imports this module lazily
 
 COMPACT_SHARE = 0.125  # a batch is compacted (and re-batched) once this share of its rows left
 
@@ -52,6 +48,35 @@ class _Batch:
 
 
 @torch.inference_mode()
+def early_exit(
+    model: MultiExitModel,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    policy: ExitPolicy,
+    token_type_ids: torch.Tensor | None = None,
+    batch_size: int | None = None,
+    compact_share: float | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each row's logits at its exit, (N, K) fp32, and its exit index into ``model.exits``, (N,).
+
+    The right-padded rows (N, T) run breadth-first: each segment on every row still inside, in
+    length-sorted batches of ``batch_size`` (None = all N in one batch); finished rows leave
+    between segments and the others are re-batched into full batches (:func:`run_breadth_first`,
+    whose knob ``compact_share`` is). Each row's result is the one it gets alone in a batch of one
+    (up to float rounding of padded matmuls). The model runs its segments; this module schedules
+    them, so the model never imports its scheduler.
+    """
+    return run_breadth_first(
+        model,
+        input_ids,
+        attention_mask,
+        policy,
+        token_type_ids,
+        batch_size=batch_size or max(1, input_ids.shape[0]),
+        compact_share=COMPACT_SHARE if compact_share is None else compact_share,
+    )
+
+
 def run_breadth_first(
     model: MultiExitModel,
     input_ids: torch.Tensor,
