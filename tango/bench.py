@@ -489,14 +489,14 @@ def _peer_systems(first: Tier, last: Tier, n_tiers: int, texts: list) -> dict[st
 
 def _torch_dir(tier: Tier) -> Path:
     """The PyTorch weights behind a tier (an export keeps its source in tango_export.json)."""
-    import json
+    from tango.modeldir import read_export_record
 
-    info = tier.path / "tango_export.json"
     if not (tier.path / "config.json").exists():
         raise ValueError(f"{tier.path} is not a transformer directory; the peers need one (--no-peers)")
-    if (tier.path / "model.safetensors").exists() or not info.exists():
+    source = read_export_record(tier.path).get("source")
+    if (tier.path / "model.safetensors").exists() or not source:
         return tier.path
-    return Path(json.loads(info.read_text())["source"])
+    return Path(source)
 
 
 def _runtime(tier: Tier) -> str:

@@ -291,7 +291,7 @@ class Cascade:
 
     def score(self, texts: Texts, labels: Sequence[str] | Sequence[int] | np.ndarray) -> float:
         """Accuracy on labelled rows (labels as names or ids, as in :meth:`fit`)."""
-        from tango.tuning import label_ids
+        from tango.labels import label_ids
 
         y = label_ids(labels, list(self.classes_))
         rows = as_texts(texts)

@@ -24,6 +24,8 @@ from typing import IO
 
 import numpy as np
 
+from tango.labels import map_labels
+
 CSV_FIELD_LIMIT = 2**31 - 1  # the largest the csv module takes on every platform
 FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl"}
 
@@ -411,31 +413,6 @@ def guess_columns(
             "(--text-column/--label-column)"
         )
     return text[0], text[1], label_column
-
-
-def map_labels(raw: list[str], label_names: list[str] | None = None) -> tuple[np.ndarray, list[str]]:
-    """Raw labels, given as names or as integer ids, as (ids into ``label_names``, the names).
-
-    ``label_names`` None: ``0..max`` when every label is an integer id, else the sorted names.
-    """
-    if label_names is None:
-        if all(label.lstrip("-").isdigit() for label in raw):
-            label_names = [str(i) for i in range(max(int(label) for label in raw) + 1)]
-        else:
-            label_names = sorted(set(raw))
-    index = {name: i for i, name in enumerate(label_names)}
-    ids = []
-    for label in raw:
-        if label in index:
-            ids.append(index[label])
-        elif label.isdigit() and int(label) < len(label_names):
-            ids.append(int(label))
-        else:
-            raise ValueError(
-                f"label {label!r} is neither one of {label_names} nor an id below "
-                f"{len(label_names)}; pass label_names= (--labels) to match the data"
-            )
-    return np.asarray(ids, dtype=np.int64), list(label_names)
 
 
 def load_labelled(

@@ -34,8 +34,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from tango.modeldir import EXPORT_FILE, recorded_inputs
+from tango.modeldir import EXPORT_FILE, ONNX_FILE, read_export_record, recorded_inputs
 from tango.registry import register, resolve
+
+# read_export_record lives in tango.modeldir; it stays importable from here.
+__all__ = ["EXPORT_FILE", "ExportCheck", "check_export", "export_tier", "read_export_record", "record_export"]
 
 OPSET = 17
 MIN_AGREEMENT = 0.995  # share of rows whose predicted label must survive the export
@@ -111,7 +114,7 @@ def export_tier(
             graph = _optimize(graph, torch_model.config)
         if int8:
             graph = _quantize(graph, fused=optimize)
-        shutil.move(graph, out_dir / "model.onnx")
+        shutil.move(graph, out_dir / ONNX_FILE)
     torch_model.config.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
 
@@ -124,7 +127,7 @@ def export_tier(
         "optimized": optimize,
         "opset": OPSET,
         "min_agreement": min_agreement,
-        "onnx_bytes": (out_dir / "model.onnx").stat().st_size,
+        "onnx_bytes": (out_dir / ONNX_FILE).stat().st_size,
         "check": asdict(check),
     }
     return record_export(out_dir, record, check, name, runtime="onnx")

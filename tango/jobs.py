@@ -382,7 +382,9 @@ def export(
     (:func:`tango.openvino.export_openvino`; ``first_token``: its last layer on the first token
     alone), report its self-check, then (``probe``) measure its runtimes so ``--runtime auto``
     picks the fastest. ``check``: check_data, check_rows, min_agreement, name."""
-    (Path(out_dir) / "tango_runtimes.json").unlink(missing_ok=True)  # it measured other files
+    from tango.modeldir import RUNTIMES_FILE
+
+    (Path(out_dir) / RUNTIMES_FILE).unlink(missing_ok=True)  # it measured other files
     if export_format == "openvino":
         from tango.openvino import export_openvino
 

@@ -38,7 +38,7 @@ from tango.export import (
 )
 from tango.first_token import first_token_classifier
 from tango.first_token import supports as has_first_token_form
-from tango.modeldir import IR_FILE, RUNTIMES_FILE, has_ir, recorded_inputs, training_file
+from tango.modeldir import EXPORT_FILE, IR_FILE, RUNTIMES_FILE, has_ir, recorded_inputs, training_file
 from tango.registry import resolve
 from tango.runtimes.openvino import OpenVinoRuntime, available, bf16_supported, core, require
 
@@ -111,7 +111,7 @@ def export_openvino(
             shutil.move(item, out_dir / item.name)
     torch_model.config.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
-    (out_dir / "tango_export.json").write_text(json.dumps({"format": "openvino", "int8": int8}))
+    (out_dir / EXPORT_FILE).write_text(json.dumps({"format": "openvino", "int8": int8}))
 
     check = check_export(
         source, out_dir, check_data, check_rows, int8, min_agreement, runtime="openvino", precision="fp32"

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from tango.data import LabelledData, load_labelled, split_rows
+from tango.modeldir import TRAIN_FILE
 
 OVERLAP_WARNING = 0.05  # held-out rows found inside training rows above this: not new rows
 OVERLAP_SAMPLE = 300
@@ -144,7 +145,7 @@ def overlap_warning(overlap: float, source: str) -> str | None:
 
 def record_training_file(out_dir: str | Path, path: str | Path, held: HeldOutRows | None) -> None:
     """Add the training file's hash and the held-out rows to a tier's ``tango_train.json``."""
-    record_path = Path(out_dir) / "tango_train.json"
+    record_path = Path(out_dir) / TRAIN_FILE
     record = json.loads(record_path.read_text()) if record_path.is_file() else {}
     record["train_sha256"] = held.sha256 if held else file_sha256(path)
     record["calibration_rows"] = held.to_dict() if held else None
@@ -153,7 +154,7 @@ def record_training_file(out_dir: str | Path, path: str | Path, held: HeldOutRow
 
 def held_out_rows(tier_path: str | Path) -> HeldOutRows | None:
     """The calibration rows a tier's training kept out, from its ``tango_train.json``."""
-    record_path = Path(tier_path) / "tango_train.json"
+    record_path = Path(tier_path) / TRAIN_FILE
     if not record_path.is_file():
         return None
     record = json.loads(record_path.read_text()).get("calibration_rows")
@@ -162,7 +163,7 @@ def held_out_rows(tier_path: str | Path) -> HeldOutRows | None:
 
 def trained_on(tier_path: str | Path, held: HeldOutRows) -> bool:
     """Whether a tier's training may have seen ``held``'s rows (same file, not held out)."""
-    record_path = Path(tier_path) / "tango_train.json"
+    record_path = Path(tier_path) / TRAIN_FILE
     if not record_path.is_file():
         return False  # a tier from elsewhere (the hub): nothing recorded, nothing to check
     record = json.loads(record_path.read_text())

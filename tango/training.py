@@ -37,6 +37,7 @@ from tqdm.auto import tqdm
 from tango.batching import Encodings, pad_tensors, plan_batches, tokenize
 from tango.data import LabelledData
 from tango.hardware import bf16_supported
+from tango.modeldir import TRAIN_FILE
 from tango.registry import register, resolve
 
 Loss = Callable[[dict[str, torch.Tensor], np.ndarray], torch.Tensor]  # (batch, its rows) -> scalar
@@ -452,4 +453,4 @@ def _write_record(
         "cpu": platform.processor() or platform.machine(),
         "cpus": os.cpu_count(),
     }
-    (out_dir / "tango_train.json").write_text(json.dumps(record, indent=2))
+    (out_dir / TRAIN_FILE).write_text(json.dumps(record, indent=2))

@@ -30,6 +30,8 @@ from tango.calibration import (
 )
 from tango.confidence import confidence, softmax
 from tango.data import LabelledData, split_rows
+from tango.labels import align_labels as _align
+from tango.labels import label_ids
 from tango.texts import Texts, as_texts
 from tango.thresholds import best_in_sample, certify
 from tango.tiers import Tier
@@ -175,33 +177,6 @@ def fit_cascade(
     if report_dir:
         _write_evidence(Path(report_dir), report, logits, gate, y, [t.path.name for t in tiers])
     return report
-
-
-def label_ids(labels: Sequence[str] | Sequence[int] | np.ndarray, classes: list[str]) -> np.ndarray:
-    """Labels given as names (case aside) or integer ids, as ids into ``classes``. (N,) int64."""
-    values = np.asarray(labels)
-    if values.ndim != 1:
-        raise ValueError(f"labels must be one label per row, got an array of shape {values.shape}")
-    if not len(values):
-        return np.zeros(0, dtype=np.int64)
-    if np.issubdtype(values.dtype, np.integer):
-        bad = sorted({int(v) for v in values if not 0 <= v < len(classes)})
-        if bad:
-            raise ValueError(
-                f"label ids {bad[:5]} are not ids of the classes {classes} (0..{len(classes) - 1})"
-            )
-        return values.astype(np.int64)
-    if values.dtype.kind not in "US":  # object arrays of names, bools, floats ...
-        if not all(isinstance(v, str) for v in values):
-            raise TypeError(
-                f"labels must be label names (str) or integer ids, got {type(values[0]).__name__}"
-            )
-    index = {str(i): i for i in range(len(classes))}  # ids read from a file as text
-    index.update({name.lower(): i for i, name in enumerate(classes)})  # names win over ids
-    missing = sorted({str(v) for v in values if str(v).lower() not in index})
-    if missing:
-        raise ValueError(f"labels {missing[:5]} are not among the cascade's labels {classes} nor their ids")
-    return np.asarray([index[str(v).lower()] for v in values], dtype=np.int64)
 
 
 def _write_evidence(
@@ -366,16 +341,8 @@ def _tier_report(
 
 
 def align_labels(data: LabelledData, classes: list[str]) -> np.ndarray:
-    """The data's labels as indices into the cascade's classes (names or ids must match)."""
-    if data.label_names == classes:
-        return data.labels
-    if data.label_names == [str(i) for i in range(len(classes))]:
-        return data.labels  # the file holds ids; they index the model's id2label
-    missing = sorted(set(data.label_names) - set(classes))
-    if missing:
-        raise ValueError(f"dev labels {missing} are not among the cascade's labels {classes}")
-    index = {name: i for i, name in enumerate(classes)}
-    return np.asarray([index[data.label_names[i]] for i in data.labels], dtype=np.int64)
+    """The data's labels as indices into the cascade's classes (:func:`tango.labels.align_labels`)."""
+    return _align(data.labels, data.label_names, classes)
 
 
 MAX_SHARED_ROWS = 0.01  # a few duplicates between real splits are normal; more is leakage

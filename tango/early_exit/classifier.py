@@ -96,7 +96,8 @@ class EarlyExitClassifier:
         ``threshold``); the report is kept in ``calibration_``. Returns ``self``.
         """
         from tango.data import LabelledData
-        from tango.tuning import calibrate_early_exit, label_ids
+        from tango.labels import label_ids
+        from tango.tuning import calibrate_early_exit
 
         rows, classes = as_texts(texts), [str(label) for label in self.labels]
         y = label_ids(labels, classes)

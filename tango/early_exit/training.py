@@ -26,9 +26,10 @@ import torch.nn.functional as F
 from transformers import AutoModel, AutoTokenizer
 
 from tango.batching import Encodings, tokenize
-from tango.data import LabelledData, map_labels
+from tango.data import LabelledData
 from tango.early_exit.classifier import EarlyExitClassifier, Texts, auto_precision, check_device
 from tango.early_exit.model import MultiExitModel
+from tango.labels import map_labels
 from tango.texts import as_texts
 from tango.training import TrainConfig, fingerprint, fit
 
