@@ -264,6 +264,13 @@ def ray_options(func: Callable[..., Any]) -> Callable[..., Any]:
             "--merge", default=None, help="Ray: also write one ordered .jsonl/.csv file from the shards."
         ),
         click.option(
+            "--read-cpus",
+            type=click.FloatRange(min=0),
+            default=0.25,
+            show_default=True,
+            help="Ray: CPUs reserved per read or write task.",
+        ),
+        click.option(
             "--output-format",
             type=click.Choice(["jsonl", "csv", "parquet"]),
             default="jsonl",
@@ -275,21 +282,21 @@ def ray_options(func: Callable[..., Any]) -> Callable[..., Any]:
         options += [
             click.option(
                 f"--{stage}-actors",
-                type=int,
+                type=click.IntRange(min=1),
                 default=1,
                 show_default=True,
-                help=f"Ray: {name} actor pool size.",
+                help=f"Ray: the most {name} actors (the pool autoscales from one).",
             ),
             click.option(
                 f"--{stage}-cpus",
-                type=float,
-                default=1.0,
+                type=click.FloatRange(min=0, min_open=True),
+                default=0.25,
                 show_default=True,
-                help=f"Ray: CPUs per {name} actor (also its runtime's threads).",
+                help=f"Ray: CPUs reserved per {name} actor (its runtime runs round(cpus) threads, >= 1).",
             ),
             click.option(
                 f"--{stage}-batch",
-                type=int,
+                type=click.IntRange(min=1),
                 default=256,
                 show_default=True,
                 help=f"Ray: rows per batch handed to a {name} actor (tier 2 sees all, scores the unsure).",
@@ -421,6 +428,7 @@ def run(
     from tango.jobs import score
     from tango.runfiles import RunFiles
 
+    _refuse_other_engines_options(options["engine"])
     if options["engine"] == "local":
         # Every path and the input's columns are checked before any model loads or any file is written.
         files = RunFiles.plan(input_path, output_path, options["errors_path"])
@@ -436,6 +444,23 @@ def run(
     summary = score(model, input_path, output_path, progress=not quiet, **options)
     if not quiet:
         click.echo(summary.report(), err=True)
+
+
+RAY_ONLY = ("address", "merge", "output_format", "read_cpus")
+RAY_ONLY += tuple(f"{stage}_{part}" for stage in ("tier1", "tier2") for part in ("actors", "cpus", "batch"))
+
+
+def _refuse_other_engines_options(engine: str) -> None:
+    """Options of the other engine are refused, never ignored."""
+    if engine == "ray":
+        refuse_unused(
+            ("chunk_size", "threads", "errors_path", "early_exit"),
+            "--engine ray",
+            "Ray Data batches by --tier1-batch/--tier2-batch, threads follow --tier1-cpus/--tier2-cpus, "
+            "bad rows go to OUTPUT.errors/ (and beside --merge), and early-exit models run locally",
+        )
+    else:
+        refuse_unused(RAY_ONLY, "the local engine", "they size and place a Ray run (--engine ray)")
 
 
 # --- models: install encoders, train tiers, export them (tango.install/training/export) --------

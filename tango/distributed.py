@@ -55,20 +55,23 @@ from tango.scoring import ON_ERROR
 from tango.writers import RowWriter, error_line
 
 OUTPUT_FORMATS = ("jsonl", "csv", "parquet")
+DEFAULT_READ_CPUS = 0.25  # per read or write task: parsing a file is light beside a model
 RESUME_MODES = ("auto", "checkpoint", "markers")
 ID = "id"  # the id column every stage carries; Ray's checkpoint keys on it
 
 
 @dataclass
 class Stage:
-    """One pipeline stage's resources: actors in its pool, CPUs per actor, rows per Ray batch.
+    """One pipeline stage's resources: the most actors in its pool, CPUs per actor, rows per batch.
 
-    Size the tier-2 pool from the escalation rate: it scores ``escalated x rows`` rows with a
-    model that costs several times tier 1's per row (docs/distributed.md).
+    The pool autoscales from one actor to ``actors``. Size the tier-2 pool from the escalation
+    rate: it scores ``escalated x rows`` rows with a model that costs several times tier 1's per
+    row (docs/distributed.md). The defaults (0.25 CPU per actor and per read task) fit a 2-CPU
+    cluster, resume included (its checkpoint filter needs one CPU beside them).
     """
 
     actors: int = 1
-    cpus: float = 1.0
+    cpus: float = 0.25  # a reservation for scheduling; the runtime runs round(cpus) threads, >= 1
     batch_size: int = 256
 
     def __post_init__(self) -> None:
@@ -77,23 +80,71 @@ class Stage:
 
     @property
     def threads(self) -> int:
-        """Runtime threads per actor: its CPUs (ONNX Runtime ignores OMP_NUM_THREADS)."""
-        return max(1, int(self.cpus))
+        """Runtime threads per actor: its CPUs, at least one (ONNX Runtime ignores OMP_NUM_THREADS)."""
+        return max(1, round(self.cpus))
+
+
+# Ray Data's checkpoint filter, which a resumed checkpointed run adds, is a task of one CPU.
+CHECKPOINT_FILTER_CPUS = 1.0
+
+
+def check_resources(
+    cluster_cpus: float, tier1: Stage, tier2: Stage, read_cpus: float, resuming: bool
+) -> None:
+    """Refuse a plan the cluster cannot schedule, before anything runs (it would hang, not fail).
+
+    Each pool keeps at least one actor for the whole run, a read or write task needs
+    ``read_cpus`` beside them, and a resumed checkpointed run also needs the checkpoint filter's
+    CPU; all of it must fit in the cluster's CPUs at once.
+    """
+    parts = {"tier-1 actor": tier1.cpus, "tier-2 actor": tier2.cpus, "read/write task": read_cpus}
+    if resuming:
+        parts["checkpoint filter (resume)"] = CHECKPOINT_FILTER_CPUS
+    needed = sum(parts.values())
+    if needed > cluster_cpus + 1e-9:
+        shown = " + ".join(f"{cpus:g} ({name})" for name, cpus in parts.items())
+        raise ValueError(
+            f"this plan needs {needed:g} CPUs at once ({shown}) but the Ray cluster has "
+            f"{cluster_cpus:g}: it would wait forever. Lower --tier1-cpus/--tier2-cpus/--read-cpus "
+            "(a fraction such as 0.25 is fine: each actor still runs one thread), or add CPUs"
+        )
 
 
 # --- what an actor needs to rebuild its part of the cascade --------------------------------------
 
+SAMPLE_TOLERANCE = {"fp32": 1e-4, "low": 2e-2}  # max |probability difference| at start-up
+
 
 @dataclass
 class TierSpec:
-    """A tier by path and options, small enough to ship to actors that load it themselves."""
+    """A tier by path, runtime, precision and runtime options, small enough to ship to actors that
+    load it themselves; ``sample``/``expected`` are the driver's answer on a sample batch, which
+    the actor must reproduce before it scores anything."""
 
     path: str
     runtime: str
     precision: str
+    runtime_options: dict[str, Any]
     batch_size: int
     max_tokens: int | None
     max_length: int | None
+    sample: list[Any] = field(default_factory=list)
+    expected: list[list[float]] = field(default_factory=list)
+
+    @classmethod
+    def of(cls, tier: Any) -> TierSpec:
+        from tango.export import CHECK_SENTENCES
+        from tango.runtimes import runtime_settings
+
+        runtime, precision, options = runtime_settings(tier.runtime)
+        sample: list[Any] = list(CHECK_SENTENCES[:8])
+        if tier.inputs == "pairs":
+            sample = list(zip(CHECK_SENTENCES[:8], CHECK_SENTENCES[8:16], strict=True))
+        expected = tier.predict_proba(sample).tolist()
+        return cls(
+            str(tier.path), runtime, precision, options, tier.batch_size, tier.max_tokens, tier.max_length,
+            sample, expected,
+        )  # fmt: skip
 
     def load(self, threads: int) -> Any:
         from tango.tiers import Tier
@@ -105,9 +156,25 @@ class TierSpec:
             threads=threads,
             batch_size=self.batch_size,
             max_tokens=self.max_tokens,
+            runtime_options=self.runtime_options or None,
         )
         tier.max_length = self.max_length or tier.max_length
+        self.check(tier)
         return tier
+
+    def check(self, tier: Any) -> None:
+        """The loaded tier must answer the sample as the driver's did, or the engines would drift."""
+        if not self.sample:
+            return
+        got = tier.predict_proba(self.sample)
+        difference = float(np.abs(got - np.asarray(self.expected)).max())
+        limit = SAMPLE_TOLERANCE["fp32" if self.precision in ("fp32", "auto") else "low"]
+        if difference > limit:
+            raise ValueError(
+                f"tier {self.path} on a Ray worker ({getattr(tier.runtime, 'description', '?')}) answers a "
+                f"sample batch {difference:.2g} away from the driver's (allowed {limit:g}): the engines "
+                "would drift. Check that the workers have the same tango, runtime and model files"
+            )
 
 
 @dataclass
@@ -125,19 +192,7 @@ class CascadeSpec:
         if not isinstance(cascade, Cascade):
             raise ValueError("the Ray engine scores cascades; early-exit models run on the local engine")
         tiers, thresholds, temperatures = cascade._validated()
-        specs = []
-        for tier in tiers:
-            torch = type(tier.runtime).__name__ == "TorchRuntime"
-            specs.append(
-                TierSpec(
-                    str(tier.path),
-                    "torch" if torch else "onnx",
-                    ("bf16" if tier.runtime.bf16 else "fp32") if torch else "auto",
-                    tier.batch_size,
-                    tier.max_tokens,
-                    tier.max_length,
-                )
-            )
+        specs = [TierSpec.of(tier) for tier in tiers]
         return cls(specs, list(thresholds), list(temperatures), cascade.confidence, list(tiers[0].labels))
 
     def stage(self, first: int, last: int, threads: int) -> Cascade:
@@ -265,11 +320,35 @@ class _Lines:
         self.stream.close()
 
 
+class _Peeked:
+    """A byte-line iterator with its first line read back in front (for the empty-file check)."""
+
+    def __init__(self, first: bytes, rest: Iterator[bytes], stream: Any) -> None:
+        self.first, self.rest, self.stream = first, rest, stream
+
+    def __iter__(self) -> Iterator[bytes]:
+        yield self.first
+        yield from self.rest
+
+    def close(self) -> None:
+        self.stream.close()
+
+
 def read_stream_records(
     binary: Any, path: str, columns: dict[str, str | None], format: str | None
 ) -> Iterator[Record | RowError]:
-    """``tango.data.read_records`` over an open byte stream: same checks, rows and errors."""
+    """``tango.data.read_records`` over an open byte stream: same checks, rows and errors.
+
+    An empty file (0 bytes) is a valid shard without rows, as a header-only CSV is: exports
+    from Spark or Hive write both.
+    """
     format = _format(path, format)
+    lines = iter(binary)
+    first = next(lines, None)
+    if first is None:
+        binary.close()
+        return iter(())
+    binary = _Peeked(first, lines, binary)
     rows = _rows(binary, format)
     header, found, ahead = _header(path, rows, format)
     _missing_columns(path, [c for c in columns.values() if c], found)
@@ -343,7 +422,13 @@ def _datasource_class() -> type:
             key = self.keys[path]
             if s["on_error"] == "write":
                 _write_bytes(f"{s['errors']}/{key}.errors.jsonl", b"".join(error_line(r) for r in bad))
-            table = pa.table({"id": pa.array(ids, pa.string()), "line": lines, "ok": oks})
+            table = pa.table(
+                {
+                    "id": pa.array(ids, pa.string()),
+                    "line": pa.array(lines, pa.int64()),
+                    "ok": pa.array(oks, pa.bool_()),
+                }
+            )
             _write_parquet(f"{s['sidecar']}/inputs/{key}.parquet", table)
 
         def _id(self, item: Record, path: str) -> int | str:
@@ -518,7 +603,7 @@ def score(
     probabilities: bool = False,
     tier1: Stage | None = None,
     tier2: Stage | None = None,
-    read_cpus: float = 1.0,
+    read_cpus: float = DEFAULT_READ_CPUS,
     block_rows: int = 1024,
     resume: bool = False,
     overwrite: bool = False,
@@ -553,8 +638,10 @@ def score(
     if not ray.is_initialized():
         ray.init(address=address, include_dashboard=False, log_to_driver=progress)
     _keys(settings, paths)  # list the input files once: their keys and id names are the run's
-    mode = _prepare(settings, paths, resume, overwrite)
     tier1, tier2 = tier1 or Stage(), tier2 or Stage()
+    resuming = resume and _recorded_mode(settings) == "checkpoint"
+    check_resources(ray.cluster_resources().get("CPU", 0.0), tier1, tier2, read_cpus, resuming)
+    mode = _prepare(settings, paths, resume, overwrite)
     context = ray.data.DataContext.get_current()
     bars = context.enable_progress_bars
     context.enable_progress_bars = progress
@@ -616,6 +703,7 @@ def _settings(
     id_column = options["id_column"]
     if id_column is None and local and "id" in columns_of(paths[0], format):
         id_column = "id"  # as the local engine: the input's id column is the default id
+    check_inputs(paths, {"text": text_column, "pair": pair_column, "id": id_column}, format)
     output = str(output).rstrip("/")
     settings = {
         "inputs": paths,
@@ -635,6 +723,29 @@ def _settings(
         "resume_by": resume_by,
     }
     return settings, paths
+
+
+def check_inputs(paths: list[str], columns: dict[str, str | None], format: str | None) -> None:
+    """Every local input file readable, with the columns asked for, before Ray starts anything.
+
+    A missing column or an unreadable file fails here in one line instead of inside a read task
+    after the actors have loaded; empty (0-byte) and header-only files are valid shards. Remote
+    URIs are checked by the read tasks.
+    """
+    for path in paths:
+        if "://" in path or _is_local_dir(path):
+            continue
+        if not Path(path).is_file():
+            raise ValueError(f"input {path}: no such file")
+        if Path(path).stat().st_size == 0:
+            continue
+        with open(path, "rb") as file:
+            records = read_stream_records(file, path, {**columns, "label": None}, format)
+            next(iter(records), None)  # the header and its columns are checked on the first read
+
+
+def _is_local_dir(path: str) -> bool:
+    return Path(path).is_dir()
 
 
 def _is_dir(path: str) -> bool:
@@ -683,6 +794,12 @@ def _prepare(settings: dict[str, Any], paths: list[str], resume: bool, overwrite
     return mode
 
 
+def _recorded_mode(settings: dict[str, Any]) -> str | None:
+    """The resume mode an interrupted run recorded (None: no run recorded)."""
+    raw = _read_bytes(f"{settings['sidecar']}/run.json")
+    return json.loads(raw).get("mode") if raw else None
+
+
 def _update_run(settings: dict[str, Any], **changes: Any) -> None:
     run_file = f"{settings['sidecar']}/run.json"
     state = json.loads(_read_bytes(run_file) or b"{}")
@@ -702,7 +819,7 @@ def _pipeline_write(pipeline: tuple, settings: dict[str, Any], paths: list[str],
         fn_constructor_kwargs={"spec": spec, "threads": tier1.threads},
         batch_size=tier1.batch_size,
         batch_format="numpy",
-        compute=ActorPoolStrategy(size=tier1.actors),
+        compute=ActorPoolStrategy(min_size=1, max_size=tier1.actors),
         num_cpus=tier1.cpus,
     )
     ds = ds.map_batches(
@@ -715,7 +832,7 @@ def _pipeline_write(pipeline: tuple, settings: dict[str, Any], paths: list[str],
         },
         batch_size=tier2.batch_size,
         batch_format="numpy",
-        compute=ActorPoolStrategy(size=tier2.actors),
+        compute=ActorPoolStrategy(min_size=1, max_size=tier2.actors),
         num_cpus=tier2.cpus,
     )
     fs, local = _fs(target)
@@ -770,6 +887,13 @@ def _keys(settings: dict[str, Any], paths: list[str]) -> dict[str, str]:
 # --- after the run: the exactly-once check and --merge --------------------------------------------
 
 
+def _manifest_schema() -> Any:
+    """Each input file's id list: typed, so that header-only files (no rows) concatenate too."""
+    import pyarrow as pa
+
+    return pa.schema([("id", pa.string()), ("line", pa.int64()), ("ok", pa.bool_())])
+
+
 def _manifests(settings: dict[str, Any], paths: list[str]) -> list[tuple[str, str, Any]]:
     """(file, key, table of id/line/ok) per input file, in input order."""
     import pyarrow.parquet as pq
@@ -812,8 +936,8 @@ def check_exactly_once(settings: dict[str, Any], paths: list[str]) -> Distribute
     import pyarrow.compute as pc
 
     manifests = _manifests(settings, paths)
-    tables = [table for _, _, table in manifests]
-    every = pa.concat_tables(tables) if tables else pa.table({"id": [], "line": [], "ok": []})
+    tables = [table.cast(_manifest_schema()) for _, _, table in manifests]
+    every = pa.concat_tables(tables) if tables else _manifest_schema().empty_table()
     good = every.filter(every["ok"])[ID]
     _no_repeats(good, "input", "the id column must be unique")
     output = read_output(settings, [ID, "tier"] if settings["output_format"] != "csv" else None)
@@ -866,7 +990,9 @@ def merge_output(settings: dict[str, Any], paths: list[str], target: str) -> int
 
     table = read_output(settings)
     columns = table.column_names
-    order = pa.concat_tables([t.filter(t["ok"]) for _, _, t in _manifests(settings, paths)])
+    order = pa.concat_tables(
+        [t.cast(_manifest_schema()).filter(t["ok"]) for _, _, t in _manifests(settings, paths)]
+    )
     order = order.append_column("_order", pa.array(np.arange(len(order)))).select([ID, "_order"])
     keyed = table.append_column("_key", table[ID].cast(pa.string()))
     joined = keyed.join(order.rename_columns(["_key", "_order"]), "_key").sort_by("_order")

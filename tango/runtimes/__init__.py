@@ -20,7 +20,16 @@ from tango.runtimes.choice import choose, recorded_options
 from tango.runtimes.onnx import OnnxRuntime, make_session
 from tango.runtimes.torch import TorchRuntime
 
-__all__ = ["PRECISIONS", "RUNTIMES", "OnnxRuntime", "Runtime", "TorchRuntime", "make_runtime", "make_session"]
+__all__ = [
+    "PRECISIONS",
+    "RUNTIMES",
+    "OnnxRuntime",
+    "Runtime",
+    "TorchRuntime",
+    "make_runtime",
+    "make_session",
+    "runtime_settings",
+]
 
 RUNTIMES = ("auto", "onnx", "openvino", "torch")
 # bf16 = weights cast once at load; bf16-autocast = fp32 weights cast per batch (PyTorch only)
@@ -71,3 +80,21 @@ def make_runtime(
             options = recorded_options(path, runtime, precision) if device == "cpu" else {}
         return OpenVinoRuntime(path, threads, precision, **options)
     return TorchRuntime(path, threads, precision, device)
+
+
+def runtime_settings(runtime: Any) -> tuple[str, str, dict[str, Any]]:
+    """(runtime, precision, options) that rebuild ``runtime`` exactly with :func:`make_runtime`.
+
+    What a tier runs on travels as these three (to Ray actors, into run manifests): never guessed
+    from a class name, so a bf16-autocast PyTorch tier stays autocast and an OpenVINO tier keeps
+    its precision and snippets setting.
+    """
+    from tango.runtimes.openvino import OpenVinoRuntime
+
+    if isinstance(runtime, TorchRuntime):
+        return "torch", runtime.precision, {}
+    if isinstance(runtime, OnnxRuntime):
+        return "onnx", "auto", {}  # the file decides the precision
+    if isinstance(runtime, OpenVinoRuntime):
+        return "openvino", runtime.precision, {"snippets": runtime.snippets}
+    return "auto", "auto", {}  # a tier with a runtime of its own (linear): loading decides

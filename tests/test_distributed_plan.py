@@ -1,0 +1,103 @@
+"""The Ray engine's plan, checked without starting Ray (issue #29): resources that cannot be
+scheduled are refused at once, each tier's exact runtime travels to the actors and must
+reproduce the driver's answers, and options of the other engine are refused."""
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from tiny_models import build_tiny_classifier, sentiment_rows
+
+from tango.cli import cli
+from tango.distributed import Stage, TierSpec, check_resources, read_stream_records
+from tango.hardware import bf16_supported
+from tango.linear import fit_linear
+from tango.tiers import Tier
+
+
+def test_a_plan_bigger_than_the_cluster_is_refused_with_its_sizes():
+    with pytest.raises(ValueError, match=r"needs 3 CPUs at once .*1 \(tier-1 actor\).*has 2: it would wait"):
+        check_resources(2.0, Stage(cpus=1.0), Stage(cpus=1.0), 1.0, resuming=False)
+    with pytest.raises(ValueError, match=r"checkpoint filter \(resume\)"):
+        check_resources(2.0, Stage(cpus=0.5), Stage(cpus=0.5), 0.5, resuming=True)
+
+
+def test_the_default_plan_fits_two_cpus_resume_included():
+    from tango.distributed import DEFAULT_READ_CPUS
+
+    check_resources(2.0, Stage(), Stage(), DEFAULT_READ_CPUS, resuming=True)
+    assert Stage().threads == 1 and Stage(cpus=4).threads == 4
+
+
+@pytest.fixture(scope="module")
+def tier_dir(tmp_path_factory):
+    return build_tiny_classifier(tmp_path_factory.mktemp("plan") / "t", seed=3)
+
+
+@pytest.mark.parametrize(
+    "form", ["torch fp32", "torch bf16 autocast", "torch bf16 weights", "onnx", "openvino", "linear"]
+)
+def test_each_runtime_travels_exactly_and_answers_as_on_the_driver(form, tier_dir, tiny_onnx_dir, request):
+    if form.startswith("torch bf16") and not bf16_supported():
+        pytest.skip("no fast bf16 on this CPU")
+    if form == "openvino":
+        directory = request.getfixturevalue("tiny_openvino_dir")
+        tier = Tier.from_pretrained(
+            directory, runtime="openvino", precision="fp32", runtime_options={"snippets": False}
+        )
+    elif form == "onnx":
+        tier = Tier.from_pretrained(tiny_onnx_dir, runtime="onnx")
+    elif form == "linear":
+        rows = sentiment_rows(80, 1)
+        tier = fit_linear(rows.texts, rows.labels, rows.label_names, vectorizer={"n_features": 2**10})
+        tier.save_pretrained(request.getfixturevalue("tmp_path") / "linear")
+        tier = Tier.from_pretrained(request.getfixturevalue("tmp_path") / "linear")
+    else:
+        precision = {
+            "torch fp32": "fp32",
+            "torch bf16 autocast": "bf16-autocast",
+            "torch bf16 weights": "bf16",
+        }
+        tier = Tier.from_pretrained(tier_dir, runtime="torch", precision=precision[form])
+    spec = TierSpec.of(tier)
+    shipped = json.loads(json.dumps(spec.__dict__))  # what reaches an actor is plain data
+    loaded = TierSpec(**shipped).load(threads=1)
+    assert loaded.runtime.description == tier.runtime.description
+    texts = sentiment_rows(20, 2).texts
+    np.testing.assert_array_equal(loaded.predict_proba(texts), tier.predict_proba(texts))
+
+
+def test_a_worker_whose_tier_answers_otherwise_is_refused(tier_dir):
+    tier = Tier.from_pretrained(tier_dir, runtime="torch", precision="fp32")
+    spec = TierSpec.of(tier)
+    spec.expected = (np.asarray(spec.expected)[:, ::-1]).tolist()  # as a drifted runtime would answer
+    with pytest.raises(ValueError, match="answers a sample batch .* away from the driver's"):
+        spec.load(threads=1)
+
+
+@pytest.mark.parametrize("content", [b"", b"id,text\n"])
+def test_empty_and_header_only_shards_are_valid_and_rowless(tmp_path, content):
+    path = tmp_path / "shard.csv"
+    path.write_bytes(content)
+    with open(path, "rb") as file:
+        columns = {"text": "text", "pair": None, "label": None, "id": "id"}
+        assert list(read_stream_records(file, str(path), columns, None)) == []
+
+
+@pytest.mark.parametrize(
+    "extra, refused",
+    [
+        (["--engine", "ray", "--chunk-size", "64"], "--chunk-size does not apply to --engine ray"),
+        (["--engine", "ray", "--threads", "2"], "--threads does not apply to --engine ray"),
+        (["--engine", "ray", "--errors", "e.jsonl"], "--errors does not apply to --engine ray"),
+        (["--merge", "m.jsonl"], "--merge does not apply to the local engine"),
+        (["--tier2-actors", "3"], "--tier2-actors does not apply to the local engine"),
+    ],
+)
+def test_options_of_the_other_engine_are_refused(tier_dir, tmp_path, extra, refused):
+    (tmp_path / "in.jsonl").write_text('{"text": "fine"}\n')
+    args = ["run", "--tier1", str(tier_dir), "--tier2", str(tier_dir), "-i", str(tmp_path / "in.jsonl")]
+    result = CliRunner().invoke(cli, args + ["-o", str(tmp_path / "out.jsonl"), *extra])
+    assert result.exit_code == 2 and refused in result.output, result.output
+    assert not (tmp_path / "out.jsonl").exists()
