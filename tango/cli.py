@@ -543,6 +543,12 @@ def models_list() -> None:
     show_default=True,
     help="Seed of the held-out rows; keep it equal across the tiers of one cascade.",
 )
+@click.option(
+    "--group-column",
+    default=None,
+    help="Hold out whole groups: rows sharing this column's value, or `containment` (a phrase "
+    "goes with the longest row it lies inside, e.g. SST-2's sentences). Recorded.",
+)
 @click.option("--layers", type=int, default=None, help="Keep only the first K encoder layers.")
 @click.option("--teacher", default=None, help="Fine-tuned tier to distil from (soft targets).")
 @click.option("--epochs", type=int, default=1, show_default=True, help="Passes over --train.")
@@ -613,6 +619,7 @@ def train(
       tango train linear --train sst2/train.tsv --dev sst2/dev.tsv --labels sst2 --out DIR
       tango train minilm --layers 2 --train sst2/train.tsv --labels sst2 --out DIR
       tango train minilm --train sst2/train.tsv --calibration-rows 3000 --labels sst2 --out DIR
+      tango train minilm --train sst2/train.tsv --calibration-rows 30000 --group-column containment --out DIR
       tango train minilm --teacher mpnet-base-sst2 --train sst2/train.tsv --out DIR
       tango train minilm --early-exit sweet --exits 1,2,4,6 --train sst2/train.tsv --out DIR
     """

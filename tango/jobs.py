@@ -141,6 +141,7 @@ def train(
     label_names: list[str] | None = None,
     calibration_rows: int | None = None,
     calibration_seed: int = 0,
+    group_column: str | None = None,
     early_exit: str | None = None,
     exits: str = "all",
     pooling: str = "mean",
@@ -153,7 +154,8 @@ def train(
     """Train ``model`` on ``train_path`` into ``out_dir`` and register it: ``linear`` fits a
     TF-IDF + logistic-regression tier, ``early_exit`` (a loss scheme) a multi-exit model, else a
     fine-tuned tier (``options``: :func:`tango.training.train_classifier`'s). Calibration rows are
-    held out of the file first and recorded in ``tango_train.json`` for `tango calibrate`."""
+    held out of the file first (``group_column``: whole groups, a column or ``containment``) and
+    recorded in ``tango_train.json`` for `tango calibrate`."""
     from tango.splits import overlap_warning, record_training_file, text_overlap, training_rows
 
     rows = training_rows(
@@ -165,6 +167,7 @@ def train(
         label_names=label_names,
         calibration_rows=calibration_rows,
         calibration_seed=calibration_seed,
+        group_column=group_column,
     )
     if model == "linear":
         log(_train_linear(rows.train, rows.dev, out_dir, name))
@@ -178,8 +181,9 @@ def train(
         log(_train_tier(model, rows.train, rows.dev, out_dir, name, bf16, options))
     record_training_file(out_dir, train_path, rows.held)
     if held := rows.held:
+        grouped = f" ({held.group_count} whole groups by {held.groups})" if held.groups else ""
         log(
-            f"held out {held.rows} calibration rows of {held.of} (seed {held.seed}); "
+            f"held out {held.held or held.rows} calibration rows of {held.of}{grouped} (seed {held.seed}); "
             "`tango calibrate` uses them"
         )
         if warning := overlap_warning(text_overlap(rows.calibration, rows.train), train_path):

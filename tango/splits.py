@@ -4,8 +4,16 @@ A gate's threshold is only as good as the rows that chose it. Dev sets are small
 SST-2: half a point is four rows), so ``tango train --calibration-rows N`` keeps N seeded rows of
 the training file out of training and records which in the tier's ``tango_train.json``;
 ``tango calibrate`` without ``--dev`` reloads exactly those rows. The rows depend only on the
-file's contents, N and the seed, so every tier trained on the same file with the same N and seed
-holds out the same rows, and none of them has seen any.
+file's contents, N, the seed and the grouping, so every tier trained on the same file with the
+same settings holds out the same rows, and none of them has seen any.
+
+**Groups** (``--group-column COL`` or ``--group-column containment``) hold out whole groups: every
+row of a group is held out or none is. ``containment`` groups a file of phrases (SST-2's training
+file holds every phrase of its sentences) by the longest row each row lies inside, word for word,
+so a held-out sentence leaves training together with every phrase of it, and the calibration
+rows are the held-out full sentences (each group's root): new text, like a dev set. (A short
+phrase found in several sentences belongs to one group only, so the held-out phrases are not all
+new; they are kept out of training and out of calibration.)
 """
 
 from __future__ import annotations
@@ -40,20 +48,97 @@ def file_sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
+CONTAINMENT = "containment"  # --group-column value: group phrases with the row they lie inside
+
+
+def containment_groups(texts: list) -> np.ndarray:
+    """Group id per row: the longest row that contains it word for word (itself if none does).
+
+    Rows are taken longest first; a row no earlier row contains starts a group and registers every
+    contiguous run of its words, so a later row inside it (a phrase of the sentence) joins its
+    group. Containment is transitive, so only group roots need registering: about L^2/2 runs per
+    root of L words (SST-2's 67k rows: ~10k roots, a few seconds).
+    """
+    words = [_words(t) for t in texts]
+    order = sorted(range(len(texts)), key=lambda i: -len(words[i]))
+    owner: dict[tuple[str, ...], int] = {}
+    groups = np.empty(len(texts), dtype=np.int64)
+    for i in order:
+        root = owner.get(words[i])
+        if root is None:
+            root = i
+            tokens = words[i]
+            for start in range(len(tokens)):
+                for end in range(start + 1, len(tokens) + 1):
+                    owner.setdefault(tokens[start:end], root)
+        groups[i] = root
+    return groups
+
+
+def _words(text: Any) -> tuple[str, ...]:
+    return tuple((" ".join(text) if isinstance(text, tuple) else str(text)).lower().split())
+
+
+def column_groups(path: str | Path, column: str, columns: dict[str, str | None]) -> np.ndarray:
+    """Group id per row from a column of the file (rows read as ``load_labelled`` reads them)."""
+    from tango.data import Record, read_records
+
+    values: dict[str, int] = {}
+    groups = []
+    text, pair = columns.get("text_column") or "text", columns.get("text_pair_column")
+    for item in read_records(path, text, pair, columns.get("label_column"), id_column=column):
+        if isinstance(item, Record):
+            groups.append(values.setdefault(str(item.id), len(values)))
+    return np.asarray(groups, dtype=np.int64)
+
+
+def row_groups(data: LabelledData, path: str | Path, spec: str | None, columns: dict) -> np.ndarray | None:
+    """The groups ``spec`` names for the rows of ``path`` (None: every row on its own)."""
+    if spec is None:
+        return None
+    groups = containment_groups(data.texts) if spec == CONTAINMENT else column_groups(path, spec, columns)
+    if len(groups) != len(data):
+        raise ValueError(f"{path}: read {len(groups)} values of {spec!r} for {len(data)} rows")
+    return groups
+
+
+def held_out_by_group(groups: np.ndarray, rows: int, seed: int) -> np.ndarray:
+    """Whole groups, in a seeded order, until at least ``rows`` rows are held out. Sorted indices."""
+    unique, inverse, counts = np.unique(groups, return_inverse=True, return_counts=True)
+    order = np.random.default_rng(seed).permutation(len(unique))
+    taken = order[: int(np.searchsorted(np.cumsum(counts[order]), rows)) + 1]
+    return np.flatnonzero(np.isin(inverse, taken))
+
+
 @dataclass(frozen=True)
 class HeldOutRows:
     """Which rows of which file were kept out of training, and how to read them again."""
 
     file: str  # absolute path when carved
     sha256: str  # of the whole file: a changed file cannot pass for the one carved
-    rows: int  # held out
+    rows: int  # held out (with groups: at least this many, whole groups)
     of: int  # rows in the file
     seed: int
     columns: dict[str, str | None]  # text_column, text_pair_column, label_column as given
+    groups: str | None = None  # None, "containment" or a column: rows held out by whole groups
+    held: int | None = None  # rows kept out of training (groups make it a little more than ``rows``)
+    group_count: int | None = None  # groups held out (with containment: the calibration rows)
 
-    def indices(self) -> np.ndarray:
-        """The held-out row indices, sorted."""
-        return np.sort(np.random.default_rng(self.seed).permutation(self.of)[: self.rows])
+    def indices(self, groups: np.ndarray | None = None) -> np.ndarray:
+        """The row indices kept out of training, sorted; ``groups`` (per row) when grouped."""
+        if self.groups is None:
+            return np.sort(np.random.default_rng(self.seed).permutation(self.of)[: self.rows])
+        if groups is None:
+            raise ValueError(f"the rows of {self.file} were held out by {self.groups!r}: give the groups")
+        return held_out_by_group(groups, self.rows, self.seed)
+
+    def calibration_indices(self, groups: np.ndarray | None = None) -> np.ndarray:
+        """The held-out rows that calibrate: all of them, or with ``containment`` each held-out
+        group's root (the full sentence, which no training row contains)."""
+        held = self.indices(groups)
+        if self.groups != CONTAINMENT:
+            return held
+        return held[groups[held] == held]
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -76,22 +161,40 @@ class HeldOutRows:
         data = load_labelled(self.file, label_names=label_names, **self.columns)
         if len(data) != self.of:
             raise ValueError(f"{self.file} now reads as {len(data)} rows, not {self.of}; pass --dev FILE")
-        source = f"{self.file}: {self.rows} calibration rows held out of training (seed {self.seed})"
-        rest = np.setdiff1d(np.arange(len(data)), self.indices())
-        return replace(data.subset(self.indices()), source=source), data.subset(rest)
+        groups = row_groups(data, self.file, self.groups, self.columns)
+        calibration = self.calibration_indices(groups)
+        by = f", whole groups by {self.groups}" if self.groups else ""
+        source = (
+            f"{self.file}: {len(calibration)} calibration rows held out of training (seed {self.seed}{by})"
+        )
+        rest = np.setdiff1d(np.arange(len(data)), self.indices(groups))
+        return replace(data.subset(calibration), source=source), data.subset(rest)
 
 
 def carve_calibration_rows(
-    data: LabelledData, path: str | Path, rows: int, seed: int, columns: dict[str, str | None]
+    data: LabelledData,
+    path: str | Path,
+    rows: int,
+    seed: int,
+    columns: dict[str, str | None],
+    groups: str | None = None,
 ) -> tuple[LabelledData, HeldOutRows | None]:
-    """Split ``data`` (all of ``path``) into training rows and ``rows`` held-out calibration rows."""
+    """Split ``data`` (all of ``path``) into training rows and ``rows`` held-out calibration rows
+    (with ``groups``: whole groups, at least ``rows`` rows; see :func:`containment_groups`)."""
     if rows == 0:
         return data, None
     if not 0 < rows < len(data):
         raise ValueError(f"--calibration-rows must be between 0 and {len(data) - 1} for {path}, got {rows}")
-    held = HeldOutRows(str(Path(path).resolve()), file_sha256(path), rows, len(data), seed, dict(columns))
-    keep = np.setdiff1d(np.arange(len(data)), held.indices())
-    source = f"{data.source or path} without {rows} calibration rows (seed {seed})"
+    per_row = row_groups(data, path, groups, columns)
+    held = HeldOutRows(
+        str(Path(path).resolve()), file_sha256(path), rows, len(data), seed, dict(columns), groups
+    )
+    indices = held.indices(per_row)
+    if groups is not None:
+        held = replace(held, held=len(indices), group_count=len(np.unique(per_row[indices])))
+    keep = np.setdiff1d(np.arange(len(data)), indices)
+    by = f", whole groups by {groups}" if groups else ""
+    source = f"{data.source or path} without {len(indices)} calibration rows (seed {seed}{by})"
     return replace(data.subset(keep), source=source), held
 
 
@@ -190,7 +293,9 @@ def calibration_rows_for(tier_paths: list[Path], label_names: list[str]) -> tupl
         if trained_on(path, held):
             raise ValueError(
                 f"tier {k} ({path}) was trained on {held.file} without holding out tier 1's calibration "
-                f"rows; train it with --calibration-rows {held.rows} --seed {held.seed}, or pass --dev FILE"
+                f"rows; train it with --calibration-rows {held.rows} --calibration-seed {held.seed}"
+                + (f" --group-column {held.groups}" if held.groups else "")
+                + ", or pass --dev FILE"
             )
     rows, trained = held.load_with_rest(label_names)
     return rows, text_overlap(rows, trained)
@@ -216,6 +321,7 @@ def training_rows(
     label_names: list[str] | None = None,
     calibration_rows: int | None = None,
     calibration_seed: int = 0,
+    group_column: str | None = None,
 ) -> TrainingRows:
     """Read ``train_path``; hold out its calibration rows; take the dev rows from ``dev_path`` or,
     without one, a seeded ``dev_fraction`` of the rest (each part's ``source`` says which)."""
@@ -223,7 +329,9 @@ def training_rows(
     whole = load_labelled(train_path, label_names=label_names, **columns)
     if calibration_rows is None:
         calibration_rows = default_calibration_rows(len(whole))
-    data, held = carve_calibration_rows(whole, train_path, calibration_rows, calibration_seed, columns)
+    data, held = carve_calibration_rows(
+        whole, train_path, calibration_rows, calibration_seed, columns, group_column
+    )
     dev = load_labelled(dev_path, label_names=data.label_names, **columns) if dev_path else None
     if dev is None and dev_fraction:
         train_rows, dev_rows = split_rows(len(data), dev_fraction, seed)
@@ -232,5 +340,8 @@ def training_rows(
             replace(data.subset(rows), source=f"{train_path} {part} of {split}")
             for part, rows in (("train", train_rows), ("dev", dev_rows))
         )
-    calibration = whole.subset(held.indices()) if held else None
+    calibration = None
+    if held:
+        groups = row_groups(whole, train_path, held.groups, columns)
+        calibration = whole.subset(held.calibration_indices(groups))
     return TrainingRows(data, dev, calibration, held)
