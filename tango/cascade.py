@@ -237,7 +237,7 @@ class Cascade:
     def fit(
         self,
         texts: Texts,
-        labels: Sequence[str] | Sequence[int] | np.ndarray,
+        labels: Sequence[str] | Sequence[int] | np.ndarray | None = None,
         *,
         max_drop: float | None = None,
         min_speedup: float | None = None,
@@ -250,12 +250,16 @@ class Cascade:
         report_dir: str | Path | None = None,
         new_rows: int | None = None,
     ) -> Cascade:
-        """Fit one temperature per tier and choose the thresholds on labelled rows; ``self``.
+        """Fit one temperature per tier and choose the thresholds on rows like the traffic; ``self``.
 
         ``labels`` are label names (tier 1's, or any tier's case) or integer ids into
-        :attr:`classes_`. Give at most one target: ``max_drop`` (accuracy points below the last
-        tier alone, met at ``confidence_level`` on new rows; ``None`` = on these rows only; any
-        number of tiers), ``min_speedup``, ``max_escalation`` or ``guarantee`` = EPS with
+        :attr:`classes_`; ``None`` fits on **unlabelled** rows like the traffic: the last tier's
+        answers stand in for labels and ``max_drop`` is certified on disagreement with it, which
+        bounds the drop without a label (:func:`tango.tuning.fit_cascade`).
+
+        Give at most one target: ``max_drop`` (accuracy points below the last tier alone, met at
+        ``confidence_level`` on new rows; ``None`` = on these rows only; any number of tiers),
+        ``min_speedup``, ``max_escalation`` or ``guarantee`` = EPS with
         ``delta`` (two tiers). With no target only temperatures are fitted and the thresholds
         stay the ``thresholds`` parameter. Certified targets fit temperatures on a seeded
         ``temperature_fraction`` of the rows and choose thresholds on the rest. ``report_dir``

@@ -822,6 +822,13 @@ def probe(tier: str, data: str | None, rows: int, threads: int | None, batch_siz
     help="Split the --dev file: calibrate on this fraction, report test accuracy on the rest.",
 )
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the --dev-fraction split.")
+@click.option(
+    "--unlabelled",
+    multiple=True,
+    type=click.Path(exists=True, dir_okay=False),
+    help="Unlabelled rows like the traffic (repeatable): fit the gate without labels, the target "
+    "certified on disagreement with the last tier. With --dev, its labelled rows are scored too.",
+)
 @data_options
 @tier_options  # create the cascade from these tiers (else CASCADE_OUT must hold one)
 @confidence_option
@@ -878,6 +885,7 @@ def calibrate(
     test_path: str | None,
     dev_fraction: float | None,
     seed: int,
+    unlabelled: tuple[str, ...],
     text_column: str | None,
     pair_column: str | None,
     label_column: str | None,
@@ -911,6 +919,7 @@ def calibrate(
       tango calibrate cascades/sst2 --tiers linear-sst2,distil,large --max-drop 0.5   # held-out rows
       tango calibrate cascades/sst2 --dev dev.tsv --min-speedup 3
       tango calibrate cascades/sst2 --dev dev.tsv --guarantee 0.02 --delta 0.1
+      tango calibrate cascades/sst2 --unlabelled traffic.jsonl --max-drop 0.5 --dev dev.tsv
     """
     from tango.jobs import calibrate as calibrate_job
     from tango.jobs import calibrate_exits, early_exit_dir
@@ -918,7 +927,17 @@ def calibrate(
     columns = {"text_column": text_column, "text_pair_column": pair_column, "label_column": label_column}
     if exits_dir := early_exit_dir(cascade_out):
         refuse_unused(
-            ("tier1", "tier2", "tier3", "tiers", "test_path", "dev_fraction", "seed", "confidence")
+            (
+                "tier1",
+                "tier2",
+                "tier3",
+                "tiers",
+                "test_path",
+                "dev_fraction",
+                "seed",
+                "confidence",
+                "unlabelled",
+            )
             + ("min_speedup", "max_escalation", "guarantee", "delta", "runtime", "threads")
             + ("confidence_level", "new_rows", "in_sample"),
             f"an early-exit model ({cascade_out} holds early_exit.json)",
@@ -936,6 +955,12 @@ def calibrate(
         raise click.UsageError("--text-column/--pair-column/--label-column describe --dev; give --dev FILE")
     if test_path and dev_fraction is not None:
         raise click.UsageError("give --test or --dev-fraction, not both")
+    if unlabelled:
+        refuse_unused(
+            ("test_path", "dev_fraction"),
+            "--unlabelled",
+            "the gate is fitted on the unlabelled rows; --dev FILE gives the labelled rows to check it on",
+        )
     names = tier_names(tiers, tier1, tier2, tier3)
     cascade = build_cascade(None if names else cascade_out, names, (), confidence, runtime, threads, 32)
     targets = dict(max_drop=max_drop, min_speedup=min_speedup, max_escalation=max_escalation)
@@ -950,6 +975,7 @@ def calibrate(
         dev_fraction=dev_fraction,
         seed=seed,
         columns=columns,
+        unlabelled=list(unlabelled),
         **terminal(),
         **targets,
     )

@@ -450,6 +450,30 @@ def load_labelled(
     return LabelledData(texts, labels, names, str(path))
 
 
+def load_texts(
+    path: str | Path,
+    text_column: str | None = None,
+    text_pair_column: str | None = None,
+    format: str | None = None,
+) -> list:
+    """The texts (or text pairs) of an unlabelled file, whole; columns guessed when not given.
+    Any bad row makes this raise ValueError with the line numbers of the first ten."""
+    if text_column is None:
+        text_column, guessed_pair, _ = guess_columns(path, format, label=False)
+        text_pair_column = text_pair_column or guessed_pair
+    texts, bad = [], []
+    for item in read_records(path, text_column, text_pair_column, format=format):
+        (bad if isinstance(item, RowError) else texts).append(
+            item if isinstance(item, RowError) else item.text
+        )
+    if bad:
+        listed = "; ".join(f"line {e.line}: {e.message}" for e in bad[:10])
+        raise ValueError(f"{str(path)!r} has {len(bad)} bad row(s): {listed}")
+    if not texts:
+        raise ValueError(f"{str(path)!r} has no rows")
+    return texts
+
+
 def split_rows(n: int, dev_fraction: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """A seeded random split of ``range(n)`` into (train, dev) index arrays, each sorted."""
     if not 0 < dev_fraction < 1:

@@ -300,16 +300,23 @@ def calibrate(
     seed: int = 0,
     columns: dict[str, str | None] | None = None,
     in_sample: bool = False,
+    unlabelled: list[str] | None = None,
     log: Log = print,
     warn: Log = _stderr,
     **targets: Any,
 ) -> None:
     """Fit ``cascade``'s temperatures and thresholds, save it in ``cascade_out`` (evidence in its
     ``calibration/``), and report; ``dev_fraction`` keeps the rest of the rows as a test set.
-    ``targets``: :meth:`tango.cascade.Cascade.fit`'s (max_drop, min_speedup, ...; default max_drop 0.5)."""
+    ``targets``: :meth:`tango.cascade.Cascade.fit`'s (max_drop, min_speedup, ...; default max_drop 0.5).
+    ``unlabelled`` files fit the gate without labels (on disagreement with the last tier); labelled
+    rows given too (``dev_path``) are then scored by the calibrated cascade, as a check."""
     from tango.tuning import CalibrationReport, format_report
 
     columns = columns or {}
+    if unlabelled:
+        return _calibrate_unlabelled(
+            cascade, cascade_out, unlabelled, dev_path, columns, in_sample, log, targets
+        )
     dev = calibration_rows(cascade, dev_path, columns, warn)
     classes = list(cascade.classes_)
     test = load_labelled(test_path, **columns, label_names=classes) if test_path else None
@@ -333,6 +340,57 @@ def calibrate(
             f"escalated {result['escalated']:.1%}, {result['rows_per_s']:.0f} rows/s"
         )
     log(f"saved to {cascade_out}")
+
+
+def _calibrate_unlabelled(
+    cascade: Any,
+    cascade_out: str,
+    files: list[str],
+    dev_path: str | None,
+    columns: dict[str, str | None],
+    in_sample: bool,
+    log: Log,
+    targets: dict[str, Any],
+) -> None:
+    """The label-free gate: fitted on unlabelled rows, certified on disagreement with the last tier;
+    with labelled rows beside them, their accuracy under the calibrated cascade is shown too."""
+    from tango.data import load_texts
+    from tango.tuning import CalibrationReport, format_report
+
+    texts = [
+        t
+        for path in files
+        for t in load_texts(path, columns.get("text_column"), columns.get("text_pair_column"))
+    ]
+    if not any(
+        targets.get(k) is not None for k in ("max_drop", "min_speedup", "max_escalation", "guarantee")
+    ):
+        targets["max_drop"] = 0.5
+    if in_sample:
+        targets["confidence_level"] = None
+    cascade.fit(texts, None, report_dir=Path(cascade_out) / "calibration", **targets)
+    cascade.save_pretrained(cascade_out)
+    log(format_report(CalibrationReport.from_dict(cascade.calibration_)))
+    if dev_path:
+        labelled = load_labelled(dev_path, **columns, label_names=list(cascade.classes_))
+        last = last_tier_accuracy(cascade, labelled)
+        result = evaluate(cascade, labelled)
+        log(
+            f"labelled check ({result['rows']} rows of {dev_path}): the cascade {result['accuracy']:.2%}, "
+            f"the last tier alone {last:.2%} ({100 * (result['accuracy'] - last):+.2f} points), "
+            f"escalated {result['escalated']:.1%}"
+        )
+    log(f"saved to {cascade_out}")
+
+
+def last_tier_accuracy(cascade: Any, data: LabelledData) -> float:
+    """The last tier's own accuracy on labelled rows (what the drop is measured against)."""
+    from tango.tuning import align_labels
+
+    last = cascade._validated()[0][-1]
+    return float(
+        (last.predict_proba(data.texts).argmax(axis=1) == align_labels(data, list(cascade.classes_))).mean()
+    )
 
 
 def early_exit_dir(name: str) -> Path | None:

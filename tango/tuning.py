@@ -68,6 +68,9 @@ class CalibrationReport:
     threshold_rows: int = 0  # rows that chose the thresholds (disjoint from the above if certified)
     thresholds: list[float] = field(default_factory=list)  # one per tier boundary
     choice: dict[str, Any] | None = None  # max_drop: the chosen setting's drop, bound, cost
+    # What the rows' "labels" were: "labels" (given), or "last tier" (unlabelled rows: the last
+    # tier's answers, so accuracies are agreement with it and the drop is disagreement with it)
+    reference: str = "labels"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -100,7 +103,7 @@ def fit_cascade(
     tiers: list[Tier],
     kind: str,
     texts: Texts,
-    labels: Sequence[str] | Sequence[int] | np.ndarray,
+    labels: Sequence[str] | Sequence[int] | np.ndarray | None,
     *,
     max_drop: float | None = None,
     min_speedup: float | None = None,
@@ -145,10 +148,15 @@ def fit_cascade(
     if len(tiers) > 2 and set(targets) - {"max_drop"}:
         raise ValueError(f"with {len(tiers)} tiers the target must be max_drop, got {sorted(targets)}")
     rows = as_texts(texts)
-    y = label_ids(labels, list(tiers[0].labels))
-    if len(rows) != len(y):
+    label_free = labels is None
+    if label_free and len(tiers) < 2:
+        raise ValueError("unlabelled rows calibrate against the last tier: give two tiers or more")
+    y = None if label_free else label_ids(labels, list(tiers[0].labels))
+    if y is not None and len(rows) != len(y):
         raise ValueError(f"{len(rows)} texts but {len(y)} labels: give one label per text")
     logits, costs = score_tiers(tiers, rows)
+    if label_free:
+        y = logits[-1].argmax(axis=1)  # the last tier's answers stand in for the labels
     gate = fit_gate(
         logits,
         y,
@@ -160,6 +168,7 @@ def fit_cascade(
         temperature_fraction=temperature_fraction,
         seed=seed,
         new_rows=new_rows,
+        fit_last=not label_free,
     )
     report = CalibrationReport(
         rows=len(rows),
@@ -173,6 +182,7 @@ def fit_cascade(
         threshold_rows=len(gate.choose_rows),
         thresholds=gate.thresholds,
         choice=gate.choice,
+        reference="last tier" if label_free else "labels",
     )
     if report_dir:
         _write_evidence(Path(report_dir), report, logits, gate, y, [t.path.name for t in tiers])
@@ -228,16 +238,20 @@ def fit_gate(
     temperature_fraction: float = TEMPERATURE_FRACTION,
     seed: int = 0,
     new_rows: int | None = None,
+    fit_last: bool = True,
 ) -> GateFit:
     """The gate from precomputed logits: what ``fit_cascade`` does after running the tiers.
 
     Separate so that studies (many resplits of one scored set) reuse one scoring pass.
+    ``fit_last=False`` keeps the last tier's temperature at 1 (its answers are the labels).
     """
     certified = "guarantee" in targets or ("max_drop" in targets and confidence_level is not None)
     if new_rows is not None and not ("max_drop" in targets and confidence_level is not None):
         raise ValueError("new_rows applies to a certified max_drop (max_drop with a confidence_level)")
     fit_rows, choose_rows = _split_rows(len(labels), temperature_fraction if certified else None, seed)
-    scalers = [TemperatureScaler().fit(z[fit_rows], labels[fit_rows]) for z in logits]
+    scalers = [TemperatureScaler().fit(z[fit_rows], labels[fit_rows]) for z in logits[:-1]]
+    last = logits[-1]
+    scalers.append(TemperatureScaler().fit(last[fit_rows], labels[fit_rows]) if fit_last else _unit(last))
     gate = GateFit(scalers, [], fit_rows, choose_rows)
     if not targets:
         return gate
@@ -274,6 +288,13 @@ def fit_gate(
             gate.thresholds = [select_threshold(gate.curve, **targets)]
     gate.thresholds = [float(t) for t in gate.thresholds]
     return gate
+
+
+def _unit(logits: np.ndarray) -> TemperatureScaler:
+    """A scaler left at temperature 1 (nothing to fit it to), for logits of this many classes."""
+    scaler = TemperatureScaler()
+    scaler.temperature_, scaler.n_classes_ = 1.0, logits.shape[1]
+    return scaler
 
 
 def _split_rows(n: int, fit_fraction: float | None, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -437,14 +458,16 @@ def _exit_curve(confidences: np.ndarray, correct: np.ndarray, layers: np.ndarray
 
 def format_report(report: CalibrationReport) -> str:
     """The calibration report as a small table (what `tango calibrate` prints)."""
+    unlabelled = report.reference == "last tier"
     lines = [
-        f"calibrated on {report.rows} rows"
+        f"calibrated on {report.rows} {'unlabelled ' if unlabelled else ''}rows"
         + (
             f" (temperatures on {report.temperature_rows}, thresholds on the other {report.threshold_rows})"
             if report.temperature_rows != report.rows
             else ""
         ),
-        "tier  temperature  accuracy  ECE before -> after  NLL before -> after  ms/row",
+        "tier  temperature  accuracy  ECE before -> after  NLL before -> after  ms/row"
+        + ("   (against the last tier's answers: accuracy = agreement)" if unlabelled else ""),
     ]
     for k, t in enumerate(report.tiers):
         lines.append(
@@ -456,7 +479,10 @@ def format_report(report: CalibrationReport) -> str:
         expected = ", ".join(f"{k} {v:.4g}" for k, v in report.expected.items())
         lines.append(f"threshold {report.threshold:.6g} for target {report.target}: {expected}")
     if c := report.choice:
-        head = f"thresholds {', '.join(f'{t:.6g}' for t in c['thresholds'])}: drop {c['drop']:.2f} points on "
+        what = "disagreement with the last tier" if unlabelled else "drop"
+        head = (
+            f"thresholds {', '.join(f'{t:.6g}' for t in c['thresholds'])}: {what} {c['drop']:.2f} points on "
+        )
         if c["drop_bound"] is None:
             lines.append(f"{head}these rows (in-sample: no margin for new rows); speedup {c['speedup']:.2f}x")
         else:
