@@ -551,6 +551,24 @@ def models_list() -> None:
 )
 @click.option("--layers", type=int, default=None, help="Keep only the first K encoder layers.")
 @click.option("--teacher", default=None, help="Fine-tuned tier to distil from (soft targets).")
+@click.option(
+    "--unlabelled",
+    multiple=True,
+    type=click.Path(exists=True, dir_okay=False),
+    help="Unlabelled in-domain file (repeatable): the --teacher scores its rows once (cached, "
+    "resumable) and the tier learns them from its soft targets.",
+)
+@click.option(
+    "--split-sentences",
+    is_flag=True,
+    help="Cut the --unlabelled texts into sentences (<br /> removed): reviews become SST-2-like rows.",
+)
+@click.option(
+    "--unlabelled-rows",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Use at most this many --unlabelled rows (a sample seeded by --seed).",
+)
 @click.option("--epochs", type=int, default=1, show_default=True, help="Passes over --train.")
 @click.option("--batch-size", type=int, default=32, show_default=True, help="Rows per step.")
 @click.option(
@@ -621,6 +639,8 @@ def train(
       tango train minilm --train sst2/train.tsv --calibration-rows 3000 --labels sst2 --out DIR
       tango train minilm --train sst2/train.tsv --calibration-rows 30000 --group-column containment --out DIR
       tango train minilm --teacher mpnet-base-sst2 --train sst2/train.tsv --out DIR
+      tango train minilm --teacher mpnet-base-sst2 --train sst2/train.tsv --unlabelled imdb/train.jsonl \
+          --split-sentences --out DIR
       tango train minilm --early-exit sweet --exits 1,2,4,6 --train sst2/train.tsv --out DIR
     """
     from tango.data import parse_label_names
@@ -641,7 +661,7 @@ def refuse_training_options(model: str, early_exit: str | None) -> None:
         )
     elif early_exit:
         refuse_unused(
-            ("teacher", "layers"),
+            ("teacher", "layers", "unlabelled", "split_sentences", "unlabelled_rows"),
             "--early-exit training",
             "a multi-exit model keeps every layer and learns from the labels alone (no teacher)",
         )
@@ -653,6 +673,9 @@ def refuse_training_options(model: str, early_exit: str | None) -> None:
 TRANSFORMER_ONLY = (
     "layers",
     "teacher",
+    "unlabelled",
+    "split_sentences",
+    "unlabelled_rows",
     "epochs",
     "batch_size",
     "lr",

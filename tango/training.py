@@ -58,6 +58,11 @@ class TrainConfig:
     teacher: str | None = None  # fine-tuned tier to distil from (same labels)
     distill_alpha: float = 0.5  # weight of the KL term; 1 - alpha goes to cross-entropy
     distill_temperature: float = 2.0  # softens both distributions in the KL term
+    # Unlabelled in-domain files the teacher scores once; tier 1 learns them from its soft targets
+    # alone (TinyBERT's augmentation). Needs a teacher.
+    unlabelled: tuple[str, ...] = ()
+    split_sentences: bool = False  # cut the unlabelled texts into sentences (reviews -> SST-2-like rows)
+    unlabelled_rows: int | None = None  # at most this many unlabelled rows (seeded sample)
     checkpoint_every: int = 500  # steps between resumable checkpoints
     resume: bool = True  # continue from out_dir/checkpoint when its settings match
     log_every: int = 20  # steps between progress-bar updates of loss and examples/s
@@ -160,12 +165,77 @@ def _optimizer(net, params: list[torch.nn.Parameter], config: TrainConfig, total
     return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
 
 
+UNLABELLED = -1  # the label id of a row the teacher alone teaches
+
+
+def _texts_digest(texts: list) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    for text in texts:
+        digest.update(repr(text).encode() + b"\0")
+    return digest.hexdigest()
+
+
+def load_unlabelled(config: TrainConfig) -> list:
+    """The unlabelled rows ``config`` names: each file's texts (cut into sentences when asked,
+    ``<br />`` removed), in file order, then a seeded sample of ``unlabelled_rows`` if set."""
+    from tango.data import load_texts
+    from tango.sentences import clean_text, sentences_of
+
+    texts: list = []
+    for path in config.unlabelled:
+        found = load_texts(path)
+        if config.split_sentences:
+            found = list(sentences_of(t for t in found if isinstance(t, str)))
+        else:
+            found = [clean_text(t) if isinstance(t, str) else t for t in found]
+        texts.extend(t for t in found if t)
+    if config.unlabelled_rows is not None and config.unlabelled_rows < len(texts):
+        keep = np.sort(np.random.default_rng(config.seed).permutation(len(texts))[: config.unlabelled_rows])
+        texts = [texts[i] for i in keep]
+    return texts
+
+
+def with_unlabelled(train: LabelledData, config: TrainConfig) -> LabelledData:
+    """The labelled rows followed by the unlabelled ones (label -1), when the config names any."""
+    if not config.unlabelled:
+        return train
+    if not config.teacher:
+        raise ValueError(
+            "unlabelled rows are learnt from a teacher's soft targets: give a teacher (--teacher)"
+        )
+    extra = load_unlabelled(config)
+    if not extra:
+        raise ValueError(f"the unlabelled files {list(config.unlabelled)} hold no rows")
+    labels = np.concatenate([train.labels, np.full(len(extra), UNLABELLED, dtype=np.int64)])
+    source = f"{train.source} + {len(extra)} unlabelled rows of {', '.join(config.unlabelled)}"
+    return LabelledData(list(train.texts) + extra, labels, train.label_names, source)
+
+
+def _record_unlabelled(out_dir: Path, labelled: LabelledData, rows: int) -> None:
+    record = json.loads((out_dir / TRAIN_FILE).read_text())
+    record.update(labelled_rows=len(labelled), unlabelled_rows=rows)
+    (out_dir / TRAIN_FILE).write_text(json.dumps(record, indent=2))
+
+
+TEACHER_CHUNK = 4096  # rows the teacher scores between saves of its logits (a kill loses at most these)
+
+
 def _teacher_logits(teacher: str, data: LabelledData, config: TrainConfig, cache: Path) -> torch.Tensor:
-    """The teacher's logits over the training rows, computed once (bf16) and cached."""
+    """The teacher's logits over the training rows, computed once (bf16) and cached; the
+    scoring itself resumes from the last saved chunk (unlabelled files run to 100,000s of rows)."""
+    identity = {"teacher": str(resolve(teacher)), "rows": len(data), "texts": _texts_digest(data.texts)}
+    identity_file = cache.with_name(cache.stem + ".json")
+    if identity_file.exists() and json.loads(identity_file.read_text()) != identity:
+        cache.unlink(missing_ok=True)  # scored for other rows or another teacher: start again
+        cache.with_name(cache.stem + ".partial.npy").unlink(missing_ok=True)
     if cache.exists():
         logits = np.load(cache)
         if len(logits) == len(data):
             return torch.from_numpy(logits)
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    identity_file.write_text(json.dumps(identity))
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     teacher_dir = resolve(teacher)
@@ -177,27 +247,44 @@ def _teacher_logits(teacher: str, data: LabelledData, config: TrainConfig, cache
             f"{data.label_names}; pass matching label names (--labels)"
         )
     tokenizer = AutoTokenizer.from_pretrained(teacher_dir)
-    rows = tokenize(tokenizer, data.texts, config.max_length)
-    logits = _predict_logits(
-        model,
-        rows,
-        tokenizer.pad_token_id,
-        batch_size=config.eval_batch_size,
-        bf16=_use_bf16(config.bf16),
-        progress="teacher logits",
-    )
     cache.parent.mkdir(parents=True, exist_ok=True)
+    partial = cache.with_name(cache.stem + ".partial.npy")
+    done = np.load(partial) if partial.exists() else np.zeros((0, len(names)), dtype=np.float32)
+    bar = tqdm(total=len(data), initial=len(done), desc="teacher logits", unit="row", mininterval=5)
+    parts = [done]
+    for start in range(len(done), len(data), TEACHER_CHUNK):
+        rows = tokenize(tokenizer, data.texts[start : start + TEACHER_CHUNK], config.max_length)
+        bf16 = _use_bf16(config.bf16)
+        parts.append(
+            _predict_logits(model, rows, tokenizer.pad_token_id, batch_size=config.eval_batch_size, bf16=bf16)
+        )
+        np.save(partial.with_suffix(".tmp.npy"), np.concatenate(parts))
+        partial.with_suffix(".tmp.npy").replace(partial)  # atomic: a kill keeps the chunks before it
+        bar.update(len(parts[-1]))
+    bar.close()
+    logits = np.concatenate(parts)
     np.save(cache, logits)
+    partial.unlink(missing_ok=True)
     return torch.from_numpy(logits)
 
 
 def _loss(
     logits: torch.Tensor, labels: torch.Tensor, soft: torch.Tensor | None, config: TrainConfig
 ) -> torch.Tensor:
-    """Cross-entropy; with a teacher, alpha * T^2 * KL(teacher_T || student_T) + (1-alpha) * CE."""
-    ce = F.cross_entropy(logits, labels)
+    """Cross-entropy; with a teacher, alpha * T^2 * KL(teacher_T || student_T) + (1-alpha) * CE.
+
+    Unlabelled rows (label -1) count in the KL term only; a batch of them alone is pure KL.
+    """
+    known = labels >= 0
+    ce = F.cross_entropy(logits[known], labels[known]) if bool(known.any()) else logits.sum() * 0.0
     if soft is None:
         return ce
+    if not bool(known.any()):
+        t = config.distill_temperature
+        kl = F.kl_div(
+            F.log_softmax(logits / t, -1), F.log_softmax(soft / t, -1), log_target=True, reduction="batchmean"
+        )
+        return t * t * kl
     t = config.distill_temperature
     kl = F.kl_div(
         F.log_softmax(logits / t, -1), F.log_softmax(soft / t, -1), log_target=True, reduction="batchmean"
@@ -223,6 +310,9 @@ def fingerprint(model_dir: Path, data: LabelledData, config: TrainConfig, **more
         "teacher",
         "distill_alpha",
         "distill_temperature",
+        "unlabelled",
+        "split_sentences",
+        "unlabelled_rows",
     )
     return {
         "model": str(model_dir),
@@ -382,6 +472,8 @@ def train_classifier(
     out_dir = Path(out_dir)
     model_dir = resolve(model)
     torch.manual_seed(config.seed)
+    labelled = train
+    train = with_unlabelled(train, config)
     net, tokenizer = _load(model_dir, train, config.layers)
     rows = tokenize(tokenizer, train.texts, config.max_length)
     soft = (
@@ -389,7 +481,7 @@ def train_classifier(
         if config.teacher
         else None
     )
-    labels = torch.from_numpy(train.labels)
+    labels = torch.from_numpy(train.labels)  # -1: an unlabelled row, learnt from the teacher alone
 
     def loss(batch: dict[str, torch.Tensor], index: np.ndarray) -> torch.Tensor:
         logits = net(**batch).logits.float()  # (B, C)
@@ -406,6 +498,8 @@ def train_classifier(
     tokenizer.save_pretrained(out_dir)
     result = TrainResult(out_dir, steps, seconds, examples / max(seconds, 1e-9), accuracy)
     _write_record(out_dir, model_dir, train, dev, config, _use_bf16(config.bf16), result)
+    if len(train) > len(labelled):
+        _record_unlabelled(out_dir, labelled, len(train) - len(labelled))
     shutil.rmtree(out_dir / "checkpoint", ignore_errors=True)
     register(
         name or out_dir.name,

@@ -172,3 +172,74 @@ def test_cli_train_with_a_seeded_dev_split(start_dir, tmp_path):
     assert record["train_rows"] == 300 and record["dev_rows"] == 100
     assert "seeded split" in record["dev"] and record["dev_accuracy"] > 0.8
     assert registered()["cli-tier"]["metrics"]["dev_accuracy"] == record["dev_accuracy"]
+
+
+# --- issue #28: distillation on unlabelled in-domain text ----------------------------------------
+
+
+def _reviews(path, n: int) -> None:
+    """Unlabelled reviews in IMDB's form: JSON lines of several sentences with <br /> breaks."""
+    rows = sentiment_rows(2 * n, 9).texts
+    with open(path, "w") as file:
+        for k in range(n):
+            file.write(
+                json.dumps({"text": f"{rows[2 * k]}. <br /><br />{rows[2 * k + 1].capitalize()}!"}) + "\n"
+            )
+
+
+def test_unlabelled_rows_are_learnt_from_the_teacher(trained, start_dir, tmp_path):
+    teacher, _ = trained
+    _reviews(tmp_path / "reviews.jsonl", 150)
+    labelled = sentiment_rows(60, 0)
+    options = dict(FAST, teacher=str(teacher), unlabelled=(str(tmp_path / "reviews.jsonl"),))
+    dev = sentiment_rows(200, 1)
+    result = train_classifier(start_dir, labelled, tmp_path / "s", dev=dev, split_sentences=True, **options)
+    record = json.loads((tmp_path / "s" / "tango_train.json").read_text())
+    assert record["labelled_rows"] == 60 and 250 < record["unlabelled_rows"] <= 300  # ~two a review
+    assert record["config"]["unlabelled"] and record["config"]["split_sentences"]
+    alone = train_classifier(start_dir, labelled, tmp_path / "a", dev=dev, teacher=str(teacher), **FAST)
+    assert result.dev_accuracy > alone.dev_accuracy + 0.05  # the teacher's answers on new text taught it
+    with pytest.raises(ValueError, match="give a teacher"):
+        train_classifier(start_dir, labelled, tmp_path / "x", unlabelled=options["unlabelled"], **FAST)
+
+
+def test_unlabelled_rows_count_in_the_kl_term_only():
+    logits = torch.tensor([[2.0, -1.0], [0.5, 0.0], [0.1, 0.3]])
+    labels = torch.tensor([0, 1, -1])
+    config = TrainConfig(distill_alpha=0.5, distill_temperature=2.0)
+    ce = torch.nn.functional.cross_entropy(logits[:2], labels[:2])
+    assert torch.isclose(_loss(logits, labels, logits.clone(), config), 0.5 * ce)  # KL 0, CE on two rows
+    alone = _loss(logits[2:], labels[2:], -logits[2:], config)
+    assert alone > 0 and torch.isclose(
+        _loss(logits[2:], labels[2:], logits[2:].clone(), config), torch.tensor(0.0)
+    )
+
+
+def test_the_teacher_scoring_resumes_from_its_last_saved_chunk(trained, monkeypatch, tmp_path):
+    from tango import training
+
+    teacher, _ = trained
+    data = sentiment_rows(50, 3)
+    cache = tmp_path / "teacher.npy"
+    config = TrainConfig(**FAST)
+    monkeypatch.setattr(training, "TEACHER_CHUNK", 20)
+    calls, original = [], training._predict_logits
+
+    def dies_on_the_second_chunk(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(training, "_predict_logits", dies_on_the_second_chunk)
+    with pytest.raises(KeyboardInterrupt):
+        training._teacher_logits(str(teacher), data, config, cache)
+    assert np.load(tmp_path / "teacher.partial.npy").shape == (20, 2)
+    calls.clear()
+    monkeypatch.setattr(training, "_predict_logits", lambda *a, **k: calls.append(1) or original(*a, **k))
+    resumed = training._teacher_logits(str(teacher), data, config, cache)
+    assert len(calls) == 2 and resumed.shape == (50, 2)  # chunks 2 and 3 only
+    monkeypatch.setattr(training, "_predict_logits", original)
+    cache.unlink()
+    straight = training._teacher_logits(str(teacher), data, config, cache)
+    np.testing.assert_allclose(resumed.numpy(), straight.numpy(), atol=1e-5)
