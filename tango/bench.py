@@ -10,6 +10,9 @@ chosen cascade, its thresholds chosen for ``max_drop`` by :func:`tango.tuning.fi
 it is not judged on (a calibration file, a held-out fraction, or 2-fold cross-fitting); the
 TangoBERT rule on the same tiers (temperature 1, max-probability 0.85: method, not runtime);
 and, with ``peers``, the TangoBERT reference and the last tier through Hugging Face ``pipeline``.
+Beside the timings, :func:`tango.deferral.deferral_study` ranks tier 1's confidence signals (and
+a learned rule fitted on the calibration rows) by how well they find the rows that disagree with
+the last tier: AUROC and the deferral curve, on the scored rows.
 :mod:`tango.benchreport` writes ``results.json``, ``results.md``, ``results.png`` and
 ``report.html``.
 """
@@ -29,6 +32,7 @@ import numpy as np
 from tango.cascade import Cascade, CascadeResult
 from tango.confidence import confidence, softmax
 from tango.data import LabelledData, load_labelled, split_rows
+from tango.deferral import deferral_study, words
 from tango.hardware import machine, set_torch_threads
 from tango.tiers import Tier
 from tango.tuning import align_labels, fit_gate
@@ -181,7 +185,7 @@ def bench(
     say(f"{len(scored)} rows scored from {rows.source or 'memory'} ({plan.mode} thresholds); scoring pass")
     logits, costs, padding = _score(loaded, scored.texts)  # padding: each tier alone, every scored row
 
-    gates, parts = _gates(
+    gates, parts, calibration_logits = _gates(
         plan,
         loaded,
         logits,
@@ -257,6 +261,11 @@ def bench(
         "systems": results,
         "breakdown": _breakdown(timings["chosen"], len(loaded)),
         "ceilings": ceilings,
+        "deferral": deferral_study(
+            calibration_logits,
+            (logits[0], logits[-1], y, words(scored.texts)),
+            gates[0].temperatures[0],
+        ),
     }
     if out is not None:
         reliability = _reliability(logits[0], y, gates, parts)
@@ -322,8 +331,9 @@ def _gates(
     columns: dict[str, str | None],
     classes: list[str],
     **target: Any,
-) -> tuple[list[_Gate], list[np.ndarray]]:
-    """The chosen gate(s) and the positions (in the scored rows) each one scores."""
+) -> tuple[list[_Gate], list[np.ndarray], tuple | None]:
+    """The chosen gate(s), the positions (in the scored rows) each one scores, and the calibration
+    rows' (first logits, last logits, lengths) where they are other rows (for the learned rule)."""
     max_drop, level, seed = target["max_drop"], target["confidence_level"], target["seed"]
 
     def fit(z: list[np.ndarray], labels: np.ndarray, c: list[float], on: str, judged: int) -> _Gate:
@@ -348,14 +358,15 @@ def _gates(
             )
             for k, (chooser, scored) in enumerate(plan.folds)
         ]
-        return gates, [scored for _, scored in plan.folds]
+        return gates, [scored for _, scored in plan.folds], None
     if plan.mode == "fraction":
         calibration = rows.subset(plan.calibration)  # type: ignore[arg-type]
     else:
         calibration = _load(calibration_data, columns, classes)  # type: ignore[arg-type]
     z, c, _ = _score(tiers, calibration.texts)
     labels = align_labels(calibration, classes)
-    return [fit(z, labels, c, f"{len(calibration)} calibration rows", len(y))], [everything]
+    fitted = (z[0], z[-1], words(calibration.texts))
+    return [fit(z, labels, c, f"{len(calibration)} calibration rows", len(y))], [everything], fitted
 
 
 def _systems(

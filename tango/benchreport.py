@@ -43,6 +43,11 @@ def write_results(
     paths[1].write_text(markdown(result))
     plot(result, paths[2])
     images = {"speed vs accuracy": paths[2]}
+    if result.get("deferral"):
+        curve = out / f"{name}_deferral.png"
+        plot_deferral(result, curve)
+        images["deferral curve"] = curve
+        paths.append(curve)
     if reliability is not None:
         from tango.calibration import reliability_diagram
 
@@ -120,6 +125,7 @@ def markdown(result: dict[str, Any]) -> str:
     lines += [f"| {part} | {s:.4f} | {s / total:.0%} |" for part, s in breakdown_rows(result)]
     lines += gate_lines(result)
     lines += ceiling_lines(result)
+    lines += deferral_lines(result)
     if result.get("command"):
         lines += ["", f"Command: `{result['command']}`"]
     return "\n".join(lines) + "\n"
@@ -170,6 +176,65 @@ def ceiling_lines(result: dict[str, Any]) -> list[str]:
         + "; ".join(parts)
         + ".",
     ]
+
+
+DEFERRAL_SHARES = (0.1, 0.2, 0.3, 0.4, 0.5)  # escalated shares the table shows
+
+
+def deferral_lines(result: dict[str, Any]) -> list[str]:
+    """How well each signal finds the rows that disagree with the last tier (tango.deferral)."""
+    study = result.get("deferral")
+    if not study:
+        return []
+    shares = study["shares"]
+    columns = [shares.index(share) for share in DEFERRAL_SHARES if share in shares]
+    head = ["signal", "AUROC for disagreement", *(f"accuracy, {shares[k]:.0%} escalated" for k in columns)]
+    lines = [
+        "",
+        f"Deferral on the scored rows ({study['rows']} rows; tier 1 disagrees with the last tier on "
+        f"{study['disagreement']:.1%}): the least certain rows by each signal take the last tier's "
+        "answer."
+        + (" The learned rule was fitted on the calibration rows." if "learned" in study["area"] else ""),
+        "",
+        "| " + " | ".join(head) + " |",
+        "|" + "---|" * len(head),
+    ]
+    for name, curve in study["curves"].items():
+        auroc = study["auroc"].get(name)
+        cells = [
+            name,
+            f"{auroc:.3f}" if auroc is not None else "-",
+            *(f"{100 * curve[k]:.2f}%" for k in columns),
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    if "beats_maxprob" in study:
+        verdict = "beats" if study["beats_maxprob"] else "does not beat"
+        lines += [
+            "",
+            f"The learned rule {verdict} max-probability on these rows (mean accuracy over the curve).",
+        ]
+    return lines
+
+
+def plot_deferral(result: dict[str, Any], path: str | Path) -> None:
+    """Accuracy against the share of rows escalated, one line per deferral signal."""
+    from matplotlib.figure import Figure
+
+    study = result["deferral"]
+    fig = Figure(figsize=(7, 4.5))
+    ax = fig.subplots()
+    shares = 100 * np.asarray(study["shares"])
+    for name, curve in study["curves"].items():
+        ax.plot(shares, 100 * np.asarray(curve), marker=".", label=name)
+    ax.set(
+        xlabel="rows escalated to the last tier (%)",
+        ylabel="accuracy (%)",
+        title="deferral curve: the least certain rows go on",
+    )
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
 
 
 # --- pictures ---------------------------------------------------------------------------------

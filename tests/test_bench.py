@@ -117,6 +117,10 @@ def test_calibration_fraction_rows_never_overlap_the_scored_rows(tier_dirs, data
     assert calibration and scored and not calibration & scored
     assert calibration | scored == set(range(120))
     assert data["scored"] == len(scored) == 60
+    deferral = json.loads((out / "results.json").read_text())["deferral"]  # the learned rule too
+    assert set(deferral["auroc"]) == {"maxprob", "margin", "entropy", "learned"} and deferral["rows"] == 60
+    assert "beats_maxprob" in deferral and (out / "results_deferral.png").stat().st_size > 0
+    assert "AUROC for disagreement" in (out / "results.md").read_text()
 
 
 def test_bench_with_a_calibration_file_and_the_peers(tier_dirs, data_file):
