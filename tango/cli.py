@@ -559,6 +559,13 @@ def models_list() -> None:
     "resumable) and the tier learns them from its soft targets.",
 )
 @click.option(
+    "--gatekeeper",
+    type=click.FloatRange(0, 1, min_open=True, max_open=True),
+    default=None,
+    help="After training, a Gatekeeper stage (one epoch): confident where the tier agrees with "
+    "--teacher, unsure where it does not; the value weighs the two (e.g. 0.5).",
+)
+@click.option(
     "--split-sentences",
     is_flag=True,
     help="Cut the --unlabelled texts into sentences (<br /> removed): reviews become SST-2-like rows.",
@@ -661,7 +668,7 @@ def refuse_training_options(model: str, early_exit: str | None) -> None:
         )
     elif early_exit:
         refuse_unused(
-            ("teacher", "layers", "unlabelled", "split_sentences", "unlabelled_rows"),
+            ("teacher", "layers", "unlabelled", "split_sentences", "unlabelled_rows", "gatekeeper"),
             "--early-exit training",
             "a multi-exit model keeps every layer and learns from the labels alone (no teacher)",
         )
@@ -673,6 +680,7 @@ def refuse_training_options(model: str, early_exit: str | None) -> None:
 TRANSFORMER_ONLY = (
     "layers",
     "teacher",
+    "gatekeeper",
     "unlabelled",
     "split_sentences",
     "unlabelled_rows",

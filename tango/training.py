@@ -63,6 +63,10 @@ class TrainConfig:
     unlabelled: tuple[str, ...] = ()
     split_sentences: bool = False  # cut the unlabelled texts into sentences (reviews -> SST-2-like rows)
     unlabelled_rows: int | None = None  # at most this many unlabelled rows (seeded sample)
+    # Gatekeeper (Rabanser et al. 2025): a last stage that makes tier 1 confident where it agrees
+    # with its teacher (the last tier) and unsure where it does not; alpha weighs the two terms.
+    gatekeeper: float | None = None
+    gatekeeper_epochs: int = 1
     checkpoint_every: int = 500  # steps between resumable checkpoints
     resume: bool = True  # continue from out_dir/checkpoint when its settings match
     log_every: int = 20  # steps between progress-bar updates of loss and examples/s
@@ -163,6 +167,45 @@ def _optimizer(net, params: list[torch.nn.Parameter], config: TrainConfig, total
         return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
 
     return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+
+
+def gatekeeper_loss(logits: torch.Tensor, teacher: torch.Tensor, alpha: float) -> torch.Tensor:
+    """Gatekeeper's loss with the teacher's answers as the truth a cascade defers to.
+
+    Rows where the student agrees with the teacher: cross-entropy toward that answer (be sure);
+    rows where it disagrees: cross-entropy toward the uniform distribution (be unsure, so the gate
+    sends them on). ``alpha`` weighs the first term, ``1 - alpha`` the second.
+    """
+    log_p = F.log_softmax(logits, -1)  # (B, C)
+    target = teacher.argmax(-1)  # (B,)
+    agree = log_p.argmax(-1) == target
+    zero = logits.sum() * 0.0
+    sure = F.nll_loss(log_p[agree], target[agree]) if bool(agree.any()) else zero
+    unsure = -log_p[~agree].mean() if bool((~agree).any()) else zero
+    return alpha * sure + (1 - alpha) * unsure
+
+
+def _gatekeeper_stage(
+    net,
+    rows: Encodings,
+    pad_id: int | None,
+    soft: torch.Tensor,
+    config: TrainConfig,
+    out_dir: Path,
+    settings: dict,
+) -> tuple[int, int, float]:
+    """The last stage: ``config.gatekeeper_epochs`` passes of :func:`gatekeeper_loss`, resumable."""
+    from dataclasses import replace
+
+    stage = replace(config, epochs=config.gatekeeper_epochs, seed=config.seed + 1000)
+
+    def loss(batch: dict[str, torch.Tensor], index: np.ndarray) -> torch.Tensor:
+        return gatekeeper_loss(net(**batch).logits.float(), soft[index], config.gatekeeper)
+
+    checkpoint = out_dir / "checkpoint" / "gatekeeper.pt"
+    return fit(
+        net, rows, pad_id, loss, stage, checkpoint, {**settings, "stage": "gatekeeper"}, desc="gatekeeper"
+    )
 
 
 UNLABELLED = -1  # the label id of a row the teacher alone teaches
@@ -313,6 +356,8 @@ def fingerprint(model_dir: Path, data: LabelledData, config: TrainConfig, **more
         "unlabelled",
         "split_sentences",
         "unlabelled_rows",
+        "gatekeeper",
+        "gatekeeper_epochs",
     )
     return {
         "model": str(model_dir),
@@ -473,6 +518,11 @@ def train_classifier(
     model_dir = resolve(model)
     torch.manual_seed(config.seed)
     labelled = train
+    if config.gatekeeper is not None and not (config.teacher and 0 < config.gatekeeper < 1):
+        raise ValueError(
+            "the gatekeeper stage tunes tier 1's confidence toward agreement with its teacher: give "
+            f"--teacher and an alpha in (0, 1); got teacher={config.teacher!r}, alpha={config.gatekeeper!r}"
+        )
     train = with_unlabelled(train, config)
     net, tokenizer = _load(model_dir, train, config.layers)
     rows = tokenize(tokenizer, train.texts, config.max_length)
@@ -489,9 +539,14 @@ def train_classifier(
 
     net.train()
     checkpoint = out_dir / "checkpoint" / "state.pt"
+    settings = fingerprint(model_dir, train, config)
+    gatekeeper = config.gatekeeper is not None
     steps, examples, seconds = fit(
-        net, rows, tokenizer.pad_token_id, loss, config, checkpoint, fingerprint(model_dir, train, config)
+        net, rows, tokenizer.pad_token_id, loss, config, checkpoint, settings, keep_checkpoint=gatekeeper
     )
+    if gatekeeper:
+        extra = _gatekeeper_stage(net, rows, tokenizer.pad_token_id, soft, config, out_dir, settings)
+        steps, examples, seconds = steps + extra[0], examples + extra[1], seconds + extra[2]
     accuracy = evaluate(net, tokenizer, dev, config) if dev is not None else None
 
     net.save_pretrained(out_dir)

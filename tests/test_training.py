@@ -243,3 +243,54 @@ def test_the_teacher_scoring_resumes_from_its_last_saved_chunk(trained, monkeypa
     cache.unlink()
     straight = training._teacher_logits(str(teacher), data, config, cache)
     np.testing.assert_allclose(resumed.numpy(), straight.numpy(), atol=1e-5)
+
+
+# --- issue #28: the Gatekeeper stage ------------------------------------------------------------
+
+
+def test_gatekeeper_loss_is_sure_where_it_agrees_and_unsure_where_not():
+    from tango.training import gatekeeper_loss
+
+    teacher = torch.tensor([[3.0, 0.0], [0.0, 3.0]])
+    agreeing = torch.tensor([[2.0, 0.0], [0.0, 2.0]], requires_grad=True)
+    ce = torch.nn.functional.cross_entropy(agreeing, teacher.argmax(-1))
+    assert torch.isclose(gatekeeper_loss(agreeing, teacher, 0.5), 0.5 * ce)
+    disagreeing = torch.tensor([[0.0, 2.0]], requires_grad=True)
+    value = gatekeeper_loss(disagreeing, teacher[:1], 0.5)
+    value.backward()
+    assert disagreeing.grad[0, 1] > 0 > disagreeing.grad[0, 0]  # pushed toward uniform
+    assert torch.isclose(
+        gatekeeper_loss(torch.zeros(1, 2), teacher[:1], 0.5), 0.5 * torch.log(torch.tensor(2.0))
+    )
+
+
+def test_the_gatekeeper_stage_lowers_confidence_where_the_tier_disagrees(trained, start_dir, tmp_path):
+    from tango.tiers import Tier
+
+    teacher, _ = trained
+    rows = sentiment_rows(160, 7)
+    quick = dict(FAST, epochs=1)
+    plain = train_classifier(start_dir, rows, tmp_path / "plain", teacher=str(teacher), **quick)
+    gated = train_classifier(
+        start_dir,
+        rows,
+        tmp_path / "gated",
+        teacher=str(teacher),
+        gatekeeper=0.5,
+        gatekeeper_epochs=3,
+        **quick,
+    )
+    assert gated.steps > plain.steps
+    answers = Tier.from_pretrained(teacher, precision="fp32").predict(rows.texts)
+
+    def gap(directory):
+        """Mean max-probability where the tier agrees with the teacher minus where it does not."""
+        tier = Tier.from_pretrained(directory, precision="fp32")
+        probabilities = tier.predict_proba(rows.texts)
+        agree = tier.predict(rows.texts) == answers
+        assert agree.any() and (~agree).any()
+        return probabilities.max(1)[agree].mean() - probabilities.max(1)[~agree].mean()
+
+    assert gap(tmp_path / "gated") > gap(tmp_path / "plain")
+    with pytest.raises(ValueError, match="give --teacher"):
+        train_classifier(start_dir, rows, tmp_path / "x", gatekeeper=0.5, **quick)
