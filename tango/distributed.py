@@ -33,7 +33,6 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -281,21 +280,29 @@ class Tier2Scorer:
         confidence: np.ndarray,
         tier: np.ndarray,
     ) -> Any:
-        """Output rows as an Arrow table, through the local engine's writer (its JSON-lines form)."""
+        """Output rows as an Arrow table built column by column, with the local writer's columns
+        and values (:class:`tango.writers.RowWriter`: id, label, confidence and each probability
+        rounded to 6 places, tier numbered from 1), never through JSON text per row."""
         import pyarrow as pa
 
-        rows = [
-            Record(line=int(line), id=None if self.line_ids else str(id_), text="", label=None)
-            for id_, line in zip(ids, lines, strict=True)
-        ]
-        result = SimpleNamespace(
-            labels=self.labels[probabilities.argmax(axis=1)],
-            probabilities=probabilities,
-            confidence=confidence,
-            tier=tier,
-        )
-        text = self.writer(rows, result, first=False).decode()
-        return pa.Table.from_pylist([json.loads(line) for line in text.splitlines()])
+        columns: dict[str, Any] = {
+            "id": pa.array(np.asarray(lines, dtype=np.int64))
+            if self.line_ids
+            else pa.array([str(i) for i in ids]),
+            "label": pa.array(self.labels[probabilities.argmax(axis=1)].astype(str)),
+            "confidence": pa.array(_rounded(confidence)),
+            "tier": pa.array(np.asarray(tier, dtype=np.int64) + 1),
+        }
+        if self.writer.probabilities:
+            for k, name in enumerate(self.writer.names):
+                columns[f"p_{name}"] = pa.array(_rounded(probabilities[:, k]))
+        assert list(columns) == self.writer.columns, "the Ray rows must have the local writer's columns"
+        return pa.table(columns)
+
+
+def _rounded(values: np.ndarray) -> list[float]:
+    """Python's round to 6 places, as the local writer rounds (numpy's can differ in the last bit)."""
+    return [round(float(v), 6) for v in values]
 
 
 # --- reading: tango's reader inside a Ray datasource ---------------------------------------------
