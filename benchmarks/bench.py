@@ -1,6 +1,6 @@
 """CPU speedup benchmark: tiers, cascades, early exit and the peers, in one run per data set.
 
-A thin caller of `tango bench` (:func:`tango.bench.bench`) for the named data sets below: it
+A thin caller of `tango bench` (:func:`tango.bench.bench`) for the series of configs/*.toml: it
 loads each tier in the fastest form its probe record names (`tango probe`: PyTorch, ONNX,
 OpenVINO), adds the early-exit models and the tiers' PyTorch forms to the systems timed, and
 writes the docs. Every system scores the same rows end to end (tokenization included) with the
@@ -41,86 +41,29 @@ EARLY_EXIT_PATIENCE = (1, 2)  # PABEE
 FORMS = {"": "PyTorch weights", "-int8": "ONNX int8", "-ov": "OpenVINO", "-ov-int8": "OpenVINO int8"}
 ROOT = Path(__file__).resolve().parent
 DATA = ROOT.parent.parent / "shared" / "data"
-DATASETS: dict[str, dict[str, Any]] = {
-    # Issue #12's bench set: 5,000 of the 8,000 SST-2 training rows every SST-2 tier held out
-    # (make_models.sh: --calibration-rows 8000 --calibration-seed 0); the other 3,000 choose the
-    # thresholds. Only the tiers, the cascade and the TangoBERT rule: a run fits ~10 minutes.
-    # Tier 1 is MiniLM-L6 distilled from tier 2 (make_models.sh): it agrees with tier 2 on more
-    # rows than the plainly fine-tuned one, so fewer rows need escalating (series sst2-distilled).
-    "sst2": {
-        "file": "sst2/train.tsv",
-        "held_out": {"bench_rows": 5000, "seed": 0},
-        "tier1": "minilm-l6-sst2-distilled",
-        "tier2": "mpnet-base-sst2",
-        "peers": False,
-        "sweep": (),
-    },
-    # SST-2 dev (872 rows), thresholds from the same 3,000 held-out rows: the peers, the sweep,
-    # the tiers on PyTorch (bf16 weights cast once, and bf16 autocast) and early exit (#17).
-    "sst2-dev": {
-        "file": "sst2/dev.tsv",
-        "calibration": "held_out",
-        "held_out": {"bench_rows": 5000, "seed": 0},
-        "tier1": "minilm-l6-sst2-distilled",
-        "tier2": "mpnet-base-sst2",
-        "torch_forms": True,
-        "early_exit": ["minilm-l6-sst2-ee-joint", "mpnet-base-sst2-ee-joint"],
-    },
-    # The same bench, tiers that held out 16,000 training rows (make_models.sh sst2-h16k): 5,000
-    # bench rows (seeded), 11,000 to choose the thresholds, so the certified drop has about half
-    # the standard error of 3,000 rows'.
-    "sst2-h16k": {
-        "file": "sst2/train.tsv",
-        "held_out": {"bench_rows": 5000, "seed": 0},
-        "tier1": "minilm-l6-sst2-distilled-h16k",
-        "tier2": "mpnet-base-sst2-h16k",
-        "peers": False,
-        "sweep": (),
-    },
-    # SST-2 dev with those tiers and their 11,000 calibration rows, with the peers and the tiers'
-    # PyTorch forms (the early-exit models are in sst2-dev).
-    "sst2-dev-h16k": {
-        "file": "sst2/dev.tsv",
-        "calibration": "held_out",
-        "held_out": {"bench_rows": 5000, "seed": 0},
-        "tier1": "minilm-l6-sst2-distilled-h16k",
-        "tier2": "mpnet-base-sst2-h16k",
-        "torch_forms": True,
-    },
-    # The h16k pair on dev with a shallower tier 1: MiniLM-L6's first four layers, distilled from
-    # the same tier 2 (make_models.sh sst2-h16k). Tier 1 runs on every row and was over half the
-    # chosen cascade's time; four layers cost about two thirds of six.
-    "sst2-dev-h16k-l4": {
-        "file": "sst2/dev.tsv",
-        "calibration": "held_out",
-        "held_out": {"bench_rows": 5000, "seed": 0},
-        "tier1": "minilm-l4-sst2-distilled-h16k",
-        "tier2": "mpnet-base-sst2-h16k",
-        "torch_forms": True,
-    },
-    # SST-2 dev again, thresholds from only those calibration rows that are new text (inside no
-    # training row): the fix that "Reading the results" names for the dev gap, measured.
-    "sst2-dev-new-text": {
-        "file": "sst2/dev.tsv",
-        "calibration": "held_out",
-        "new_text_only": True,
-        "held_out": {"bench_rows": 5000, "seed": 0},
-        "tier1": "minilm-l6-sst2",
-        "tier2": "mpnet-base-sst2",
-        "sweep": (),
-    },
-    "ag_news": {
-        "file": "ag_news/train_10k.tsv",
-        "dev_split": (0.1, 0),
-        "tier1": "minilm-l6-agnews",
-        "tier2": "mpnet-base-agnews",
-    },
-    "mrpc": {
-        "file": "mrpc/validation.tsv",
-        "tier1": "minilm-l6-mrpc",
-        "tier2": "mpnet-base-mrpc",
-    },
-}
+CONFIGS = ROOT.parent / "configs"  # one TOML file per data set; its [series.NAME] tables
+
+
+def load_series(configs: Path = CONFIGS) -> dict[str, dict[str, Any]]:
+    """Every [series.NAME] of configs/*.toml, in file order, each with the config that names it."""
+    import tomllib
+
+    series: dict[str, dict[str, Any]] = {}
+    for path in sorted(configs.glob("*.toml"), key=lambda p: (p.name != "sst2.toml", p.name)):
+        for name, spec in tomllib.loads(path.read_text()).get("series", {}).items():
+            if name in series:
+                raise click.ClickException(
+                    f"series {name!r} is defined twice ({series[name]['config']}, {path})"
+                )
+            spec = dict(spec, config=str(path.relative_to(configs.parent)))
+            for key in ("sweep", "dev_split"):  # TOML arrays -> the tuples tango bench takes
+                if key in spec:
+                    spec[key] = tuple(spec[key])
+            series[name] = spec
+    return series
+
+
+DATASETS: dict[str, dict[str, Any]] = load_series()
 
 os.environ.setdefault("OMP_NUM_THREADS", str(THREADS))
 
@@ -340,6 +283,7 @@ def run_dataset(
         log=log,
     )
     result["dataset"] = name
+    result["config"] = spec["config"]
     result["rows"] = rows_record
     result["runtimes"] = {"tier1": r1, "tier2": r2}
     return result

@@ -182,3 +182,21 @@ def test_headline_gives_the_spread_against_a_peer_over_the_runs():
     runs = [run(800.0, 100.0), run(770.0, 100.0), run(900.0, 100.0)]
     assert bench_script._spread_over_runs(runs, "tangobert-reference") == ", 7.7x-9.0x over 3 runs"
     assert bench_script._spread_over_runs(runs[:1], "tangobert-reference") == ""  # one run: no spread
+
+
+def test_every_series_comes_from_a_config_and_names_its_rows_and_tiers():
+    series = bench_script.load_series()
+    assert list(series)[:2] == ["sst2", "sst2-dev"] and {"ag_news", "mrpc"} <= set(series)
+    for name, spec in series.items():
+        assert spec["config"].startswith("configs/") and {"file", "tier1", "tier2"} <= set(spec), name
+        assert (bench_script.DATA / spec["file"]).suffix in (".tsv", ".csv", ".jsonl")
+    assert series["sst2"]["sweep"] == () and series["ag_news"]["dev_split"] == (0.1, 0)
+
+
+def test_a_series_defined_twice_is_refused(tmp_path):
+    import click
+
+    (tmp_path / "a.toml").write_text('[series.x]\nfile = "a.tsv"\ntier1 = "t1"\ntier2 = "t2"\n')
+    (tmp_path / "b.toml").write_text('[series.x]\nfile = "b.tsv"\ntier1 = "t1"\ntier2 = "t2"\n')
+    with pytest.raises(click.ClickException, match="defined twice"):
+        bench_script.load_series(tmp_path)
