@@ -1,0 +1,268 @@
+"""The SST-2 new-text series of benchmarks/PROTOCOL.md: tiers that held out whole sentences, dev
+judging, 20 calibration seeds, labelled and label-free gates, per tier-1 variant.
+
+Every tier scores each row set once (dev, the held-out full sentences, a pool of IMDB
+sentences); the seeds then resample calibration rows, fit temperatures and certify thresholds
+(`tango.tuning.fit_gate`, max_drop 0.5 at level 0.9) and apply them to dev's scores. Speeds come
+from each tier alone on dev, timed interleaved round-robin (warm-up, REPEATS rounds, 2 threads,
+tokenization included); the median seed's cascade is timed end to end in the same rounds.
+
+    bash benchmarks/make_new_text_tiers.sh       # the tiers, once
+    python benchmarks/new_text_series.py          # -> benchmarks/results/new_text_sst2.{json,md}
+
+Nothing here is chosen on dev: dev only judges.
+"""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+import numpy as np
+
+THREADS = 2
+REPEATS = 5
+SEEDS = 20
+MAX_DROP = 0.5
+LEVEL = 0.9
+LABELLED_ROWS = 2000  # held-out full sentences per seed
+UNLABELLED_POOL, UNLABELLED_ROWS = 20000, 15000  # IMDB calibration sentences: pool, per seed
+ROOT = Path(__file__).resolve().parent
+DATA = ROOT.parent.parent / "shared" / "data"
+HOME = Path.home() / ".cache" / "tango"
+TIER2 = "mpnet-base-sst2-g30k"
+VARIANTS = {
+    "A (distilled)": "minilm-l6-sst2-g30k-distilled",
+    "B (+ IMDB sentences)": "minilm-l6-sst2-g30k-imdb",
+}
+PROTOCOL = "benchmarks/PROTOCOL.md, 2026-12-06"
+
+
+def load(name: str):
+    """A tier in its probed OpenVINO form (tango probe's record picks precision and options)."""
+    from tango.registry import registered_dir
+    from tango.tiers import Tier
+
+    for suffix in ("-ov-int8", "-ov"):
+        if path := registered_dir(name + suffix):
+            return Tier.from_pretrained(path, threads=THREADS)
+    raise click.ClickException(f"no OpenVINO form of {name}: run bash benchmarks/make_new_text_tiers.sh")
+
+
+def rows(tier2_name: str, labels: list[str]) -> dict[str, Any]:
+    """Dev (judges), the held-out full sentences (labelled calibration), the IMDB pool (unlabelled)."""
+    from tango.data import load_labelled, load_texts
+    from tango.registry import registered_dir
+    from tango.splits import held_out_rows
+
+    dev = load_labelled(DATA / "sst2" / "dev.tsv", label_names=labels)
+    held = held_out_rows(registered_dir(tier2_name))
+    sentences, _ = held.load_with_rest(labels)
+    imdb = load_texts(HOME / "data" / "imdb-sentences-calibration.jsonl")
+    pick = np.sort(np.random.default_rng(0).permutation(len(imdb))[:UNLABELLED_POOL])
+    return {"dev": dev, "sentences": sentences, "imdb": [imdb[i] for i in pick], "held": held.to_dict()}
+
+
+def gate(first: np.ndarray, last: np.ndarray, labels: np.ndarray | None, seed: int) -> tuple[float, float]:
+    """(tier-1 temperature, threshold) certified for MAX_DROP at LEVEL on these rows."""
+    from tango.tuning import fit_gate
+
+    y = last.argmax(1) if labels is None else labels
+    fitted = fit_gate([first, last], y, [1.0, 1.0], {"max_drop": MAX_DROP}, confidence_level=LEVEL, seed=seed,
+                      fit_last=labels is not None)  # fmt: skip
+    return float(fitted.scalers[0].temperature_), float(fitted.thresholds[0])
+
+
+def judged(first: np.ndarray, last: np.ndarray, y: np.ndarray, temperature: float, threshold: float) -> dict:
+    """The gate on dev: accuracy, drop against tier 2 alone (points), share escalated."""
+    from tango.confidence import confidence, softmax
+
+    escalate = confidence(softmax(first, temperature), "maxprob") < threshold
+    final = np.where(escalate, last.argmax(1), first.argmax(1))
+    accuracy, alone = float((final == y).mean()), float((last.argmax(1) == y).mean())
+    return {"accuracy": accuracy, "drop": 100 * (alone - accuracy), "escalated": float(escalate.mean())}
+
+
+def add_speeds(result: dict, variant: str, costs: dict[str, float], timed: dict[str, float]) -> None:
+    """Each seed's speedup from the tiers' measured per-row costs; the median seed's, timed."""
+
+    def speedup(escalated: float) -> float:
+        return costs["tier2"] / (costs[variant] + escalated * costs["tier2"])
+
+    for kind in ("labelled", "label-free"):
+        gate_result = result[kind]
+        for seed in gate_result["seeds"]:
+            seed["speedup"] = speedup(seed["escalated"])
+        gate_result["speedup"] = spread([s["speedup"] for s in gate_result["seeds"]])
+        gate_result["median_seed_timed_speedup"] = costs["tier2"] / timed[f"{variant}, {kind}"]
+    result["ceiling"]["speedup"] = speedup(result["ceiling"]["escalated"])
+
+
+def median_cascade(tiers: dict, variant: str, gate_result: dict):
+    """The cascade of the median seed's gate (by escalated share), to time end to end."""
+    from tango.cascade import Cascade
+
+    seed = gate_result["seeds"][gate_result["median_seed"]]
+    return Cascade(
+        [tiers[variant], tiers["tier2"]], [seed["threshold"]], temperatures=[seed["temperature"], 1.0]
+    )
+
+
+def spread(values: list[float]) -> dict[str, float]:
+    return {
+        "median": float(np.median(values)),
+        "p10": float(np.percentile(values, 10)),
+        "p90": float(np.percentile(values, 90)),
+    }
+
+
+def series_for(variant: str, scores: dict, y: np.ndarray) -> dict:
+    """Both gates over SEEDS seeds for one tier-1 variant, and its deferral on dev (speeds later)."""
+    from tango.bench import escalation_curve
+    from tango.deferral import deferral_study, words
+
+    first, last = scores[variant], scores["tier2"]
+    agreement = float((first["dev"].argmax(1) == last["dev"].argmax(1)).mean())
+    result: dict[str, Any] = {"agreement_with_tier2": agreement}
+    result["tier1_accuracy"] = float((first["dev"].argmax(1) == y).mean())
+    gates = (("labelled", "sentences", LABELLED_ROWS), ("label-free", "imdb", UNLABELLED_ROWS))
+    for kind, rows_key, count in gates:
+        per_seed = []
+        for seed in range(SEEDS):
+            pick = np.random.default_rng(seed).permutation(len(first[rows_key]))[:count]
+            labels = scores["labels"][rows_key][pick] if kind == "labelled" else None
+            temperature, threshold = gate(first[rows_key][pick], last[rows_key][pick], labels, seed)
+            outcome = judged(first["dev"], last["dev"], y, temperature, threshold)
+            per_seed.append({"seed": seed, "temperature": temperature, "threshold": threshold, **outcome})
+        drops = [s["drop"] for s in per_seed]
+        result[kind] = {
+            "seeds": per_seed,
+            "drop": spread(drops),
+            "escalated": spread([s["escalated"] for s in per_seed]),
+            "within_target": float(np.mean([d <= MAX_DROP for d in drops])),
+            "median_seed": sorted(per_seed, key=lambda s: s["escalated"])[SEEDS // 2]["seed"],
+        }
+    right = escalation_curve(first["dev"], last["dev"], y)
+    tier2_accuracy = float((last["dev"].argmax(1) == y).mean())
+    needed = int(np.ceil((tier2_accuracy - MAX_DROP / 100) * len(y) - 1e-6))
+    result["ceiling"] = {"escalated": int(np.flatnonzero(right >= needed)[0]) / len(y)}
+    fit_rows = (first["sentences"], last["sentences"], words(scores["texts"]["sentences"]))
+    judged_rows = (first["dev"], last["dev"], y, words(scores["texts"]["dev"]))
+    result["deferral"] = deferral_study(fit_rows, judged_rows)
+    return result
+
+
+@click.command()
+@click.option("--repeats", default=REPEATS, show_default=True, help="Timed rounds after the warm-up.")
+def main(repeats: int) -> None:
+    """Run the series and write benchmarks/results/new_text_sst2.{json,md}."""
+    from docs_section import write_results
+
+    from tango.bench import interleave
+    from tango.hardware import machine, set_torch_threads
+    from tango.labels import align_labels as to_ids
+
+    set_torch_threads(THREADS)
+    say = lambda message: click.echo(message, err=True)  # noqa: E731
+    tiers = {"tier2": load(TIER2), **{v: load(name) for v, name in VARIANTS.items()}}
+    labels = list(tiers["tier2"].labels)
+    data = rows(TIER2, labels)
+    texts = {"dev": data["dev"].texts, "sentences": data["sentences"].texts, "imdb": data["imdb"]}
+    scores: dict[str, Any] = {"texts": texts, "labels": {"sentences": data["sentences"].labels}}
+    for key, tier in tiers.items():
+        say(f"scoring with {key}: {tier.runtime.description}")
+        scores[key] = {part: tier.logits(rows_) for part, rows_ in texts.items()}
+    y = to_ids(data["dev"].labels, data["dev"].label_names, labels)
+    dev = texts["dev"]
+    variants = {v: series_for(v, scores, y) for v in VARIANTS}
+    systems = {k: (lambda t=t: t.logits(dev)) for k, t in tiers.items()}
+    for v, kind in ((v, kind) for v in VARIANTS for kind in ("labelled", "label-free")):
+        cascade = median_cascade(tiers, v, variants[v][kind])
+        systems[f"{v}, {kind}"] = lambda c=cascade: c.predict(dev)
+    timings = interleave(systems, repeats, say)
+    per_row = {k: timing.median / len(dev) for k, timing in timings.items()}
+    for v, record in variants.items():
+        add_speeds(record, v, per_row, per_row)
+    tier2_accuracy = float((scores["tier2"]["dev"].argmax(1) == y).mean())
+    result = {
+        "protocol": PROTOCOL,
+        "command": shlex.join(["python", "benchmarks/new_text_series.py", *sys.argv[1:]]),
+        "machine": machine(THREADS),
+        "rows": {
+            "dev": len(dev),
+            "held_out_sentences": len(texts["sentences"]),
+            "imdb_pool": len(texts["imdb"]),
+            "held_out": data["held"],
+        },  # fmt: skip
+        "settings": {
+            "seeds": SEEDS,
+            "max_drop": MAX_DROP,
+            "confidence_level": LEVEL,
+            "repeats": repeats,
+            "labelled_rows": LABELLED_ROWS,
+            "unlabelled_rows": UNLABELLED_ROWS,
+            "threads": THREADS,
+        },  # fmt: skip
+        "tiers": {
+            k: {
+                "path": str(t.path),
+                "runtime": t.runtime.description,
+                "rows_per_s": len(dev) / timings[k].median,
+                "rows_per_s_min": len(dev) / timings[k].max,
+                "rows_per_s_max": len(dev) / timings[k].min,
+            }
+            for k, t in tiers.items()
+        },  # fmt: skip
+        "timed": {k: {"seconds": t.seconds} for k, t in timings.items()},
+        "tier2_accuracy": tier2_accuracy,
+        "variants": variants,
+    }
+    write_results("new_text_sst2", result, markdown(result), None)
+
+
+def markdown(result: dict) -> str:
+    m, r, st = result["machine"], result["rows"], result["settings"]
+    held, tier2 = r["held_out"], result["tiers"]["tier2"]
+    lines = [
+        f"`benchmarks/results/new_text_sst2.json` ({result['protocol']}): SST-2 dev ({r['dev']} rows, "
+        f"judging only); tiers held out {held['held']} training rows as {held['group_count']} whole "
+        f"sentences; labelled gate on {st['labelled_rows']} of those sentences, label-free gate on "
+        f"{st['unlabelled_rows']} of {r['imdb_pool']} IMDB sentences, {st['seeds']} seeds, max drop "
+        f"{st['max_drop']} pt at level {st['confidence_level']}; {m['cpu']}, {m['threads']} threads; "
+        f"{m['date']}. Tier 2 alone: {100 * result['tier2_accuracy']:.2f}% on dev, "
+        f"{tier2['rows_per_s']:.0f} rows/s. Command: `{result['command']}`.",
+        "",
+        "| tier 1 | agrees with tier 2 | gate | drop vs tier 2, pt: median (p10-p90) | seeds within 0.5 pt | "
+        "speedup vs tier 2: median (p10-p90) | escalated, median | ceiling within 0.5 pt |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name, v in result["variants"].items():
+        for kind in ("labelled", "label-free"):
+            g = v[kind]
+            lines.append(
+                f"| {name} | {100 * v['agreement_with_tier2']:.1f}% | {kind} | {g['drop']['median']:+.2f} "
+                f"({g['drop']['p10']:+.2f} to {g['drop']['p90']:+.2f}) | {100 * g['within_target']:.0f}% | "
+                f"{g['speedup']['median']:.2f}x ({g['speedup']['p10']:.2f}-{g['speedup']['p90']:.2f}) | "
+                f"{100 * g['escalated']['median']:.1f}% (its cascade timed: "
+                f"{g['median_seed_timed_speedup']:.2f}x) | "
+                f"{v['ceiling']['speedup']:.2f}x "
+                f"({100 * v['ceiling']['escalated']:.1f}% escalated) |"
+            )
+    lines += [
+        "",
+        "Deferral on dev, AUROC for disagreement with tier 2 (learned rule fitted on held-out sentences):",
+        "",
+    ]
+    for name, v in result["variants"].items():
+        auroc = ", ".join(f"{k} {a:.3f}" for k, a in v["deferral"]["auroc"].items() if a is not None)
+        lines.append(
+            f"- {name}: {auroc}; learned rule beats max-probability: {v['deferral'].get('beats_maxprob')}"
+        )
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()
