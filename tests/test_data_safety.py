@@ -9,7 +9,7 @@ import time
 
 import pytest
 from click.testing import CliRunner
-from tiny_models import build_tiny_classifier
+from tiny_models import SCORING_TEXTS, build_tiny_classifier, two_tiny_tiers, write_scoring_jsonl
 from tolerances import assert_close, assert_same_where_clear, clear_of
 
 from tango.cascade import Cascade
@@ -18,19 +18,12 @@ from tango.runfiles import OutputLock
 from tango.scoring import score_file
 from tango.tiers import Tier
 
-TEXTS = [
-    "the film was good",
-    "awful boring mess",
-    "i loved it",
-    "the team lost the game",
-    "a wonderful story",
-]
+TEXTS = SCORING_TEXTS
 
 
 @pytest.fixture(scope="module")
 def tier_dirs(tmp_path_factory):
-    root = tmp_path_factory.mktemp("safety")
-    return build_tiny_classifier(root / "t1", seed=0), build_tiny_classifier(root / "t2", seed=1)
+    return two_tiny_tiers(tmp_path_factory.mktemp("safety"))
 
 
 @pytest.fixture(scope="module")
@@ -38,10 +31,7 @@ def cascade(tier_dirs):
     return Cascade([Tier.from_pretrained(d, precision="fp32") for d in tier_dirs], thresholds=0.9)
 
 
-def write_jsonl(path, n, start=0):
-    with open(path, "w") as file:
-        for i in range(start, start + n):
-            file.write(json.dumps({"id": f"r{i}", "text": f"{TEXTS[i % len(TEXTS)]} {i}"}) + "\n")
+write_jsonl = write_scoring_jsonl
 
 
 def read_jsonl(path):

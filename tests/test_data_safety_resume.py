@@ -11,7 +11,12 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from tiny_models import build_tiny_classifier, sentiment_rows
+from tiny_models import (
+    SCORING_TEXTS,
+    sentiment_rows,
+    two_tiny_tiers,
+    write_scoring_jsonl,
+)
 
 from tango import scoring
 from tango.cascade import Cascade
@@ -21,19 +26,12 @@ from tango.runfiles import RunFiles
 from tango.scoring import score_file
 from tango.tiers import Tier
 
-TEXTS = [
-    "the film was good",
-    "awful boring mess",
-    "i loved it",
-    "the team lost the game",
-    "a wonderful story",
-]
+TEXTS = SCORING_TEXTS
 
 
 @pytest.fixture(scope="module")
 def tier_dirs(tmp_path_factory):
-    root = tmp_path_factory.mktemp("safety2")
-    return build_tiny_classifier(root / "t1", seed=0), build_tiny_classifier(root / "t2", seed=1)
+    return two_tiny_tiers(tmp_path_factory.mktemp("safety2"))
 
 
 @pytest.fixture(scope="module")
@@ -41,10 +39,7 @@ def cascade(tier_dirs):
     return Cascade([Tier.from_pretrained(d, precision="fp32") for d in tier_dirs], thresholds=0.9)
 
 
-def write_jsonl(path, n, start=0, pad=""):
-    with open(path, "w") as file:
-        for i in range(start, start + n):
-            file.write(json.dumps({"id": f"r{i}", "text": f"{TEXTS[i % len(TEXTS)]} {i}{pad}"}) + "\n")
+write_jsonl = write_scoring_jsonl
 
 
 def read_ids(path):

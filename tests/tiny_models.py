@@ -93,3 +93,27 @@ def sentiment_rows(n: int, seed: int) -> LabelledData:
             words.insert(rng.integers(0, len(words) + 1), rng.choice((NEGATIVE, POSITIVE)[label]))
         texts.append(" ".join(words))
     return LabelledData(texts, labels.astype(np.int64), ["negative", "positive"], "synthetic")
+
+
+SCORING_TEXTS = [
+    "the film was good",
+    "awful boring mess",
+    "i loved it",
+    "the team lost the game",
+    "a wonderful story",
+]
+
+
+def write_scoring_jsonl(path: Path, n: int, start: int = 0, pad: str = "") -> None:
+    """``n`` JSON lines ``{"id": "r<i>", "text": ...}`` for scoring runs, each text unique."""
+    import json
+
+    with open(path, "w") as file:
+        for i in range(start, start + n):
+            text = f"{SCORING_TEXTS[i % len(SCORING_TEXTS)]} {i}{pad}"
+            file.write(json.dumps({"id": f"r{i}", "text": text}) + "\n")
+
+
+def two_tiny_tiers(root: Path) -> tuple[Path, Path]:
+    """Two tiny classifiers with different weights (seeds 0 and 1): a cascade's tier 1 and 2."""
+    return build_tiny_classifier(root / "t1", seed=0), build_tiny_classifier(root / "t2", seed=1)
