@@ -8,7 +8,7 @@ from each tier alone on dev, timed interleaved round-robin (warm-up, REPEATS rou
 tokenization included); the median seed's cascade is timed end to end in the same rounds.
 
     bash benchmarks/make_new_text_tiers.sh       # the tiers, once
-    python benchmarks/new_text_series.py          # -> benchmarks/results/new_text_sst2.{json,md}
+    python benchmarks/new_text_series.py          # -> benchmarks/results/new_text_sst2.{json,md}, README
 
 Nothing here is chosen on dev: dev only judges.
 """
@@ -22,6 +22,7 @@ from typing import Any
 
 import click
 import numpy as np
+from docs_section import docs_option
 
 THREADS = 2
 REPEATS = 5
@@ -157,8 +158,9 @@ def series_for(variant: str, scores: dict, y: np.ndarray) -> dict:
 
 @click.command()
 @click.option("--repeats", default=REPEATS, show_default=True, help="Timed rounds after the warm-up.")
-def main(repeats: int) -> None:
-    """Run the series and write benchmarks/results/new_text_sst2.{json,md}."""
+@docs_option("README.md")
+def main(repeats: int, docs: bool) -> None:
+    """Run the series and write benchmarks/results/new_text_sst2.{json,md} (and README's table)."""
     from docs_section import write_results
 
     from tango.bench import interleave
@@ -220,10 +222,10 @@ def main(repeats: int) -> None:
         "tier2_accuracy": tier2_accuracy,
         "variants": variants,
     }
-    write_results("new_text_sst2", result, markdown(result), None)
+    write_results("new_text_sst2", result, markdown(result), ROOT.parent / "README.md" if docs else None)
 
 
-def markdown(result: dict) -> str:
+def markdown(result: dict) -> str:  # also README's new_text section
     m, r, st = result["machine"], result["rows"], result["settings"]
     held, tier2 = r["held_out"], result["tiers"]["tier2"]
     lines = [

@@ -206,7 +206,72 @@ def bench(
     say(f"timing {len(systems)} systems: warm-up + {repeats} rounds, round-robin")
     timings = interleave({n: s.run for n, s in systems.items()}, repeats, say)
 
-    n = len(scored)
+    results = _system_results(systems, timings, y)
+    _speedups(results, len(loaded))
+    ceilings = _ceilings(results, logits, y, gates[0].temperatures[0], max_drop) if len(loaded) == 2 else []
+    result = {
+        "command": command,
+        "machine": machine(threads),
+        "settings": _settings_record(repeats, threads, max_drop, confidence_level, bound_on, sweep, peers),
+        "data": _data_record(rows, plan, calibration_data, limit, seed),
+        "tiers": [
+            {"tier": k + 1, "source": t.source, "path": str(t.path), "runtime": _runtime(t)}
+            for k, t in enumerate(loaded)
+        ],
+        "labels": classes,
+        "gates": [_gate_record(g) for g in gates],
+        "systems": results,
+        "breakdown": _breakdown(timings["chosen"], len(loaded)),
+        "ceilings": ceilings,
+        "deferral": deferral_study(
+            calibration_logits,
+            (logits[0], logits[-1], y, words(scored.texts)),
+            gates[0].temperatures[0],
+        ),
+    }
+    if out is not None:
+        reliability = _reliability(logits[0], y, gates, parts)
+        paths = write_results(result, out, name=name, reliability=reliability)
+        say("wrote " + ", ".join(str(p) for p in paths))
+    return result
+
+
+def _settings_record(
+    repeats: int,
+    threads: int,
+    max_drop: float,
+    level: float | None,
+    bound_on: str,
+    sweep: Sequence[float],
+    peers: bool,
+) -> dict[str, Any]:
+    """How the run was measured, as the results record it."""
+    return {
+        "repeats": repeats,
+        "warm_up_rounds": 1,
+        "order": "round-robin, start rotated by one each round",
+        "threads": threads,
+        "max_drop": max_drop,
+        "confidence_level": level,
+        "bound_on": bound_on,
+        "rule_threshold": RULE_THRESHOLD,
+        "sweep_escalation": list(sweep),
+        "peers": peers,
+    }
+
+
+def _gate_record(gate: _Gate) -> dict[str, Any]:
+    return {
+        "temperatures": gate.temperatures,
+        "thresholds": gate.thresholds,
+        "choice": gate.choice,
+        "tier_accuracy": gate.accuracy,
+    }
+
+
+def _system_results(systems: dict[str, _System], timings: dict[str, Timing], y: np.ndarray) -> list[dict]:
+    """One record per system: its accuracy on the scored rows and its timed rounds."""
+    n = len(y)
     results = []
     for system_name, system in systems.items():
         timing = timings[system_name]
@@ -226,52 +291,7 @@ def bench(
                 **_extras(timing.result),
             }
         )
-    _speedups(results, len(loaded))
-    ceilings = _ceilings(results, logits, y, gates[0].temperatures[0], max_drop) if len(loaded) == 2 else []
-    result = {
-        "command": command,
-        "machine": machine(threads),
-        "settings": {
-            "repeats": repeats,
-            "warm_up_rounds": 1,
-            "order": "round-robin, start rotated by one each round",
-            "threads": threads,
-            "max_drop": max_drop,
-            "confidence_level": confidence_level,
-            "bound_on": bound_on,
-            "rule_threshold": RULE_THRESHOLD,
-            "sweep_escalation": list(sweep),
-            "peers": peers,
-        },
-        "data": _data_record(rows, plan, calibration_data, limit, seed),
-        "tiers": [
-            {"tier": k + 1, "source": t.source, "path": str(t.path), "runtime": _runtime(t)}
-            for k, t in enumerate(loaded)
-        ],
-        "labels": classes,
-        "gates": [
-            {
-                "temperatures": g.temperatures,
-                "thresholds": g.thresholds,
-                "choice": g.choice,
-                "tier_accuracy": g.accuracy,
-            }
-            for g in gates
-        ],
-        "systems": results,
-        "breakdown": _breakdown(timings["chosen"], len(loaded)),
-        "ceilings": ceilings,
-        "deferral": deferral_study(
-            calibration_logits,
-            (logits[0], logits[-1], y, words(scored.texts)),
-            gates[0].temperatures[0],
-        ),
-    }
-    if out is not None:
-        reliability = _reliability(logits[0], y, gates, parts)
-        paths = write_results(result, out, name=name, reliability=reliability)
-        say("wrote " + ", ".join(str(p) for p in paths))
-    return result
+    return results
 
 
 def _load(data: str | Path | LabelledData, columns: dict[str, str | None], names: list[str]) -> LabelledData:

@@ -3,6 +3,7 @@ record of the machine and library versions that every benchmark and probe result
 
 from __future__ import annotations
 
+import numbers
 import os
 import platform
 import time
@@ -16,9 +17,9 @@ def check_threads(threads: object, where: str = "threads") -> int | None:
     """``threads`` as given (None = the default), refused unless a whole number >= 1."""
     if threads is None:
         return None
-    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+    if isinstance(threads, bool) or not isinstance(threads, numbers.Integral) or threads < 1:
         raise ValueError(f"{where} must be a whole number >= 1 (or None for all cores), got {threads!r}")
-    return threads
+    return int(threads)
 
 
 def _env_threads() -> int | None:

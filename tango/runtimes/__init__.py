@@ -52,7 +52,7 @@ def make_runtime(
     device: str,
     options: dict[str, Any] | None = None,
 ) -> Runtime:
-    """The runtime for a tier directory, ``auto`` resolved by :func:`tango.probe.choose`.
+    """The runtime for a tier directory, ``auto`` resolved by :func:`tango.runtimes.choice.choose`.
 
     ``options`` are the runtime's own (OpenVINO's ``snippets``); None = what the probe record
     measured fastest at the chosen runtime and precision, else the runtime's defaults."""
