@@ -112,6 +112,72 @@ def median_cascade(tiers: dict, variant: str, gate_result: dict):
     )
 
 
+RULE_THRESHOLD = 0.85  # TangoBERT's max-probability threshold, temperature 1
+PIPELINE_BATCH = 32
+
+
+def pipeline_cascade(tiers: dict, variant: str, texts: list, threshold: float):
+    """Two fp32 Hugging Face ``pipeline``s (TangoBERT's runtime) routed by ``threshold`` on tier
+    1's uncalibrated max-probability; returns a callable giving (labels, share escalated)."""
+    import torch
+    from transformers import pipeline
+
+    from tango.modeldir import read_export_record
+
+    def source(tier) -> str:
+        return read_export_record(tier.path).get("source", str(tier.path))
+
+    options = {"device": -1, "batch_size": PIPELINE_BATCH, "dtype": torch.float32}
+    pipes = [
+        pipeline("text-classification", model=source(t), **options) for t in (tiers[variant], tiers["tier2"])
+    ]
+
+    def run() -> tuple[list[str], float]:
+        answers = pipes[0](texts, truncation=True)
+        labels = [a["label"] for a in answers]
+        unsure = [i for i, a in enumerate(answers) if a["score"] < threshold]
+        if unsure:
+            for i, a in zip(unsure, pipes[1]([texts[i] for i in unsure], truncation=True), strict=True):
+                labels[i] = a["label"]
+        return labels, len(unsure) / len(texts)
+
+    return run
+
+
+def uncalibrated_threshold(threshold: float, temperature: float) -> float:
+    """Two classes: max-probability below ``threshold`` at ``temperature`` is max-probability below
+    this at temperature 1 (both are monotone in the logit gap d: sigmoid(d / T) < t iff
+    sigmoid(d) < sigmoid(T * logit(t)))."""
+    if threshold >= 1.0:
+        return 2.0  # escalate every row
+    if threshold <= 0.5:
+        return 0.0  # a two-class max-probability is never below 0.5
+    return float(1 / (1 + np.exp(-temperature * np.log(threshold / (1 - threshold)))))
+
+
+def two_by_two(tiers: dict, variant: str, gate_seed: dict, dev: list) -> dict[str, Any]:
+    """The systems of the runtime x gate table: {pipeline fp32, tango} x {TangoBERT rule, gate}."""
+    from tango.cascade import Cascade
+
+    certified = uncalibrated_threshold(gate_seed["threshold"], gate_seed["temperature"])
+    rule = Cascade([tiers[variant], tiers["tier2"]], [RULE_THRESHOLD], temperatures=[1.0, 1.0])
+    return {
+        f"{variant}, pipeline x rule": pipeline_cascade(tiers, variant, dev, RULE_THRESHOLD),
+        f"{variant}, pipeline x gate": pipeline_cascade(tiers, variant, dev, certified),
+        f"{variant}, tango x rule": lambda: rule.predict_detailed(dev),
+    }
+
+
+def table_cell(result: Any, labels: list[str], y: np.ndarray) -> tuple[float, float]:
+    """(accuracy, share escalated) of a timed system's last answer."""
+    if isinstance(result, tuple):  # a pipeline cascade: (label names, share escalated)
+        index = {name.lower(): k for k, name in enumerate(labels)}
+        predicted = np.asarray([index[str(name).lower()] for name in result[0]])
+        return float((predicted == y).mean()), result[1]
+    predicted = np.asarray([labels.index(str(name)) for name in result.labels])
+    return float((predicted == y).mean()), float(result.stats.escalated[0])
+
+
 def spread(values: list[float]) -> dict[str, float]:
     return {
         "median": float(np.median(values)),
@@ -183,8 +249,20 @@ def main(repeats: int, docs: bool) -> None:
     systems = {k: (lambda t=t: t.logits(dev)) for k, t in tiers.items()}
     for v, kind in ((v, kind) for v in VARIANTS for kind in ("labelled", "label-free")):
         cascade = median_cascade(tiers, v, variants[v][kind])
-        systems[f"{v}, {kind}"] = lambda c=cascade: c.predict(dev)
+        systems[f"{v}, {kind}"] = lambda c=cascade: c.predict_detailed(dev)
+    for v in VARIANTS:
+        gate_seed = variants[v]["labelled"]["seeds"][variants[v]["labelled"]["median_seed"]]
+        systems.update(two_by_two(tiers, v, gate_seed, dev))
     timings = interleave(systems, repeats, say)
+    for v in VARIANTS:
+        cells = {}
+        for name in ("pipeline x rule", "pipeline x gate", "tango x rule", "labelled"):
+            timing = timings[f"{v}, {name}"]
+            accuracy, escalated = table_cell(timing.result, labels, y)
+            cells[name.replace("labelled", "tango x gate")] = {
+                "accuracy": accuracy, "escalated": escalated, "rows_per_s": len(dev) / timing.median,
+            }  # fmt: skip
+        variants[v]["runtime_x_gate"] = cells
     per_row = {k: timing.median / len(dev) for k, timing in timings.items()}
     for v, record in variants.items():
         add_speeds(record, v, per_row, per_row)
@@ -253,6 +331,25 @@ def markdown(result: dict) -> str:  # also README's new_text section
                 f"{v['ceiling']['speedup']:.2f}x "
                 f"({100 * v['ceiling']['escalated']:.1f}% escalated) |"
             )
+    tier2_rows_per_s = result["tiers"]["tier2"]["rows_per_s"]
+    for name, v in result["variants"].items():
+        cells = v["runtime_x_gate"]
+        lines += [
+            "",
+            f"Runtime x gate, tier 1 {name} (labelled gate at its median seed; speed against tier 2 alone "
+            "on tango's runtime, accuracy drop against tier 2):",
+            "",
+            "| runtime | TangoBERT rule (maxprob 0.85, T = 1) | certified gate |",
+            "|---|---|---|",
+        ]
+        for runtime, label in (("pipeline", "fp32 `pipeline`"), ("tango", "tango (OpenVINO)")):
+            row = [label]
+            for gate_name in ("rule", "gate"):
+                c = cells[f"{runtime} x {gate_name}"]
+                drop = 100 * (result["tier2_accuracy"] - c["accuracy"])
+                speed = c["rows_per_s"] / tier2_rows_per_s
+                row.append(f"{speed:.2f}x, {drop:+.2f} pt, {100 * c['escalated']:.1f}% on")
+            lines.append("| " + " | ".join(row) + " |")
     lines += [
         "",
         "Deferral on dev, AUROC for disagreement with tier 2 (learned rule fitted on held-out sentences):",
