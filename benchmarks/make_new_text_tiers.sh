@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # The tiers of benchmarks/PROTOCOL.md (new-text series), one job at a time (2 cores: never two).
 #
-#   bash benchmarks/make_new_text_tiers.sh        # ~75 min on 2 quiet cores
+#   bash benchmarks/make_new_text_tiers.sh        # ~55 min on 2 quiet cores
 #
 # Every tier holds out the same 30,000 SST-2 training rows by whole sentences (containment
-# groups, seed 0); tier 1 variant B also learns from 100,000 IMDB sentences its teacher scores.
+# groups, seed 0); tier 1 variant B also learns from 30,000 IMDB sentences its teacher scores.
 # Tiers land in $TANGO_HOME/models/<name>, logs in $TANGO_HOME/logs; finished steps are skipped,
 # an interrupted training resumes from its checkpoint.
 set -euo pipefail
@@ -61,7 +61,7 @@ fi
 train "$T2" mpnet
 train minilm-l6-sst2-g30k-distilled minilm --teacher "$T2"
 train minilm-l6-sst2-g30k-imdb minilm --teacher "$T2" \
-  --unlabelled "$HOME_DIR/data/imdb-sentences-distillation.jsonl" --unlabelled-rows 100000
+  --unlabelled "$HOME_DIR/data/imdb-sentences-distillation.jsonl" --unlabelled-rows 30000
 export_ov "$T2" --int8
 export_ov minilm-l6-sst2-g30k-distilled
 export_ov minilm-l6-sst2-g30k-imdb
