@@ -25,6 +25,7 @@ from pathlib import Path
 
 import click
 import numpy as np
+from new_text_series import judged  # the gate on rows: accuracy, drop, share escalated
 
 THREADS = 2
 DRAWS = 500
@@ -54,15 +55,6 @@ def wilson(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)
     half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
     return float(centre - half), float(centre + half)
-
-
-def population_drop(first, last, y, temperature: float, threshold: float) -> tuple[float, float]:
-    """(drop in points against the last tier alone, share escalated) on the population rows."""
-    from tango.confidence import confidence, softmax
-
-    escalate = confidence(softmax(first, temperature), "maxprob") < threshold
-    final = np.where(escalate, last.argmax(1), first.argmax(1))
-    return 100 * float((last.argmax(1) == y).mean() - (final == y).mean()), float(escalate.mean())
 
 
 def certified(first, last, y, bound: str, seed: int) -> tuple[float, float]:
@@ -116,16 +108,15 @@ def main(draws: int) -> None:
     in_draw = np.isin(groups, draw_groups)
     draw_rows, population_rows = np.flatnonzero(in_draw), np.flatnonzero(~in_draw)
     y = pool.labels
+    population = (first[population_rows], last[population_rows], y[population_rows])
     per_bound = {}
     for bound in BOUNDS:
         outcomes = []
         for d in range(draws):
             pick = draw_rows[np.random.default_rng(1000 + d).permutation(len(draw_rows))[:CALIBRATION_ROWS]]
             temperature, threshold = certified(first[pick], last[pick], y[pick], bound, seed=d)
-            drop, escalated = population_drop(
-                first[population_rows], last[population_rows], y[population_rows], temperature, threshold
-            )
-            outcomes.append({"threshold": threshold, "drop": drop, "escalated": escalated})
+            outcome = judged(*population, temperature, threshold)
+            outcomes.append({"threshold": threshold, **{k: outcome[k] for k in ("drop", "escalated")}})
         covered = sum(o["drop"] <= MAX_DROP for o in outcomes)
         per_bound[bound] = {
             "coverage": covered / draws,

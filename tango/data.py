@@ -441,11 +441,7 @@ def load_labelled(
         else:
             texts.append(item.text)
             raw.append(item.label)
-    if bad:
-        listed = "; ".join(f"line {e.line}: {e.message}" for e in bad[:10])
-        raise ValueError(f"{str(path)!r} has {len(bad)} bad row(s): {listed}")
-    if not texts:
-        raise ValueError(f"{str(path)!r} has no rows")
+    _refuse_bad_or_empty(path, bad, texts)
     labels, names = map_labels(raw, label_names)
     return LabelledData(texts, labels, names, str(path))
 
@@ -463,15 +459,21 @@ def load_texts(
         text_pair_column = text_pair_column or guessed_pair
     texts, bad = [], []
     for item in read_records(path, text_column, text_pair_column, format=format):
-        (bad if isinstance(item, RowError) else texts).append(
-            item if isinstance(item, RowError) else item.text
-        )
+        if isinstance(item, RowError):
+            bad.append(item)
+        else:
+            texts.append(item.text)
+    _refuse_bad_or_empty(path, bad, texts)
+    return texts
+
+
+def _refuse_bad_or_empty(path: str | Path, bad: list[RowError], texts: list) -> None:
+    """A file loaded whole must be all good rows, and some: else name the first ten bad lines."""
     if bad:
         listed = "; ".join(f"line {e.line}: {e.message}" for e in bad[:10])
         raise ValueError(f"{str(path)!r} has {len(bad)} bad row(s): {listed}")
     if not texts:
         raise ValueError(f"{str(path)!r} has no rows")
-    return texts
 
 
 def split_rows(n: int, dev_fraction: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

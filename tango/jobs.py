@@ -323,12 +323,7 @@ def calibrate(
     if dev_fraction is not None:
         test_rows, dev_rows = split_rows(len(dev), dev_fraction, seed)
         dev, test = dev.subset(dev_rows), dev.subset(test_rows)
-    if not any(
-        targets.get(k) is not None for k in ("max_drop", "min_speedup", "max_escalation", "guarantee")
-    ):
-        targets["max_drop"] = 0.5
-    if in_sample:
-        targets["confidence_level"] = None
+    targets = _fit_targets(targets, in_sample)
     labels = [dev.label_names[i] for i in dev.labels]  # names: fit matches them to the cascade's labels
     cascade.fit(dev.texts, labels, report_dir=Path(cascade_out) / "calibration", **targets)
     cascade.save_pretrained(cascade_out)
@@ -340,6 +335,19 @@ def calibrate(
             f"escalated {result['escalated']:.1%}, {result['rows_per_s']:.0f} rows/s"
         )
     log(f"saved to {cascade_out}")
+
+
+def _fit_targets(targets: dict[str, Any], in_sample: bool) -> dict[str, Any]:
+    """``Cascade.fit``'s target options for `tango calibrate`: max_drop 0.5 when none is given,
+    and no confidence level for ``in_sample``."""
+    targets = dict(targets)
+    if not any(
+        targets.get(k) is not None for k in ("max_drop", "min_speedup", "max_escalation", "guarantee")
+    ):
+        targets["max_drop"] = 0.5
+    if in_sample:
+        targets["confidence_level"] = None
+    return targets
 
 
 def _calibrate_unlabelled(
@@ -362,12 +370,7 @@ def _calibrate_unlabelled(
         for path in files
         for t in load_texts(path, columns.get("text_column"), columns.get("text_pair_column"))
     ]
-    if not any(
-        targets.get(k) is not None for k in ("max_drop", "min_speedup", "max_escalation", "guarantee")
-    ):
-        targets["max_drop"] = 0.5
-    if in_sample:
-        targets["confidence_level"] = None
+    targets = _fit_targets(targets, in_sample)
     cascade.fit(texts, None, report_dir=Path(cascade_out) / "calibration", **targets)
     cascade.save_pretrained(cascade_out)
     log(format_report(CalibrationReport.from_dict(cascade.calibration_)))

@@ -178,14 +178,17 @@ def carve_calibration_rows(
     seed: int,
     columns: dict[str, str | None],
     groups: str | None = None,
+    per_row: np.ndarray | None = None,
 ) -> tuple[LabelledData, HeldOutRows | None]:
     """Split ``data`` (all of ``path``) into training rows and ``rows`` held-out calibration rows
-    (with ``groups``: whole groups, at least ``rows`` rows; see :func:`containment_groups`)."""
+    (with ``groups``: whole groups, at least ``rows`` rows; see :func:`containment_groups`).
+    ``per_row``: the groups already computed for ``data`` (else computed here)."""
     if rows == 0:
         return data, None
     if not 0 < rows < len(data):
         raise ValueError(f"--calibration-rows must be between 0 and {len(data) - 1} for {path}, got {rows}")
-    per_row = row_groups(data, path, groups, columns)
+    if per_row is None:
+        per_row = row_groups(data, path, groups, columns)
     held = HeldOutRows(
         str(Path(path).resolve()), file_sha256(path), rows, len(data), seed, dict(columns), groups
     )
@@ -329,8 +332,9 @@ def training_rows(
     whole = load_labelled(train_path, label_names=label_names, **columns)
     if calibration_rows is None:
         calibration_rows = default_calibration_rows(len(whole))
+    per_row = row_groups(whole, train_path, group_column, columns) if calibration_rows else None
     data, held = carve_calibration_rows(
-        whole, train_path, calibration_rows, calibration_seed, columns, group_column
+        whole, train_path, calibration_rows, calibration_seed, columns, group_column, per_row
     )
     dev = load_labelled(dev_path, label_names=data.label_names, **columns) if dev_path else None
     if dev is None and dev_fraction:
@@ -340,8 +344,5 @@ def training_rows(
             replace(data.subset(rows), source=f"{train_path} {part} of {split}")
             for part, rows in (("train", train_rows), ("dev", dev_rows))
         )
-    calibration = None
-    if held:
-        groups = row_groups(whole, train_path, held.groups, columns)
-        calibration = whole.subset(held.calibration_indices(groups))
+    calibration = whole.subset(held.calibration_indices(per_row)) if held else None
     return TrainingRows(data, dev, calibration, held)

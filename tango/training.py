@@ -295,9 +295,9 @@ def _teacher_logits(teacher: str, data: LabelledData, config: TrainConfig, cache
     done = np.load(partial) if partial.exists() else np.zeros((0, len(names)), dtype=np.float32)
     bar = tqdm(total=len(data), initial=len(done), desc="teacher logits", unit="row", mininterval=5)
     parts = [done]
+    bf16 = _use_bf16(config.bf16)
     for start in range(len(done), len(data), TEACHER_CHUNK):
         rows = tokenize(tokenizer, data.texts[start : start + TEACHER_CHUNK], config.max_length)
-        bf16 = _use_bf16(config.bf16)
         parts.append(
             _predict_logits(model, rows, tokenizer.pad_token_id, batch_size=config.eval_batch_size, bf16=bf16)
         )
