@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The tiers of benchmarks/PROTOCOL.md (new-text series), one job at a time (2 cores: never two).
 #
-#   bash benchmarks/make_new_text_tiers.sh        # ~55 min on 2 quiet cores
+#   bash benchmarks/make_new_text_tiers.sh        # ~55 min on 2 quiet cores (series 1), ~75 more (series 2)
 #
 # Every tier holds out the same 30,000 SST-2 training rows by whole sentences (containment
 # groups, seed 0); tier 1 variant B also learns from 30,000 IMDB sentences its teacher scores.
@@ -65,4 +65,13 @@ train minilm-l6-sst2-g30k-imdb minilm --teacher "$T2" \
 export_ov "$T2" --int8
 export_ov minilm-l6-sst2-g30k-distilled
 export_ov minilm-l6-sst2-g30k-imdb
+# Series 2 (PROTOCOL.md, version 2): D distils on 100,000 IMDB sentences (B's 30,000 among them);
+# C is B plus the Gatekeeper stage alone (--epochs 0 starts from B's weights).
+train minilm-l6-sst2-g30k-imdb100k minilm --teacher "$T2" \
+  --unlabelled "$HOME_DIR/data/imdb-sentences-distillation.jsonl" --unlabelled-rows 100000
+export_ov minilm-l6-sst2-g30k-imdb100k
+train minilm-l6-sst2-g30k-imdb-gk "$HOME_DIR/models/minilm-l6-sst2-g30k-imdb" --teacher "$T2" \
+  --unlabelled "$HOME_DIR/data/imdb-sentences-distillation.jsonl" --unlabelled-rows 30000 \
+  --epochs 0 --gatekeeper 0.5
+export_ov minilm-l6-sst2-g30k-imdb-gk
 echo "== $(date -u +%H:%M) done"

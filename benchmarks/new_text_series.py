@@ -8,7 +8,12 @@ from each tier alone on dev, timed interleaved round-robin (warm-up, REPEATS rou
 tokenization included); the median seed's cascade is timed end to end in the same rounds.
 
     bash benchmarks/make_new_text_tiers.sh       # the tiers, once
-    python benchmarks/new_text_series.py          # -> benchmarks/results/new_text_sst2.{json,md}, README
+    python benchmarks/new_text_series.py          # series 1 -> results/new_text_sst2.{json,md}
+    python benchmarks/new_text_series.py --series 2   # -> results/new_text_sst2_series2.{json,md}
+
+Series 2 (PROTOCOL.md version 2) adds tier 1 variants C (Gatekeeper) and D (100,000 IMDB
+sentences), the combined gate (labelled sentences and IMDB sentences in one prediction-powered
+bound) and the pick of a variant on the held-out sentences' deferral curve.
 
 Nothing here is chosen on dev: dev only judges.
 """
@@ -35,15 +40,34 @@ ROOT = Path(__file__).resolve().parent
 DATA = ROOT.parent.parent / "shared" / "data"
 HOME = Path.home() / ".cache" / "tango"
 TIER2 = "mpnet-base-sst2-g30k"
-VARIANTS = {
-    "A (distilled)": "minilm-l6-sst2-g30k-distilled",
-    "B (+ IMDB sentences)": "minilm-l6-sst2-g30k-imdb",
+SERIES = {
+    "1": {
+        "name": "new_text_sst2",
+        "protocol": "benchmarks/PROTOCOL.md, 2026-12-06",
+        "variants": {
+            "A (distilled)": "minilm-l6-sst2-g30k-distilled",
+            "B (+ IMDB sentences)": "minilm-l6-sst2-g30k-imdb",
+        },
+        "gates": ("labelled", "label-free"),
+    },
+    "2": {
+        "name": "new_text_sst2_series2",
+        "protocol": "benchmarks/PROTOCOL.md, version 2, 2026-12-06",
+        "variants": {
+            "B (+ 30k IMDB sentences)": "minilm-l6-sst2-g30k-imdb",
+            "C (B + Gatekeeper)": "minilm-l6-sst2-g30k-imdb-gk",
+            "D (+ 100k IMDB sentences)": "minilm-l6-sst2-g30k-imdb100k",
+        },
+        "gates": ("labelled", "label-free", "combined"),
+    },
 }
-PROTOCOL = "benchmarks/PROTOCOL.md, 2026-12-06"
-RESULTS_LINK = (
-    "\nThe runtime x gate tables and the deferral study: "
-    "[benchmarks/results/new_text_sst2.md](benchmarks/results/new_text_sst2.md).\n"
-)
+
+
+def results_link(name: str) -> str:
+    return (
+        "\nThe runtime x gate tables and the deferral study: "
+        f"[benchmarks/results/{name}.md](benchmarks/results/{name}.md).\n"
+    )
 
 
 def load(name: str):
@@ -71,14 +95,22 @@ def rows(tier2_name: str, labels: list[str]) -> dict[str, Any]:
     return {"dev": dev, "sentences": sentences, "imdb": [imdb[i] for i in pick], "held": held.to_dict()}
 
 
-def gate(first: np.ndarray, last: np.ndarray, labels: np.ndarray | None, seed: int) -> tuple[float, float]:
-    """(tier-1 temperature, threshold) certified for MAX_DROP at LEVEL on these rows."""
+def gate(
+    first: np.ndarray,
+    last: np.ndarray,
+    labels: np.ndarray | None,
+    seed: int,
+    unlabelled: list[np.ndarray] | None = None,
+) -> tuple[float, float, float]:
+    """(tier-1 temperature, threshold, certified bound) for MAX_DROP at LEVEL on these rows;
+    ``unlabelled`` (both tiers' logits on unlabelled rows) joins labelled rows in one bound."""
     from tango.tuning import fit_gate
 
     y = last.argmax(1) if labels is None else labels
     fitted = fit_gate([first, last], y, [1.0, 1.0], {"max_drop": MAX_DROP}, confidence_level=LEVEL, seed=seed,
-                      fit_last=labels is not None)  # fmt: skip
-    return float(fitted.scalers[0].temperature_), float(fitted.thresholds[0])
+                      fit_last=labels is not None, unlabelled_logits=unlabelled)  # fmt: skip
+    bound = fitted.choice["drop_bound"]
+    return float(fitted.scalers[0].temperature_), float(fitted.thresholds[0]), float(bound)
 
 
 def judged(first: np.ndarray, last: np.ndarray, y: np.ndarray, temperature: float, threshold: float) -> dict:
@@ -97,7 +129,7 @@ def add_speeds(result: dict, variant: str, costs: dict[str, float], timed: dict[
     def speedup(escalated: float) -> float:
         return costs["tier2"] / (costs[variant] + escalated * costs["tier2"])
 
-    for kind in ("labelled", "label-free"):
+    for kind in result["gates"]:
         gate_result = result[kind]
         for seed in gate_result["seeds"]:
             seed["speedup"] = speedup(seed["escalated"])
@@ -190,24 +222,38 @@ def spread(values: list[float]) -> dict[str, float]:
     }
 
 
-def series_for(variant: str, scores: dict, y: np.ndarray) -> dict:
-    """Both gates over SEEDS seeds for one tier-1 variant, and its deferral on dev (speeds later)."""
+def seeded_gate(kind: str, first: dict, last: dict, sentence_labels: np.ndarray, seed: int) -> tuple:
+    """Seed ``seed``'s calibration rows for gate ``kind`` and the gate certified on them: 2,000
+    held-out sentences (labelled), 15,000 IMDB sentences (label-free), or both (combined)."""
+    labelled = np.random.default_rng(seed).permutation(len(first["sentences"]))[:LABELLED_ROWS]
+    unlabelled = np.random.default_rng(seed).permutation(len(first["imdb"]))[:UNLABELLED_ROWS]
+    if kind == "label-free":
+        return gate(first["imdb"][unlabelled], last["imdb"][unlabelled], None, seed)
+    side = [first["imdb"][unlabelled], last["imdb"][unlabelled]] if kind == "combined" else None
+    rows = (first["sentences"][labelled], last["sentences"][labelled], sentence_labels[labelled])
+    return gate(*rows, seed, unlabelled=side)
+
+
+def series_for(variant: str, scores: dict, y: np.ndarray, gates: tuple[str, ...]) -> dict:
+    """Each gate over SEEDS seeds for one tier-1 variant, and its deferral on dev (speeds later)."""
     from tango.bench import escalation_curve
     from tango.deferral import deferral_study, words
 
     first, last = scores[variant], scores["tier2"]
     agreement = float((first["dev"].argmax(1) == last["dev"].argmax(1)).mean())
-    result: dict[str, Any] = {"agreement_with_tier2": agreement}
+    result: dict[str, Any] = {"agreement_with_tier2": agreement, "gates": list(gates)}
     result["tier1_accuracy"] = float((first["dev"].argmax(1) == y).mean())
-    gates = (("labelled", "sentences", LABELLED_ROWS), ("label-free", "imdb", UNLABELLED_ROWS))
-    for kind, rows_key, count in gates:
+    sentence_labels = scores["labels"]["sentences"]
+    right = escalation_curve(first["sentences"], last["sentences"], sentence_labels)
+    result["sentences_deferral_area"] = float(right.mean() / len(sentence_labels))  # picks a variant
+    for kind in gates:
         per_seed = []
         for seed in range(SEEDS):
-            pick = np.random.default_rng(seed).permutation(len(first[rows_key]))[:count]
-            labels = scores["labels"][rows_key][pick] if kind == "labelled" else None
-            temperature, threshold = gate(first[rows_key][pick], last[rows_key][pick], labels, seed)
+            temperature, threshold, bound = seeded_gate(kind, first, last, sentence_labels, seed)
             outcome = judged(first["dev"], last["dev"], y, temperature, threshold)
-            per_seed.append({"seed": seed, "temperature": temperature, "threshold": threshold, **outcome})
+            per_seed.append(
+                {"seed": seed, "temperature": temperature, "threshold": threshold, "bound": bound, **outcome}
+            )
         drops = [s["drop"] for s in per_seed]
         result[kind] = {
             "seeds": per_seed,
@@ -227,58 +273,42 @@ def series_for(variant: str, scores: dict, y: np.ndarray) -> dict:
 
 
 @click.command()
+@click.option("--series", "series_key", type=click.Choice(sorted(SERIES)), default="1", show_default=True,
+              help="Which series of PROTOCOL.md: its tier 1 variants, gates and results file.")  # fmt: skip
 @click.option("--repeats", default=REPEATS, show_default=True, help="Timed rounds after the warm-up.")
 @docs_option("README.md")
-def main(repeats: int, docs: bool) -> None:
-    """Run the series and write benchmarks/results/new_text_sst2.{json,md} (and README's table)."""
+def main(series_key: str, repeats: int, docs: bool) -> None:
+    """Run a series and write benchmarks/results/<its name>.{json,md} (and README's table)."""
     from docs_section import write_results
 
-    from tango.bench import interleave
-    from tango.hardware import machine, set_torch_threads
-    from tango.labels import align_labels as to_ids
+    from tango.hardware import set_torch_threads
 
     set_torch_threads(THREADS)
-    say = lambda message: click.echo(message, err=True)  # noqa: E731
-    tiers = {"tier2": load(TIER2), **{v: load(name) for v, name in VARIANTS.items()}}
+    series = SERIES[series_key]
+    names = series["variants"]
+    tiers = {"tier2": load(TIER2), **{v: load(name) for v, name in names.items()}}
     labels = list(tiers["tier2"].labels)
     data = rows(TIER2, labels)
-    texts = {"dev": data["dev"].texts, "sentences": data["sentences"].texts, "imdb": data["imdb"]}
-    scores: dict[str, Any] = {"texts": texts, "labels": {"sentences": data["sentences"].labels}}
-    for key, tier in tiers.items():
-        say(f"scoring with {key}: {tier.runtime.description}")
-        scores[key] = {part: tier.logits(rows_) for part, rows_ in texts.items()}
-    y = to_ids(data["dev"].labels, data["dev"].label_names, labels)
-    dev = texts["dev"]
-    variants = {v: series_for(v, scores, y) for v in VARIANTS}
-    systems = {k: (lambda t=t: t.logits(dev)) for k, t in tiers.items()}
-    for v, kind in ((v, kind) for v in VARIANTS for kind in ("labelled", "label-free")):
-        cascade = median_cascade(tiers, v, variants[v][kind])
-        systems[f"{v}, {kind}"] = lambda c=cascade: c.predict_detailed(dev)
-    for v in VARIANTS:
-        gate_seed = variants[v]["labelled"]["seeds"][variants[v]["labelled"]["median_seed"]]
-        systems.update(two_by_two(tiers, v, gate_seed, dev))
-    timings = interleave(systems, repeats, say)
-    for v in VARIANTS:
-        cells = {}
-        for name in ("pipeline x rule", "pipeline x gate", "tango x rule", "labelled"):
-            timing = timings[f"{v}, {name}"]
-            accuracy, escalated = table_cell(timing.result, labels, y)
-            cells[name.replace("labelled", "tango x gate")] = {
-                "accuracy": accuracy, "escalated": escalated, "rows_per_s": len(dev) / timing.median,
-            }  # fmt: skip
-        variants[v]["runtime_x_gate"] = cells
+    scores, y = score_rows(tiers, data, labels)
+    variants = {v: series_for(v, scores, y, series["gates"]) for v in names}
+    picked = max(variants, key=lambda v: variants[v]["sentences_deferral_area"])  # never dev
+    tabled = list(names) if series_key == "1" else [picked]  # series 1 tabled every variant
+    timings = time_systems(tiers, variants, tabled, data["dev"].texts, repeats)
+    dev = data["dev"].texts
+    for v in tabled:
+        variants[v]["runtime_x_gate"] = runtime_x_gate(v, timings, labels, y, len(dev))
     per_row = {k: timing.median / len(dev) for k, timing in timings.items()}
     for v, record in variants.items():
         add_speeds(record, v, per_row, per_row)
-    tier2_accuracy = float((scores["tier2"]["dev"].argmax(1) == y).mean())
     result = {
-        "protocol": PROTOCOL,
+        "series": series_key,
+        "protocol": series["protocol"],
         "command": shlex.join(["python", "benchmarks/new_text_series.py", *sys.argv[1:]]),
-        "machine": machine(THREADS),
+        "machine": _machine(),
         "rows": {
             "dev": len(dev),
-            "held_out_sentences": len(texts["sentences"]),
-            "imdb_pool": len(texts["imdb"]),
+            "held_out_sentences": len(data["sentences"].texts),
+            "imdb_pool": len(data["imdb"]),
             "held_out": data["held"],
         },  # fmt: skip
         "settings": {
@@ -291,45 +321,101 @@ def main(repeats: int, docs: bool) -> None:
             "threads": THREADS,
         },  # fmt: skip
         "tiers": {
-            k: {
-                "path": str(t.path),
-                "runtime": t.runtime.description,
-                "rows_per_s": len(dev) / timings[k].median,
-                "rows_per_s_min": len(dev) / timings[k].max,
-                "rows_per_s_max": len(dev) / timings[k].min,
-            }
+            k: {"path": str(t.path), "runtime": t.runtime.description, **speed(timings[k], len(dev))}
             for k, t in tiers.items()
         },  # fmt: skip
         "timed": {k: {"seconds": t.seconds} for k, t in timings.items()},
-        "tier2_accuracy": tier2_accuracy,
+        "tier2_accuracy": float((scores["tier2"]["dev"].argmax(1) == y).mean()),
+        "picked_variant": picked,
         "variants": variants,
     }
-    write_results("new_text_sst2", result, markdown(result), None)
+    write_results(series["name"], result, markdown(result), None)
     if docs:  # README gets the main table; the results file holds everything
         from docs_section import fill_section
 
         table = markdown(result).split("\n\nRuntime x gate")[0].rstrip() + "\n"
-        fill_section(ROOT.parent / "README.md", "new_text_sst2", table + RESULTS_LINK)
+        fill_section(ROOT.parent / "README.md", series["name"], table + results_link(series["name"]))
+
+
+def _machine() -> dict:
+    from tango.hardware import machine
+
+    return machine(THREADS)
+
+
+def speed(timing, rows: int) -> dict[str, float]:
+    return {"rows_per_s": rows / timing.median, "rows_per_s_min": rows / timing.max,
+            "rows_per_s_max": rows / timing.min}  # fmt: skip
+
+
+def score_rows(tiers: dict, data: dict, labels: list[str]) -> tuple[dict, np.ndarray]:
+    """Every tier's logits on dev, the held-out sentences and the IMDB pool; dev's label ids."""
+    from tango.labels import align_labels as to_ids
+
+    texts = {"dev": data["dev"].texts, "sentences": data["sentences"].texts, "imdb": data["imdb"]}
+    scores: dict[str, Any] = {"texts": texts, "labels": {"sentences": data["sentences"].labels}}
+    for key, tier in tiers.items():
+        click.echo(f"scoring with {key}: {tier.runtime.description}", err=True)
+        scores[key] = {part: tier.logits(rows_) for part, rows_ in texts.items()}
+    return scores, to_ids(data["dev"].labels, data["dev"].label_names, labels)
+
+
+def time_systems(tiers: dict, variants: dict, tabled: list[str], dev: list, repeats: int) -> dict:
+    """Each tier alone, each variant's median-seed cascade per gate, and the runtime x gate
+    systems of the ``tabled`` variants: interleaved round-robin (``tango.bench.interleave``)."""
+    from tango.bench import interleave
+
+    systems = {k: (lambda t=t: t.logits(dev)) for k, t in tiers.items()}
+    for v, record in variants.items():
+        for kind in record["gates"]:
+            cascade = median_cascade(tiers, v, record[kind])
+            systems[f"{v}, {kind}"] = lambda c=cascade: c.predict_detailed(dev)
+    for v in tabled:
+        gate_seed = variants[v]["labelled"]["seeds"][variants[v]["labelled"]["median_seed"]]
+        systems.update(two_by_two(tiers, v, gate_seed, dev))
+    return interleave(systems, repeats, lambda message: click.echo(message, err=True))
+
+
+def runtime_x_gate(variant: str, timings: dict, labels: list[str], y: np.ndarray, rows: int) -> dict:
+    """The 2x2 cells of one variant: accuracy, share escalated and rows/s of each system."""
+    cells = {}
+    for name in ("pipeline x rule", "pipeline x gate", "tango x rule", "labelled"):
+        timing = timings[f"{variant}, {name}"]
+        accuracy, escalated = table_cell(timing.result, labels, y)
+        cells[name.replace("labelled", "tango x gate")] = {
+            "accuracy": accuracy, "escalated": escalated, "rows_per_s": rows / timing.median,
+        }  # fmt: skip
+    return cells
+
+
+def bound_cell(gate_result: dict) -> str:
+    """The median certified bound of a gate's seeds (series 1 did not record it)."""
+    bounds = [seed["bound"] for seed in gate_result["seeds"] if "bound" in seed]
+    return f"{np.median(bounds):.2f} pt | " if bounds else "- | "
 
 
 def markdown(result: dict) -> str:  # also README's new_text section
     m, r, st = result["machine"], result["rows"], result["settings"]
     held, tier2 = r["held_out"], result["tiers"]["tier2"]
+    name = SERIES[result.get("series", "1")]["name"]
     lines = [
-        f"`benchmarks/results/new_text_sst2.json` ({result['protocol']}): SST-2 dev ({r['dev']} rows, "
+        f"`benchmarks/results/{name}.json` ({result['protocol']}): SST-2 dev ({r['dev']} rows, "
         f"judging only); tiers held out {held['held']} training rows as {held['group_count']} whole "
         f"sentences; labelled gate on {st['labelled_rows']} of those sentences, label-free gate on "
-        f"{st['unlabelled_rows']} of {r['imdb_pool']} IMDB sentences, {st['seeds']} seeds, max drop "
+        f"{st['unlabelled_rows']} of {r['imdb_pool']} IMDB sentences"
+        + (", combined gate on both in one prediction-powered bound" if "combined" in str(result) else "")
+        + f", {st['seeds']} seeds, max drop "
         f"{st['max_drop']} pt at level {st['confidence_level']}; {m['cpu']}, {m['threads']} threads; "
         f"{m['date']}. Tier 2 alone: {100 * result['tier2_accuracy']:.2f}% on dev, "
         f"{tier2['rows_per_s']:.0f} rows/s. Command: `{result['command']}`.",
         "",
         "| tier 1 | agrees with tier 2 | gate | drop vs tier 2, pt: median (p10-p90) | seeds within 0.5 pt | "
-        "speedup vs tier 2: median (p10-p90) | escalated, median | ceiling within 0.5 pt |",
-        "|---|---|---|---|---|---|---|---|",
+        "speedup vs tier 2: median (p10-p90) | escalated, median | certified bound, median | "
+        "ceiling within 0.5 pt |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for name, v in result["variants"].items():
-        for kind in ("labelled", "label-free"):
+        for kind in v.get("gates", ("labelled", "label-free")):
             g = v[kind]
             lines.append(
                 f"| {name} | {100 * v['agreement_with_tier2']:.1f}% | {kind} | {g['drop']['median']:+.2f} "
@@ -337,11 +423,18 @@ def markdown(result: dict) -> str:  # also README's new_text section
                 f"{g['speedup']['median']:.2f}x ({g['speedup']['p10']:.2f}-{g['speedup']['p90']:.2f}) | "
                 f"{100 * g['escalated']['median']:.1f}% (its cascade timed: "
                 f"{g['median_seed_timed_speedup']:.2f}x) | "
-                f"{v['ceiling']['speedup']:.2f}x "
+                + bound_cell(g)
+                + f"{v['ceiling']['speedup']:.2f}x "
                 f"({100 * v['ceiling']['escalated']:.1f}% escalated) |"
             )
     tier2_rows_per_s = result["tiers"]["tier2"]["rows_per_s"]
+    if "picked_variant" in result:
+        areas = ", ".join(f"{k} {v['sentences_deferral_area']:.4f}" for k, v in result["variants"].items())
+        lines += ["", f"Picked on the held-out sentences' deferral curve (area: {areas}): "
+                      f"**{result['picked_variant']}**; its runtime x gate table follows."]  # fmt: skip
     for name, v in result["variants"].items():
+        if "runtime_x_gate" not in v:
+            continue
         cells = v["runtime_x_gate"]
         lines += [
             "",

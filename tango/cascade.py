@@ -249,6 +249,7 @@ class Cascade:
         seed: int = 0,
         report_dir: str | Path | None = None,
         new_rows: int | None = None,
+        unlabelled: Texts | None = None,
     ) -> Cascade:
         """Fit one temperature per tier and choose the thresholds on rows like the traffic; ``self``.
 
@@ -265,7 +266,9 @@ class Cascade:
         ``temperature_fraction`` of the rows and choose thresholds on the rest. ``report_dir``
         receives reliability diagrams, the threshold curve and ``report.json``. ``new_rows`` = M
         makes ``max_drop`` hold on the next M rows scored (their own sampling noise included), not
-        only on average. The method is
+        only on average. ``unlabelled`` rows like the traffic, beside labelled ``texts``, tighten
+        ``max_drop``'s bound (prediction-powered inference; still a bound on the drop itself, not
+        on disagreement). The method is
         :func:`tango.tuning.fit_cascade` (also behind ``tango calibrate``); it sets
         ``temperatures_``, ``thresholds_`` and ``calibration_``, never the parameters.
         """
@@ -287,6 +290,7 @@ class Cascade:
             seed=seed,
             report_dir=report_dir,
             new_rows=new_rows,
+            unlabelled=unlabelled,
         )
         self.temperatures_ = [t.temperature for t in report.tiers]
         self.thresholds_ = list(report.thresholds) if report.thresholds else thresholds

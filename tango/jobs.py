@@ -301,6 +301,7 @@ def calibrate(
     columns: dict[str, str | None] | None = None,
     in_sample: bool = False,
     unlabelled: list[str] | None = None,
+    combine: bool = False,
     log: Log = print,
     warn: Log = _stderr,
     **targets: Any,
@@ -309,11 +310,12 @@ def calibrate(
     ``calibration/``), and report; ``dev_fraction`` keeps the rest of the rows as a test set.
     ``targets``: :meth:`tango.cascade.Cascade.fit`'s (max_drop, min_speedup, ...; default max_drop 0.5).
     ``unlabelled`` files fit the gate without labels (on disagreement with the last tier); labelled
-    rows given too (``dev_path``) are then scored by the calibrated cascade, as a check."""
+    rows given too (``dev_path``) are then scored by the calibrated cascade, as a check. With
+    ``combine``, the unlabelled rows join the labelled ones in one bound on the drop itself."""
     from tango.tuning import CalibrationReport, format_report
 
     columns = columns or {}
-    if unlabelled:
+    if unlabelled and not combine:
         return _calibrate_unlabelled(
             cascade, cascade_out, unlabelled, dev_path, columns, in_sample, log, targets
         )
@@ -325,6 +327,8 @@ def calibrate(
         dev, test = dev.subset(dev_rows), dev.subset(test_rows)
     targets = _fit_targets(targets, in_sample)
     labels = [dev.label_names[i] for i in dev.labels]  # names: fit matches them to the cascade's labels
+    if combine:
+        targets["unlabelled"] = read_unlabelled(unlabelled or [], columns)
     cascade.fit(dev.texts, labels, report_dir=Path(cascade_out) / "calibration", **targets)
     cascade.save_pretrained(cascade_out)
     log(format_report(CalibrationReport.from_dict(cascade.calibration_)))
@@ -362,14 +366,9 @@ def _calibrate_unlabelled(
 ) -> None:
     """The label-free gate: fitted on unlabelled rows, certified on disagreement with the last tier;
     with labelled rows beside them, their accuracy under the calibrated cascade is shown too."""
-    from tango.data import load_texts
     from tango.tuning import CalibrationReport, format_report
 
-    texts = [
-        t
-        for path in files
-        for t in load_texts(path, columns.get("text_column"), columns.get("text_pair_column"))
-    ]
+    texts = read_unlabelled(files, columns)
     targets = _fit_targets(targets, in_sample)
     cascade.fit(texts, None, report_dir=Path(cascade_out) / "calibration", **targets)
     cascade.save_pretrained(cascade_out)
@@ -384,6 +383,17 @@ def _calibrate_unlabelled(
             f"escalated {result['escalated']:.1%}"
         )
     log(f"saved to {cascade_out}")
+
+
+def read_unlabelled(files: list[str], columns: dict[str, str | None]) -> list:
+    """Every text of the unlabelled ``files``, in order (their text columns as ``columns`` says)."""
+    from tango.data import load_texts
+
+    return [
+        t
+        for path in files
+        for t in load_texts(path, columns.get("text_column"), columns.get("text_pair_column"))
+    ]
 
 
 def last_tier_accuracy(cascade: Any, data: LabelledData) -> float:

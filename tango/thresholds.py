@@ -113,6 +113,17 @@ def _outcomes(
     return np.array(lost), np.array(gained), np.array(cost), np.array(reach)
 
 
+def disagreements(
+    confidences: list[np.ndarray], predictions: list[np.ndarray], settings: np.ndarray
+) -> np.ndarray:
+    """For each setting: rows whose final answer differs from the last tier's (no labels needed)."""
+    stacked = np.stack([np.asarray(p) for p in predictions])  # (tiers, rows)
+    rows = np.arange(stacked.shape[1])
+    return np.array(
+        [int(np.sum(stacked[answering_tier(confidences, s), rows] != stacked[-1])) for s in settings]
+    )
+
+
 def _settings(grids: list[np.ndarray]) -> np.ndarray:
     return np.array(list(itertools.product(*grids)), dtype=float).reshape(-1, len(grids))
 
@@ -202,6 +213,55 @@ def drop_upper_bound(
     return ((lost - gained) / n + margin) * 100
 
 
+def ppi_drop_upper_bound(
+    lost: ArrayLike,
+    gained: ArrayLike,
+    disagreed: ArrayLike,
+    n: int,
+    unlabelled_disagreed: ArrayLike,
+    n_unlabelled: int,
+    confidence_level: float,
+) -> np.ndarray:
+    """One-sided upper bound, in points, on the true drop from few labelled rows beside many
+    unlabelled ones: prediction-powered inference (Angelopoulos et al. 2023) with PPI++'s power
+    tuning (Angelopoulos, Duchi and Zrnic 2023).
+
+    On a row, the drop is ``g = [last right, cascade wrong] - [last wrong, cascade right]`` and its
+    label-free stand-in is ``f = [cascade answers other than the last tier]`` (``f >= g``: the
+    disagreement bound). The estimate ``lambda * mean_U(f) + mean_L(g - lambda * f)`` is unbiased
+    for the drop for any ``lambda``; the unlabelled rows (many) pin down ``f``'s mean and the
+    labelled ones (few) only the correction ``g - lambda f``, whose variance is small when ``f``
+    tracks ``g``. ``lambda`` in [0, 1] minimises the variance (0: labels alone, 1: plain PPI).
+    Counts per setting: on the ``n`` labelled rows ``lost``, ``gained`` and ``disagreed`` (answers
+    unlike the last tier's, a superset of both); on the unlabelled rows ``unlabelled_disagreed``.
+    Variances carry one pseudo-row each way, as :func:`drop_upper_bound`'s wald bound does.
+    """
+    if not 0 < confidence_level < 1:
+        raise ValueError(f"confidence_level must lie in (0, 1), got {confidence_level}")
+    if n < 1 or n_unlabelled < 1:
+        raise ValueError(f"need labelled and unlabelled rows, got {n} and {n_unlabelled}")
+    lost, gained, disagreed, u_disagreed = (
+        np.atleast_1d(np.asarray(v, dtype=float)) for v in (lost, gained, disagreed, unlabelled_disagreed)
+    )
+    if np.any(disagreed < lost + gained):
+        raise ValueError("disagreed counts every lost and gained row: it cannot be smaller than both")
+    # moments on the labelled rows, with a lost and a gained pseudo-row (both disagree)
+    n_ = n + 2
+    mean_g = (lost - gained) / n_
+    var_g = (lost + gained + 2) / n_ - mean_g**2
+    mean_f = (disagreed + 2) / n_
+    var_f = mean_f - mean_f**2
+    cov = mean_g - mean_g * mean_f  # E[g f] = E[g]: f is 1 wherever g is not 0
+    u_rate = (u_disagreed + 1) / (n_unlabelled + 2)
+    var_u = u_rate - u_rate**2
+    with np.errstate(divide="ignore", invalid="ignore"):
+        tuned = cov / ((1 + n / n_unlabelled) * var_f)
+    lam = np.clip(np.nan_to_num(tuned, nan=0.0), 0.0, 1.0)
+    estimate = lam * u_disagreed / n_unlabelled + (lost - gained - lam * disagreed) / n
+    variance = lam**2 * var_u / n_unlabelled + np.maximum(var_g + lam**2 * var_f - 2 * lam * cov, 0.0) / n
+    return (estimate + stats.norm.ppf(confidence_level) * np.sqrt(variance)) * 100
+
+
 def pareto_sequence(drop: np.ndarray, cost: np.ndarray) -> np.ndarray:
     """Indices of the settings no other beats on both drop and cost, most expensive first.
 
@@ -226,6 +286,7 @@ def certify(
     bound: str = "wald",
     grid_size: int | None = None,
     new_rows: int | None = None,
+    unlabelled: tuple[list[np.ndarray], list[np.ndarray]] | None = None,
 ) -> ThresholdChoice:
     """The cheapest setting whose drop is within ``max_drop`` points at ``confidence_level``.
 
@@ -241,6 +302,9 @@ def certify(
     new_rows : int, optional
         The drop to keep is the one a batch of this many new rows will show (its own sampling
         noise included: :func:`drop_upper_bound`); default, the population's.
+    unlabelled : (confidences, predictions) on unlabelled rows like the traffic, optional
+        Combine them with the labelled rows (:func:`ppi_drop_upper_bound`): the bound is still on
+        the drop itself, its variance mostly that of disagreement on the many unlabelled rows.
 
     The setting "escalate every row" reproduces the last tier exactly, so it is tested first
     and always passes: the result is never worse than the last tier alone.
@@ -258,7 +322,18 @@ def certify(
     everything = np.flatnonzero(np.all(settings == ESCALATE_ALL, axis=1))
     sequence = np.concatenate([everything, frontier[~np.isin(frontier, everything)]])
     lost, gained, cost, reach = _outcomes(confs, correct, settings[sequence], costs)
-    bounds = drop_upper_bound(lost, gained, n, confidence_level, bound, new_rows)
+    if unlabelled is None:
+        bounds = drop_upper_bound(lost, gained, n, confidence_level, bound, new_rows)
+    else:
+        if new_rows is not None or bound != "wald":
+            raise ValueError("unlabelled rows combine with the default bound only (no new_rows)")
+        disagreed = disagreements(confs, [np.asarray(p) for p in predictions], settings[sequence])
+        u_confs = [np.asarray(c, dtype=float) for c in unlabelled[0]]
+        u_preds = [np.asarray(p) for p in unlabelled[1]]
+        u_disagreed = disagreements(u_confs, u_preds, settings[sequence])
+        bounds = ppi_drop_upper_bound(
+            lost, gained, disagreed, n, u_disagreed, len(u_preds[-1]), confidence_level
+        )
     bounds[0] = 0.0  # escalating every row *is* the last tier
     failed = np.flatnonzero(bounds > max_drop)
     tested = len(sequence) if not len(failed) else int(failed[0])

@@ -68,9 +68,11 @@ class CalibrationReport:
     threshold_rows: int = 0  # rows that chose the thresholds (disjoint from the above if certified)
     thresholds: list[float] = field(default_factory=list)  # one per tier boundary
     choice: dict[str, Any] | None = None  # max_drop: the chosen setting's drop, bound, cost
-    # What the rows' "labels" were: "labels" (given), or "last tier" (unlabelled rows: the last
-    # tier's answers, so accuracies are agreement with it and the drop is disagreement with it)
+    # What the rows' "labels" were: "labels" (given), "last tier" (unlabelled rows: the last
+    # tier's answers, so accuracies are agreement with it and the drop is disagreement with it),
+    # or "labels + last tier" (labelled rows and unlabelled ones in one prediction-powered bound)
     reference: str = "labels"
+    unlabelled_rows: int = 0  # "labels + last tier": unlabelled rows beside the labelled ones
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -115,6 +117,7 @@ def fit_cascade(
     seed: int = 0,
     report_dir: str | Path | None = None,
     new_rows: int | None = None,
+    unlabelled: Texts | None = None,
 ) -> CalibrationReport:
     """Fit temperatures and choose the thresholds of tiers on labelled rows: what
     :meth:`Cascade.fit` does (and ``tango calibrate`` through it). Changes nothing it is given.
@@ -131,7 +134,9 @@ def fit_cascade(
     ``temperature_fraction`` of the rows and certify on the rest, so the rows that certify a
     threshold never shaped the confidence it is compared with. ``new_rows`` = M bounds the drop
     that a batch of M new rows will show (its own sampling noise included) instead of the
-    population's: see :func:`tango.thresholds.drop_upper_bound`.
+    population's: see :func:`tango.thresholds.drop_upper_bound`. ``unlabelled`` rows like the
+    traffic, given beside labelled ones, tighten a certified ``max_drop``'s bound while keeping it
+    on the drop itself (prediction-powered inference: :func:`tango.thresholds.ppi_drop_upper_bound`).
     """
     targets = {
         k: v
@@ -149,12 +154,17 @@ def fit_cascade(
         raise ValueError(f"with {len(tiers)} tiers the target must be max_drop, got {sorted(targets)}")
     rows = as_texts(texts)
     label_free = labels is None
+    if unlabelled is not None and label_free:
+        raise ValueError("unlabelled rows combine with labelled ones: give labels, or pass the "
+                         "unlabelled rows as texts with labels=None for the label-free gate")  # fmt: skip
     if label_free and len(tiers) < 2:
         raise ValueError("unlabelled rows calibrate against the last tier: give two tiers or more")
     y = None if label_free else label_ids(labels, list(tiers[0].labels))
     if y is not None and len(rows) != len(y):
         raise ValueError(f"{len(rows)} texts but {len(y)} labels: give one label per text")
     logits, costs = score_tiers(tiers, rows)
+    side_rows = None if unlabelled is None else as_texts(unlabelled)
+    side = None if side_rows is None else score_tiers(tiers, side_rows)[0]
     if label_free:
         y = logits[-1].argmax(axis=1)  # the last tier's answers stand in for the labels
     gate = fit_gate(
@@ -169,6 +179,7 @@ def fit_cascade(
         seed=seed,
         new_rows=new_rows,
         fit_last=not label_free,
+        unlabelled_logits=side,
     )
     report = CalibrationReport(
         rows=len(rows),
@@ -182,7 +193,8 @@ def fit_cascade(
         threshold_rows=len(gate.choose_rows),
         thresholds=gate.thresholds,
         choice=gate.choice,
-        reference="last tier" if label_free else "labels",
+        reference="last tier" if label_free else "labels" if side is None else "labels + last tier",
+        unlabelled_rows=0 if side_rows is None else len(side_rows),
     )
     if report_dir:
         _write_evidence(Path(report_dir), report, logits, gate, y, [t.path.name for t in tiers])
@@ -239,12 +251,18 @@ def fit_gate(
     seed: int = 0,
     new_rows: int | None = None,
     fit_last: bool = True,
+    unlabelled_logits: list[np.ndarray] | None = None,
 ) -> GateFit:
     """The gate from precomputed logits: what ``fit_cascade`` does after running the tiers.
 
     Separate so that studies (many resplits of one scored set) reuse one scoring pass.
     ``fit_last=False`` keeps the last tier's temperature at 1 (its answers are the labels).
+    ``unlabelled_logits`` (every tier's, on unlabelled rows like the traffic) join the labelled
+    threshold rows in a prediction-powered bound on the drop (a certified ``max_drop`` only:
+    :func:`tango.thresholds.ppi_drop_upper_bound`); temperatures stay fitted on labelled rows.
     """
+    if unlabelled_logits is not None and not ("max_drop" in targets and confidence_level is not None):
+        raise ValueError("unlabelled rows combine with labelled ones for a certified max_drop only")
     certified = "guarantee" in targets or ("max_drop" in targets and confidence_level is not None)
     if new_rows is not None and not ("max_drop" in targets and confidence_level is not None):
         raise ValueError("new_rows applies to a certified max_drop (max_drop with a confidence_level)")
@@ -266,6 +284,11 @@ def fit_gate(
             choice = best_in_sample(confs, preds, chosen_labels, costs, targets["max_drop"])
         else:
             order = (rows.confidences(fit_rows), rows.predictions(fit_rows), labels[fit_rows])
+            extra = None
+            if unlabelled_logits is not None:
+                every = np.arange(len(unlabelled_logits[0]))
+                side = _GateRows(kind, unlabelled_logits, scalers, np.zeros(0))
+                extra = (side.confidences(every), side.predictions(every))
             choice = certify(
                 confs,
                 preds,
@@ -275,6 +298,7 @@ def fit_gate(
                 order_rows=order,
                 confidence_level=confidence_level,
                 new_rows=new_rows,
+                unlabelled=extra,
             )
         gate.choice = choice.to_dict()
         gate.thresholds = choice.thresholds
@@ -464,6 +488,11 @@ def format_report(report: CalibrationReport) -> str:
         + (
             f" (temperatures on {report.temperature_rows}, thresholds on the other {report.threshold_rows})"
             if report.temperature_rows != report.rows
+            else ""
+        )
+        + (
+            f", beside {report.unlabelled_rows} unlabelled rows in a prediction-powered bound"
+            if report.unlabelled_rows
             else ""
         ),
         "tier  temperature  accuracy  ECE before -> after  NLL before -> after  ms/row"

@@ -49,6 +49,13 @@ from tango.cli.base import (
     help="Unlabelled rows like the traffic (repeatable): fit the gate without labels, the target "
     "certified on disagreement with the last tier. With --dev, its labelled rows are scored too.",
 )
+@click.option(
+    "--combine",
+    is_flag=True,
+    help="With --unlabelled: certify --max-drop on labelled rows (--dev, or the held-out rows) and "
+    "the unlabelled ones together, a bound on the drop itself (prediction-powered inference) "
+    "instead of on disagreement with the last tier.",
+)
 @data_options
 @tier_options  # create the cascade from these tiers (else CASCADE_OUT must hold one)
 @confidence_option
@@ -106,6 +113,7 @@ def calibrate(
     dev_fraction: float | None,
     seed: int,
     unlabelled: tuple[str, ...],
+    combine: bool,
     text_column: str | None,
     pair_column: str | None,
     label_column: str | None,
@@ -140,6 +148,7 @@ def calibrate(
       tango calibrate cascades/sst2 --dev dev.tsv --min-speedup 3
       tango calibrate cascades/sst2 --dev dev.tsv --guarantee 0.02 --delta 0.1
       tango calibrate cascades/sst2 --unlabelled traffic.jsonl --max-drop 0.5 --dev dev.tsv
+      tango calibrate cascades/sst2 --unlabelled traffic.jsonl --combine --dev labelled.tsv
     """
     from tango.jobs import calibrate as calibrate_job
     from tango.jobs import early_exit_dir
@@ -153,7 +162,9 @@ def calibrate(
         raise click.UsageError("--text-column/--pair-column/--label-column describe --dev; give --dev FILE")
     if test_path and dev_fraction is not None:
         raise click.UsageError("give --test or --dev-fraction, not both")
-    if unlabelled:
+    if combine and not unlabelled:
+        raise click.UsageError("--combine joins --unlabelled FILE to the labelled rows: give --unlabelled")
+    if unlabelled and not combine:
         refuse_unused(
             ("test_path", "dev_fraction"),
             "--unlabelled",
@@ -174,6 +185,7 @@ def calibrate(
         seed=seed,
         columns=columns,
         unlabelled=list(unlabelled),
+        combine=combine,
         **terminal(),
         **targets,
     )
@@ -182,7 +194,7 @@ def calibrate(
 # Options that describe a cascade's calibration, refused for an early-exit model.
 CASCADE_ONLY = ("tier1", "tier2", "tier3", "tiers", "test_path", "dev_fraction", "seed", "confidence")
 CASCADE_ONLY += ("unlabelled", "min_speedup", "max_escalation", "guarantee", "delta", "runtime", "threads")
-CASCADE_ONLY += ("confidence_level", "new_rows", "in_sample")
+CASCADE_ONLY += ("confidence_level", "new_rows", "in_sample", "combine")
 
 
 def _calibrate_exits(
