@@ -95,7 +95,7 @@ def evaluate_gate(gate, logits, labels, costs, rows, kind: str = "maxprob") -> d
 
 
 def run_splits(logits, labels, costs, splits: int, calibration_rows: int, max_drop: float, level: float):
-    from tango.tuning import fit_gate
+    from tango.tuning import Target, fit_gate
 
     results = []
     for seed in range(splits):
@@ -104,14 +104,8 @@ def run_splits(logits, labels, costs, splits: int, calibration_rows: int, max_dr
         sub = [z[calib] for z in logits]
         row = {"seed": 1000 + seed}
         for rule, confidence_level in (("in-sample", None), ("certified", level)):
-            gate = fit_gate(
-                sub,
-                labels[calib],
-                costs,
-                {"max_drop": max_drop},
-                confidence_level=confidence_level,
-                seed=seed,
-            )
+            goal = Target(max_drop=max_drop, confidence_level=confidence_level, seed=seed)
+            gate = fit_gate(sub, labels[calib], costs, goal)
             row[rule] = {"thresholds": gate.thresholds, **evaluate_gate(gate, logits, labels, costs, held)}
         results.append(row)
     return results

@@ -104,11 +104,13 @@ def gate(
 ) -> tuple[float, float, float]:
     """(tier-1 temperature, threshold, certified bound) for MAX_DROP at LEVEL on these rows;
     ``unlabelled`` (both tiers' logits on unlabelled rows) joins labelled rows in one bound."""
-    from tango.tuning import fit_gate
+    from tango.tuning import Target, fit_gate
 
     y = last.argmax(1) if labels is None else labels
-    fitted = fit_gate([first, last], y, [1.0, 1.0], {"max_drop": MAX_DROP}, confidence_level=LEVEL, seed=seed,
-                      fit_last=labels is not None, unlabelled_logits=unlabelled)  # fmt: skip
+    goal = Target(max_drop=MAX_DROP, confidence_level=LEVEL, seed=seed)
+    fitted = fit_gate(
+        [first, last], y, [1.0, 1.0], goal, fit_last=labels is not None, unlabelled_logits=unlabelled
+    )
     bound = fitted.choice["drop_bound"]
     return float(fitted.scalers[0].temperature_), float(fitted.thresholds[0]), float(bound)
 

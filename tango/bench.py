@@ -35,7 +35,7 @@ from tango.data import LabelledData, load_labelled, split_rows
 from tango.deferral import deferral_study, words
 from tango.hardware import machine, set_torch_threads
 from tango.tiers import Tier
-from tango.tuning import align_labels, fit_gate
+from tango.tuning import Target, align_labels, fit_gate
 
 THREADS = 2  # intra-op threads of every system; recorded with the results
 REPEATS = 5  # timed rounds after the warm-up round
@@ -358,9 +358,8 @@ def _gates(
 
     def fit(z: list[np.ndarray], labels: np.ndarray, c: list[float], on: str, judged: int) -> _Gate:
         new_rows = judged if target["bound_on"] == "rows" and level is not None else None
-        gate = fit_gate(
-            z, labels, c, {"max_drop": max_drop}, confidence_level=level, seed=seed, new_rows=new_rows
-        )
+        goal = Target(max_drop=max_drop, confidence_level=level, seed=seed, new_rows=new_rows)
+        gate = fit_gate(z, labels, c, goal)
         accuracy = [float((logit.argmax(1) == labels).mean()) for logit in z]
         return _Gate(
             [float(s.temperature_) for s in gate.scalers], gate.thresholds, gate.choice, on, accuracy

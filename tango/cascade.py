@@ -26,13 +26,14 @@ from tango.tiers import Tier, load_tiers
 
 MANIFEST = "cascade.json"
 DEFAULT_THRESHOLD = 0.9
-_PARAMS = ("tiers", "thresholds", "confidence", "temperatures")
+_PARAMS = ("tiers", "thresholds", "confidence", "temperatures", "target")
 # set_params(name=...) discards these fitted values: they were chosen for the old value
 _DISCARDS = {
     "tiers": ("temperatures_", "thresholds_", "calibration_"),
     "thresholds": ("thresholds_",),
     "confidence": (),
     "temperatures": ("temperatures_",),
+    "target": ("temperatures_", "thresholds_", "calibration_"),
 }
 
 
@@ -113,6 +114,12 @@ class Cascade:
         How confidence is read off the calibrated probabilities.
     temperatures : list of float, optional
         Temperature-scaling factor per tier; default 1.
+    target : tango.tuning.Target, optional
+        What :meth:`fit` chooses the gate for: ``Target(max_drop=0.5)`` (the fastest thresholds
+        within half a point of the last tier on new rows, at confidence level 0.9), a speedup,
+        an escalation share or a disagreement guarantee, and how it is certified. ``None``:
+        :meth:`fit` fits temperatures only. A hyper-parameter as in scikit-learn, so
+        ``get_params`` and ``sklearn.base.clone`` carry it.
 
     Attributes
     ----------
@@ -128,7 +135,8 @@ class Cascade:
 
     Example
     -------
-    >>> cascade = Cascade(["distil", "large"]).fit(dev_texts, dev_labels, max_drop=0.5)  # doctest: +SKIP
+    >>> cascade = Cascade(["distil", "large"], target=Target(max_drop=0.5))  # doctest: +SKIP
+    >>> cascade.fit(dev_texts, dev_labels)  # doctest: +SKIP
     >>> cascade.predict(["a gorgeous, witty film", "not bad at all"])  # doctest: +SKIP
     array(['positive', 'positive'], dtype='<U8')
     >>> cascade.predict_detailed(["not bad at all"]).stats.escalated  # doctest: +SKIP
@@ -141,11 +149,13 @@ class Cascade:
         thresholds: float | list[float] | None = None,
         confidence: str = "maxprob",
         temperatures: list[float] | None = None,
+        target: Any = None,
     ) -> None:
         self.tiers = tiers
         self.thresholds = thresholds
         self.confidence = confidence
         self.temperatures = temperatures
+        self.target = target
 
     # --- parameters (scikit-learn style) ------------------------------------------------------
     def get_params(self, deep: bool = True) -> dict[str, Any]:
@@ -239,63 +249,52 @@ class Cascade:
         texts: Texts,
         labels: Sequence[str] | Sequence[int] | np.ndarray | None = None,
         *,
-        max_drop: float | None = None,
-        min_speedup: float | None = None,
-        max_escalation: float | None = None,
-        guarantee: float | None = None,
-        delta: float = 0.1,
-        confidence_level: float | None = 0.9,
-        temperature_fraction: float = 0.3,
-        seed: int = 0,
-        report_dir: str | Path | None = None,
-        new_rows: int | None = None,
         unlabelled: Texts | None = None,
+        report_dir: str | Path | None = None,
+        **target: Any,
     ) -> Cascade:
-        """Fit one temperature per tier and choose the thresholds on rows like the traffic; ``self``.
+        """Fit one temperature per tier and choose the thresholds for :attr:`target` on rows like
+        the traffic; returns ``self``.
 
         ``labels`` are label names (tier 1's, or any tier's case) or integer ids into
         :attr:`classes_`; ``None`` fits on **unlabelled** rows like the traffic: the last tier's
         answers stand in for labels and ``max_drop`` is certified on disagreement with it, which
-        bounds the drop without a label (:func:`tango.tuning.fit_cascade`).
+        bounds the drop without a label. ``unlabelled`` rows beside labelled ``texts`` tighten
+        ``max_drop``'s bound (prediction-powered inference; still a bound on the drop itself).
+        ``report_dir`` receives reliability diagrams, the threshold curve and ``report.json``.
 
-        Give at most one target: ``max_drop`` (accuracy points below the last tier alone, met at
-        ``confidence_level`` on new rows; ``None`` = on these rows only; any number of tiers),
-        ``min_speedup``, ``max_escalation`` or ``guarantee`` = EPS with
-        ``delta`` (two tiers). With no target only temperatures are fitted and the thresholds
-        stay the ``thresholds`` parameter. Certified targets fit temperatures on a seeded
-        ``temperature_fraction`` of the rows and choose thresholds on the rest. ``report_dir``
-        receives reliability diagrams, the threshold curve and ``report.json``. ``new_rows`` = M
-        makes ``max_drop`` hold on the next M rows scored (their own sampling noise included), not
-        only on average. ``unlabelled`` rows like the traffic, beside labelled ``texts``, tighten
-        ``max_drop``'s bound (prediction-powered inference; still a bound on the drop itself, not
-        on disagreement). The method is
+        Keywords are a shorthand for the target: ``fit(X, y, max_drop=0.5)`` is
+        ``set_params(target=target.but(max_drop=0.5)).fit(X, y)`` (:class:`tango.tuning.Target`
+        names them), so the parameters always say what the fit used. The method is
         :func:`tango.tuning.fit_cascade` (also behind ``tango calibrate``); it sets
-        ``temperatures_``, ``thresholds_`` and ``calibration_``, never the parameters.
+        ``temperatures_``, ``thresholds_`` and ``calibration_``.
         """
-        from tango.tuning import fit_cascade
+        from tango.tuning import Target, fit_cascade
 
+        if target:
+            self.set_params(target=(self._target() or Target()).but(**target))
+        goal = self._target() or Target()
         tiers, thresholds, _ = self._validated(fitted=False)
         report = fit_cascade(
-            tiers,
-            self.confidence,
-            texts,
-            labels,
-            max_drop=max_drop,
-            min_speedup=min_speedup,
-            max_escalation=max_escalation,
-            guarantee=guarantee,
-            delta=delta,
-            confidence_level=confidence_level,
-            temperature_fraction=temperature_fraction,
-            seed=seed,
-            report_dir=report_dir,
-            new_rows=new_rows,
-            unlabelled=unlabelled,
+            tiers, self.confidence, texts, labels, goal, report_dir=report_dir, unlabelled=unlabelled
         )
         self.temperatures_ = [t.temperature for t in report.tiers]
         self.thresholds_ = list(report.thresholds) if report.thresholds else thresholds
         self.calibration_ = report.to_dict()
         return self
+
+    def _target(self) -> Any:
+        """The ``target`` parameter as a :class:`tango.tuning.Target` (a dict of its fields is
+        accepted too), or None."""
+        from tango.tuning import Target
+
+        if self.target is None or isinstance(self.target, Target):
+            return self.target
+        if isinstance(self.target, dict):
+            return Target(**self.target)
+        raise TypeError(
+            f"target must be a tango.tuning.Target (or a dict of its fields), got {self.target!r}"
+        )
 
     def score(self, texts: Texts, labels: Sequence[str] | Sequence[int] | np.ndarray) -> float:
         """Accuracy on labelled rows (labels as names or ids, as in :meth:`fit`)."""
@@ -387,6 +386,7 @@ class Cascade:
             "confidence": self.confidence,
             "labels": tiers[0].labels,
             "calibration": getattr(self, "calibration_", None),
+            "target": None if self._target() is None else asdict(self._target()),
         }
         (directory / MANIFEST).write_text(json.dumps(manifest, indent=2))
 
@@ -421,6 +421,7 @@ class Cascade:
             thresholds if thresholds is not None else manifest["thresholds"],
             manifest.get("confidence", "maxprob"),
             manifest.get("temperatures"),
+            _saved_target(directory, manifest.get("target")),
         )
         if manifest.get("calibration") is not None:  # saved after fit: it comes back fitted
             cascade.calibration_ = manifest["calibration"]
@@ -477,6 +478,18 @@ def _check_numbers(path: Path, name: str, value: Any, count: int, allow_scalar: 
         return
     if not isinstance(value, list) or len(value) != count or not all(_is_number(v) for v in value):
         raise ValueError(f"{path}: field '{name}' must be a list of {count} numbers, got {value!r:.60}")
+
+
+def _saved_target(directory: Path, record: Any) -> Any:
+    """``cascade.json``'s ``target`` as a :class:`tango.tuning.Target` (None when absent)."""
+    if record is None:
+        return None
+    from tango.tuning import Target
+
+    try:
+        return Target(**record)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"{directory / MANIFEST}: field 'target' is not a target: {error}") from None
 
 
 def _is_number(value: Any) -> bool:

@@ -38,6 +38,66 @@ from tango.tiers import Tier
 
 DEFAULT_CONFIDENCE_LEVEL = 0.9  # max_drop holds on new rows with this probability
 TEMPERATURE_FRACTION = 0.3  # of the calibration rows, when thresholds are certified on the rest
+GOALS = ("max_drop", "min_speedup", "max_escalation", "guarantee")
+
+
+@dataclass(frozen=True)
+class Target:
+    """What a cascade's gate is fitted for (the ``target`` hyper-parameter of :class:`Cascade`).
+
+    At most one goal: ``max_drop`` (accuracy points below the last tier alone; any number of
+    tiers; met at ``confidence_level`` on new rows, ``None`` = on the calibration rows only),
+    ``min_speedup``, ``max_escalation`` or ``guarantee`` = EPS with risk ``delta`` (two tiers).
+    No goal: only temperatures are fitted. Certified goals fit temperatures on a seeded
+    ``temperature_fraction`` of the rows and choose thresholds on the rest; ``new_rows`` = M
+    bounds the drop a batch of M new rows shows (see :func:`tango.thresholds.drop_upper_bound`).
+
+    >>> Target(max_drop=0.5)  # doctest: +SKIP
+    >>> Target(max_drop=0.5).but(min_speedup=3)  # the goal replaced: Target(min_speedup=3)
+    """
+
+    max_drop: float | None = None
+    min_speedup: float | None = None
+    max_escalation: float | None = None
+    guarantee: float | None = None
+    delta: float = 0.1
+    confidence_level: float | None = DEFAULT_CONFIDENCE_LEVEL
+    temperature_fraction: float = TEMPERATURE_FRACTION
+    seed: int = 0
+    new_rows: int | None = None
+
+    def __post_init__(self) -> None:
+        given = sorted(self.goals)
+        if len(given) > 1:
+            raise ValueError(f"give one target, got {given}")
+        if self.new_rows is not None and not self.certifies_drop:
+            raise ValueError("new_rows applies to a certified max_drop (max_drop with a confidence_level)")
+
+    @property
+    def goals(self) -> dict[str, float]:
+        """The goal given (at most one), by name."""
+        return {k: getattr(self, k) for k in GOALS if getattr(self, k) is not None}
+
+    @property
+    def certifies_drop(self) -> bool:
+        return self.max_drop is not None and self.confidence_level is not None
+
+    @property
+    def certified(self) -> bool:
+        """Whether thresholds are chosen on rows the temperatures were not fitted on."""
+        return self.certifies_drop or self.guarantee is not None
+
+    def but(self, **changes: Any) -> Target:
+        """This target with ``changes``; a goal given replaces the goal held."""
+        from dataclasses import replace
+
+        if set(changes) & set(GOALS):
+            changes = {**{k: None for k in GOALS}, **changes}
+        return replace(self, **changes)
+
+    def check_tiers(self, tiers: int) -> None:
+        if tiers > 2 and set(self.goals) - {"max_drop"}:
+            raise ValueError(f"with {tiers} tiers the target must be max_drop, got {sorted(self.goals)}")
 
 
 @dataclass
@@ -106,52 +166,27 @@ def fit_cascade(
     kind: str,
     texts: Texts,
     labels: Sequence[str] | Sequence[int] | np.ndarray | None,
+    target: Target,
     *,
-    max_drop: float | None = None,
-    min_speedup: float | None = None,
-    max_escalation: float | None = None,
-    guarantee: float | None = None,
-    delta: float = 0.1,
-    confidence_level: float | None = DEFAULT_CONFIDENCE_LEVEL,
-    temperature_fraction: float = TEMPERATURE_FRACTION,
-    seed: int = 0,
     report_dir: str | Path | None = None,
-    new_rows: int | None = None,
     unlabelled: Texts | None = None,
 ) -> CalibrationReport:
-    """Fit temperatures and choose the thresholds of tiers on labelled rows: what
+    """Fit temperatures and choose the thresholds of tiers for ``target``: what
     :meth:`Cascade.fit` does (and ``tango calibrate`` through it). Changes nothing it is given.
 
-    Exactly one target: ``max_drop`` (accuracy points below the last tier alone; any number of
-    tiers), ``min_speedup``, ``max_escalation`` or ``guarantee`` = EPS (two tiers). With no
-    target only temperatures are fitted (the report's ``thresholds`` is empty). ``report_dir``
-    receives reliability diagrams, the curve (JSON + PNG) and ``report.json``.
+    ``labels`` None fits on unlabelled rows: the last tier's answers stand in for labels, and
+    a drop is certified on disagreement with it. With no goal in ``target`` only temperatures
+    are fitted (the report's ``thresholds`` is empty). ``report_dir`` receives reliability
+    diagrams, the curve (JSON + PNG) and ``report.json``.
 
     ``max_drop`` is met at ``confidence_level`` (default 0.9) on new rows, not only on these:
     see :func:`tango.thresholds.certify`; ``confidence_level=None`` takes the fastest thresholds
-    within target on these rows, which misses the target on new rows about half the time. The
-    certified targets (``max_drop`` with a level, ``guarantee``) fit temperatures on a seeded
-    ``temperature_fraction`` of the rows and certify on the rest, so the rows that certify a
-    threshold never shaped the confidence it is compared with. ``new_rows`` = M bounds the drop
-    that a batch of M new rows will show (its own sampling noise included) instead of the
-    population's: see :func:`tango.thresholds.drop_upper_bound`. ``unlabelled`` rows like the
-    traffic, given beside labelled ones, tighten a certified ``max_drop``'s bound while keeping it
-    on the drop itself (prediction-powered inference: :func:`tango.thresholds.ppi_drop_upper_bound`).
+    within target on these rows, which misses the target on new rows about half the time.
+    ``unlabelled`` rows like the traffic, given beside labelled ones, tighten a certified
+    ``max_drop``'s bound while keeping it on the drop itself (prediction-powered inference:
+    :func:`tango.thresholds.ppi_drop_upper_bound`).
     """
-    targets = {
-        k: v
-        for k, v in [
-            ("max_drop", max_drop),
-            ("min_speedup", min_speedup),
-            ("max_escalation", max_escalation),
-            ("guarantee", guarantee),
-        ]
-        if v is not None
-    }
-    if len(targets) > 1:
-        raise ValueError(f"give one target, got {sorted(targets)}")
-    if len(tiers) > 2 and set(targets) - {"max_drop"}:
-        raise ValueError(f"with {len(tiers)} tiers the target must be max_drop, got {sorted(targets)}")
+    target.check_tiers(len(tiers))
     rows = as_texts(texts)
     label_free = labels is None
     if unlabelled is not None and label_free:
@@ -167,24 +202,11 @@ def fit_cascade(
     side = None if side_rows is None else score_tiers(tiers, side_rows)[0]
     if label_free:
         y = logits[-1].argmax(axis=1)  # the last tier's answers stand in for the labels
-    gate = fit_gate(
-        logits,
-        y,
-        costs,
-        targets,
-        kind=kind,
-        delta=delta,
-        confidence_level=confidence_level,
-        temperature_fraction=temperature_fraction,
-        seed=seed,
-        new_rows=new_rows,
-        fit_last=not label_free,
-        unlabelled_logits=side,
-    )
+    gate = fit_gate(logits, y, costs, target, kind=kind, fit_last=not label_free, unlabelled_logits=side)
     report = CalibrationReport(
         rows=len(rows),
         tiers=[_tier_report(z, y, s, c) for z, s, c in zip(logits, gate.scalers, costs, strict=True)],
-        target=targets,
+        target=target.goals,
         threshold=gate.thresholds[0] if gate.curve is not None else None,
         dev_rows=row_hashes(rows),
         expected=_curve_at(gate.curve, gate.thresholds[0]) if gate.curve is not None else {},
@@ -242,14 +264,9 @@ def fit_gate(
     logits: list[np.ndarray],
     labels: np.ndarray,
     costs: list[float],
-    targets: dict[str, float],
+    target: Target,
     *,
     kind: str = "maxprob",
-    delta: float = 0.1,
-    confidence_level: float | None = DEFAULT_CONFIDENCE_LEVEL,
-    temperature_fraction: float = TEMPERATURE_FRACTION,
-    seed: int = 0,
-    new_rows: int | None = None,
     fit_last: bool = True,
     unlabelled_logits: list[np.ndarray] | None = None,
 ) -> GateFit:
@@ -261,16 +278,15 @@ def fit_gate(
     threshold rows in a prediction-powered bound on the drop (a certified ``max_drop`` only:
     :func:`tango.thresholds.ppi_drop_upper_bound`); temperatures stay fitted on labelled rows.
     """
-    if unlabelled_logits is not None and not ("max_drop" in targets and confidence_level is not None):
+    if unlabelled_logits is not None and not target.certifies_drop:
         raise ValueError("unlabelled rows combine with labelled ones for a certified max_drop only")
-    certified = "guarantee" in targets or ("max_drop" in targets and confidence_level is not None)
-    if new_rows is not None and not ("max_drop" in targets and confidence_level is not None):
-        raise ValueError("new_rows applies to a certified max_drop (max_drop with a confidence_level)")
-    fit_rows, choose_rows = _split_rows(len(labels), temperature_fraction if certified else None, seed)
+    fraction = target.temperature_fraction if target.certified else None
+    fit_rows, choose_rows = _split_rows(len(labels), fraction, target.seed)
     scalers = [TemperatureScaler().fit(z[fit_rows], labels[fit_rows]) for z in logits[:-1]]
     last = logits[-1]
     scalers.append(TemperatureScaler().fit(last[fit_rows], labels[fit_rows]) if fit_last else _unit(last))
     gate = GateFit(scalers, [], fit_rows, choose_rows)
+    targets = target.goals
     if not targets:
         return gate
     rows = _GateRows(kind, logits, scalers, labels)
@@ -280,7 +296,7 @@ def fit_gate(
         labels[choose_rows],
     )
     if "max_drop" in targets:
-        if confidence_level is None:
+        if target.confidence_level is None:
             choice = best_in_sample(confs, preds, chosen_labels, costs, targets["max_drop"])
         else:
             order = (rows.confidences(fit_rows), rows.predictions(fit_rows), labels[fit_rows])
@@ -296,14 +312,14 @@ def fit_gate(
                 costs,
                 targets["max_drop"],
                 order_rows=order,
-                confidence_level=confidence_level,
-                new_rows=new_rows,
+                confidence_level=target.confidence_level,
+                new_rows=target.new_rows,
                 unlabelled=extra,
             )
         gate.choice = choice.to_dict()
         gate.thresholds = choice.thresholds
     elif "guarantee" in targets:
-        result = guarantee_threshold(confs[0], preds[0] != preds[1], targets["guarantee"], delta)
+        result = guarantee_threshold(confs[0], preds[0] != preds[1], targets["guarantee"], target.delta)
         gate.guarantee = result.to_dict()
         gate.thresholds = [result.threshold]
     if len(logits) == 2:

@@ -6,6 +6,7 @@ from tiny_models import build_tiny_classifier, sentiment_rows
 
 from tango.cascade import Cascade
 from tango.tiers import Tier
+from tango.tuning import Target
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +70,8 @@ def test_get_params_and_set_params(tiers, rows):
     texts, ids, _ = rows
     cascade = Cascade(tiers, thresholds=0.8, confidence="margin", temperatures=[1.5, 0.7])
     params = cascade.get_params()
-    assert params == {"tiers": tiers, "thresholds": 0.8, "confidence": "margin", "temperatures": [1.5, 0.7]}
+    expected = {"tiers": tiers, "thresholds": 0.8, "confidence": "margin", "temperatures": [1.5, 0.7]}
+    assert params == {**expected, "target": None}
     np.testing.assert_array_equal(Cascade(**params).predict_proba(texts), cascade.predict_proba(texts))
 
     cascade.set_params(confidence="maxprob", temperatures=None).fit(texts, ids, max_escalation=0.3)
@@ -114,3 +116,31 @@ def test_a_fitted_cascade_round_trips(tiers, rows, tmp_path):
     unfitted = Cascade.from_pretrained(tmp_path / "u", precision="fp32")
     assert unfitted.thresholds == [0.6] and not hasattr(unfitted, "thresholds_")
     assert not hasattr(unfitted, "calibration_")
+
+
+def test_the_target_is_a_hyper_parameter(tiers, rows, tmp_path):
+    from sklearn.base import clone
+
+    texts, ids, _ = rows
+    goal = Target(max_escalation=0.3, seed=2)
+    cascade = Cascade(tiers, target=goal).fit(texts, ids)
+    assert cascade.get_params()["target"] == goal and cascade.calibration_["target"] == {
+        "max_escalation": 0.3
+    }
+    copy = clone(cascade)  # scikit-learn's clone: the parameters, none of the fit
+    assert copy.target == goal and not hasattr(copy, "thresholds_")
+    assert copy.fit(texts, ids).thresholds_ == cascade.thresholds_
+    # the fit's keywords are a shorthand that the parameters then show; a goal replaces the goal
+    cascade.fit(texts, ids, max_drop=5.0)
+    assert cascade.target == Target(max_drop=5.0, seed=2)
+    assert cascade.calibration_["target"] == {"max_drop": 5.0}
+    # setting the target discards the fit made for the old one
+    cascade.set_params(target={"max_escalation": 0.2})
+    assert not hasattr(cascade, "thresholds_") and not hasattr(cascade, "calibration_")
+    assert cascade.fit(texts, ids).calibration_["target"] == {"max_escalation": 0.2}  # a dict is read too
+    cascade.save_pretrained(tmp_path / "c")
+    assert Cascade.from_pretrained(tmp_path / "c", precision="fp32").target == Target(max_escalation=0.2)
+    with pytest.raises(ValueError, match="give one target"):
+        Target(max_drop=0.5, guarantee=0.1)
+    with pytest.raises(TypeError, match="target must be"):
+        Cascade(tiers, target=0.5).fit(texts, ids)

@@ -16,7 +16,7 @@ from tango.data import LabelledData, load_labelled
 from tango.splits import HeldOutRows, carve_calibration_rows, default_calibration_rows, held_out_rows
 from tango.thresholds import ESCALATE_ALL, answering_tier, best_in_sample, certify, drop_upper_bound
 from tango.tiers import Tier
-from tango.tuning import CalibrationReport, fit_gate
+from tango.tuning import CalibrationReport, Target, fit_gate
 
 
 def three_tiers(n: int, seed: int):
@@ -151,7 +151,7 @@ def test_new_rows_is_refused_where_no_drop_is_certified():
     labels = rng.integers(0, 2, 200)
     for targets, level in (({"max_drop": 0.5}, None), ({"min_speedup": 2.0}, 0.9)):
         with pytest.raises(ValueError, match="new_rows applies"):
-            fit_gate(logits, labels, [1.0, 5.0], targets, confidence_level=level, new_rows=100)
+            fit_gate(logits, labels, [1.0, 5.0], Target(**targets, confidence_level=level, new_rows=100))
 
 
 def batch_drop(t: float, rng: np.random.Generator, rows: int) -> float:
