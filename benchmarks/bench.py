@@ -292,7 +292,7 @@ def run_dataset(
 # --- reports ----------------------------------------------------------------------------------
 def markdown(result: dict[str, Any], results_dir: Path = ROOT / "results") -> str:
     """A data set's section of docs/benchmarks.md: tango bench's table, early exit, the targets."""
-    from tango.benchreport import markdown as bench_markdown
+    from tango.bench.report import markdown as bench_markdown
 
     if "systems" not in result:  # measured before tango bench: the section as it was written then
         return (results_dir / f"{result['dataset']}.md").read_text()

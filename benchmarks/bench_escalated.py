@@ -48,9 +48,10 @@ def main(tier1: str, tier2: str, data: str, share: float, repeats: int, docs: bo
     from docs_section import write_results
 
     from tango.batching import longest_first, pad_batch, padding_efficiency, plan_batches, plan_least_padding
-    from tango.bench import interleave, machine
+    from tango.bench import interleave
     from tango.confidence import confidence, softmax
     from tango.data import load_labelled
+    from tango.hardware import machine
     from tango.tiers import Tier
 
     texts = list(load_labelled(data).texts)

@@ -100,7 +100,8 @@ def markdown(name: str, rows: list[dict], meta: dict) -> str:
 @click.option("--docs/--no-docs", default=False, show_default=True)
 def main(name, tiers, calibration_rows, evaluation_rows, max_drop, repeats, threads, seed, docs) -> None:
     """Time linear -> small -> large against small -> large and the large tier alone."""
-    from tango.bench import interleave, machine
+    from tango.bench import interleave
+    from tango.hardware import machine
     from tango.splits import calibration_rows_for
     from tango.tiers import Tier, set_torch_threads
 

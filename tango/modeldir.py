@@ -57,6 +57,16 @@ def recorded_inputs(path: Path) -> str | None:
     return None
 
 
+def training_record(tier: str | Path) -> dict[str, Any]:
+    """The tier's ``tango_train.json``, or, for an exported tier, its export source's ({} when
+    neither was written by tango train): an export keeps what its training held out."""
+    record = read_json_record(tier, TRAIN_FILE)
+    source = read_export_record(tier).get("source")
+    if not record and source and Path(source).is_dir():
+        record = read_json_record(source, TRAIN_FILE)
+    return record
+
+
 def training_file(tier: Path) -> Path | None:
     """The file the tier was trained on (its ``tango_train.json``, or its export source's), if
     that file is still there."""

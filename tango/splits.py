@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from tango.data import LabelledData, load_labelled, split_rows
-from tango.modeldir import TRAIN_FILE
+from tango.modeldir import TRAIN_FILE, training_record
 
 OVERLAP_WARNING = 0.05  # held-out rows found inside training rows above this: not new rows
 OVERLAP_SAMPLE = 300
@@ -259,20 +259,17 @@ def record_training_file(out_dir: str | Path, path: str | Path, held: HeldOutRow
 
 
 def held_out_rows(tier_path: str | Path) -> HeldOutRows | None:
-    """The calibration rows a tier's training kept out, from its ``tango_train.json``."""
-    record_path = Path(tier_path) / TRAIN_FILE
-    if not record_path.is_file():
-        return None
-    record = json.loads(record_path.read_text()).get("calibration_rows")
+    """The calibration rows a tier's training kept out, from its ``tango_train.json`` (an
+    exported tier's from its source's)."""
+    record = training_record(tier_path).get("calibration_rows")
     return HeldOutRows(**record) if record else None
 
 
 def trained_on(tier_path: str | Path, held: HeldOutRows) -> bool:
     """Whether a tier's training may have seen ``held``'s rows (same file, not held out)."""
-    record_path = Path(tier_path) / TRAIN_FILE
-    if not record_path.is_file():
+    record = training_record(tier_path)
+    if not record:
         return False  # a tier from elsewhere (the hub): nothing recorded, nothing to check
-    record = json.loads(record_path.read_text())
     own = record.get("calibration_rows")
     if own and HeldOutRows(**own) == held:
         return False

@@ -10,7 +10,10 @@
 - ``tiny_openvino_dir`` / ``tiny_openvino_int8_dir``: the same classifier exported to an OpenVINO
   IR, fp32 and NNCF int8 (skipped where ``openvino``/``nncf`` are not installed).
 
-Both are session-scoped and shared: copy them before changing their files.
+- ``held_out_tiers``: (train file, [tier 1, tier 2]) trained by ``tango train`` on one file, both
+  holding out the same 150 calibration rows.
+
+All are session-scoped and shared: copy them before changing their files.
 Tests marked ``@pytest.mark.slow`` run only with ``pytest --runslow``.
 """
 
@@ -20,7 +23,10 @@ import os
 from pathlib import Path
 
 import pytest
-from tiny_models import build_tiny_classifier
+from click.testing import CliRunner
+from tiny_models import build_tiny_classifier, sentiment_rows, write_tsv
+
+from tango.cli import cli
 
 # Tiny models gain nothing from threads, and a second thread fights any other job on a 2-core box.
 os.environ.setdefault("TANGO_THREADS", "1")
@@ -92,3 +98,21 @@ def tiny_openvino_int8_dir(tiny_model_dir: Path, tmp_path_factory: pytest.TempPa
     out = tmp_path_factory.mktemp("tiny_openvino_int8")
     export_openvino(tiny_model_dir, out, int8=True)
     return out
+
+
+@pytest.fixture(scope="session")
+def held_out_tiers(tmp_path_factory):
+    """Two tiny tiers trained by `tango train` on one file, each holding out the same 150 rows."""
+    root = tmp_path_factory.mktemp("held")
+    path = write_tsv(root / "train.tsv", sentiment_rows(500, 4))
+    outs = []
+    for k in range(2):
+        start = build_tiny_classifier(root / f"start{k}", seed=k)
+        out = root / f"tier{k + 1}"
+        args = ["train", str(start), "--train", str(path), "--labels", "sst2", "--out", str(out)]
+        args += ["--calibration-rows", "150", "--epochs", "1", "--batch-size", "32", "--no-bf16"]
+        result = CliRunner().invoke(cli, args)
+        assert result.exit_code == 0, result.output
+        assert "held out 150 calibration rows of 500" in result.output
+        outs.append(out)
+    return path, outs

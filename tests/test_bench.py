@@ -7,7 +7,7 @@ from click.testing import CliRunner
 from tiny_models import WORDS, build_tiny_classifier
 
 from tango.bench import bench, escalation_curve, interleave
-from tango.benchreport import markdown
+from tango.bench.report import markdown
 from tango.cli import cli
 from tango.data import LabelledData
 
@@ -39,7 +39,7 @@ def data_file(tmp_path_factory):
 def test_interleave_runs_round_robin_and_does_not_time_the_warm_up(monkeypatch):
     calls = []
     clock = iter(float(t) for t in range(1000))
-    monkeypatch.setattr("tango.bench.time.perf_counter", lambda: next(clock))
+    monkeypatch.setattr("tango.bench.timing.time.perf_counter", lambda: next(clock))
 
     def system(name):
         return lambda: calls.append(name) or name
@@ -65,7 +65,7 @@ def test_interleave_reports_median_min_and_max(monkeypatch):
     for d in durations:
         stamps += [0.0, d]
     clock = iter(stamps)
-    monkeypatch.setattr("tango.bench.time.perf_counter", lambda: next(clock))
+    monkeypatch.setattr("tango.bench.timing.time.perf_counter", lambda: next(clock))
     timing = interleave({"only": lambda: None}, repeats=5)["only"]
     assert timing.seconds == [3.0, 1.0, 2.0, 10.0, 5.0]
     assert (timing.median, timing.min, timing.max) == (3.0, 1.0, 10.0)
@@ -224,3 +224,43 @@ def test_bench_without_a_sweep_and_with_per_row_exit_layers(tier_dirs, data_file
     exits = systems["exits"]
     assert exits["exit_layers"] == [1 + i % 3 for i in range(result["data"]["scored"])]
     assert exits["mean_exit_layer"] == pytest.approx(np.mean(exits["exit_layers"]))
+
+
+def write_config(path, table: str) -> str:
+    path.write_text('data_root = "."\n\n[bench.small]\n' + table)
+    return f"{path}:small"
+
+
+def test_a_config_table_gives_the_options_and_the_command_line_wins(tier_dirs, data_file, tmp_path):
+    tiers = ", ".join(f'"{d}"' for d in tier_dirs)
+    table = (
+        f'tiers = [{tiers}]\ndata = "{data_file.name}"\nrepeats = 1\nthreads = 1\nlimit = 60\npeers = false\n'
+    )
+    (tmp_path / data_file.name).write_text(data_file.read_text())  # data paths: relative to data_root
+    config = write_config(tmp_path / "c.toml", table + f'out = "{tmp_path / "out"}"\n')
+    result = CliRunner().invoke(cli, ["bench", "--config", config, "--limit", "40"])
+    assert result.exit_code == 0, result.output
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert results["data"]["scored"] == 40 and results["settings"]["repeats"] == 1  # --limit won
+    assert results["data"]["source"].startswith(str(tmp_path / data_file.name))
+    assert "--config" in results["command"]  # the result names the recipe that made it
+    bad = write_config(tmp_path / "bad.toml", table + "repeat = 3\n")
+    refused = CliRunner().invoke(cli, ["bench", "--config", bad])
+    assert refused.exit_code == 2 and "'repeat' is not a tango bench option" in refused.output
+    assert "bad.toml, [bench.small]" in refused.output
+    missing = CliRunner().invoke(cli, ["bench", "--config", f"{tmp_path / 'c.toml'}:other"])
+    assert missing.exit_code == 2 and "no [bench.other] table; it has ['small']" in missing.output
+
+
+def test_thresholds_from_the_rows_the_tiers_held_out(held_out_tiers, data_file, tmp_path):
+    _, tiers = held_out_tiers
+    args = ["bench", "--tiers", ",".join(map(str, tiers)), "--data", str(data_file), "--labels", "sst2"]
+    args += ["--calibration-data", "held-out", "--repeats", "1", "--threads", "1", "--limit", "50"]
+    result = CliRunner().invoke(cli, [*args, "--no-peers", "--out", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    calibration = results["data"]["calibration"]
+    assert calibration["mode"] == "file" and "150 calibration rows" in calibration["source"]
+    assert results["data"]["scored"] == 50  # every scored row: none chose the thresholds
+    refused = CliRunner().invoke(cli, [*args[:5], "--calibration-data", "nope.tsv"])
+    assert refused.exit_code == 2 and "no file 'nope.tsv'" in refused.output

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 from scipy import stats
-from tiny_models import build_tiny_classifier, sentiment_rows
+from tiny_models import build_tiny_classifier, sentiment_rows, write_tsv
 
 from tango.cascade import Cascade
 from tango.cli import cli
@@ -180,13 +180,6 @@ def test_the_batch_bound_keeps_the_target_on_the_batch_that_is_scored():
 
 
 # --- calibration rows held out of training ------------------------------------------------------
-def write_tsv(path, data: LabelledData):
-    path.write_text(
-        "sentence\tlabel\n" + "".join(f"{t}\t{y}\n" for t, y in zip(data.texts, data.labels, strict=True))
-    )
-    return path
-
-
 def test_calibration_rows_never_overlap_training_rows(tmp_path):
     data = sentiment_rows(500, 3)
     data.texts[:] = [f"{i} {t}" for i, t in enumerate(data.texts)]  # every row distinct
@@ -243,24 +236,6 @@ def test_default_calibration_rows():
     assert default_calibration_rows(1500) == 0
     assert default_calibration_rows(10_000) == 2000
     assert default_calibration_rows(67_349) == 3000
-
-
-@pytest.fixture(scope="module")
-def held_out_tiers(tmp_path_factory):
-    """Two tiny tiers trained by `tango train` on one file, each holding out the same 150 rows."""
-    root = tmp_path_factory.mktemp("held")
-    path = write_tsv(root / "train.tsv", sentiment_rows(500, 4))
-    outs = []
-    for k in range(2):
-        start = build_tiny_classifier(root / f"start{k}", seed=k)
-        out = root / f"tier{k + 1}"
-        args = ["train", str(start), "--train", str(path), "--labels", "sst2", "--out", str(out)]
-        args += ["--calibration-rows", "150", "--epochs", "1", "--batch-size", "32", "--no-bf16"]
-        result = CliRunner().invoke(cli, args)
-        assert result.exit_code == 0, result.output
-        assert "held out 150 calibration rows of 500" in result.output
-        outs.append(out)
-    return path, outs
 
 
 def test_calibrate_without_dev_uses_the_held_out_rows(held_out_tiers, tmp_path):

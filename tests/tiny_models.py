@@ -117,3 +117,11 @@ def write_scoring_jsonl(path: Path, n: int, start: int = 0, pad: str = "") -> No
 def two_tiny_tiers(root: Path) -> tuple[Path, Path]:
     """Two tiny classifiers with different weights (seeds 0 and 1): a cascade's tier 1 and 2."""
     return build_tiny_classifier(root / "t1", seed=0), build_tiny_classifier(root / "t2", seed=1)
+
+
+def write_tsv(path, data):
+    """``data`` (LabelledData) as a labelled TSV file at ``path`` (sentence, label id); ``path``."""
+    path.write_text(
+        "sentence\tlabel\n" + "".join(f"{t}\t{y}\n" for t, y in zip(data.texts, data.labels, strict=True))
+    )
+    return path

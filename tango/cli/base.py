@@ -57,6 +57,28 @@ def refuse_unused(names: tuple[str, ...], context: str, why: str) -> None:
         )
 
 
+def command_line() -> str:
+    """The running command as the user gave it (options set on the command line, in declaration
+    order), for results to name what made them; read from click, not ``sys.argv``."""
+    import shlex
+
+    ctx = click.get_current_context()
+    words = ["tango", ctx.info_name or ""]
+    for param in ctx.command.params:
+        if ctx.get_parameter_source(param.name) != ParameterSource.COMMANDLINE:
+            continue
+        value = ctx.params[param.name]
+        if isinstance(param, click.Argument):
+            words.append(str(value))
+        elif isinstance(param, click.Option) and param.is_flag:
+            words.append(param.opts[0] if value else (param.secondary_opts or param.opts)[0])
+        elif isinstance(value, (tuple, list)):
+            words += [w for v in value for w in (param.opts[0], str(v))]
+        else:
+            words += [param.opts[0], str(value)]
+    return shlex.join(words)
+
+
 def terminal() -> dict[str, Callable[[str], None]]:
     """Where a job (tango.jobs) reports: results (``log``) to stdout, notes (``warn``) to stderr."""
     return {"log": click.echo, "warn": lambda message: click.echo(message, err=True)}

@@ -2,21 +2,46 @@
 
 from __future__ import annotations
 
-import shlex
-import sys
 from pathlib import Path
 
 import click
 
 from tango.cli.base import (
     cli,
+    command_line,
     data_options,
     tier_names,
     user_errors,
 )
 
 
+def read_config(ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
+    """``--config FILE:NAME``: the ``[bench.NAME]`` table of a TOML file becomes the command's
+    defaults (options given on the command line still win). Paths in it are relative to the
+    file's ``data_root`` (itself relative to the file), tiers are registered names or paths."""
+    if value is None:
+        return None
+    from tango.bench.config import bench_table
+
+    params = {p.name for p in ctx.command.params} - {"config"}
+    try:
+        table = bench_table(value, params)
+    except ValueError as error:
+        raise click.BadParameter(str(error), ctx=ctx, param_hint="--config") from None
+    ctx.default_map = {**(ctx.default_map or {}), **table}
+    return value
+
+
 @cli.command()
+@click.option(
+    "--config",
+    default=None,
+    is_eager=True,
+    expose_value=True,
+    callback=read_config,
+    help="FILE:NAME - take the options from the [bench.NAME] table of a TOML config "
+    "(configs/sst2.toml); options given here override it.",
+)
 @click.option(
     "--tiers", required=True, help="Tiers to measure, cheapest first, comma-separated (two or three)."
 )
@@ -36,9 +61,9 @@ from tango.cli.base import (
 @click.option(
     "--calibration-data",
     "calibration_path",
-    type=click.Path(exists=True, dir_okay=False),
     default=None,
-    help="Labelled rows that choose the thresholds (same columns as --data). Default: 2-fold "
+    help="Labelled rows that choose the thresholds (same columns as --data), or 'held-out': the "
+    "rows the tiers' training held out (tango train --calibration-rows). Default: 2-fold "
     "cross-fitting on --data.",
 )
 @click.option(
@@ -89,6 +114,7 @@ from tango.cli.base import (
 )
 @user_errors
 def bench(
+    config: str | None,
     tiers: str,
     data_path: str,
     labels: str | None,
@@ -117,19 +143,23 @@ def bench(
     Examples:
       tango bench --tiers distil,large --data sst2/dev.tsv --labels sst2
       tango bench --tiers linear-sst2,distil,large --data dev.tsv --calibration-data calib.tsv --no-peers
+      tango bench --tiers distil,large --data sst2/dev.tsv --calibration-data held-out
+      tango bench --config configs/sst2.toml:new-text --repeats 3
     """
 
+    from tango.bench import HELD_OUT, BenchSettings
     from tango.bench import bench as run_bench
     from tango.data import parse_label_names
 
-    run_bench(
-        tier_names(tiers),
-        data_path,
+    if calibration_path not in (None, HELD_OUT) and not Path(calibration_path).is_file():
+        raise click.BadParameter(
+            f"no file {calibration_path!r} (or give 'held-out')", param_hint="--calibration-data"
+        )
+    settings = BenchSettings(
         labels=parse_label_names(labels),
         text_column=text_column,
         pair_column=pair_column,
         label_column=label_column,
-        calibration_data=calibration_path,
         calibration_fraction=calibration_fraction,
         max_drop=max_drop,
         confidence_level=confidence_level,
@@ -139,8 +169,14 @@ def bench(
         limit=limit,
         seed=seed,
         peers=peers,
+    )
+    run_bench(
+        tier_names(tiers),
+        data_path,
+        settings,
+        calibration_data=calibration_path,
         out=out_dir,
-        command=shlex.join(["tango", *sys.argv[1:]]),
+        command=command_line(),
         log=lambda message: click.echo(message, err=True),
     )
     click.echo((Path(out_dir) / "results.md").read_text(), nl=False)
