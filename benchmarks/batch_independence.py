@@ -20,7 +20,6 @@ from pathlib import Path
 
 import click
 import numpy as np
-from docs_section import docs_option
 
 THREADS = 2
 ROOT = Path(__file__).resolve().parent
@@ -113,8 +112,7 @@ def movement(tier, texts: list[str], seed: int) -> dict:
     help="Rows NNCF calibrates the OpenVINO int8 form on.",
 )
 @click.option("--seed", default=0, show_default=True, help="Seed of the shuffled order.")
-@docs_option("docs/run.md")
-def main(tier_dir: str, data: str, calibration_data: str, seed: int, docs: bool) -> None:
+def main(tier_dir: str, data: str, calibration_data: str, seed: int) -> None:
     """Measure how far each form's answers move with batch size and order."""
     import shlex
     import sys
@@ -142,8 +140,7 @@ def main(tier_dir: str, data: str, calibration_data: str, seed: int, docs: bool)
         "reference": f"the same form at batch size {REFERENCE_BATCH}, rows in input order",
         "forms": measured,
     }
-    page = ROOT.parent / "docs" / "run.md" if docs else None
-    write_results("batch_independence", result, markdown(result), page)
+    write_results("batch_independence", result, markdown(result))
 
 
 def markdown(result: dict) -> str:

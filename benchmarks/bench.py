@@ -3,17 +3,18 @@
 A thin caller of `tango bench` (:func:`tango.bench.bench`) for the series of configs/*.toml: it
 loads each tier in the fastest form its probe record names (`tango probe`: PyTorch, ONNX,
 OpenVINO), adds the early-exit models and the tiers' PyTorch forms to the systems timed, and
-writes the docs. Every system scores the same rows end to end (tokenization included) with the
-same threads; the systems are timed interleaved round-robin (a warm-up round, then REPEATS
+leaves the docs to benchmarks/docs.py. Every system scores the same rows end to end (tokenization
+included) with the same threads; the systems are timed interleaved round-robin (a warm-up round, then REPEATS
 rounds) and reported as median (min-max). The SST-2 thresholds come from held-out training rows
 that are never scored (a data set's "held_out" entry); the others use tango bench's 2-fold
 cross-fitting (calibrate on one half, score the other), so the chosen operating point is never
 judged on the rows that chose it.
 
-    python benchmarks/bench.py                      # every data set below, then docs/benchmarks.md
+    python benchmarks/bench.py                      # every data set below
     python benchmarks/bench.py --dataset sst2 --repeats 5
+    python benchmarks/docs.py                       # then docs/benchmarks.md and README's headline
 
-Writes benchmarks/results/<dataset>.{json,md,png,html} and regenerates docs/benchmarks.md.
+Writes benchmarks/results/<dataset>.{json,md,png,html}; benchmarks/docs.py writes the docs.
 """
 
 from __future__ import annotations
@@ -624,10 +625,10 @@ def _runs(results_dir: Path, name: str) -> list[dict[str, Any]]:
     return [json.loads(p.read_text()) for p in paths]
 
 
-def write_docs(out: Path) -> None:
-    """docs/benchmarks.md from benchmarks/README.md and the results; README's headline."""
-    from docs_section import fill_section
-
+def docs_pages(out: Path) -> dict[Path, dict[str, str] | str]:
+    """What the results say in the docs: docs/benchmarks.md whole (benchmarks/README.md and every
+    series), README's headline section and docs/early-exit.md's table (``benchmarks/docs.py``
+    writes them; a benchmark run never does)."""
     intro = (ROOT / "README.md").read_text()
     parts = [intro, "## Results", ""]
     for dataset in DATASETS:
@@ -639,11 +640,14 @@ def write_docs(out: Path) -> None:
             if len(runs) > 1:
                 parts += [f"### {name}: {len(runs)} full runs", "", runs_table(runs)]
             parts += [markdown(result, out), f"![{name}](../benchmarks/results/{name}.png)", ""]
-    (ROOT.parent / "docs" / "benchmarks.md").write_text("\n".join(parts))
-    fill_section(ROOT.parent / "README.md", "headline", headline(out))
+    pages: dict[Path, dict[str, str] | str] = {
+        ROOT.parent / "docs" / "benchmarks.md": "\n".join(parts),
+        ROOT.parent / "README.md": {"headline": headline(out)},
+    }
     dev = next((out / f"{n}.json" for n in EARLY_EXIT_SERIES if (out / f"{n}.json").exists()), None)
     if dev is not None:
-        fill_section(ROOT.parent / "docs" / "early-exit.md", "early_exit:sst2-dev", early_exit_section(dev))
+        pages[ROOT.parent / "docs" / "early-exit.md"] = {"early_exit:sst2-dev": early_exit_section(dev)}
+    return pages
 
 
 def early_exit_section(path: Path) -> str:
@@ -758,12 +762,6 @@ def series_of(out: Path, dataset: str) -> list[str]:
     help="Where the JSON, Markdown, PNG and HTML results go.",
 )
 @click.option(
-    "--docs/--no-docs",
-    default=True,
-    show_default=True,
-    help="Rewrite docs/benchmarks.md and README's headline.",
-)
-@click.option(
     "--write-calibration-rows",
     type=click.Path(dir_okay=False),
     default=None,
@@ -779,11 +777,10 @@ def main(
     tier2: str | None,
     bound_on: str | None,
     out_dir: str,
-    docs: bool,
     write_calibration_rows: str | None,
     series: str | None,
 ) -> None:
-    """Run the benchmark and write the results, docs/benchmarks.md and README's headline."""
+    """Run the benchmark and write the results (the docs: python benchmarks/docs.py)."""
     if write_calibration_rows:
         calibration_tsv(Path(write_calibration_rows))
         return
@@ -791,8 +788,6 @@ def main(
     out.mkdir(exist_ok=True, parents=True)
     for name in datasets or tuple(DATASETS):
         run_series(name, runs, repeats, out, limit, series, tier1=tier1, tier2=tier2, bound_on=bound_on)
-    if docs and out == ROOT / "results" and not limit:
-        write_docs(out)
 
 
 if __name__ == "__main__":

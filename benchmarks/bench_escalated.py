@@ -28,7 +28,6 @@ from pathlib import Path
 
 import click
 import numpy as np
-from docs_section import docs_option
 
 THREADS = 2
 REPEATS = 7
@@ -42,8 +41,7 @@ DATA = ROOT.parent.parent / "shared" / "data"
 @click.option("--data", default=str(DATA / "sst2" / "dev.tsv"), show_default=True, help="Rows to score.")
 @click.option("--share", default=0.095, show_default=True, help="Share of rows escalated (least confident).")
 @click.option("--repeats", default=REPEATS, show_default=True, help="Timed rounds after the warm-up.")
-@docs_option("docs/architecture.md")
-def main(tier1: str, tier2: str, data: str, share: float, repeats: int, docs: bool) -> None:
+def main(tier1: str, tier2: str, data: str, share: float, repeats: int) -> None:
     """Time tier 2 on tier 1's least confident rows, batched and run five ways, interleaved."""
     from docs_section import write_results
 
@@ -134,8 +132,7 @@ def main(tier1: str, tier2: str, data: str, share: float, repeats: int, docs: bo
         "mean_tokens": {"escalated": float(lengths.mean()), "every row": float(everything.lengths.mean())},
         "systems": rows,
     }
-    page = ROOT.parent / "docs" / "architecture.md" if docs else None
-    write_results("escalated_batches", result, markdown(result), page)
+    write_results("escalated_batches", result, markdown(result))
 
 
 def markdown(result: dict) -> str:

@@ -31,8 +31,8 @@ TWINS = Path.home() / ".cache" / "tango" / "studies" / "whole-last-layer"
 
 
 @click.command()
-@tier_speed_options(TIERS, DATA / "sst2" / "dev.tsv", REPEATS, "docs/models.md")
-def main(tiers: str, data: str, copies: int, repeats: int, docs: bool) -> None:
+@tier_speed_options(TIERS, DATA / "sst2" / "dev.tsv", REPEATS)
+def main(tiers: str, data: str, copies: int, repeats: int) -> None:
     """Time each OpenVINO tier against its whole-last-layer twin, interleaved."""
     from docs_section import rows_result, timed_rows, write_results
 
@@ -75,8 +75,7 @@ def main(tiers: str, data: str, copies: int, repeats: int, docs: bool) -> None:
         **rows_result("bench_first_token.py", THREADS, data, len(texts) // copies, copies, repeats),
         "systems": timed_rows(forms, timings, len(texts)),
     }
-    page = ROOT.parent / "docs" / "models.md" if docs else None
-    write_results("first_token", result, markdown(result), page)
+    write_results("first_token", result, markdown(result))
 
 
 def whole_twin(path: Path, check_data: str) -> Path:

@@ -37,8 +37,8 @@ CONFIGS = {  # label -> OpenVinoRuntime options; the runtime and precision are t
 
 
 @click.command()
-@tier_speed_options(TIERS, DATA / "sst2" / "dev.tsv", REPEATS, "docs/models.md")
-def main(tiers: str, data: str, copies: int, repeats: int, docs: bool) -> None:
+@tier_speed_options(TIERS, DATA / "sst2" / "dev.tsv", REPEATS)
+def main(tiers: str, data: str, copies: int, repeats: int) -> None:
     """Time each OpenVINO tier in each configuration, interleaved."""
     from docs_section import rows_result, timed_rows, write_results
 
@@ -70,8 +70,7 @@ def main(tiers: str, data: str, copies: int, repeats: int, docs: bool) -> None:
         "configs": CONFIGS,
         "systems": timed_rows(forms, timings, len(texts)),
     }
-    page = ROOT.parent / "docs" / "models.md" if docs else None
-    write_results("openvino_configs", result, markdown(result), page)
+    write_results("openvino_configs", result, markdown(result))
 
 
 def markdown(result: dict) -> str:

@@ -7,10 +7,10 @@ the calibration rows the tiers' training held out (``tango train --calibration-r
 seeded into calibration and evaluation rows, so no row chooses a threshold and judges it.
 
     python benchmarks/bench_three_tiers.py --name ag_news \\
-        --tiers gate-linear-ag,gate-minilm-ag,gate-mpnet-ag --docs
+        --tiers gate-linear-ag,gate-minilm-ag,gate-mpnet-ag
+    python benchmarks/docs.py   # its section in benchmarks/README.md and docs/benchmarks.md
 
-Writes benchmarks/results/three_tiers_NAME.{json,md}; `--docs` fills its section in benchmarks/README.md
-(the source `benchmarks/bench.py` builds docs/benchmarks.md from) and in docs/benchmarks.md.
+Writes benchmarks/results/three_tiers_NAME.{json,md}.
 """
 
 from __future__ import annotations
@@ -22,11 +22,9 @@ from pathlib import Path
 
 import click
 import numpy as np
-from docs_section import fill_section
 
 ROOT = Path(__file__).resolve().parent
 RESULTS = ROOT / "results"
-DOCS = (ROOT / "README.md", ROOT.parent / "docs" / "benchmarks.md")  # the source, and the page
 
 
 def systems_for(tiers, calibration, evaluation, max_drop: float, seed: int):
@@ -97,8 +95,7 @@ def markdown(name: str, rows: list[dict], meta: dict) -> str:
 @click.option("--repeats", type=int, default=5, show_default=True)
 @click.option("--threads", type=int, default=2, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--docs/--no-docs", default=False, show_default=True)
-def main(name, tiers, calibration_rows, evaluation_rows, max_drop, repeats, threads, seed, docs) -> None:
+def main(name, tiers, calibration_rows, evaluation_rows, max_drop, repeats, threads, seed) -> None:
     """Time linear -> small -> large against small -> large and the large tier alone."""
     from tango.bench import interleave
     from tango.hardware import machine
@@ -137,9 +134,6 @@ def main(name, tiers, calibration_rows, evaluation_rows, max_drop, repeats, thre
     stem.with_suffix(".json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
     table = markdown(name, rows, meta)
     stem.with_suffix(".md").write_text(table)
-    if docs:
-        for page in DOCS:
-            fill_section(page, f"three_tiers:{name}", table)
     click.echo(table)
 
 

@@ -17,17 +17,16 @@ def fill_section(page: Path, name: str, table: str) -> None:
     page.write_text(f"{head}{begin}\n{table}{end}{rest.split(end, 1)[1]}")
 
 
-def write_results(name: str, result: dict, table: str, page: Path | None) -> None:
-    """``benchmarks/results/NAME.{json,md}``, the table echoed, and ``page``'s NAME section
-    filled (None: no docs page rewritten)."""
+def write_results(name: str, result: dict, table: str) -> None:
+    """``benchmarks/results/NAME.{json,md}`` and the table echoed; the docs pages that quote it
+    are rewritten by ``python benchmarks/docs.py``, never here."""
     import json
 
     out = Path(__file__).resolve().parent / "results" / name
     out.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
     out.with_suffix(".md").write_text(table)
     click.echo(table)
-    if page is not None:
-        fill_section(page, name, table)
+    click.echo("docs: python benchmarks/docs.py", err=True)
 
 
 def timed_rows(forms: list[dict], timings: dict, rows: int) -> list[dict]:
@@ -75,9 +74,8 @@ def rows_caption(name: str, result: dict) -> str:
     )
 
 
-def tier_speed_options(tiers: tuple[str, ...], data: Path, repeats: int, page: str):
-    """The options of a script that times tiers on rows: --tiers, --data, --copies, --repeats,
-    --docs (rewrite ``page``'s table)."""
+def tier_speed_options(tiers: tuple[str, ...], data: Path, repeats: int):
+    """The options of a script that times tiers on rows: --tiers, --data, --copies, --repeats."""
 
     def wrap(command):
         shown = {"show_default": True}
@@ -86,15 +84,9 @@ def tier_speed_options(tiers: tuple[str, ...], data: Path, repeats: int, page: s
             click.option("--data", default=str(data), help="Rows to score.", **shown),
             click.option("--copies", default=2, help="Times the rows are scored per round.", **shown),
             click.option("--repeats", default=repeats, help="Timed rounds after the warm-up.", **shown),
-            docs_option(page),
         ]
         for option in reversed(options):
             command = option(command)
         return command
 
     return wrap
-
-
-def docs_option(page: str):
-    """--docs/--no-docs: whether the script rewrites ``page``'s table (it does by default)."""
-    return click.option("--docs/--no-docs", default=True, show_default=True, help=f"Rewrite {page}'s table.")

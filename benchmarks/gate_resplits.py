@@ -15,7 +15,7 @@ cost model's (every tier's measured seconds per row on the pool), not a timing.
     python benchmarks/gate_resplits.py --name sst2 --tiers gate-minilm-sst2,gate-mpnet-sst2
     python benchmarks/gate_resplits.py --name ag_news --tiers gate-minilm-ag,gate-mpnet-ag
 
-Writes benchmarks/results/gate_NAME.{json,md,png}; `--docs` fills docs/calibration.md's section.
+Writes benchmarks/results/gate_NAME.{json,md,png}; `python benchmarks/docs.py` then fills docs/calibration.md.
 """
 
 from __future__ import annotations
@@ -29,11 +29,9 @@ from pathlib import Path
 
 import click
 import numpy as np
-from docs_section import fill_section
 
 ROOT = Path(__file__).resolve().parent
 RESULTS = ROOT / "results"
-DOCS = ROOT.parent / "docs" / "calibration.md"
 CACHE = Path.home() / ".cache" / "tango" / "studies"
 
 
@@ -191,10 +189,7 @@ def plot(name: str, results: list[dict], max_drop: float, path: Path) -> None:
 @click.option("--calibration-rows", type=int, default=2000, show_default=True)
 @click.option("--max-drop", type=float, default=0.5, show_default=True)
 @click.option("--confidence-level", type=float, default=0.9, show_default=True)
-@click.option(
-    "--docs/--no-docs", default=False, show_default=True, help="Fill docs/calibration.md's section."
-)
-def main(name, tiers, splits, calibration_rows, max_drop, confidence_level, docs) -> None:
+def main(name, tiers, splits, calibration_rows, max_drop, confidence_level) -> None:
     """Old (in-sample) vs certified threshold rule over seeded resplits of held-out rows."""
     import torch
 
@@ -222,8 +217,6 @@ def main(name, tiers, splits, calibration_rows, max_drop, confidence_level, docs
     table = markdown(name, summary, meta) + f"\n![{name} resplits](../benchmarks/results/gate_{name}.png)\n"
     stem.with_suffix(".md").write_text(table)
     plot(name, results, max_drop, stem.with_suffix(".png"))
-    if docs:
-        fill_section(DOCS, f"gate_resplits:{name}", table)
     click.echo(table)
 
 

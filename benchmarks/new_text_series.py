@@ -27,7 +27,6 @@ from typing import Any
 
 import click
 import numpy as np
-from docs_section import docs_option
 
 THREADS = 2
 REPEATS = 5
@@ -278,8 +277,7 @@ def series_for(variant: str, scores: dict, y: np.ndarray, gates: tuple[str, ...]
 @click.option("--series", "series_key", type=click.Choice(sorted(SERIES)), default="1", show_default=True,
               help="Which series of PROTOCOL.md: its tier 1 variants, gates and results file.")  # fmt: skip
 @click.option("--repeats", default=REPEATS, show_default=True, help="Timed rounds after the warm-up.")
-@docs_option("README.md")
-def main(series_key: str, repeats: int, docs: bool) -> None:
+def main(series_key: str, repeats: int) -> None:
     """Run a series and write benchmarks/results/<its name>.{json,md} (and README's table)."""
     from docs_section import write_results
 
@@ -331,12 +329,7 @@ def main(series_key: str, repeats: int, docs: bool) -> None:
         "picked_variant": picked,
         "variants": variants,
     }
-    write_results(series["name"], result, markdown(result), None)
-    if docs:  # README gets the main table; the results file holds everything
-        from docs_section import fill_section
-
-        table = markdown(result).split("\n\nRuntime x gate")[0].rstrip() + "\n"
-        fill_section(ROOT.parent / "README.md", series["name"], table + results_link(series["name"]))
+    write_results(series["name"], result, markdown(result))  # README's table: benchmarks/docs.py
 
 
 def _machine() -> dict:

@@ -25,7 +25,6 @@ import click
 
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))
-from docs_section import fill_section  # noqa: E402
 
 
 def machine() -> dict[str, str]:
@@ -35,8 +34,7 @@ def machine() -> dict[str, str]:
 
 
 @click.command()
-@click.option("--docs/--no-docs", default=True, show_default=True, help="Fill README's timing section.")
-def main(docs: bool) -> None:
+def main() -> None:
     """Run `tango quickstart` once from scratch and record how long it took and what it printed."""
     from tango.registry import tango_home
 
@@ -70,8 +68,6 @@ def main(docs: bool) -> None:
     table = markdown(result)
     (out / "quickstart.md").write_text(table)
     click.echo(table)
-    if docs:
-        fill_section(ROOT.parent / "README.md", "quickstart_timing", table)
 
 
 def markdown(result: dict) -> str:
