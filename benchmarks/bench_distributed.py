@@ -69,7 +69,7 @@ def load(tier1: str, tier2: str, threshold: float, threads: int, batch_size: int
 
 
 def run_local(settings: dict[str, Any], source: Path, work: Path) -> dict[str, Any]:
-    from tango.scoring import score_file
+    from tango.engines.local import score_file
 
     start = time.perf_counter()
     cascade = load(settings["tier1"], settings["tier2"], settings["threshold"], settings["cpus"], 32)
@@ -82,7 +82,7 @@ def run_local(settings: dict[str, Any], source: Path, work: Path) -> dict[str, A
 
 
 def run_ray(settings: dict[str, Any], source: Path, work: Path, actors: int) -> dict[str, Any]:
-    from tango.distributed import Stage, score
+    from tango.engines.ray import Stage, score
 
     start = time.perf_counter()
     cascade = load(settings["tier1"], settings["tier2"], settings["threshold"], 1, 32)

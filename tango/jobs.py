@@ -104,15 +104,16 @@ def score(
     progress: bool = True,
     **ray_options: Any,
 ) -> Any:
-    """Score ``input_path`` into ``output_path`` with the local engine (:func:`tango.scoring.score_file`)
-    or, ``engine="ray"``, on Ray Data (:func:`tango.distributed.score`; ``ray_options`` are its
-    address, merge, output_format and each stage's ``tierN_actors``/``_cpus``/``_batch``)."""
+    """Score ``input_path`` into ``output_path`` with the local engine
+    (:func:`tango.engines.local.score_file`) or, ``engine="ray"``, on Ray Data
+    (:func:`tango.engines.ray.score`; ``ray_options`` are its address, merge, output_format and
+    each stage's ``tierN_actors``/``_cpus``/``_batch``)."""
     common = dict(text_column=text_column, text_pair_column=pair_column, id_column=id_column)
     common.update(format=input_format, on_error=on_error, probabilities=probabilities)
     common.update(resume=resume, overwrite=overwrite, progress=progress)
     if engine == "ray":
-        from tango.distributed import Stage
-        from tango.distributed import score as score_on_ray
+        from tango.engines.ray import Stage
+        from tango.engines.ray import score as score_on_ray
 
         for stage in ("tier1", "tier2"):
             sizes = (ray_options.pop(f"{stage}_{part}") for part in ("actors", "cpus", "batch"))
@@ -120,7 +121,7 @@ def score(
         return score_on_ray(model, input_path, output_path, errors_dir=errors_path, **common, **ray_options)
     if engine != "local":
         raise ValueError(f"engine must be 'local' or 'ray', got {engine!r}")
-    from tango.scoring import score_file
+    from tango.engines.local import score_file
 
     common["text_column"] = text_column or "text"
     return score_file(

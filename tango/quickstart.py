@@ -169,8 +169,8 @@ def _calibration_rows(train_file: Path, held: Any) -> Any:
 def quickstart(output: Path, train_file: Path | None = None, log: Callable[[str], None] = print):
     """Install encoders, build the quick cascade if needed, and score the example file into ``output``."""
     from tango.cascade import Cascade
+    from tango.engines.local import score_file
     from tango.install import install_models
-    from tango.scoring import score_file
 
     install_models(["minilm", "mpnet"])
     cascade = Cascade.from_pretrained(build_quick_cascade(train_file, log))

@@ -1,6 +1,6 @@
 """The rows a scoring run writes: scored rows as JSON lines or CSV, bad rows as error lines.
 
-Both engines (:mod:`tango.scoring`, :mod:`tango.distributed`) write through these, so their
+Both engines (:mod:`tango.engines.local`, :mod:`tango.engines.ray`) write through these, so their
 outputs have the same columns and values.
 """
 

@@ -18,12 +18,12 @@ from tiny_models import (
     write_scoring_jsonl,
 )
 
-from tango import scoring
 from tango.cascade import Cascade
 from tango.cli import cli
+from tango.engines import local as scoring
+from tango.engines.local import score_file
 from tango.linear import fit_linear
 from tango.runfiles import RunFiles
-from tango.scoring import score_file
 from tango.tiers import Tier
 
 TEXTS = SCORING_TEXTS

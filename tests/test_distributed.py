@@ -1,4 +1,4 @@
-"""The Ray engine (tango.distributed) on a local Ray cluster that this module starts.
+"""The Ray engine (tango.engines.ray) on a local Ray cluster that this module starts.
 
 Every run is compared with the local engine's own output (``score_file``), not with hard-coded
 columns, so the two engines stay in step when the row format changes. Faults are real: an
@@ -26,7 +26,8 @@ from tolerances import FP32_REORDERED, assert_close, assert_same_where_clear, cl
 
 from tango.cascade import Cascade  # noqa: E402
 from tango.cli import cli  # noqa: E402
-from tango.distributed import (  # noqa: E402
+from tango.engines.local import score_file  # noqa: E402
+from tango.engines.ray import (  # noqa: E402
     Stage,
     Tier1Scorer,
     Tier2Scorer,
@@ -35,7 +36,6 @@ from tango.distributed import (  # noqa: E402
     read_output,
     score,
 )
-from tango.scoring import score_file  # noqa: E402
 from tango.tiers import Tier  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -238,7 +238,7 @@ def test_a_glob_of_jsonl_files_matches_the_local_engine_with_a_tier1_actor_kille
 DRIVER = """
 import os, sys, time, ray
 from tango.cascade import Cascade
-from tango.distributed import Stage, Tier1Scorer, Tier2Scorer, score
+from tango.engines.ray import Stage, Tier1Scorer, Tier2Scorer, score
 from tango.tiers import Tier
 
 class SlowTier1(Tier1Scorer):

@@ -10,7 +10,8 @@ from click.testing import CliRunner
 from tiny_models import build_tiny_classifier, sentiment_rows
 
 from tango.cli import cli
-from tango.distributed import Stage, TierSpec, check_resources, read_stream_records
+from tango.engines.ray.plan import DEFAULT_READ_CPUS, Stage, TierSpec, check_resources
+from tango.engines.ray.read import read_stream_records
 from tango.hardware import bf16_supported
 from tango.linear import fit_linear
 from tango.tiers import Tier
@@ -24,8 +25,6 @@ def test_a_plan_bigger_than_the_cluster_is_refused_with_its_sizes():
 
 
 def test_the_default_plan_fits_two_cpus_resume_included():
-    from tango.distributed import DEFAULT_READ_CPUS
-
     check_resources(2.0, Stage(), Stage(), DEFAULT_READ_CPUS, resuming=True)
     assert Stage().threads == 1 and Stage(cpus=4).threads == 4
 

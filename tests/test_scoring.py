@@ -11,7 +11,7 @@ from tiny_models import build_tiny_classifier
 
 from tango.cascade import Cascade
 from tango.cli import cli
-from tango.scoring import score_file
+from tango.engines.local import score_file
 from tango.tiers import Tier
 
 SENTENCES = [

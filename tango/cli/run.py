@@ -19,7 +19,7 @@ from tango.cli.base import (
 
 
 def ray_options(func: Callable[..., Any]) -> Callable[..., Any]:
-    """`tango run --engine ray` options (tango.distributed); they reach `run` as **ray_args."""
+    """`tango run --engine ray` options (tango.engines.ray); they reach `run` as **ray_args."""
     options = [
         click.option(
             "--engine",

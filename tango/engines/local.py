@@ -1,4 +1,4 @@
-"""Batch offline scoring of a file, crash-safe and resumable: the engine of ``tango run``.
+"""Batch offline scoring of a file, crash-safe and resumable: the local engine of ``tango run``.
 
 The model is a :class:`~tango.cascade.Cascade` or an
 :class:`~tango.early_exit.EarlyExitClassifier`: anything with ``classes_`` and a
@@ -19,14 +19,14 @@ import os
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from tqdm.auto import tqdm
 
 from tango.cascade import Cascade
-from tango.data import Record, RowError, read_records
+from tango.data import Record, Records, RowError, read_records
 from tango.runfiles import (
     RunFiles,
     build_manifest,
@@ -46,111 +46,129 @@ DEFAULT_CHUNK_SIZE = 1024
 _AFTER_FAILURE = frozenset({"input.size", "input.mtime_ns", "input.sha256", "options.on_error"})
 
 
+@dataclass(frozen=True)
+class LocalOptions:
+    """How one ``tango run`` on this machine reads, writes and treats its rows, as one value.
+
+    ``text_column``/``text_pair_column`` hold the text; ``id_column`` becomes the output's ``id``
+    (without one, the input's ``id`` column when it has one, else the input line number).
+    ``format`` is the input's (default: from the extension). Bad rows go to ``errors_path``
+    (default ``<output>.errors.jsonl``) with their line, field and raw text; ``on_error="skip"``
+    reports them on stderr only, ``"fail"`` stops at the first one after committing the rows
+    before it. ``chunk_size`` defaults to 1024 rows, or on ``resume`` to the interrupted run's.
+    ``probabilities`` adds one probability per class to each output row.
+    """
+
+    text_column: str = "text"
+    text_pair_column: str | None = None
+    id_column: str | None = None
+    format: str | None = None
+    errors_path: str | Path | None = None
+    on_error: str = "write"
+    chunk_size: int | None = None
+    probabilities: bool = False
+    resume: bool = False
+    overwrite: bool = False
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.on_error not in ON_ERROR:
+            raise ValueError(f"on_error must be one of {ON_ERROR}, got {self.on_error!r}")
+        size = self.chunk_size
+        if size is not None and (isinstance(size, bool) or size < 1):
+            raise ValueError(f"chunk_size must be >= 1, got {size}")
+
+
 def score_file(
     cascade: Cascade | Any,
     input_path: str | Path,
     output_path: str | Path,
-    *,
-    text_column: str = "text",
-    text_pair_column: str | None = None,
-    id_column: str | None = None,
-    format: str | None = None,
-    errors_path: str | Path | None = None,
-    on_error: str = "write",
-    chunk_size: int | None = None,
-    probabilities: bool = False,
-    resume: bool = False,
-    overwrite: bool = False,
-    progress: bool = True,
+    options: LocalOptions | None = None,
+    **keywords: Any,
 ) -> RunSummary:
     """Score every row of ``input_path`` into ``output_path`` (``.jsonl`` or ``.csv``).
 
-    ``cascade`` may also be an :class:`~tango.early_exit.EarlyExitClassifier`.
-    Each output row holds ``id`` (the ``id_column`` value; without one, the input's ``id``
-    column when it has one, else the input line number), ``label``, ``confidence``, ``tier``
-    (the tier that answered, numbered from 1; for an early-exit model ``exit_layer``, the 1-based
-    layer the row left at) and, with ``probabilities``, one probability per class. Bad rows go to
-    ``errors_path`` (default ``<output>.errors.jsonl``) with their line, field and raw text;
-    ``on_error="skip"`` reports them on stderr only, ``"fail"`` stops at the first one after
-    committing the rows before it.
+    ``cascade`` may also be an :class:`~tango.early_exit.EarlyExitClassifier`. ``options`` (a
+    :class:`LocalOptions`) or its fields as keywords say how (keywords override ``options``).
+    Each output row holds ``id``, ``label``, ``confidence``, ``tier`` (the tier that answered,
+    numbered from 1; for an early-exit model ``exit_layer``, the 1-based layer the row left at)
+    and, with ``probabilities``, one probability per class.
 
     Every path is checked before anything is written (see :mod:`tango.runfiles`): an existing
     output is replaced only with ``overwrite``, never when it is the input; ``resume`` continues
     only the same job (same input, models, batch plan and options) and says what differs
     otherwise, so a resumed run writes the same bytes as an uninterrupted one; a second run on
-    the same output fails while this one holds its lock. ``chunk_size`` defaults to 1024 rows, or
-    on ``resume`` to the interrupted run's. After a stop by ``on_error="fail"``, ``resume`` also
-    accepts the input with its bad line fixed (the lines before it must be unchanged) and another
-    ``on_error``.
+    the same output fails while this one holds its lock. After a stop by ``on_error="fail"``,
+    ``resume`` also accepts the input with its bad line fixed (the lines before it must be
+    unchanged) and another ``on_error``.
     """
-    if on_error not in ON_ERROR:
-        raise ValueError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
-    if chunk_size is not None and (isinstance(chunk_size, bool) or chunk_size < 1):
-        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
-    files = RunFiles.plan(input_path, output_path, errors_path)
-    files.check(resume=resume, overwrite=overwrite)
+    options = replace(options or LocalOptions(), **keywords)
+    files = RunFiles.plan(input_path, output_path, options.errors_path)
+    files.check(resume=options.resume, overwrite=options.overwrite)
     exits = getattr(cascade, "exits_", None)  # early-exit models: their exit layers
-    stage = "exit_layer" if exits else "tier"
-    writer = RowWriter(files.output, cascade.classes_, probabilities, stage)
+    writer = RowWriter(
+        files.output, cascade.classes_, options.probabilities, "exit_layer" if exits else "tier"
+    )
     with files.run_lock():
-        files.check(resume=resume, overwrite=overwrite, locked=True)  # again: no other run can interfere now
-        if chunk_size is None:
-            recorded = (files.read_manifest() or {}).get("options", {}) if resume else {}
-            chunk_size = int(recorded.get("chunk_size") or DEFAULT_CHUNK_SIZE)
+        # again: no other run can interfere now
+        files.check(resume=options.resume, overwrite=options.overwrite, locked=True)
+        options = replace(options, chunk_size=_chunk_size(files, options))
         records = read_records(
             input_path,
-            text_column,
-            text_pair_column,
-            id_column=id_column,
-            format=format,
+            options.text_column,
+            options.text_pair_column,
+            id_column=options.id_column,
+            format=options.format,
             default_id_column="id",
         )  # checks the header before anything is written
-        options = {
-            "text_column": text_column,
-            "text_pair_column": text_pair_column,
-            "id_column": records.columns["id"],
-            "format": records.format,
-            "probabilities": probabilities,
-            "on_error": on_error,
-            "output_columns": writer.columns,
-            "chunk_size": chunk_size,
-        }
-        manifest = build_manifest(files, model_identity(cascade), options)
-        commit = _Commits(files, manifest, resume)
-        summary = commit.summary
-        records.skip(summary.rows_in)
-        summary.num_layers = exits[-1] if exits else 0  # the last exit is the encoder's depth
+        manifest = build_manifest(files, model_identity(cascade), _job_options(options, records, writer))
+        commit = _Commits(files, manifest, options.resume)
+        records.skip(commit.summary.rows_in)
+        commit.summary.num_layers = exits[-1] if exits else 0  # the last exit is the encoder's depth
         try:
-            _score_chunks(cascade, records, files, commit, writer, on_error, chunk_size, progress)
+            _score_chunks(cascade, records, commit, writer, options)
         finally:
             commit.close()
         commit.finish()
-    return summary
+    return commit.summary
 
 
-def _score_chunks(
-    model: Any,
-    records: Any,
-    files: RunFiles,
-    commit: _Commits,
-    writer: Any,
-    on_error: str,
-    chunk_size: int,
-    progress: bool,
-) -> None:
+def _chunk_size(files: RunFiles, options: LocalOptions) -> int:
+    """The chunk size asked for, else a resumed run's recorded one (its bytes depend on it)."""
+    if options.chunk_size is not None:
+        return options.chunk_size
+    recorded = (files.read_manifest() or {}).get("options", {}) if options.resume else {}
+    return int(recorded.get("chunk_size") or DEFAULT_CHUNK_SIZE)
+
+
+def _job_options(options: LocalOptions, records: Records, writer: RowWriter) -> dict[str, Any]:
+    """The options the manifest records: what a resumed run must share with the interrupted one."""
+    return {
+        "text_column": options.text_column,
+        "text_pair_column": options.text_pair_column,
+        "id_column": records.columns["id"],
+        "format": records.format,
+        "probabilities": options.probabilities,
+        "on_error": options.on_error,
+        "output_columns": writer.columns,
+        "chunk_size": options.chunk_size,
+    }
+
+
+def _score_chunks(model: Any, records: Any, commit: _Commits, writer: Any, options: LocalOptions) -> None:
     """The scoring loop: read a chunk, score its good rows, commit output and errors together."""
-    summary = commit.summary
+    summary, files, on_error = commit.summary, commit.files, options.on_error
     started = time.perf_counter() - summary.seconds
     bar = tqdm(
         total=_count_rows(files.input),
         initial=summary.rows_in,
         unit="row",
-        disable=not progress,
+        disable=not options.progress,
         desc=f"scoring {Path(files.input).name}",
         dynamic_ncols=True,
     )
     with bar:
-        for chunk in _chunks(records, chunk_size):
+        for chunk in _chunks(records, options.chunk_size):
             failure = (
                 next((row for row in chunk if isinstance(row, RowError)), None)
                 if on_error == "fail"
@@ -163,17 +181,7 @@ def _score_chunks(
             result = model.predict_detailed([row.text for row in good])
             summary.add(result)
             summary.rows_in += len(chunk)
-            errors = b""
-            if on_error == "skip":
-                summary.skipped += len(bad)
-                for row in bad:
-                    print(
-                        f"skipped {files.input}:{row.line} [{row.field or '-'}]: {row.message}",
-                        file=sys.stderr,
-                    )
-            else:
-                summary.errors += len(bad)
-                errors = b"".join(error_line(row) for row in bad)
+            errors = _bad_rows(files, summary, bad, on_error)
             output = writer(good, result, first=summary.output_bytes == 0)
             summary.seconds = time.perf_counter() - started
             commit.append(output, errors)
@@ -182,6 +190,17 @@ def _score_chunks(
             if failure is not None:
                 commit.stop_at(failure.line)
                 raise ValueError(_failure_message(files, failure, summary.rows_out))
+
+
+def _bad_rows(files: RunFiles, summary: RunSummary, bad: list[RowError], on_error: str) -> bytes:
+    """A chunk's bad rows counted, and either reported on stderr (skip) or as error lines."""
+    if on_error == "skip":
+        summary.skipped += len(bad)
+        for row in bad:
+            print(f"skipped {files.input}:{row.line} [{row.field or '-'}]: {row.message}", file=sys.stderr)
+        return b""
+    summary.errors += len(bad)
+    return b"".join(error_line(row) for row in bad)
 
 
 def _failure_message(files: RunFiles, failure: RowError, scored: int) -> str:

@@ -1,0 +1,213 @@
+"""A whole Ray run from the driver: its options, the settings every task shares, start to end.
+
+:func:`score` checks everything it can before Ray schedules anything (options, inputs, the
+cascade, the plan against the cluster's CPUs, an earlier run in the output), runs the pipeline
+in the run's resume mode, and ends with the exactly-once check.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from tango.cascade import Cascade
+from tango.data import columns_of, guess_columns
+from tango.engines.local import ON_ERROR
+from tango.engines.ray.actors import Tier1Scorer, Tier2Scorer
+from tango.engines.ray.output import DistributedSummary, check_exactly_once, merge_output
+from tango.engines.ray.pipeline import Pipeline, run_by_markers, run_checkpointed
+from tango.engines.ray.plan import (
+    DEFAULT_READ_CPUS,
+    OUTPUT_FORMATS,
+    RESUME_MODES,
+    CascadeSpec,
+    Stage,
+    check_resources,
+)
+from tango.engines.ray.read import check_inputs, expand_inputs, file_keys
+from tango.engines.ray.resume import prepare, recorded_mode, update_run
+from tango.engines.ray.storage import is_dir
+
+
+@dataclass(frozen=True)
+class RayOptions:
+    """How one ``tango run --engine ray`` reads, scores, writes and resumes, as one value.
+
+    Output rows have the local engine's columns; bad rows go to ``errors_dir`` (default
+    ``<output>.errors``) in its errors format, one file per input. Ids: ``id_column`` when
+    given, else the line number (one input file) or ``<file>:<line>`` (several). ``merge``
+    writes one ordered ``.jsonl``/``.csv`` file (and its ``.errors.jsonl``) from the shards at
+    the end. ``resume`` continues an interrupted run by Ray's checkpoint or per-file markers
+    (``resume_by``). ``tier1``/``tier2`` size each actor pool; ``read_cpus`` is reserved per read
+    and write task, ``block_rows`` rows make a read block: the unit that is written and
+    checkpointed. ``address`` names the Ray cluster (default: start one). ``actor_classes``
+    swaps the stage actors (subclasses, e.g. for fault-injection tests).
+    """
+
+    text_column: str | None = None
+    text_pair_column: str | None = None
+    id_column: str | None = None
+    format: str | None = None
+    output_format: str = "jsonl"
+    errors_dir: str | None = None
+    on_error: str = "write"
+    probabilities: bool = False
+    tier1: Stage = field(default_factory=Stage)
+    tier2: Stage = field(default_factory=Stage)
+    read_cpus: float = DEFAULT_READ_CPUS
+    block_rows: int = 1024
+    resume: bool = False
+    overwrite: bool = False
+    merge: str | None = None
+    address: str | None = None
+    resume_by: str = "auto"
+    progress: bool = True
+    actor_classes: tuple[type, type] = (Tier1Scorer, Tier2Scorer)
+
+    def __post_init__(self) -> None:
+        for stage in ("tier1", "tier2"):  # None, as the keyword arguments always took: the default
+            if getattr(self, stage) is None:
+                object.__setattr__(self, stage, Stage())
+
+
+def score(
+    cascade: Cascade,
+    inputs: str | Sequence[str],
+    output: str,
+    options: RayOptions | None = None,
+    **keywords: Any,
+) -> DistributedSummary:
+    """Score CSV/TSV/JSONL files on Ray Data into the directory ``output`` (shards, any order).
+
+    ``inputs``: a path, a local glob, a directory or a URI Ray can read, or a list of them.
+    ``options`` (a :class:`RayOptions`) or its fields as keywords say how (keywords override
+    ``options``). Ray is imported here, not before: it is an optional dependency.
+    """
+    started = time.perf_counter()
+    options = replace(options or RayOptions(), **keywords)
+    ray = _import_ray()
+    settings, paths = _settings(cascade, inputs, output, options)
+    spec = CascadeSpec.of(cascade)
+    if not ray.is_initialized():
+        ray.init(address=options.address, include_dashboard=False, log_to_driver=options.progress)
+    file_keys(settings, paths)  # list the input files once: their keys and id names are the run's
+    resuming = options.resume and recorded_mode(settings) == "checkpoint"
+    cpus = ray.cluster_resources().get("CPU", 0.0)
+    check_resources(cpus, options.tier1, options.tier2, options.read_cpus, resuming)
+    mode = prepare(settings, options.resume, options.overwrite)
+    pipeline = Pipeline(ray, spec, options.tier1, options.tier2, options.read_cpus, options.actor_classes)
+    _run(pipeline, settings, paths, mode, options.progress)
+    summary = check_exactly_once(settings, paths)
+    summary.resume_mode, summary.files = mode, len(settings["files"])
+    update_run(settings, complete=True)
+    if options.merge:
+        merge_output(settings, paths, options.merge)
+    summary.seconds = time.perf_counter() - started
+    return summary
+
+
+def _import_ray() -> Any:
+    try:
+        import ray
+        import ray.data  # noqa: F401
+    except ImportError as error:
+        raise ImportError(
+            "the Ray engine needs Ray Data: pip install 'tango[ray]' (ray[data] >= 2.40)"
+        ) from error
+    return ray
+
+
+def _run(pipeline: Pipeline, settings: dict[str, Any], paths: list[str], mode: str, progress: bool) -> None:
+    """The pipeline in the run's resume mode, Ray's progress bars shown only if asked."""
+    context = pipeline.ray.data.DataContext.get_current()
+    bars = context.enable_progress_bars
+    context.enable_progress_bars = progress
+    try:
+        if mode == "checkpoint":
+            run_checkpointed(pipeline, settings, paths)
+        else:
+            run_by_markers(pipeline, settings, paths)
+    except Exception as error:
+        raise _user_error(error) from error
+    finally:
+        context.enable_progress_bars = bars
+
+
+def _user_error(error: Exception) -> Exception:
+    """The ValueError a read task or actor raised (a bad row, a missing column), unwrapped.
+
+    Ray wraps it in a RayTaskError whose text is a remote traceback; the CLI shows one line
+    (tango's messages are one line: file, line, field).
+    """
+    cause: BaseException | None = error
+    while cause is not None and type(cause).__module__.startswith("ray."):
+        cause = getattr(cause, "cause", None) or cause.__cause__
+    if not isinstance(cause, ValueError) or not str(cause).strip():
+        return error
+    return ValueError(str(cause).strip().splitlines()[0])  # Ray appends retry advice below
+
+
+def _settings(
+    cascade: Cascade, inputs: str | Sequence[str], output: str, options: RayOptions
+) -> tuple[dict[str, Any], list[str]]:
+    """Validate the options into the plain dict the datasource, the check and merge share.
+
+    It is JSON (run.json keeps it, and a resumed run must match it) and small enough to ship to
+    every read task.
+    """
+    _refuse(options)
+    paths = expand_inputs(inputs)
+    columns = _columns(paths, options)
+    check_inputs(paths, columns, options.format)
+    output = str(output).rstrip("/")
+    settings = {
+        "inputs": paths,
+        "output": output,
+        "errors": str(options.errors_dir).rstrip("/") if options.errors_dir else f"{output}.errors",
+        "sidecar": f"{output}.tango",
+        "text_column": columns["text"],
+        "pair_column": columns["pair"],
+        "id_column": columns["id"],
+        "format": options.format,
+        "output_format": options.output_format,
+        "on_error": options.on_error,
+        "probabilities": options.probabilities,
+        "labels": [str(label) for label in cascade.classes_],
+        "line_ids": columns["id"] is None and len(paths) == 1 and not is_dir(paths[0]),
+        "block_rows": options.block_rows,
+        "resume_by": options.resume_by,
+    }
+    if options.block_rows < 1:
+        raise ValueError(f"block_rows must be >= 1, got {options.block_rows}")
+    return settings, paths
+
+
+def _refuse(options: RayOptions) -> None:
+    """Options no run can have, refused before the inputs are looked at."""
+    if options.on_error not in ON_ERROR:
+        raise ValueError(f"on_error must be one of {ON_ERROR}, got {options.on_error!r}")
+    if options.output_format not in OUTPUT_FORMATS:
+        raise ValueError(f"output format must be one of {OUTPUT_FORMATS}, got {options.output_format!r}")
+    if options.resume_by not in RESUME_MODES:
+        raise ValueError(f"resume_by must be one of {RESUME_MODES}, got {options.resume_by!r}")
+    merge = options.merge
+    if merge and Path(merge).suffix.lower() not in (".jsonl", ".csv"):
+        raise ValueError(f"cannot merge into {merge}: the merged file must end in .jsonl or .csv")
+
+
+def _columns(paths: list[str], options: RayOptions) -> dict[str, str | None]:
+    """The text, pair and id columns: those given, else guessed from the first input as the local
+    engine guesses them (text: the first of text, sentence, ...; id: the input's ``id`` column).
+    Remote inputs are not opened on the driver: their text column defaults to ``text``."""
+    local = "://" not in paths[0] and Path(paths[0]).is_file()
+    text_column, pair_column = options.text_column, options.text_pair_column
+    if text_column is None:
+        guessed = guess_columns(paths[0], options.format, label=False) if local else ("text", None, None)
+        text_column, pair_column = guessed[0], pair_column or guessed[1]
+    id_column = options.id_column
+    if id_column is None and local and "id" in columns_of(paths[0], options.format):
+        id_column = "id"  # as the local engine: the input's id column is the default id
+    return {"text": text_column, "pair": pair_column, "id": id_column}
