@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks" / "studies"))
 bench_script = pytest.importorskip("bench")
 
 
@@ -106,7 +107,7 @@ def test_openvino_table_compares_each_configuration_with_the_tiers_first():
 
     result = {
         "machine": machine,
-        "command": "python benchmarks/bench_openvino.py",
+        "command": "python benchmarks/studies/bench_openvino.py",
         "data": {"source": "dev.tsv", "rows": 10, "copies": 2},
         "settings": {"repeats": 5},
         "systems": [
@@ -128,7 +129,7 @@ def test_escalated_table_gives_each_way_its_per_row_cost():
     bench_escalated = pytest.importorskip("bench_escalated")
     result = {
         "machine": {"cpu": "a CPU", "threads": 2, "date": "today"},
-        "command": "python benchmarks/bench_escalated.py",
+        "command": "python benchmarks/studies/bench_escalated.py",
         "data": {"source": "dev.tsv", "rows": 800, "escalated": 80, "share": 0.1},
         "tiers": {"tier1": "t1", "tier2": "t2: openvino"},
         "settings": {"repeats": 7},
@@ -159,7 +160,7 @@ def test_first_token_table_compares_each_tier_with_its_whole_twin():
 
     result = {
         "machine": {"cpu": "a CPU", "threads": 2, "date": "today"},
-        "command": "python benchmarks/bench_first_token.py",
+        "command": "python benchmarks/studies/bench_first_token.py",
         "data": {"source": "dev.tsv", "rows": 10, "copies": 2},
         "settings": {"repeats": 5},
         "systems": [

@@ -8,7 +8,7 @@ shuffled order, and records, against the form's own batch-32 answer: the largest
 class probability, of the confidence, and the labels that flipped. docs/run.md states the bound
 from here. Not a timing: nothing else needs to be quiet.
 
-    python benchmarks/batch_independence.py --tier ~/.cache/tango/models/minilm-l6-sst2-quick
+    python benchmarks/studies/batch_independence.py --tier ~/.cache/tango/models/minilm-l6-sst2-quick
 
 Exports are cached under ~/.cache/tango/studies/batch-independence/. Writes
 benchmarks/results/batch_independence.{json,md} and docs/run.md's table (--no-docs: not).
@@ -16,13 +16,16 @@ benchmarks/results/batch_independence.{json,md} and docs/run.md's table (--no-do
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import click
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/: the shared helpers
+
 THREADS = 2
-ROOT = Path(__file__).resolve().parent
+ROOT = Path(__file__).resolve().parents[1]  # benchmarks/: results/ and the shared helpers
 DATA = ROOT.parent.parent / "shared" / "data"
 CACHE = Path.home() / ".cache" / "tango" / "studies" / "batch-independence"
 BATCH_SIZES = (1, 8, 32, 64)
@@ -132,7 +135,7 @@ def main(tier_dir: str, data: str, calibration_data: str, seed: int) -> None:
         tier = Tier.from_pretrained(directory, threads=THREADS, **options)
         measured.append({"form": name, "runtime": tier.runtime.description, **movement(tier, texts, seed)})
     result = {
-        "command": shlex.join(["python", "benchmarks/batch_independence.py", *sys.argv[1:]]),
+        "command": shlex.join(["python", "benchmarks/studies/batch_independence.py", *sys.argv[1:]]),
         "machine": machine(THREADS),
         "tier": str(source),
         "data": {"source": data, "rows": len(texts)},

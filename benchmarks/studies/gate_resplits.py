@@ -12,8 +12,8 @@ into calibration rows and evaluation rows, chooses thresholds for ``--max-drop``
 and measures each choice's drop against the last tier on the evaluation rows. The speedup is the
 cost model's (every tier's measured seconds per row on the pool), not a timing.
 
-    python benchmarks/gate_resplits.py --name sst2 --tiers gate-minilm-sst2,gate-mpnet-sst2
-    python benchmarks/gate_resplits.py --name ag_news --tiers gate-minilm-ag,gate-mpnet-ag
+    python benchmarks/studies/gate_resplits.py --name sst2 --tiers gate-minilm-sst2,gate-mpnet-sst2
+    python benchmarks/studies/gate_resplits.py --name ag_news --tiers gate-minilm-ag,gate-mpnet-ag
 
 Writes benchmarks/results/gate_NAME.{json,md,png}; `python benchmarks/docs.py` then fills docs/calibration.md.
 """
@@ -30,7 +30,9 @@ from pathlib import Path
 import click
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/: the shared helpers
+
+ROOT = Path(__file__).resolve().parents[1]  # benchmarks/: results/ and the shared helpers
 RESULTS = ROOT / "results"
 CACHE = Path.home() / ".cache" / "tango" / "studies"
 

@@ -3,7 +3,7 @@
 # Tiny random-weight tiers (tests/tiny_models.py) keep the 1M-row run to a few minutes; memory
 # behaviour is the streaming's, not the model's. SST-2 sentences are repeated to fill the files.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 work=${WORK:-/tmp/tango-run-memory}
 mkdir -p "$work"
 python - "$work" <<'PY'

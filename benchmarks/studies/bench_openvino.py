@@ -12,21 +12,24 @@ REPEATS rounds, median (min-max) rows/s):
 Each configuration's predictions are compared with the first one's (streams give the same
 numbers; the attention kernels round bf16 differently, so a row near the boundary may flip).
 
-    python benchmarks/bench_openvino.py         # the SST-2 h16k tiers on SST-2 dev, twice over
+    python benchmarks/studies/bench_openvino.py         # the SST-2 h16k tiers on SST-2 dev, twice over
 
 Writes benchmarks/results/openvino_configs.{json,md} and docs/models.md's table.
 """
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import click
-from docs_section import tier_speed_options
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/: the shared helpers
+from docs_section import tier_speed_options  # noqa: E402
 
 THREADS = 2
 REPEATS = 5
-ROOT = Path(__file__).resolve().parent
+ROOT = Path(__file__).resolve().parents[1]  # benchmarks/: results/ and the shared helpers
 DATA = ROOT.parent.parent / "shared" / "data"
 TIERS = ("minilm-l6-sst2-distilled-h16k-ov", "mpnet-base-sst2-h16k-ov-int8")
 CONFIGS = {  # label -> OpenVinoRuntime options; the runtime and precision are the tier's recorded ones

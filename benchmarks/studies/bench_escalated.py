@@ -15,7 +15,7 @@ ways, interleaved round-robin with tier 2 on every row for the per-row yardstick
 
 Tokenization is included in each; a warm-up round, then REPEATS rounds, median (min-max).
 
-    python benchmarks/bench_escalated.py        # the SST-2 h16k tiers on SST-2 dev
+    python benchmarks/studies/bench_escalated.py        # the SST-2 h16k tiers on SST-2 dev
 
 Writes benchmarks/results/escalated_batches.{json,md} and docs/architecture.md's table.
 """
@@ -29,9 +29,11 @@ from pathlib import Path
 import click
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/: the shared helpers
+
 THREADS = 2
 REPEATS = 7
-ROOT = Path(__file__).resolve().parent
+ROOT = Path(__file__).resolve().parents[1]  # benchmarks/: results/ and the shared helpers
 DATA = ROOT.parent.parent / "shared" / "data"
 
 
@@ -124,7 +126,7 @@ def main(tier1: str, tier2: str, data: str, share: float, repeats: int) -> None:
             }
         )
     result = {
-        "command": shlex.join(["python", "benchmarks/bench_escalated.py", *sys.argv[1:]]),
+        "command": shlex.join(["python", "benchmarks/studies/bench_escalated.py", *sys.argv[1:]]),
         "machine": machine(THREADS),
         "data": {"source": data, "rows": len(texts), "escalated": len(escalated), "share": share},
         "tiers": {"tier1": first.runtime.description, "tier2": f"{tier2}: {runtime.description}"},

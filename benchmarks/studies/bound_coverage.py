@@ -12,7 +12,7 @@ probability 0.9. This study checks that promise (issue #27, item 5; benchmarks/P
 - coverage = the share of draws whose population drop stays within the target, against the
   nominal level, with a 95% Wilson interval.
 
-    python benchmarks/bound_coverage.py       # after bash benchmarks/make_new_text_tiers.sh
+    python benchmarks/studies/bound_coverage.py       # after bash benchmarks/make_new_text_tiers.sh
 
 Writes benchmarks/results/bound_coverage.{json,md}. Nothing is timed.
 """
@@ -25,7 +25,9 @@ from pathlib import Path
 
 import click
 import numpy as np
-from new_text_series import judged  # the gate on rows: accuracy, drop, share escalated
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/: the shared helpers
+from new_text_series import judged  # noqa: E402 - the gate on rows: accuracy, drop, share escalated
 
 THREADS = 2
 DRAWS = 500
@@ -33,7 +35,7 @@ CALIBRATION_ROWS = 2000
 MAX_DROP = 0.5
 LEVEL = 0.9
 FIT_FRACTION = 0.3
-ROOT = Path(__file__).resolve().parent
+ROOT = Path(__file__).resolve().parents[1]  # benchmarks/: results/ and the shared helpers
 DATA = ROOT.parent.parent / "shared" / "data"
 TIER1, TIER2 = "minilm-l6-sst2-g30k-distilled", "mpnet-base-sst2-g30k"
 
@@ -127,7 +129,7 @@ def main(draws: int) -> None:
         }
         click.echo(f"{bound}: coverage {covered / draws:.3f}", err=True)
     result = {
-        "command": shlex.join(["python", "benchmarks/bound_coverage.py", *sys.argv[1:]]),
+        "command": shlex.join(["python", "benchmarks/studies/bound_coverage.py", *sys.argv[1:]]),
         "machine": machine(THREADS),
         "tiers": [str(t.path) for t in tiers],
         "pool": {

@@ -6,7 +6,7 @@ its two tiers, calibrates them and scores the example file. The wall time, what 
 and the scored rows go to benchmarks/results/quickstart.{json,md} and README's
 ``quickstart_timing`` section. Run it on a quiet machine (nothing else on the cores).
 
-    python benchmarks/time_quickstart.py
+    python benchmarks/studies/time_quickstart.py
 """
 
 from __future__ import annotations
@@ -23,8 +23,9 @@ from pathlib import Path
 
 import click
 
-ROOT = Path(__file__).resolve().parent
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/: the shared helpers
+
+ROOT = Path(__file__).resolve().parents[1]  # benchmarks/: results/ and the shared helpers
 
 
 def machine() -> dict[str, str]:
@@ -73,7 +74,7 @@ def main() -> None:
 def markdown(result: dict) -> str:
     tiers = ", ".join(f"tier {t}: {n} rows" for t, n in sorted(result["answered_by_tier"].items()))
     return (
-        f"Measured by `python benchmarks/time_quickstart.py` ({result['machine']['cpu']}, "
+        f"Measured by `python benchmarks/studies/time_quickstart.py` ({result['machine']['cpu']}, "
         f"{result['machine']['cores']} cores, {result['machine']['date']}): `tango quickstart` from an "
         f"empty directory with no tiers built took **{result['seconds'] / 60:.1f} minutes** "
         f"({'encoders already installed' if result['encoders_preinstalled'] else 'encoders downloaded'}); "
