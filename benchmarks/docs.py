@@ -28,12 +28,16 @@ def whole(text: str) -> str:
 
 
 def readme_part(name: str) -> Callable[[str], str]:
-    """README shows a new-text series' main table and links to the rest of its results."""
+    """README shows a new-text series' main table and its last runtime x gate table (series 1:
+    the variant with IMDB sentences; series 2: the picked variant), and links to the rest."""
 
     def part(text: str) -> str:
+        blocks = text.split("\n\n")
         table = text.split("\n\nRuntime x gate")[0].split("\n\nPicked on")[0].rstrip() + "\n"
+        splits = [i for i, block in enumerate(blocks) if block.startswith("Runtime x gate")]
+        split = "\n\n".join(blocks[splits[-1] : splits[-1] + 2]).rstrip() + "\n" if splits else ""
         return (
-            f"{table}\nThe runtime x gate tables and the deferral study: "
+            f"{table}\n{split}\nThe other runtime x gate tables and the deferral study: "
             f"[benchmarks/results/{name}.md](benchmarks/results/{name}.md).\n"
         )
 
