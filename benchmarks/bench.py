@@ -172,7 +172,7 @@ def recorded_tier(name: str, log: Callable[[str], None]):
         options += [{"model": name + suffix, "path": str(path), **m} for m in passed_runtimes(record)]
     if not options:
         raise click.ClickException(
-            f"no probed form of {name!r}: build it with `bash benchmarks/make_models.sh`, then "
+            f"no probed form of {name!r}: build it with `tango build configs/<data set>.toml`, then "
             f"`tango probe {name}` (and its -int8 / -ov-int8 exports)"
         )
     for option in sorted(options, key=lambda o: -o["rows_per_s"]):
@@ -766,7 +766,7 @@ def series_of(out: Path, dataset: str) -> list[str]:
     type=click.Path(dir_okay=False),
     default=None,
     help="Only write SST-2's 3,000 calibration rows (held out, not bench rows) to this TSV and stop; "
-    "make_early_exit.sh fits the exits' temperatures on them.",
+    "the early-exit recipes of configs/sst2.toml fit the exits' temperatures on them.",
 )
 def main(
     datasets: tuple[str, ...],

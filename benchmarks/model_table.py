@@ -1,5 +1,5 @@
 """The table of docs/models.md: accuracy (PyTorch fp32, ONNX fp32, ONNX int8), training time and
-ONNX int8 throughput of every tier that benchmarks/make_models.sh builds.
+ONNX int8 throughput of every tier that `tango build configs/*.toml` builds.
 
 Throughput: the task's dev texts, tokenized and run by `Tier` (rows sorted by length, batches of
 32), 2 intra-op threads, median of REPEATS timed passes after one warm-up. Run it on a quiet
