@@ -127,7 +127,7 @@ class Cascade:
         What :meth:`fit` chose (also restored by :meth:`from_pretrained` from a fitted cascade).
         A cascade answers with these when it has them, else with the parameters.
     calibration_ : dict
-        The evidence of the last fit (:class:`tango.tuning.CalibrationReport` as a dict), saved
+        The evidence of the last fit (:class:`tango.gate_report.CalibrationReport` as a dict), saved
         in ``cascade.json``; it names the rows the fit saw, so evaluation can refuse them.
     stats_ : CascadeStats
         The statistics of the last ``predict*`` call, a convenience for the interactive user:

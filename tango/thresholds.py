@@ -13,7 +13,7 @@ confidence level**. It is Learn-then-Test (Angelopoulos et al. 2021) with fixed-
   cost/drop frontier there);
 - each candidate's drop against the last tier, ``(lost - gained) / n`` (rows it gets wrong that
   the last tier gets right, minus the reverse), gets a one-sided upper bound at
-  ``confidence_level`` (:func:`drop_upper_bound`);
+  ``confidence_level`` (:func:`tango.bounds.drop_upper_bound`);
 - with ``new_rows`` = M, the bound is on the drop *measured on a batch of M new rows*, not on the
   population's: a batch has sampling noise of its own. The error is split in half: the
   population drop is bounded at ``1 - (1 - confidence_level) / 2`` as above, and the batch's
@@ -35,13 +35,13 @@ Everything is vectorised over candidates: a setting's outcome is which tier answ
 from __future__ import annotations
 
 import itertools
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
+from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike
-from scipy import stats
 
-from tango.calibration import clopper_pearson_lower, clopper_pearson_upper
+from tango.bounds import drop_upper_bound, ppi_drop_upper_bound
 
 ESCALATE_ALL = float(np.nextafter(1.0, 2.0))  # above every confidence: every row moves on
 
@@ -168,100 +168,6 @@ def best_in_sample(
     return _choice(settings[best], drop[best], None, cost[best], costs, reach[best], n, None)
 
 
-BOUNDS = ("wald", "clopper-pearson")
-
-
-def drop_upper_bound(
-    lost: ArrayLike,
-    gained: ArrayLike,
-    n: int,
-    confidence_level: float,
-    method: str = "wald",
-    new_rows: int | None = None,
-) -> np.ndarray:
-    """One-sided upper bound, in points, on the true drop given ``lost`` and ``gained`` of ``n``.
-
-    ``wald`` (default): the paired difference's mean plus z times its standard error, with one
-    pseudo-row added to each of ``lost`` and ``gained`` so a handful of rows never looks certain
-    (as Agresti and Caffo do for a difference of proportions). ``clopper-pearson``: exact but
-    loose, a Clopper-Pearson upper bound on ``lost / n`` minus a lower bound on ``gained / n``,
-    each at half the error; roughly twice the wald margin. ``new_rows`` = M (wald only): bound
-    the drop that M new rows will show instead of the population's: half the error for the
-    population drop, half for the batch's deviation from it (see the module's docstring).
-    """
-    if not 0 < confidence_level < 1:
-        raise ValueError(f"confidence_level must lie in (0, 1), got {confidence_level}")
-    if new_rows is not None and (not isinstance(new_rows, (int, np.integer)) or new_rows < 1):
-        raise ValueError(f"new_rows must be a whole number of rows >= 1, got {new_rows!r}")
-    lost = np.atleast_1d(np.asarray(lost, dtype=float))
-    gained = np.atleast_1d(np.asarray(gained, dtype=float))
-    if method == "clopper-pearson":
-        if new_rows is not None:
-            raise ValueError("new_rows needs method='wald' (Clopper-Pearson bounds a population rate)")
-        alpha = (1 - confidence_level) / 2
-        return (clopper_pearson_upper(lost, n, alpha) - clopper_pearson_lower(gained, n, alpha)) * 100
-    if method != "wald":
-        raise ValueError(f"method must be one of {BOUNDS}, got {method!r}")
-    lost_, gained_, n_ = lost + 1, gained + 1, n + 2
-    mean = (lost_ - gained_) / n_
-    variance = np.maximum((lost_ + gained_) / n_ - mean**2, 0.0)
-    if new_rows is None:
-        margin = stats.norm.ppf(confidence_level) * np.sqrt(variance / n_)
-    else:  # a union bound: population drop and the batch's deviation, each at half the error
-        z = stats.norm.ppf(1 - (1 - confidence_level) / 2)
-        margin = z * (np.sqrt(variance / n_) + np.sqrt(variance / new_rows))
-    return ((lost - gained) / n + margin) * 100
-
-
-def ppi_drop_upper_bound(
-    lost: ArrayLike,
-    gained: ArrayLike,
-    disagreed: ArrayLike,
-    n: int,
-    unlabelled_disagreed: ArrayLike,
-    n_unlabelled: int,
-    confidence_level: float,
-) -> np.ndarray:
-    """One-sided upper bound, in points, on the true drop from few labelled rows beside many
-    unlabelled ones: prediction-powered inference (Angelopoulos et al. 2023) with PPI++'s power
-    tuning (Angelopoulos, Duchi and Zrnic 2023).
-
-    On a row, the drop is ``g = [last right, cascade wrong] - [last wrong, cascade right]`` and its
-    label-free stand-in is ``f = [cascade answers other than the last tier]`` (``f >= g``: the
-    disagreement bound). The estimate ``lambda * mean_U(f) + mean_L(g - lambda * f)`` is unbiased
-    for the drop for any ``lambda``; the unlabelled rows (many) pin down ``f``'s mean and the
-    labelled ones (few) only the correction ``g - lambda f``, whose variance is small when ``f``
-    tracks ``g``. ``lambda`` in [0, 1] minimises the variance (0: labels alone, 1: plain PPI).
-    Counts per setting: on the ``n`` labelled rows ``lost``, ``gained`` and ``disagreed`` (answers
-    unlike the last tier's, a superset of both); on the unlabelled rows ``unlabelled_disagreed``.
-    Variances carry one pseudo-row each way, as :func:`drop_upper_bound`'s wald bound does.
-    """
-    if not 0 < confidence_level < 1:
-        raise ValueError(f"confidence_level must lie in (0, 1), got {confidence_level}")
-    if n < 1 or n_unlabelled < 1:
-        raise ValueError(f"need labelled and unlabelled rows, got {n} and {n_unlabelled}")
-    lost, gained, disagreed, u_disagreed = (
-        np.atleast_1d(np.asarray(v, dtype=float)) for v in (lost, gained, disagreed, unlabelled_disagreed)
-    )
-    if np.any(disagreed < lost + gained):
-        raise ValueError("disagreed counts every lost and gained row: it cannot be smaller than both")
-    # moments on the labelled rows, with a lost and a gained pseudo-row (both disagree)
-    n_ = n + 2
-    mean_g = (lost - gained) / n_
-    var_g = (lost + gained + 2) / n_ - mean_g**2
-    mean_f = (disagreed + 2) / n_
-    var_f = mean_f - mean_f**2
-    cov = mean_g - mean_g * mean_f  # E[g f] = E[g]: f is 1 wherever g is not 0
-    u_rate = (u_disagreed + 1) / (n_unlabelled + 2)
-    var_u = u_rate - u_rate**2
-    with np.errstate(divide="ignore", invalid="ignore"):
-        tuned = cov / ((1 + n / n_unlabelled) * var_f)
-    lam = np.clip(np.nan_to_num(tuned, nan=0.0), 0.0, 1.0)
-    estimate = lam * u_disagreed / n_unlabelled + (lost - gained - lam * disagreed) / n
-    variance = lam**2 * var_u / n_unlabelled + np.maximum(var_g + lam**2 * var_f - 2 * lam * cov, 0.0) / n
-    return (estimate + stats.norm.ppf(confidence_level) * np.sqrt(variance)) * 100
-
-
 def pareto_sequence(drop: np.ndarray, cost: np.ndarray) -> np.ndarray:
     """Indices of the settings no other beats on both drop and cost, most expensive first.
 
@@ -274,6 +180,20 @@ def pareto_sequence(drop: np.ndarray, cost: np.ndarray) -> np.ndarray:
     return frontier[::-1]
 
 
+@dataclass(frozen=True)
+class CertifyOptions:
+    """How :func:`certify` tests a setting: its drop bounded at ``confidence_level`` by ``bound``
+    (one of :data:`tango.bounds.BOUNDS`), on the population or, with ``new_rows`` = M, on the drop
+    a batch of M new rows will show (its own sampling noise included:
+    :func:`tango.bounds.drop_upper_bound`); ``grid_size`` candidates per boundary (default
+    :func:`default_grid_size`)."""
+
+    confidence_level: float = 0.9
+    bound: str = "wald"
+    grid_size: int | None = None
+    new_rows: int | None = None
+
+
 def certify(
     confidences: list[np.ndarray],
     predictions: list[np.ndarray],
@@ -282,13 +202,11 @@ def certify(
     max_drop: float,
     *,
     order_rows: tuple[list[np.ndarray], list[np.ndarray], ArrayLike],
-    confidence_level: float = 0.9,
-    bound: str = "wald",
-    grid_size: int | None = None,
-    new_rows: int | None = None,
+    options: CertifyOptions | None = None,
     unlabelled: tuple[list[np.ndarray], list[np.ndarray]] | None = None,
+    **keywords: Any,
 ) -> ThresholdChoice:
-    """The cheapest setting whose drop is within ``max_drop`` points at ``confidence_level``.
+    """The cheapest setting whose drop is within ``max_drop`` points at a confidence level.
 
     Parameters
     ----------
@@ -299,49 +217,72 @@ def certify(
     order_rows : (confidences, predictions, y) on *other* labelled rows (the temperature rows)
         Fix the candidate grid and the testing order (the cost/drop frontier there) without
         looking at the certifying rows; the guarantee needs that independence.
-    new_rows : int, optional
-        The drop to keep is the one a batch of this many new rows will show (its own sampling
-        noise included: :func:`drop_upper_bound`); default, the population's.
+    options : CertifyOptions, or its fields as keywords (``confidence_level=0.9``, ``bound``,
+        ``grid_size``, ``new_rows``; keywords override ``options``)
+        How each candidate's drop is bounded.
     unlabelled : (confidences, predictions) on unlabelled rows like the traffic, optional
-        Combine them with the labelled rows (:func:`ppi_drop_upper_bound`): the bound is still on
-        the drop itself, its variance mostly that of disagreement on the many unlabelled rows.
+        Combine them with the labelled rows (:func:`tango.bounds.ppi_drop_upper_bound`): the bound
+        is still on the drop itself, its variance mostly that of disagreement on the many
+        unlabelled rows.
 
     The setting "escalate every row" reproduces the last tier exactly, so it is tested first
     and always passes: the result is never worse than the last tier alone.
     """
+    options = replace(options or CertifyOptions(), **keywords)
     confs, correct, n = _validate(confidences, predictions, y, costs)
     order_confs, order_correct, _ = _validate(*order_rows[:2], order_rows[2], costs)
     if len(order_confs) != len(confs):
         raise ValueError(f"order_rows needs {len(confs)} confidence arrays, got {len(order_confs)}")
-    settings = _settings(candidate_grid(order_confs, grid_size or default_grid_size(len(confs))))
-    lost_a, gained_a, cost_a, _ = _outcomes(order_confs, order_correct, settings, costs)
-    if len(confs) == 1:  # one boundary: every threshold, from the largest; cost falls with it
-        frontier = np.lexsort((-settings[:, 0], -cost_a))
-    else:  # a product grid has no natural order: walk the cost/drop frontier of the temperature rows
-        frontier = pareto_sequence(lost_a - gained_a, cost_a)
-    everything = np.flatnonzero(np.all(settings == ESCALATE_ALL, axis=1))
-    sequence = np.concatenate([everything, frontier[~np.isin(frontier, everything)]])
-    lost, gained, cost, reach = _outcomes(confs, correct, settings[sequence], costs)
+    settings = _settings(candidate_grid(order_confs, options.grid_size or default_grid_size(len(confs))))
+    settings = settings[_testing_order(order_confs, order_correct, settings, costs)]
+    lost, gained, cost, reach = _outcomes(confs, correct, settings, costs)
     if unlabelled is None:
-        bounds = drop_upper_bound(lost, gained, n, confidence_level, bound, new_rows)
+        bounds = drop_upper_bound(lost, gained, n, options.confidence_level, options.bound, options.new_rows)
     else:
-        if new_rows is not None or bound != "wald":
+        if options.new_rows is not None or options.bound != "wald":
             raise ValueError("unlabelled rows combine with the default bound only (no new_rows)")
-        disagreed = disagreements(confs, [np.asarray(p) for p in predictions], settings[sequence])
-        u_confs = [np.asarray(c, dtype=float) for c in unlabelled[0]]
-        u_preds = [np.asarray(p) for p in unlabelled[1]]
-        u_disagreed = disagreements(u_confs, u_preds, settings[sequence])
-        bounds = ppi_drop_upper_bound(
-            lost, gained, disagreed, n, u_disagreed, len(u_preds[-1]), confidence_level
-        )
+        disagreed = disagreements(confs, [np.asarray(p) for p in predictions], settings)
+        bounds = _combined_bound(lost, gained, disagreed, n, unlabelled, settings, options.confidence_level)
     bounds[0] = 0.0  # escalating every row *is* the last tier
     failed = np.flatnonzero(bounds > max_drop)
-    tested = len(sequence) if not len(failed) else int(failed[0])
+    tested = len(settings) if not len(failed) else int(failed[0])
     i = int(np.argmin(cost[:tested]))  # every setting before the first failure is certified
     drop = (lost[i] - gained[i]) / n * 100
-    return _choice(
-        settings[sequence[i]], drop, bounds[i], cost[i], costs, reach[i], n, confidence_level, new_rows
-    )
+    level, new_rows = options.confidence_level, options.new_rows
+    return _choice(settings[i], drop, bounds[i], cost[i], costs, reach[i], n, level, new_rows)
+
+
+def _testing_order(
+    confs: list[np.ndarray], correct: list[np.ndarray], settings: np.ndarray, costs: list[float]
+) -> np.ndarray:
+    """The order in which :func:`certify` tests ``settings``, from the temperature rows alone:
+    "escalate every row" first, then one boundary's thresholds from the largest down (its cost
+    falls with it), or, for more boundaries (a product grid has no natural order), the cost/drop
+    frontier of these rows."""
+    lost, gained, cost, _ = _outcomes(confs, correct, settings, costs)
+    if len(confs) == 1:
+        frontier = np.lexsort((-settings[:, 0], -cost))
+    else:
+        frontier = pareto_sequence(lost - gained, cost)
+    everything = np.flatnonzero(np.all(settings == ESCALATE_ALL, axis=1))
+    return np.concatenate([everything, frontier[~np.isin(frontier, everything)]])
+
+
+def _combined_bound(
+    lost: np.ndarray,
+    gained: np.ndarray,
+    disagreed: np.ndarray,
+    n: int,
+    unlabelled: tuple[list[np.ndarray], list[np.ndarray]],
+    settings: np.ndarray,
+    confidence_level: float,
+) -> np.ndarray:
+    """The prediction-powered bound of each setting: the labelled counts beside the settings'
+    disagreements on the unlabelled rows."""
+    u_confs = [np.asarray(c, dtype=float) for c in unlabelled[0]]
+    u_preds = [np.asarray(p) for p in unlabelled[1]]
+    u_disagreed = disagreements(u_confs, u_preds, settings)
+    return ppi_drop_upper_bound(lost, gained, disagreed, n, u_disagreed, len(u_preds[-1]), confidence_level)
 
 
 def _choice(setting, drop, bound, cost, costs, reach, n, level, new_rows=None) -> ThresholdChoice:

@@ -3,37 +3,36 @@
 ``fit_cascade`` (what :meth:`tango.cascade.Cascade.fit` runs) scores every dev row with every
 tier once (tokenization included, so the per-row costs it measures are the ones a run pays),
 fits one temperature per tier, sweeps the tier-1 threshold over every distinct confidence value,
-and reports the thresholds that meet the user's target. The numerical pieces live in :mod:`tango.calibration`.
+and reports the thresholds that meet the user's target. The numerical pieces live in
+:mod:`tango.calibration` (temperatures), :mod:`tango.threshold_curve` (two tiers),
+:mod:`tango.thresholds` (N tiers) and :mod:`tango.bounds`; the report in :mod:`tango.gate_report`.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from tango.calibration import (
-    TemperatureScaler,
-    ThresholdCurve,
-    expected_calibration_error,
-    guarantee_threshold,
-    negative_log_likelihood,
-    reliability_diagram,
-    select_threshold,
-    sweep_thresholds,
-)
+from tango.calibration import TemperatureScaler, reliability_diagram
 from tango.confidence import confidence, softmax
 from tango.data import LabelledData, split_rows
+from tango.gate_report import CalibrationReport, curve_at, row_hashes, tier_report
+
+# jobs.py imports these two from here; it is split after the Ray work lands (issue #29): then it
+# imports them from tango.gate_report and these lines go.
+from tango.gate_report import check_held_out as check_held_out
+from tango.gate_report import format_report as format_report
 from tango.labels import align_labels as _align
 from tango.labels import label_ids
 from tango.texts import Texts, as_texts
-from tango.thresholds import best_in_sample, certify
+from tango.threshold_curve import ThresholdCurve, guarantee_threshold, select_threshold, sweep_thresholds
+from tango.thresholds import ThresholdChoice, best_in_sample, certify
 from tango.tiers import Tier
 
 DEFAULT_CONFIDENCE_LEVEL = 0.9  # max_drop holds on new rows with this probability
@@ -50,7 +49,7 @@ class Target:
     ``min_speedup``, ``max_escalation`` or ``guarantee`` = EPS with risk ``delta`` (two tiers).
     No goal: only temperatures are fitted. Certified goals fit temperatures on a seeded
     ``temperature_fraction`` of the rows and choose thresholds on the rest; ``new_rows`` = M
-    bounds the drop a batch of M new rows shows (see :func:`tango.thresholds.drop_upper_bound`).
+    bounds the drop a batch of M new rows shows (see :func:`tango.bounds.drop_upper_bound`).
 
     >>> Target(max_drop=0.5)  # doctest: +SKIP
     >>> Target(max_drop=0.5).but(min_speedup=3)  # the goal replaced: Target(min_speedup=3)
@@ -100,52 +99,6 @@ class Target:
             raise ValueError(f"with {tiers} tiers the target must be max_drop, got {sorted(self.goals)}")
 
 
-@dataclass
-class TierCalibration:
-    """What calibration found for one tier on the dev rows."""
-
-    temperature: float
-    accuracy: float
-    ece_before: float
-    ece_after: float
-    nll_before: float
-    nll_after: float
-    seconds_per_row: float  # tokenize + infer, measured on the dev rows
-
-
-@dataclass
-class CalibrationReport:
-    """The evidence behind a cascade's temperatures and threshold."""
-
-    rows: int
-    tiers: list[TierCalibration]
-    target: dict[str, float]
-    threshold: float | None  # two tiers: the one threshold (also in `thresholds`)
-    dev_rows: list[str]  # short hashes of the dev rows, to refuse evaluating on them later
-    expected: dict[str, float] = field(default_factory=dict)  # the curve at the chosen threshold
-    guarantee: dict[str, Any] | None = None
-    temperature_rows: int = 0  # rows the temperatures were fitted on
-    threshold_rows: int = 0  # rows that chose the thresholds (disjoint from the above if certified)
-    thresholds: list[float] = field(default_factory=list)  # one per tier boundary
-    choice: dict[str, Any] | None = None  # max_drop: the chosen setting's drop, bound, cost
-    # What the rows' "labels" were: "labels" (given), "last tier" (unlabelled rows: the last
-    # tier's answers, so accuracies are agreement with it and the drop is disagreement with it),
-    # or "labels + last tier" (labelled rows and unlabelled ones in one prediction-powered bound)
-    reference: str = "labels"
-    unlabelled_rows: int = 0  # "labels + last tier": unlabelled rows beside the labelled ones
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, record: dict[str, Any]) -> CalibrationReport:
-        """The report from its dict (``cascade.json``'s ``calibration``)."""
-        known = {f.name for f in fields(cls)}
-        values = {k: v for k, v in record.items() if k in known}
-        values["tiers"] = [TierCalibration(**t) for t in record["tiers"]]
-        return cls(**values)
-
-
 def score_tiers(tiers: list[Tier], texts: list) -> tuple[list[np.ndarray], list[float]]:
     """Every tier's logits on every row, and each tier's measured seconds per row."""
     logits, costs = [], []
@@ -154,11 +107,6 @@ def score_tiers(tiers: list[Tier], texts: list) -> tuple[list[np.ndarray], list[
         logits.append(tier.infer(tier.tokenize(texts), progress=True))
         costs.append((time.perf_counter() - start) / max(len(texts), 1))
     return logits, costs
-
-
-def row_hashes(texts: list) -> list[str]:
-    """Short hashes of rows, stored with a calibration so test rows can be checked against it."""
-    return sorted({hashlib.sha1(repr(t).encode()).hexdigest()[:12] for t in texts})
 
 
 def fit_cascade(
@@ -184,7 +132,7 @@ def fit_cascade(
     within target on these rows, which misses the target on new rows about half the time.
     ``unlabelled`` rows like the traffic, given beside labelled ones, tighten a certified
     ``max_drop``'s bound while keeping it on the drop itself (prediction-powered inference:
-    :func:`tango.thresholds.ppi_drop_upper_bound`).
+    :func:`tango.bounds.ppi_drop_upper_bound`).
     """
     target.check_tiers(len(tiers))
     rows = as_texts(texts)
@@ -205,11 +153,11 @@ def fit_cascade(
     gate = fit_gate(logits, y, costs, target, kind=kind, fit_last=not label_free, unlabelled_logits=side)
     report = CalibrationReport(
         rows=len(rows),
-        tiers=[_tier_report(z, y, s, c) for z, s, c in zip(logits, gate.scalers, costs, strict=True)],
+        tiers=[tier_report(z, y, s, c) for z, s, c in zip(logits, gate.scalers, costs, strict=True)],
         target=target.goals,
         threshold=gate.thresholds[0] if gate.curve is not None else None,
         dev_rows=row_hashes(rows),
-        expected=_curve_at(gate.curve, gate.thresholds[0]) if gate.curve is not None else {},
+        expected=curve_at(gate.curve, gate.thresholds[0]) if gate.curve is not None else {},
         guarantee=gate.guarantee,
         temperature_rows=len(gate.fit_rows),
         threshold_rows=len(gate.choose_rows),
@@ -276,7 +224,7 @@ def fit_gate(
     ``fit_last=False`` keeps the last tier's temperature at 1 (its answers are the labels).
     ``unlabelled_logits`` (every tier's, on unlabelled rows like the traffic) join the labelled
     threshold rows in a prediction-powered bound on the drop (a certified ``max_drop`` only:
-    :func:`tango.thresholds.ppi_drop_upper_bound`); temperatures stay fitted on labelled rows.
+    :func:`tango.bounds.ppi_drop_upper_bound`); temperatures stay fitted on labelled rows.
     """
     if unlabelled_logits is not None and not target.certifies_drop:
         raise ValueError("unlabelled rows combine with labelled ones for a certified max_drop only")
@@ -296,26 +244,7 @@ def fit_gate(
         labels[choose_rows],
     )
     if "max_drop" in targets:
-        if target.confidence_level is None:
-            choice = best_in_sample(confs, preds, chosen_labels, costs, targets["max_drop"])
-        else:
-            order = (rows.confidences(fit_rows), rows.predictions(fit_rows), labels[fit_rows])
-            extra = None
-            if unlabelled_logits is not None:
-                every = np.arange(len(unlabelled_logits[0]))
-                side = _GateRows(kind, unlabelled_logits, scalers, np.zeros(0))
-                extra = (side.confidences(every), side.predictions(every))
-            choice = certify(
-                confs,
-                preds,
-                chosen_labels,
-                costs,
-                targets["max_drop"],
-                order_rows=order,
-                confidence_level=target.confidence_level,
-                new_rows=target.new_rows,
-                unlabelled=extra,
-            )
+        choice = _max_drop_choice(target, rows, fit_rows, choose_rows, costs, unlabelled_logits)
         gate.choice = choice.to_dict()
         gate.thresholds = choice.thresholds
     elif "guarantee" in targets:
@@ -328,6 +257,40 @@ def fit_gate(
             gate.thresholds = [select_threshold(gate.curve, **targets)]
     gate.thresholds = [float(t) for t in gate.thresholds]
     return gate
+
+
+def _max_drop_choice(
+    target: Target,
+    rows: _GateRows,
+    fit_rows: np.ndarray,
+    choose_rows: np.ndarray,
+    costs: list[float],
+    unlabelled_logits: list[np.ndarray] | None,
+) -> ThresholdChoice:
+    """``max_drop``'s thresholds, chosen on the threshold rows: in-sample without a confidence
+    level, else certified, the candidates' order fixed on the temperature rows (and the unlabelled
+    rows, if any, in a combined bound)."""
+    confs, preds = rows.confidences(choose_rows), rows.predictions(choose_rows)
+    labels = rows.labels[choose_rows]
+    if target.confidence_level is None:
+        return best_in_sample(confs, preds, labels, costs, target.max_drop)
+    order = (rows.confidences(fit_rows), rows.predictions(fit_rows), rows.labels[fit_rows])
+    extra = None
+    if unlabelled_logits is not None:
+        every = np.arange(len(unlabelled_logits[0]))
+        side = _GateRows(rows.kind, unlabelled_logits, rows.scalers, np.zeros(0))
+        extra = (side.confidences(every), side.predictions(every))
+    return certify(
+        confs,
+        preds,
+        labels,
+        costs,
+        target.max_drop,
+        order_rows=order,
+        confidence_level=target.confidence_level,
+        new_rows=target.new_rows,
+        unlabelled=extra,
+    )
 
 
 def _unit(logits: np.ndarray) -> TemperatureScaler:
@@ -369,57 +332,9 @@ class _GateRows:
         return [z[rows].argmax(axis=1) for z in self.logits]
 
 
-def _curve_at(curve: ThresholdCurve, threshold: float) -> dict[str, float]:
-    i = int(np.searchsorted(curve.threshold, threshold))
-    i = min(i, len(curve.threshold) - 1)
-    point = {
-        "escalated": curve.escalated[i],
-        "speedup": curve.speedup[i],
-        "agreement_with_tier2": curve.agreement_with_tier2[i],
-    }
-    if curve.accuracy is not None:
-        point.update(
-            accuracy=curve.accuracy[i],
-            tier1_accuracy=curve.tier1_accuracy,
-            tier2_accuracy=curve.tier2_accuracy,
-        )
-    return {k: float(v) for k, v in point.items()}
-
-
-def _tier_report(
-    logits: np.ndarray, labels: np.ndarray, scaler: TemperatureScaler, cost: float
-) -> TierCalibration:
-    before, after = softmax(logits), scaler.predict_proba(logits)
-    return TierCalibration(
-        temperature=float(scaler.temperature_),
-        accuracy=float((logits.argmax(1) == labels).mean()),
-        ece_before=expected_calibration_error(before, labels),
-        ece_after=expected_calibration_error(after, labels),
-        nll_before=negative_log_likelihood(before, labels),
-        nll_after=negative_log_likelihood(after, labels),
-        seconds_per_row=cost,
-    )
-
-
 def align_labels(data: LabelledData, classes: list[str]) -> np.ndarray:
     """The data's labels as indices into the cascade's classes (:func:`tango.labels.align_labels`)."""
     return _align(data.labels, data.label_names, classes)
-
-
-MAX_SHARED_ROWS = 0.01  # a few duplicates between real splits are normal; more is leakage
-
-
-def check_held_out(calibration: dict[str, Any] | None, test: LabelledData) -> None:
-    """Refuse to evaluate on the rows the cascade was calibrated on."""
-    dev = set((calibration or {}).get("dev_rows", []))
-    shared = sum(h in dev for h in row_hashes(test.texts))
-    if shared > MAX_SHARED_ROWS * len(test):
-        raise ValueError(
-            f"{shared} of the {len(test)} test rows are rows this cascade was "
-            "calibrated on; accuracy there says nothing about new data. Evaluate on a "
-            "held-out file, or calibrate with --dev-fraction to split one file into "
-            "dev and test"
-        )
 
 
 # --- early-exit models: one temperature per exit ------------------------------------------------
@@ -447,7 +362,7 @@ def calibrate_early_exit(
     scalers = [TemperatureScaler().fit(z, labels) for z in logits]
     layers = list(model.exits_)
     exits = [
-        dict(layer=layer, **asdict(_tier_report(z, labels, s, 0.0)))
+        dict(layer=layer, **asdict(tier_report(z, labels, s, 0.0)))
         for layer, z, s in zip(layers, logits, scalers, strict=True)
     ]
     model.temperatures = [s.temperature_ for s in scalers]
@@ -494,57 +409,6 @@ def _exit_curve(confidences: np.ndarray, correct: np.ndarray, layers: np.ndarray
         curve.accuracy.append(float(correct[first, rows].mean()))
         curve.mean_exit_layer.append(float(layers[first].mean()))
     return curve
-
-
-def format_report(report: CalibrationReport) -> str:
-    """The calibration report as a small table (what `tango calibrate` prints)."""
-    unlabelled = report.reference == "last tier"
-    lines = [
-        f"calibrated on {report.rows} {'unlabelled ' if unlabelled else ''}rows"
-        + (
-            f" (temperatures on {report.temperature_rows}, thresholds on the other {report.threshold_rows})"
-            if report.temperature_rows != report.rows
-            else ""
-        )
-        + (
-            f", beside {report.unlabelled_rows} unlabelled rows in a prediction-powered bound"
-            if report.unlabelled_rows
-            else ""
-        ),
-        "tier  temperature  accuracy  ECE before -> after  NLL before -> after  ms/row"
-        + ("   (against the last tier's answers: accuracy = agreement)" if unlabelled else ""),
-    ]
-    for k, t in enumerate(report.tiers):
-        lines.append(
-            f"{k + 1:>4}  {t.temperature:11.3f}  {t.accuracy:8.2%}  {t.ece_before:10.4f} -> "
-            f"{t.ece_after:.4f}  {t.nll_before:10.4f} -> {t.nll_after:.4f}  "
-            f"{1000 * t.seconds_per_row:6.2f}"
-        )
-    if report.threshold is not None:
-        expected = ", ".join(f"{k} {v:.4g}" for k, v in report.expected.items())
-        lines.append(f"threshold {report.threshold:.6g} for target {report.target}: {expected}")
-    if c := report.choice:
-        what = "disagreement with the last tier" if unlabelled else "drop"
-        head = (
-            f"thresholds {', '.join(f'{t:.6g}' for t in c['thresholds'])}: {what} {c['drop']:.2f} points on "
-        )
-        if c["drop_bound"] is None:
-            lines.append(f"{head}these rows (in-sample: no margin for new rows); speedup {c['speedup']:.2f}x")
-        else:
-            reached = ", ".join(f"{r:.1%}" for r in c["reached"])
-            batch = f"a batch of {c['new_rows']} new rows" if c.get("new_rows") else "new rows"
-            lines.append(
-                f"{head}these rows, at most {c['drop_bound']:.2f} on {batch} with probability "
-                f"{c['confidence_level']}; rows reaching tiers 1..{len(c['reached'])}: {reached}; "
-                f"speedup {c['speedup']:.2f}x"
-            )
-    if report.guarantee:
-        g = report.guarantee
-        lines.append(
-            f"guarantee: disagreement <= {g['eps']} with prob >= {1 - g['delta']:.2f} "
-            f"(bound {g['risk_bound']:.4f}, empirical {g['empirical_risk']:.4f})"
-        )
-    return "\n".join(lines)
 
 
 def format_exit_report(report: dict[str, Any], max_drop: float | None) -> str:

@@ -1,4 +1,5 @@
-"""Tests for tango.calibration: temperature scaling, metrics, sweeps and the LTT guarantee."""
+"""Tests for tango.calibration (temperature scaling, metrics) and tango.threshold_curve (sweeps and
+the LTT guarantee)."""
 
 from __future__ import annotations
 
@@ -13,17 +14,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tango import calibration
+from tango import calibration, threshold_curve
 from tango.calibration import (
     TemperatureScaler,
     expected_calibration_error,
-    guarantee_threshold,
     negative_log_likelihood,
     reliability_diagram,
-    select_threshold,
-    sweep_thresholds,
 )
 from tango.confidence import softmax
+from tango.threshold_curve import guarantee_threshold, select_threshold, sweep_thresholds
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -223,7 +222,7 @@ def test_sweep_rejects_bad_input(kwargs: dict, match: str) -> None:
 
 
 @pytest.fixture
-def curve() -> calibration.ThresholdCurve:
+def curve() -> threshold_curve.ThresholdCurve:
     """Ten rows at confidence 0.1..1.0; tier 2 is always right, tier 1 misses 0.1, 0.2, 0.4.
 
     threshold 0 and 0.1: accuracy 0.7, speedup 9 | 0.2: 0.8, 4.74 | 0.3: 0.9, 3.21 |

@@ -1,5 +1,5 @@
 """Labelled and unlabelled rows in one bound on the drop (issue #28, item 4): prediction-powered
-inference inside the same Learn-then-Test walk (`tango.thresholds.ppi_drop_upper_bound`)."""
+inference inside the same Learn-then-Test walk (`tango.bounds.ppi_drop_upper_bound`)."""
 
 import json
 
@@ -8,9 +8,9 @@ import pytest
 from click.testing import CliRunner
 from tiny_models import build_tiny_classifier, sentiment_rows
 
+from tango.bounds import drop_upper_bound, ppi_drop_upper_bound
 from tango.cascade import Cascade
 from tango.cli import cli
-from tango.thresholds import drop_upper_bound, ppi_drop_upper_bound
 from tango.tiers import Tier
 
 # a row's (g, f): lost (1, 1), gained (-1, 1), both wrong but different (0, 1), agreeing (0, 0)

@@ -10,13 +10,15 @@ from click.testing import CliRunner
 from scipy import stats
 from tiny_models import build_tiny_classifier, sentiment_rows, write_tsv
 
+from tango.bounds import drop_upper_bound
 from tango.cascade import Cascade
 from tango.cli import cli
 from tango.data import LabelledData, load_labelled
+from tango.gate_report import CalibrationReport
 from tango.splits import HeldOutRows, carve_calibration_rows, default_calibration_rows, held_out_rows
-from tango.thresholds import ESCALATE_ALL, answering_tier, best_in_sample, certify, drop_upper_bound
+from tango.thresholds import ESCALATE_ALL, answering_tier, best_in_sample, certify
 from tango.tiers import Tier
-from tango.tuning import CalibrationReport, Target, fit_gate
+from tango.tuning import Target, fit_gate
 
 
 def three_tiers(n: int, seed: int):

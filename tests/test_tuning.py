@@ -9,8 +9,8 @@ from tiny_models import WORDS, build_tiny_classifier
 from tango.cascade import Cascade
 from tango.cli import cli
 from tango.data import LabelledData
+from tango.gate_report import CalibrationReport, check_held_out
 from tango.tiers import Tier
-from tango.tuning import CalibrationReport, check_held_out
 
 
 def make_rows(n, seed):
@@ -113,7 +113,7 @@ def test_refuses_to_report_accuracy_on_the_calibration_rows(tiers, dev_file, tmp
 
 def test_held_out_check_allows_disjoint_rows():
     texts, labels = make_rows(50, seed=3)
-    from tango.tuning import row_hashes
+    from tango.gate_report import row_hashes
 
     calibration = {"dev_rows": row_hashes(texts[:25])}
     check_held_out(calibration, LabelledData(texts[25:], labels[25:], ["negative", "positive"]))

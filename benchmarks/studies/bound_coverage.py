@@ -92,9 +92,9 @@ def main(draws: int) -> None:
     """Run the coverage study and write benchmarks/results/bound_coverage.{json,md}."""
     from docs_section import write_results
 
+    from tango.bounds import BOUNDS
     from tango.hardware import machine
     from tango.registry import registered_dir
-    from tango.thresholds import BOUNDS
     from tango.tiers import Tier
 
     tiers = [
