@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from tiny_models import build_tiny_classifier, sentiment_rows
+from tiny_models import build_tiny_classifier, calibrate_args, sentiment_rows
 
 from tango.cascade import Cascade
 from tango.cli import cli
@@ -57,22 +57,7 @@ def test_a_single_tier_cannot_calibrate_without_labels(tiers):
 
 
 def test_tango_calibrate_unlabelled_with_a_labelled_check(tier_dirs, tmp_path):
-    data = sentiment_rows(300, seed=5)
-    (tmp_path / "traffic.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in data.texts))
-    checks = sentiment_rows(100, seed=6)
-    rows = "".join(
-        f"{t}\t{checks.label_names[y]}\n" for t, y in zip(checks.texts, checks.labels, strict=True)
-    )
-    (tmp_path / "dev.tsv").write_text("sentence\tlabel\n" + rows)
-    args = ["calibrate", str(tmp_path / "c"), "--tier1", str(tier_dirs[0]), "--tier2", str(tier_dirs[1])]
-    args += [
-        "--unlabelled",
-        str(tmp_path / "traffic.jsonl"),
-        "--max-drop",
-        "5",
-        "--dev",
-        str(tmp_path / "dev.tsv"),
-    ]
+    args = calibrate_args(tmp_path, tier_dirs, 300, 100, seed=5)
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 0, result.output
     assert "calibrated on 300 unlabelled rows" in result.output

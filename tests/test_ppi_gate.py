@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from tiny_models import build_tiny_classifier, sentiment_rows
+from tiny_models import build_tiny_classifier, calibrate_args, sentiment_rows
 
 from tango.bounds import drop_upper_bound, ppi_drop_upper_bound
 from tango.cascade import Cascade
@@ -80,22 +80,7 @@ def test_cascade_fit_combines_labelled_and_unlabelled_rows(tier_dirs):
 
 
 def test_tango_calibrate_combine(tier_dirs, tmp_path):
-    traffic = sentiment_rows(600, seed=9).texts
-    (tmp_path / "traffic.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in traffic))
-    checks = sentiment_rows(200, seed=10)
-    rows = "".join(
-        f"{t}\t{checks.label_names[y]}\n" for t, y in zip(checks.texts, checks.labels, strict=True)
-    )
-    (tmp_path / "dev.tsv").write_text("sentence\tlabel\n" + rows)
-    args = ["calibrate", str(tmp_path / "c"), "--tier1", str(tier_dirs[0]), "--tier2", str(tier_dirs[1])]
-    args += [
-        "--unlabelled",
-        str(tmp_path / "traffic.jsonl"),
-        "--max-drop",
-        "5",
-        "--dev",
-        str(tmp_path / "dev.tsv"),
-    ]
+    args = calibrate_args(tmp_path, tier_dirs, 600, 200, seed=9)
     result = CliRunner().invoke(cli, args + ["--combine"])
     assert result.exit_code == 0, result.output
     assert "calibrated on 200 rows" in result.output and "beside 600 unlabelled rows" in result.output

@@ -125,3 +125,26 @@ def write_tsv(path, data):
         "sentence\tlabel\n" + "".join(f"{t}\t{y}\n" for t, y in zip(data.texts, data.labels, strict=True))
     )
     return path
+
+
+def calibrate_args(tmp_path, tier_dirs, traffic_rows: int, labelled_rows: int, seed: int) -> list[str]:
+    """`tango calibrate` arguments for a two-tier cascade with unlabelled traffic (JSONL, seeded
+    ``seed``) and labelled rows beside it (TSV with label names, seeded ``seed + 1``), max drop 5."""
+    import json
+
+    traffic = sentiment_rows(traffic_rows, seed=seed).texts
+    (tmp_path / "traffic.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in traffic))
+    checks = sentiment_rows(labelled_rows, seed=seed + 1)
+    named = [checks.label_names[y] for y in checks.labels]
+    (tmp_path / "dev.tsv").write_text(
+        "sentence\tlabel\n" + "".join(f"{t}\t{y}\n" for t, y in zip(checks.texts, named, strict=True))
+    )
+    args = ["calibrate", str(tmp_path / "c"), "--tier1", str(tier_dirs[0]), "--tier2", str(tier_dirs[1])]
+    return args + [
+        "--unlabelled",
+        str(tmp_path / "traffic.jsonl"),
+        "--max-drop",
+        "5",
+        "--dev",
+        str(tmp_path / "dev.tsv"),
+    ]
