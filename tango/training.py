@@ -13,8 +13,9 @@ steps. What it minimises is a callback, so the same loop trains:
 - a multi-exit model (``tango.early_exit.train_early_exit``), one ``fit`` per training stage.
 
 A tier's directory is ``save_pretrained`` of model and tokenizer (with ``id2label``) plus
-``tango_train.json``; ``checkpoint/`` holds what a killed run resumes from and is removed when
-training ends.
+``tango_train.json``; ``checkpoint/`` holds what a killed run resumes from
+(:mod:`tango.checkpoints`) and is removed when training ends. The teacher's side (its logits,
+unlabelled rows, Gatekeeper's loss) is :mod:`tango.distillation`.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import platform
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -34,8 +35,10 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from tango.batching import Encodings, pad_tensors, plan_batches, tokenize
+from tango.batching import Encodings, pad_tensors, tokenize
+from tango.checkpoints import Checkpoint
 from tango.data import LabelledData
+from tango.distillation import UNLABELLED, gatekeeper_loss, load_unlabelled, predict_logits, teacher_logits
 from tango.hardware import bf16_supported
 from tango.modeldir import TRAIN_FILE
 from tango.registry import register, resolve
@@ -104,27 +107,6 @@ def _use_bf16(setting: bool | str) -> bool:
     return bf16_supported() if setting == "auto" else bool(setting)
 
 
-@torch.no_grad()
-def _predict_logits(
-    model,
-    rows: Encodings,
-    pad_id: int | None,
-    *,
-    batch_size: int = 64,
-    bf16: bool = False,
-    progress: str | None = None,
-) -> np.ndarray:
-    """Logits (N, C) in fp32, computed in length-sorted batches, returned in input order."""
-    model.eval()
-    logits = np.zeros((len(rows), model.config.num_labels), dtype=np.float32)
-    batches = plan_batches(rows.lengths, batch_size)
-    for index in tqdm(batches, desc=progress, disable=progress is None, mininterval=5):
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            out = model(**pad_tensors(rows, index, pad_id)).logits
-        logits[index] = out.float().numpy()
-    return logits
-
-
 # --- model ---------------------------------------------------------------------------------------
 
 
@@ -169,22 +151,6 @@ def _optimizer(net, params: list[torch.nn.Parameter], config: TrainConfig, total
     return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
 
 
-def gatekeeper_loss(logits: torch.Tensor, teacher: torch.Tensor, alpha: float) -> torch.Tensor:
-    """Gatekeeper's loss with the teacher's answers as the truth a cascade defers to.
-
-    Rows where the student agrees with the teacher: cross-entropy toward that answer (be sure);
-    rows where it disagrees: cross-entropy toward the uniform distribution (be unsure, so the gate
-    sends them on). ``alpha`` weighs the first term, ``1 - alpha`` the second.
-    """
-    log_p = F.log_softmax(logits, -1)  # (B, C)
-    target = teacher.argmax(-1)  # (B,)
-    agree = log_p.argmax(-1) == target
-    zero = logits.sum() * 0.0
-    sure = F.nll_loss(log_p[agree], target[agree]) if bool(agree.any()) else zero
-    unsure = -log_p[~agree].mean() if bool((~agree).any()) else zero
-    return alpha * sure + (1 - alpha) * unsure
-
-
 def _gatekeeper_stage(
     net,
     rows: Encodings,
@@ -195,49 +161,13 @@ def _gatekeeper_stage(
     settings: dict,
 ) -> tuple[int, int, float]:
     """The last stage: ``config.gatekeeper_epochs`` passes of :func:`gatekeeper_loss`, resumable."""
-    from dataclasses import replace
-
     stage = replace(config, epochs=config.gatekeeper_epochs, seed=config.seed + 1000)
 
     def loss(batch: dict[str, torch.Tensor], index: np.ndarray) -> torch.Tensor:
         return gatekeeper_loss(net(**batch).logits.float(), soft[index], config.gatekeeper)
 
-    checkpoint = out_dir / "checkpoint" / "gatekeeper.pt"
-    return fit(
-        net, rows, pad_id, loss, stage, checkpoint, {**settings, "stage": "gatekeeper"}, desc="gatekeeper"
-    )
-
-
-UNLABELLED = -1  # the label id of a row the teacher alone teaches
-
-
-def _texts_digest(texts: list) -> str:
-    import hashlib
-
-    digest = hashlib.sha256()
-    for text in texts:
-        digest.update(repr(text).encode() + b"\0")
-    return digest.hexdigest()
-
-
-def load_unlabelled(config: TrainConfig) -> list:
-    """The unlabelled rows ``config`` names: each file's texts (cut into sentences when asked,
-    ``<br />`` removed), in file order, then a seeded sample of ``unlabelled_rows`` if set."""
-    from tango.data import load_texts
-    from tango.sentences import clean_text, sentences_of
-
-    texts: list = []
-    for path in config.unlabelled:
-        found = load_texts(path)
-        if config.split_sentences:
-            found = list(sentences_of(t for t in found if isinstance(t, str)))
-        else:
-            found = [clean_text(t) if isinstance(t, str) else t for t in found]
-        texts.extend(t for t in found if t)
-    if config.unlabelled_rows is not None and config.unlabelled_rows < len(texts):
-        keep = np.sort(np.random.default_rng(config.seed).permutation(len(texts))[: config.unlabelled_rows])
-        texts = [texts[i] for i in keep]
-    return texts
+    checkpoint = Checkpoint(out_dir / "checkpoint" / "gatekeeper.pt", {**settings, "stage": "gatekeeper"})
+    return fit(net, rows, pad_id, loss, stage, checkpoint, desc="gatekeeper")
 
 
 def with_unlabelled(train: LabelledData, config: TrainConfig) -> LabelledData:
@@ -248,7 +178,8 @@ def with_unlabelled(train: LabelledData, config: TrainConfig) -> LabelledData:
         raise ValueError(
             "unlabelled rows are learnt from a teacher's soft targets: give a teacher (--teacher)"
         )
-    extra = load_unlabelled(config)
+    sentences, rows = config.split_sentences, config.unlabelled_rows
+    extra = load_unlabelled(config.unlabelled, split_sentences=sentences, rows=rows, seed=config.seed)
     if not extra:
         raise ValueError(f"the unlabelled files {list(config.unlabelled)} hold no rows")
     labels = np.concatenate([train.labels, np.full(len(extra), UNLABELLED, dtype=np.int64)])
@@ -260,55 +191,6 @@ def _record_unlabelled(out_dir: Path, labelled: LabelledData, rows: int) -> None
     record = json.loads((out_dir / TRAIN_FILE).read_text())
     record.update(labelled_rows=len(labelled), unlabelled_rows=rows)
     (out_dir / TRAIN_FILE).write_text(json.dumps(record, indent=2))
-
-
-TEACHER_CHUNK = 4096  # rows the teacher scores between saves of its logits (a kill loses at most these)
-
-
-def _teacher_logits(teacher: str, data: LabelledData, config: TrainConfig, cache: Path) -> torch.Tensor:
-    """The teacher's logits over the training rows, computed once (bf16) and cached; the
-    scoring itself resumes from the last saved chunk (unlabelled files run to 100,000s of rows)."""
-    identity = {"teacher": str(resolve(teacher)), "rows": len(data), "texts": _texts_digest(data.texts)}
-    identity_file = cache.with_name(cache.stem + ".json")
-    if identity_file.exists() and json.loads(identity_file.read_text()) != identity:
-        cache.unlink(missing_ok=True)  # scored for other rows or another teacher: start again
-        cache.with_name(cache.stem + ".partial.npy").unlink(missing_ok=True)
-    if cache.exists():
-        logits = np.load(cache)
-        if len(logits) == len(data):
-            return torch.from_numpy(logits)
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    identity_file.write_text(json.dumps(identity))
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-    teacher_dir = resolve(teacher)
-    model = AutoModelForSequenceClassification.from_pretrained(teacher_dir, dtype=torch.float32)
-    names = [model.config.id2label[i] for i in range(model.config.num_labels)]
-    if names != data.label_names:
-        raise ValueError(
-            f"teacher {teacher} predicts {names} but the data's labels are "
-            f"{data.label_names}; pass matching label names (--labels)"
-        )
-    tokenizer = AutoTokenizer.from_pretrained(teacher_dir)
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    partial = cache.with_name(cache.stem + ".partial.npy")
-    done = np.load(partial) if partial.exists() else np.zeros((0, len(names)), dtype=np.float32)
-    bar = tqdm(total=len(data), initial=len(done), desc="teacher logits", unit="row", mininterval=5)
-    parts = [done]
-    bf16 = _use_bf16(config.bf16)
-    for start in range(len(done), len(data), TEACHER_CHUNK):
-        rows = tokenize(tokenizer, data.texts[start : start + TEACHER_CHUNK], config.max_length)
-        parts.append(
-            _predict_logits(model, rows, tokenizer.pad_token_id, batch_size=config.eval_batch_size, bf16=bf16)
-        )
-        np.save(partial.with_suffix(".tmp.npy"), np.concatenate(parts))
-        partial.with_suffix(".tmp.npy").replace(partial)  # atomic: a kill keeps the chunks before it
-        bar.update(len(parts[-1]))
-    bar.close()
-    logits = np.concatenate(parts)
-    np.save(cache, logits)
-    partial.unlink(missing_ok=True)
-    return torch.from_numpy(logits)
 
 
 def _loss(
@@ -333,9 +215,6 @@ def _loss(
         F.log_softmax(logits / t, -1), F.log_softmax(soft / t, -1), log_target=True, reduction="batchmean"
     )
     return config.distill_alpha * t * t * kl + (1 - config.distill_alpha) * ce
-
-
-# --- checkpoints ---------------------------------------------------------------------------------
 
 
 def fingerprint(model_dir: Path, data: LabelledData, config: TrainConfig, **more) -> dict:
@@ -369,53 +248,6 @@ def fingerprint(model_dir: Path, data: LabelledData, config: TrainConfig, **more
     }
 
 
-def _save_checkpoint(
-    path: Path, step: int, seconds: float, model, optimizer, scheduler, fingerprint: dict
-) -> None:
-    state = {
-        "step": step,
-        "seconds": seconds,
-        "model": model.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict(),
-        "torch_rng": torch.get_rng_state(),
-        "fingerprint": _fingerprint_text(fingerprint),
-    }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(state, path.with_suffix(".tmp"))
-    path.with_suffix(".tmp").replace(path)  # atomic: a kill mid-save keeps the last checkpoint
-
-
-def _fingerprint_text(fingerprint: dict) -> str:
-    """The fingerprint as canonical JSON text: what a checkpoint stores and compares."""
-    return json.dumps(fingerprint, sort_keys=True, default=str)
-
-
-def _load_checkpoint(path: Path, model, optimizer, scheduler, fingerprint: dict) -> tuple[int, float]:
-    """Restore the state; returns (step, training seconds spent so far).
-
-    Loaded with ``weights_only=True``: a checkpoint holds tensors, numbers and strings (the
-    fingerprint as JSON text), so a file planted in ``checkpoint/`` cannot run code when loaded.
-    """
-    try:
-        state = torch.load(path, weights_only=True)
-    except Exception as error:  # an unpickler refusal, a torn or foreign file
-        raise ValueError(
-            f"cannot resume from {path}: not a checkpoint tango can load safely ({type(error).__name__}); "
-            "delete it or pass resume=False (--no-resume) to start afresh"
-        ) from None
-    if state.get("fingerprint") != _fingerprint_text(fingerprint):
-        raise ValueError(
-            f"the checkpoint in {path.parent} was made with other data or settings; "
-            "delete it or pass resume=False (--no-resume) to start afresh"
-        )
-    model.load_state_dict(state["model"])
-    optimizer.load_state_dict(state["optimizer"])
-    scheduler.load_state_dict(state["scheduler"])
-    torch.set_rng_state(state["torch_rng"])
-    return state["step"], state["seconds"]
-
-
 # --- the loop ------------------------------------------------------------------------------------
 
 
@@ -425,13 +257,11 @@ def fit(
     pad_id: int | None,
     loss: Loss,
     config: TrainConfig,
-    checkpoint: Path,
-    settings: dict,
+    checkpoint: Checkpoint,
     *,
     params: list[torch.nn.Parameter] | None = None,
     device: str | torch.device = "cpu",
     desc: str = "train",
-    keep_checkpoint: bool = False,
     show_progress_bar: bool | None = True,
 ) -> tuple[int, int, float]:
     """Minimise ``loss`` over length-bucketed batches of ``rows``; returns (steps, examples,
@@ -441,56 +271,80 @@ def fit(
     autocast when ``config.bf16`` resolves to it) and returns the scalar loss of rows ``index``.
     ``params`` (default: all of ``net``'s) are what AdamW updates; ``net`` is left in the mode
     the caller set (train, or eval for frozen parts). With ``config.resume``, training continues
-    from ``checkpoint`` when it was made with the same ``settings`` (see :func:`fingerprint`;
+    from ``checkpoint`` when it was made with the same fingerprint (see :func:`fingerprint`;
     saved every ``config.checkpoint_every`` steps, and once more at the end
-    with ``keep_checkpoint``, so that a later stage can resume past this one); the seconds
+    with ``checkpoint.keep``, so that a later stage can resume past this one); the seconds
     returned include those spent before a resume.
     """
     params = list(net.parameters()) if params is None else params
-    epochs = [
-        _length_batches(rows.lengths, config.batch_size, np.random.default_rng(config.seed + e))
-        for e in range(config.epochs)
-    ]
-    plan = [batch for epoch in epochs for batch in epoch][: config.max_steps]
+    plan = _plan(rows.lengths, config)
     optimizer, scheduler = _optimizer(net, params, config, len(plan))
     first, spent = 0, 0.0
-    if config.resume and checkpoint.exists():
-        first, spent = _load_checkpoint(checkpoint, net, optimizer, scheduler, settings)
-        print(f"resuming {desc} from step {first} of {len(plan)} ({checkpoint})")
-
-    def save(step: int, seconds: float) -> None:
-        _save_checkpoint(checkpoint, step, seconds, net, optimizer, scheduler, settings)
-
+    if config.resume and checkpoint.path.exists():
+        first, spent = checkpoint.load(net, optimizer, scheduler)
+        print(f"resuming {desc} from step {first} of {len(plan)} ({checkpoint.path})")
     device = torch.device(device)
     bf16 = _use_bf16(config.bf16)
-    disable = None if show_progress_bar is None else not show_progress_bar  # None: only on a terminal
-    bar = tqdm(total=len(plan), initial=first, desc=desc, unit="step", mininterval=5, disable=disable)
-    start, seen, losses = time.perf_counter(), 0, []
+    progress = _Progress(len(plan), first, desc, show_progress_bar, config.log_every)
+    start = time.perf_counter()
     for step in range(first, len(plan)):
         index = plan[step]
         batch = pad_tensors(rows, index, pad_id, device)  # (B, T) each
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
             value = loss(batch, index)
-        value.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        seen += len(index)
-        losses.append(value.item())
-        bar.update()
-        if (step + 1) % config.log_every == 0:
-            rate = seen / (time.perf_counter() - start)
-            bar.set_postfix(loss=f"{np.mean(losses[-config.log_every :]):.4f}", ex_s=f"{rate:.0f}")
+        _descend(value, params, optimizer, scheduler)
+        progress.update(len(index), value.item())
         if (step + 1) % config.checkpoint_every == 0 and step + 1 < len(plan):
-            save(step + 1, spent + time.perf_counter() - start)
-    bar.close()
-    if not math.isfinite(losses[-1] if losses else 0.0):
+            checkpoint.save(step + 1, spent + time.perf_counter() - start, net, optimizer, scheduler)
+    progress.bar.close()
+    if not math.isfinite(progress.last_loss):
         raise ValueError("training diverged (loss is not finite); lower the learning rate (--lr)")
     seconds = spent + time.perf_counter() - start
-    if keep_checkpoint and first < len(plan):
-        save(len(plan), seconds)
+    if checkpoint.keep and first < len(plan):
+        checkpoint.save(len(plan), seconds, net, optimizer, scheduler)
     return len(plan), sum(len(batch) for batch in plan), seconds
+
+
+def _plan(lengths: np.ndarray, config: TrainConfig) -> list[np.ndarray]:
+    """Every step's rows: each epoch's length-bucketed batches (seeded per epoch), in order, cut
+    at ``config.max_steps``."""
+    epochs = [
+        _length_batches(lengths, config.batch_size, np.random.default_rng(config.seed + e))
+        for e in range(config.epochs)
+    ]
+    return [batch for epoch in epochs for batch in epoch][: config.max_steps]
+
+
+def _descend(value: torch.Tensor, params: list[torch.nn.Parameter], optimizer, scheduler) -> None:
+    """One step down ``value``'s gradient, clipped to norm 1, then one step of the schedule."""
+    value.backward()
+    torch.nn.utils.clip_grad_norm_(params, 1.0)
+    optimizer.step()
+    scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+
+
+class _Progress:
+    """The progress bar of one :func:`fit`: a tick per step and, every ``log_every`` steps, the
+    mean loss of those steps and the examples per second so far."""
+
+    def __init__(self, total: int, first: int, desc: str, show: bool | None, log_every: int) -> None:
+        disable = None if show is None else not show  # None: only on a terminal
+        self.bar = tqdm(total=total, initial=first, desc=desc, unit="step", mininterval=5, disable=disable)
+        self.step, self.log_every, self.seen, self.losses = first, log_every, 0, []
+        self.start = time.perf_counter()
+
+    def update(self, rows: int, loss: float) -> None:
+        self.step, self.seen = self.step + 1, self.seen + rows
+        self.losses.append(loss)
+        self.bar.update()
+        if self.step % self.log_every == 0:
+            rate = self.seen / (time.perf_counter() - self.start)
+            self.bar.set_postfix(loss=f"{np.mean(self.losses[-self.log_every :]):.4f}", ex_s=f"{rate:.0f}")
+
+    @property
+    def last_loss(self) -> float:
+        return self.losses[-1] if self.losses else 0.0
 
 
 # --- tiers ---------------------------------------------------------------------------------------
@@ -517,36 +371,15 @@ def train_classifier(
     out_dir = Path(out_dir)
     model_dir = resolve(model)
     torch.manual_seed(config.seed)
-    labelled = train
     if config.gatekeeper is not None and not (config.teacher and 0 < config.gatekeeper < 1):
         raise ValueError(
             "the gatekeeper stage tunes tier 1's confidence toward agreement with its teacher: give "
             f"--teacher and an alpha in (0, 1); got teacher={config.teacher!r}, alpha={config.gatekeeper!r}"
         )
-    train = with_unlabelled(train, config)
+    labelled, train = train, with_unlabelled(train, config)
     net, tokenizer = _load(model_dir, train, config.layers)
-    rows = tokenize(tokenizer, train.texts, config.max_length)
-    soft = (
-        _teacher_logits(config.teacher, train, config, out_dir / "checkpoint" / "teacher.npy")
-        if config.teacher
-        else None
-    )
-    labels = torch.from_numpy(train.labels)  # -1: an unlabelled row, learnt from the teacher alone
-
-    def loss(batch: dict[str, torch.Tensor], index: np.ndarray) -> torch.Tensor:
-        logits = net(**batch).logits.float()  # (B, C)
-        return _loss(logits, labels[index], None if soft is None else soft[index], config)
-
-    net.train()
-    checkpoint = out_dir / "checkpoint" / "state.pt"
     settings = fingerprint(model_dir, train, config)
-    gatekeeper = config.gatekeeper is not None
-    steps, examples, seconds = fit(
-        net, rows, tokenizer.pad_token_id, loss, config, checkpoint, settings, keep_checkpoint=gatekeeper
-    )
-    if gatekeeper:
-        extra = _gatekeeper_stage(net, rows, tokenizer.pad_token_id, soft, config, out_dir, settings)
-        steps, examples, seconds = steps + extra[0], examples + extra[1], seconds + extra[2]
+    steps, examples, seconds = _train_tier(net, tokenizer, train, config, out_dir, settings)
     accuracy = evaluate(net, tokenizer, dev, config) if dev is not None else None
 
     net.save_pretrained(out_dir)
@@ -556,21 +389,43 @@ def train_classifier(
     if len(train) > len(labelled):
         _record_unlabelled(out_dir, labelled, len(train) - len(labelled))
     shutil.rmtree(out_dir / "checkpoint", ignore_errors=True)
-    register(
-        name or out_dir.name,
-        out_dir,
-        role="tier",
-        runtime="torch",
-        labels=train.label_names,
-        metrics={"dev_accuracy": accuracy},
-    )
+    labels, metrics = train.label_names, {"dev_accuracy": accuracy}
+    register(name or out_dir.name, out_dir, role="tier", runtime="torch", labels=labels, metrics=metrics)
     return result
+
+
+def _train_tier(
+    net, tokenizer, train: LabelledData, config: TrainConfig, out_dir: Path, settings: dict
+) -> tuple[int, int, float]:
+    """Every stage of a tier's training through :func:`fit`, resumable: (steps, examples, seconds)
+    summed. With a teacher, its logits are scored (or read from the cache) first; the Gatekeeper
+    stage, when asked for, comes last."""
+    rows = tokenize(tokenizer, train.texts, config.max_length)
+    soft = None
+    if config.teacher:
+        cache, bf16 = out_dir / "checkpoint" / "teacher.npy", _use_bf16(config.bf16)
+        batch, length = config.eval_batch_size, config.max_length
+        soft = teacher_logits(config.teacher, train, cache, max_length=length, batch_size=batch, bf16=bf16)
+    labels = torch.from_numpy(train.labels)  # -1: an unlabelled row, learnt from the teacher alone
+
+    def loss(batch: dict[str, torch.Tensor], index: np.ndarray) -> torch.Tensor:
+        logits = net(**batch).logits.float()  # (B, C)
+        return _loss(logits, labels[index], None if soft is None else soft[index], config)
+
+    net.train()
+    gatekeeper = config.gatekeeper is not None
+    checkpoint = Checkpoint(out_dir / "checkpoint" / "state.pt", settings, keep=gatekeeper)
+    steps, examples, seconds = fit(net, rows, tokenizer.pad_token_id, loss, config, checkpoint)
+    if gatekeeper:
+        extra = _gatekeeper_stage(net, rows, tokenizer.pad_token_id, soft, config, out_dir, settings)
+        steps, examples, seconds = steps + extra[0], examples + extra[1], seconds + extra[2]
+    return steps, examples, seconds
 
 
 def evaluate(net, tokenizer, data: LabelledData, config: TrainConfig) -> float:
     """Accuracy on ``data`` in fp32 (what an fp32 export reproduces)."""
     rows = tokenize(tokenizer, data.texts, config.max_length)
-    logits = _predict_logits(net, rows, tokenizer.pad_token_id, batch_size=config.eval_batch_size)
+    logits = predict_logits(net, rows, tokenizer.pad_token_id, batch_size=config.eval_batch_size)
     return float((logits.argmax(-1) == data.labels).mean())
 
 

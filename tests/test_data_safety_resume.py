@@ -377,7 +377,7 @@ class _Planted:
 def test_a_training_checkpoint_is_loaded_without_running_pickled_code(tmp_path):
     import torch
 
-    from tango.training import _load_checkpoint
+    from tango.checkpoints import Checkpoint
 
     marker = "/tmp/tango-planted-checkpoint-ran"
     if os.path.isdir(marker):
@@ -385,5 +385,5 @@ def test_a_training_checkpoint_is_loaded_without_running_pickled_code(tmp_path):
     path = tmp_path / "state.pt"
     torch.save({"step": 1, "planted": _Planted()}, path, pickle_protocol=pickle.DEFAULT_PROTOCOL)
     with pytest.raises(ValueError, match="not a checkpoint tango can load safely"):
-        _load_checkpoint(path, None, None, None, {})
+        Checkpoint(path).load(None, None, None)
     assert not os.path.exists(marker)

@@ -12,6 +12,7 @@ from tolerances import FP32_SOFT_TEMPERATURE, assert_close
 from torch import nn
 from transformers import BertConfig, BertModel, BertTokenizer, MPNetConfig, MPNetModel
 
+from tango.checkpoints import Checkpoint
 from tango.early_exit import EarlyExitClassifier, ExitPolicy, MultiExitModel, schedule, train_early_exit
 from tango.early_exit.classifier import check_device, encode
 from tango.early_exit.model import parse_exits, pool
@@ -423,8 +424,7 @@ def test_two_stage_second_stage_leaves_backbone_and_last_head_alone(tokenizer, t
         tokenizer.pad_token_id,
         labels,
         config,
-        tmp_path / "state.pt",
-        {},
+        Checkpoint(tmp_path / "state.pt"),
         show_progress_bar=False,
     )
     assert (steps, examples) == (2, 16)

@@ -216,14 +216,15 @@ def test_unlabelled_rows_count_in_the_kl_term_only():
 
 
 def test_the_teacher_scoring_resumes_from_its_last_saved_chunk(trained, monkeypatch, tmp_path):
-    from tango import training
+    from tango import distillation
 
     teacher, _ = trained
     data = sentiment_rows(50, 3)
     cache = tmp_path / "teacher.npy"
     config = TrainConfig(**FAST)
-    monkeypatch.setattr(training, "TEACHER_CHUNK", 20)
-    calls, original = [], training._predict_logits
+    monkeypatch.setattr(distillation, "TEACHER_CHUNK", 20)
+    calls, original = [], distillation.predict_logits
+    settings = {"max_length": config.max_length, "batch_size": config.eval_batch_size}
 
     def dies_on_the_second_chunk(*args, **kwargs):
         calls.append(1)
@@ -231,17 +232,17 @@ def test_the_teacher_scoring_resumes_from_its_last_saved_chunk(trained, monkeypa
             raise KeyboardInterrupt
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(training, "_predict_logits", dies_on_the_second_chunk)
+    monkeypatch.setattr(distillation, "predict_logits", dies_on_the_second_chunk)
     with pytest.raises(KeyboardInterrupt):
-        training._teacher_logits(str(teacher), data, config, cache)
+        distillation.teacher_logits(str(teacher), data, cache, **settings)
     assert np.load(tmp_path / "teacher.partial.npy").shape == (20, 2)
     calls.clear()
-    monkeypatch.setattr(training, "_predict_logits", lambda *a, **k: calls.append(1) or original(*a, **k))
-    resumed = training._teacher_logits(str(teacher), data, config, cache)
+    monkeypatch.setattr(distillation, "predict_logits", lambda *a, **k: calls.append(1) or original(*a, **k))
+    resumed = distillation.teacher_logits(str(teacher), data, cache, **settings)
     assert len(calls) == 2 and resumed.shape == (50, 2)  # chunks 2 and 3 only
-    monkeypatch.setattr(training, "_predict_logits", original)
+    monkeypatch.setattr(distillation, "predict_logits", original)
     cache.unlink()
-    straight = training._teacher_logits(str(teacher), data, config, cache)
+    straight = distillation.teacher_logits(str(teacher), data, cache, **settings)
     np.testing.assert_allclose(resumed.numpy(), straight.numpy(), atol=1e-5)
 
 
@@ -249,7 +250,7 @@ def test_the_teacher_scoring_resumes_from_its_last_saved_chunk(trained, monkeypa
 
 
 def test_gatekeeper_loss_is_sure_where_it_agrees_and_unsure_where_not():
-    from tango.training import gatekeeper_loss
+    from tango.distillation import gatekeeper_loss
 
     teacher = torch.tensor([[3.0, 0.0], [0.0, 3.0]])
     agreeing = torch.tensor([[2.0, 0.0], [0.0, 2.0]], requires_grad=True)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from transformers import AutoModel, AutoTokenizer
 
 from tango.batching import Encodings, tokenize
+from tango.checkpoints import Checkpoint
 from tango.data import LabelledData
 from tango.early_exit.classifier import EarlyExitClassifier, Texts, auto_precision, check_device
 from tango.early_exit.model import MultiExitModel
@@ -45,99 +46,81 @@ class _Stage:
     frozen_backbone: bool = False  # two-stage, stage 2: encoder and last head fixed, in eval mode
 
 
+@dataclass(frozen=True)
+class EarlyExitOptions:
+    """How :func:`train_early_exit` trains, as one value.
+
+    ``exits`` ("all" or layer numbers) and ``mode`` (one of :data:`MODES`) shape the model;
+    ``pooling`` is what each exit head reads: "mean" of the tokens, or "cls" (the papers' choice,
+    useless at the low layers of mean-pooled sentence encoders; see ``model.pool``).
+    ``label_names`` None = the sorted distinct training labels. ``max_steps`` caps each stage.
+    ``precision`` "auto" = bf16 autocast where the hardware has fast bf16 (AMX CPUs, CUDA).
+    """
+
+    exits: str | Sequence[int] = "all"
+    mode: str = "joint"
+    pooling: str = "mean"
+    epochs: int = 3
+    batch_size: int = 32
+    lr: float = 5e-5
+    max_length: int = 128
+    seed: int = 0
+    label_names: Sequence[str] | None = None
+    max_steps: int | None = None
+    device: str = "cpu"
+    precision: str = "auto"
+    show_progress_bar: bool | None = None
+
+
 def train_early_exit(
     base_model_dir: str | Path,
     train_texts: Texts,
     train_labels: Sequence[Any],
     out_dir: str | Path,
+    options: EarlyExitOptions | None = None,
     *,
-    exits: str | Sequence[int] = "all",
-    mode: str = "joint",
-    pooling: str = "mean",
-    epochs: int = 3,
-    batch_size: int = 32,
-    lr: float = 5e-5,
-    max_length: int = 128,
-    seed: int = 0,
     dev: tuple[Texts, Sequence[Any]] | None = None,
-    label_names: Sequence[str] | None = None,
-    max_steps: int | None = None,
-    device: str = "cpu",
-    precision: str = "auto",
-    show_progress_bar: bool | None = None,
-    **options: Any,
+    **keywords: Any,
 ) -> dict[str, Any]:
     """Fine-tune ``base_model_dir`` with exits and save an early-exit directory to ``out_dir``.
 
-    ``pooling`` is what each exit head reads: "mean" of the tokens, or "cls" (the papers' choice,
-    useless at the low layers of mean-pooled sentence encoders; see ``model.pool``).
-    ``label_names`` None = the sorted distinct training labels. ``max_steps`` caps each stage.
-    ``precision`` "auto" = bf16 autocast where the hardware has fast bf16 (AMX CPUs, CUDA).
-    ``options`` are further :class:`tango.training.TrainConfig` settings (``resume``,
-    ``checkpoint_every``, ``warmup``, ``weight_decay``): a killed run resumes from
-    ``out_dir/checkpoint`` as a tier's does.
+    ``options`` (an :class:`EarlyExitOptions`) or its fields as keywords say how (keywords override
+    ``options``); other keywords are further :class:`tango.training.TrainConfig` settings
+    (``resume``, ``checkpoint_every``, ``warmup``, ``weight_decay``): a killed run resumes from
+    ``out_dir/checkpoint`` as a tier's does. ``dev`` = (texts, labels) gives per-exit accuracy.
     Returns the training record also stored in ``early_exit.json``, with per-exit dev accuracy.
     """
-    if mode not in MODES:
-        raise ValueError(f"mode must be one of {MODES}; got {mode!r}")
+    names = {f.name for f in fields(EarlyExitOptions)}
+    options = replace(options or EarlyExitOptions(), **{k: v for k, v in keywords.items() if k in names})
+    if options.mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}; got {options.mode!r}")
     if len(train_texts) != len(train_labels) or not len(train_texts):
         raise ValueError(f"{len(train_texts)} texts for {len(train_labels)} labels; need >0 each")
-    train = _labelled(train_texts, train_labels, label_names)
-    check_device(device)
-    precision = auto_precision(device) if precision == "auto" else precision
-    if precision not in ("fp32", "bf16"):
-        raise ValueError(f"precision must be 'auto', 'fp32' or 'bf16'; got {precision!r}")
-    precision = "bf16-autocast" if precision == "bf16" else precision  # training keeps fp32 weights
-    config = TrainConfig(
-        epochs=epochs,
-        batch_size=batch_size,
-        lr=lr,
-        max_length=max_length,
-        seed=seed,
-        bf16=precision == "bf16-autocast",
-        max_steps=max_steps,
-        **options,
-    )
-    torch.manual_seed(seed)
+    train = _labelled(train_texts, train_labels, options.label_names)
+    check_device(options.device)
+    precision = _training_precision(options)
+    config = _train_config(options, precision, {k: v for k, v in keywords.items() if k not in names})
+    torch.manual_seed(options.seed)
 
     tokenizer = AutoTokenizer.from_pretrained(base_model_dir)
     encoder = AutoModel.from_pretrained(base_model_dir, add_pooling_layer=False)
-    model = MultiExitModel(encoder, exits, len(train.label_names), pooling).to(device)
-    rows = tokenize(tokenizer, train.texts, max_length)
-    labels = torch.from_numpy(train.labels).to(device)
+    model = MultiExitModel(encoder, options.exits, len(train.label_names), options.pooling).to(options.device)
     out_dir = Path(out_dir)
-    settings = fingerprint(
-        Path(base_model_dir), train, config, mode=mode, exits=list(model.exits), pooling=pooling
-    )
-
-    stages, steps, seconds = _stages(model, mode), 0, 0.0
-    for number, stage in enumerate(stages, start=1):
-        taken, _, spent = _train_stage(
-            model,
-            stage,
-            rows,
-            tokenizer.pad_token_id,
-            labels,
-            config,
-            out_dir / "checkpoint" / f"stage{number}.pt",
-            settings,
-            device=device,
-            keep_checkpoint=number < len(stages),
-            show_progress_bar=show_progress_bar,
-        )
-        steps, seconds = steps + taken, seconds + spent
+    exits = dict(mode=options.mode, exits=list(model.exits), pooling=options.pooling)
+    settings = fingerprint(Path(base_model_dir), train, config, **exits)
+    steps, seconds = _train_stages(model, tokenizer, train, config, out_dir, settings, options)
 
     clf = EarlyExitClassifier(
         model,
         tokenizer,
         train.label_names,
-        batch_size=batch_size,
-        max_length=max_length,
-        device=device,
+        batch_size=options.batch_size,
+        max_length=options.max_length,
+        device=options.device,
         precision=precision,
     )
     record: dict[str, Any] = {
-        "mode": mode,
+        "mode": options.mode,
         "base_model": str(base_model_dir),
         "train_examples": len(train),
         "steps": steps,
@@ -147,7 +130,54 @@ def train_early_exit(
     clf.metadata = record
     clf.save_pretrained(out_dir)
     shutil.rmtree(out_dir / "checkpoint", ignore_errors=True)
-    return {"exits": list(model.exits), "pooling": pooling, **record}
+    return {"exits": list(model.exits), "pooling": options.pooling, **record}
+
+
+def _training_precision(options: EarlyExitOptions) -> str:
+    """ "fp32" or "bf16-autocast": training keeps fp32 weights, bf16 runs under autocast."""
+    precision = auto_precision(options.device) if options.precision == "auto" else options.precision
+    if precision not in ("fp32", "bf16"):
+        raise ValueError(f"precision must be 'auto', 'fp32' or 'bf16'; got {options.precision!r}")
+    return "bf16-autocast" if precision == "bf16" else precision
+
+
+def _train_config(options: EarlyExitOptions, precision: str, more: dict[str, Any]) -> TrainConfig:
+    """The loop's settings: those of ``options`` it reads, and ``more`` (resume, warm-up, ...)."""
+    return TrainConfig(
+        epochs=options.epochs,
+        batch_size=options.batch_size,
+        lr=options.lr,
+        max_length=options.max_length,
+        seed=options.seed,
+        bf16=precision == "bf16-autocast",
+        max_steps=options.max_steps,
+        **more,
+    )
+
+
+def _train_stages(
+    model: MultiExitModel,
+    tokenizer: Any,
+    train: LabelledData,
+    config: TrainConfig,
+    out_dir: Path,
+    settings: dict,
+    options: EarlyExitOptions,
+) -> tuple[int, float]:
+    """Every stage of ``options.mode``, each resumable from its own checkpoint (a stage but the
+    last keeps its final one, so a rerun starts past it): (steps, seconds) summed."""
+    rows = tokenize(tokenizer, train.texts, options.max_length)
+    labels = torch.from_numpy(train.labels).to(options.device)
+    stages, steps, seconds = _stages(model, options.mode), 0, 0.0
+    for number, stage in enumerate(stages, start=1):
+        path = out_dir / "checkpoint" / f"stage{number}.pt"
+        checkpoint = Checkpoint(path, settings, keep=number < len(stages))
+        loop = dict(device=options.device, show_progress_bar=options.show_progress_bar)
+        taken, _, spent = _train_stage(
+            model, stage, rows, tokenizer.pad_token_id, labels, config, checkpoint, **loop
+        )
+        steps, seconds = steps + taken, seconds + spent
+    return steps, seconds
 
 
 def _labelled(texts: Texts, labels: Sequence[Any], label_names: Sequence[str] | None) -> LabelledData:
@@ -194,8 +224,7 @@ def _train_stage(
     pad_id: int | None,
     labels: torch.Tensor,
     config: TrainConfig,
-    checkpoint: Path,
-    settings: dict,
+    checkpoint: Checkpoint,
     **loop: Any,
 ) -> tuple[int, int, float]:
     """One stage through :func:`tango.training.fit`: (steps, examples, seconds)."""
@@ -217,7 +246,6 @@ def _train_stage(
             loss,
             config,
             checkpoint,
-            settings,
             params=stage.params,
             desc=stage.name,
             **loop,
