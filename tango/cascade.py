@@ -20,11 +20,11 @@ import numpy as np
 
 from tango._version import __version__
 from tango.batching import Encodings
+from tango.cascadedir import MANIFEST, read_cascade_manifest, saved_target, tier_dir
 from tango.confidence import CONFIDENCE_KINDS, confidence, softmax
 from tango.texts import Texts, as_texts
 from tango.tiers import Tier, load_tiers
 
-MANIFEST = "cascade.json"
 DEFAULT_THRESHOLD = 0.9
 _PARAMS = ("tiers", "thresholds", "confidence", "temperatures", "target")
 # set_params(name=...) discards these fitted values: they were chosen for the old value
@@ -411,7 +411,7 @@ class Cascade:
         directory = Path(directory)
         manifest = read_cascade_manifest(directory)
         tiers = [
-            Tier.from_pretrained(_tier_dir(directory, k, t["path"], allow_external_tiers), **tier_options)
+            Tier.from_pretrained(tier_dir(directory, k, t["path"], allow_external_tiers), **tier_options)
             for k, t in enumerate(manifest["tiers"])
         ]
         for tier, entry in zip(tiers, manifest["tiers"], strict=True):
@@ -421,7 +421,7 @@ class Cascade:
             thresholds if thresholds is not None else manifest["thresholds"],
             manifest.get("confidence", "maxprob"),
             manifest.get("temperatures"),
-            _saved_target(directory, manifest.get("target")),
+            saved_target(directory, manifest.get("target")),
         )
         if manifest.get("calibration") is not None:  # saved after fit: it comes back fitted
             cascade.calibration_ = manifest["calibration"]
@@ -436,79 +436,3 @@ class Cascade:
             f"Cascade(tiers={self.tiers!r}, thresholds={self.thresholds!r}, "
             f"confidence={self.confidence!r}, temperatures={self.temperatures!r})"
         )
-
-
-# --- cascade.json -------------------------------------------------------------------------------
-def read_cascade_manifest(directory: Path) -> dict[str, Any]:
-    """``directory/cascade.json``, each field checked; errors name the file and the field."""
-    path = directory / MANIFEST
-    if not path.exists():
-        raise FileNotFoundError(
-            f"{directory} is not a cascade directory: no {MANIFEST}. "
-            "Make one with Cascade(...).save_pretrained(dir)"
-        )
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise ValueError(f"{path}: not valid JSON ({error})") from None
-    if not isinstance(manifest, dict):
-        raise ValueError(f"{path}: expected a JSON object, found {type(manifest).__name__}")
-    tiers = manifest.get("tiers")
-    if not isinstance(tiers, list) or len(tiers) < 1:
-        raise ValueError(
-            f"{path}: field 'tiers' must be a list of {{\"path\": ...}} objects, got {tiers!r:.60}"
-        )
-    for k, entry in enumerate(tiers):
-        if not isinstance(entry, dict) or not isinstance(entry.get("path"), str) or not entry["path"]:
-            raise ValueError(
-                f"{path}: field 'tiers[{k}]' must be an object with a 'path' string, got {entry!r:.60}"
-            )
-    _check_numbers(path, "thresholds", manifest.get("thresholds"), len(tiers) - 1, allow_scalar=True)
-    if manifest.get("temperatures") is not None:
-        _check_numbers(path, "temperatures", manifest["temperatures"], len(tiers))
-    kind = manifest.get("confidence", "maxprob")
-    if kind not in CONFIDENCE_KINDS:
-        raise ValueError(f"{path}: field 'confidence' must be one of {list(CONFIDENCE_KINDS)}, got {kind!r}")
-    return manifest
-
-
-def _check_numbers(path: Path, name: str, value: Any, count: int, allow_scalar: bool = False) -> None:
-    """A list of ``count`` numbers (JSON numbers, not strings or booleans), or one number."""
-    if allow_scalar and _is_number(value):
-        return
-    if not isinstance(value, list) or len(value) != count or not all(_is_number(v) for v in value):
-        raise ValueError(f"{path}: field '{name}' must be a list of {count} numbers, got {value!r:.60}")
-
-
-def _saved_target(directory: Path, record: Any) -> Any:
-    """``cascade.json``'s ``target`` as a :class:`tango.tuning.Target` (None when absent)."""
-    if record is None:
-        return None
-    from tango.tuning import Target
-
-    try:
-        return Target(**record)
-    except (TypeError, ValueError) as error:
-        raise ValueError(f"{directory / MANIFEST}: field 'target' is not a target: {error}") from None
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _tier_dir(directory: Path, k: int, relative: str, allow_external: bool) -> Path:
-    """Tier k's directory: inside the cascade directory unless external tiers are allowed."""
-    where = f"{directory / MANIFEST}: field 'tiers[{k}].path'"
-    if allow_external:
-        candidate = directory / relative
-        return candidate if candidate.exists() else Path(relative)  # a name: resolved as tango resolves names
-    root = directory.resolve()
-    target = (directory / relative).resolve()
-    if Path(relative).is_absolute() or not target.is_relative_to(root):
-        raise ValueError(
-            f"{where} is {relative!r}, outside the cascade directory; a cascade loads only its own "
-            "tiers. Pass allow_external_tiers=True (--allow-external-tiers) if you trust it"
-        )
-    if not target.is_dir():
-        raise ValueError(f"{where} is {relative!r}, but {target} is not a directory")
-    return target

@@ -6,15 +6,13 @@ line at a time (constant memory) and decodes each as strict UTF-8, so one bad by
 not the file. ``load_labelled`` builds on it to load a whole labelled file for training or
 calibration, and refuses files with bad rows.
 
-TSV follows the GLUE files: one row per physical line, split on tabs; a field wholly wrapped in
-double quotes is unquoted (``""`` -> ``"``) as in MRPC, while stray quotes stay literal as in
-QNLI. Text is stripped of surrounding white space (SST-2 has a space before each tab). CSV
-follows RFC 4180 (quoted fields may span lines). Blank lines are not rows and are skipped.
+The formats themselves (TSV as the GLUE files write it, CSV per RFC 4180, JSON lines) are parsed
+into rows by :mod:`tango.formats`; here rows become records: the asked-for columns, text stripped
+of surrounding white space (SST-2 has a space before each tab), empty texts and labels refused.
 """
 
 from __future__ import annotations
 
-import csv
 import json
 import sys
 from collections.abc import Iterable, Iterator
@@ -24,10 +22,13 @@ from typing import IO
 
 import numpy as np
 
+# The Ray engine's reader (tango/engines/ray/read.py, changed in parallel) still imports the row
+# parsers under their old private names here (_rows, _format); drop those two aliases once it
+# imports them from tango.formats.
+from tango.formats import Row, open_input, parse_rows, resolve_format
+from tango.formats import parse_rows as _rows  # noqa: F401
+from tango.formats import resolve_format as _format  # noqa: F401
 from tango.labels import map_labels
-
-CSV_FIELD_LIMIT = 2**31 - 1  # the largest the csv module takes on every platform
-FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl"}
 
 
 @dataclass
@@ -51,122 +52,7 @@ class RowError:
     raw_bytes: bytes | None = None  # the row's exact bytes, kept when they are not UTF-8
 
 
-# --- physical lines ------------------------------------------------------------------------------
-
-
-@dataclass
-class _Line:
-    number: int
-    text: str  # decoded, without its line ending
-    utf8: bool  # False when strict decoding failed (text then holds replacement characters)
-    data: bytes | None = None  # the line's bytes (without its ending) when they are not UTF-8
-
-
-def _lines(binary: IO[bytes]) -> Iterator[_Line]:
-    """Physical lines, decoded one at a time so that a bad byte spoils only its own line."""
-    for number, raw in enumerate(binary, start=1):
-        raw = raw.rstrip(b"\r\n")
-        if number == 1:
-            raw = raw.removeprefix(b"\xef\xbb\xbf")  # a UTF-8 byte-order mark
-        try:
-            yield _Line(number, raw.decode("utf-8"), True)
-        except UnicodeDecodeError:
-            yield _Line(number, raw.decode("utf-8", errors="replace"), False, raw)
-
-
-@dataclass
-class _Row:
-    line: int
-    fields: list[str] | dict | None  # None when the row could not be parsed
-    raw: str
-    error: str | None = None
-    raw_bytes: bytes | None = None  # exact bytes of a row that is not UTF-8
-
-
-def _tsv_field(field: str) -> str:
-    if len(field) >= 2 and field[0] == field[-1] == '"':
-        return field[1:-1].replace('""', '"')
-    return field
-
-
-def _tsv_rows(lines: Iterator[_Line]) -> Iterator[_Row]:
-    for line in lines:
-        if not line.text.strip():
-            continue
-        fields = [_tsv_field(f) for f in line.text.split("\t")]
-        yield _Row(line.number, fields, line.text, None if line.utf8 else "not UTF-8", line.data)
-
-
-def _csv_rows(lines: Iterator[_Line]) -> Iterator[_Row]:
-    """RFC 4180 rows; a row spanning several lines reports the line where it starts."""
-    spans: list[_Line] = []
-
-    def feed() -> Iterator[str]:
-        for line in lines:
-            spans.append(line)
-            yield line.text + "\n"
-
-    # A text may be as long as a line: lift csv's 131,072-character field limit (process-wide,
-    # only ever raised) so long texts are truncated by the tokenizer, never dropped as malformed.
-    csv.field_size_limit(max(csv.field_size_limit(), CSV_FIELD_LIMIT))
-    reader = csv.reader(feed(), strict=True)
-    while True:
-        try:
-            fields, error = next(reader), None
-        except StopIteration:
-            return
-        except csv.Error as problem:  # the reader goes on with the next line
-            fields, error = [], f"malformed CSV: {problem}"
-        span, spans[:] = list(spans), []
-        raw = "\n".join(line.text for line in span)
-        if not error and (not fields or (len(fields) == 1 and not fields[0].strip())):
-            continue
-        exact = None
-        if not all(line.utf8 for line in span):
-            error = "not UTF-8"
-            exact = b"\n".join(line.data if line.data is not None else line.text.encode() for line in span)
-        yield _Row(span[0].number, fields, raw, error, exact)
-
-
-def _jsonl_rows(lines: Iterator[_Line]) -> Iterator[_Row]:
-    for line in lines:
-        if not line.text.strip():
-            continue
-        if not line.utf8:
-            yield _Row(line.number, None, line.text, "not UTF-8", line.data)
-            continue
-        try:
-            value = json.loads(line.text)
-        except json.JSONDecodeError:
-            yield _Row(line.number, None, line.text, "malformed JSON")
-            continue
-        if isinstance(value, dict):
-            yield _Row(line.number, value, line.text)
-        else:
-            yield _Row(line.number, None, line.text, f"expected a JSON object, found {value!r:.40}")
-
-
 # --- records -------------------------------------------------------------------------------------
-
-
-def _format(path: str | Path, format: str | None) -> str:
-    if format:
-        if format not in set(FORMATS.values()):
-            raise ValueError(f"unknown format {format!r}; choose csv, tsv or jsonl")
-        return format
-    suffix = Path(str(path)).suffix.lower()
-    if suffix not in FORMATS:
-        raise ValueError(
-            f"cannot tell the format of {str(path)!r} from its extension; "
-            "pass format='csv', 'tsv' or 'jsonl' (--format on the command line)"
-        )
-    return FORMATS[suffix]
-
-
-def _open(path: str | Path) -> IO[bytes]:
-    if str(path) == "-":
-        return sys.stdin.buffer
-    return open(path, "rb")  # noqa: SIM115 - closed by the generator that owns it
 
 
 def _missing_columns(path: str | Path, wanted: list[str], found: Iterable[str]) -> None:
@@ -177,7 +63,7 @@ def _missing_columns(path: str | Path, wanted: list[str], found: Iterable[str]) 
         )
 
 
-def _record(row: _Row, columns: dict[str, str | None], header: list[str] | None) -> Record | RowError:
+def _record(row: Row, columns: dict[str, str | None], header: list[str] | None) -> Record | RowError:
     """Pick the asked-for columns out of a parsed row, or say what is wrong with it."""
     if row.error:
         return RowError(row.line, None, row.error, row.raw, row.raw_bytes)
@@ -211,14 +97,9 @@ def _record(row: _Row, columns: dict[str, str | None], header: list[str] | None)
     return Record(row.line, picked["id"], text, picked["label"])
 
 
-def _rows(binary: IO[bytes], format: str) -> Iterator[_Row]:
-    parse = {"csv": _csv_rows, "tsv": _tsv_rows, "jsonl": _jsonl_rows}[format]
-    return parse(_lines(binary))
-
-
 def _header(
-    path: str | Path, rows: Iterator[_Row], format: str
-) -> tuple[list[str] | None, list[str], list[_Row]]:
+    path: str | Path, rows: Iterator[Row], format: str
+) -> tuple[list[str] | None, list[str], list[Row]]:
     """Column names, plus (for JSON lines) the rows read ahead to find the first object."""
     if format != "jsonl":
         first = next(rows, None)
@@ -257,10 +138,10 @@ def read_records(
     >>> for item in read_records("dev.tsv", "sentence", label_column="label"):  # doctest: +SKIP
     ...     print(item.line, item.text, item.label)
     """
-    format = _format(path, format)
-    binary = _open(path)
+    format = resolve_format(path, format)
+    binary = open_input(path)
     try:
-        rows = _rows(binary, format)
+        rows = parse_rows(binary, format)
         header, found, ahead = _header(path, rows, format)
         if id_column is None and default_id_column in found:
             id_column = default_id_column
@@ -295,8 +176,8 @@ class Records:
     def __init__(
         self,
         binary: IO[bytes],
-        ahead: list[_Row],
-        rows: Iterator[_Row],
+        ahead: list[Row],
+        rows: Iterator[Row],
         columns: dict[str, str | None],
         header: list[str] | None,
         format: str,
@@ -330,8 +211,8 @@ class Records:
 
 def _records(
     binary: IO[bytes],
-    ahead: list[_Row],
-    rows: Iterator[_Row],
+    ahead: list[Row],
+    rows: Iterator[Row],
     columns: dict[str, str | None],
     header: list[str] | None,
     skip: int,
@@ -345,16 +226,16 @@ def _records(
             binary.close()
 
 
-def _chain(first: list[_Row], rest: Iterator[_Row]) -> Iterator[_Row]:
+def _chain(first: list[Row], rest: Iterator[Row]) -> Iterator[Row]:
     yield from first
     yield from rest
 
 
 def columns_of(path: str | Path, format: str | None = None) -> list[str]:
     """The column names of a file: its header, or the keys of its first JSON object."""
-    format = _format(path, format)
-    with _open(path) as binary:
-        return _header(path, _rows(binary, format), format)[1]
+    format = resolve_format(path, format)
+    with open_input(path) as binary:
+        return _header(path, parse_rows(binary, format), format)[1]
 
 
 # --- labelled data for training and calibration --------------------------------------------------

@@ -22,28 +22,30 @@ file (``OUTPUT.errors.jsonl`` unless ``--errors`` names another), the progress f
   written by tango is never replaced or deleted, with or without ``--overwrite``.
 
 Names are planned from the output's resolved path (symbolic links followed), so two names of one
-file share one set of companions. :class:`RunLock` holds an exclusive lock for the run's lifetime
-on a lock file beside each file the run writes (output and errors) and on each of those files that
-exists (its inode, so hard links are caught too): a second run writing any of them fails at once
-instead of interleaving rows or deleting the first run's file.
+file share one set of companions. :class:`RunLock` (:mod:`tango.locks`) holds an exclusive lock
+for the run's lifetime on a lock file beside each file the run writes (output and errors) and on
+each of those files that exists (its inode, so hard links are caught too): a second run writing
+any of them fails at once instead of interleaving rows or deleting the first run's file.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from tango._version import __version__
 
+# OutputLock moved to tango.locks with the other locks; it is one of this module's documented
+# names (docs/architecture.md; the engines import run files' names from here): re-exported.
+from tango.locks import OutputLock as OutputLock
+from tango.locks import RunLock, is_lock_record, lock_path
+
 OUTPUT_SUFFIXES = (".jsonl", ".csv")
 READ_BLOCK = 1 << 20  # bytes read at a time when hashing
-_LOCK_RECORD = re.compile(r"(tango run pid )?\d*\n?")  # what a lock file of ours holds
 
 
 @dataclass(frozen=True)
@@ -152,8 +154,8 @@ class RunFiles:
         checks = (
             (self.state, _is_progress_record, "progress file"),
             (self.manifest, _is_manifest, "run manifest"),
-            (self.lock, _is_lock_record, "lock file"),
-            (lock_path(self.errors), _is_lock_record, "lock file"),
+            (self.lock, is_lock_record, "lock file"),
+            (lock_path(self.errors), is_lock_record, "lock file"),
         )
         for path, ours, role in checks:
             if path.is_file() and not ours(path):
@@ -239,12 +241,6 @@ def _same_file(a: Path, b: Path) -> bool:
     return os.path.realpath(a) == os.path.realpath(b)
 
 
-def lock_path(path: Path) -> Path:
-    """The lock file of a written file: beside its resolved path, so every name of it agrees."""
-    resolved = Path(os.path.realpath(path))
-    return resolved.with_name(resolved.name + ".lock")
-
-
 def _read_json(path: Path) -> Any:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
@@ -263,13 +259,6 @@ def _is_progress_record(path: Path) -> bool:
     record = _read_json(path)
     fields = set(RunSummary.__dataclass_fields__)
     return isinstance(record, dict) and "rows_in" in record and set(record) <= fields
-
-
-def _is_lock_record(path: Path) -> bool:
-    try:
-        return _LOCK_RECORD.fullmatch(path.read_text(encoding="utf-8", errors="replace")[:100]) is not None
-    except OSError:
-        return False
 
 
 def write_atomically(path: Path, text: str) -> None:
@@ -445,144 +434,3 @@ def _diff(where: str, old: Any, new: Any, found: list[str], allowed: frozenset[s
 def _short(value: Any) -> str:
     text = json.dumps(value, ensure_ascii=False) if not isinstance(value, str) else value
     return text if len(text) <= 80 else text[:38] + "..." + text[-38:]
-
-
-# --- the lock -----------------------------------------------------------------------------------
-class OutputLock:
-    """An exclusive, non-blocking lock on one lock file for the lifetime of one run.
-
-    ``flock`` is released by the kernel when the process dies, so a ``kill -9`` never leaves a
-    stale lock behind; the file itself is removed on a clean exit. After locking, the path is
-    checked to still name the locked file (another run may have removed and recreated it). A lock
-    file that holds anything but tango's own record (``tango run pid N``) is the user's: it is
-    refused, never truncated or removed.
-    """
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._fd: int | None = None
-
-    def __enter__(self) -> OutputLock:
-        try:
-            import fcntl
-        except ImportError:  # no flock (Windows): an exclusive create is the lock
-            self._fd = self._create_exclusive()
-            return self
-        while True:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:
-                os.close(fd)
-                raise ValueError(self._busy_message()) from None
-            try:
-                same = os.path.samestat(os.fstat(fd), os.stat(self.path))
-            except FileNotFoundError:
-                same = False
-            if not same:
-                os.close(fd)  # the file we locked was removed meanwhile: lock the new one
-                continue
-            if not _LOCK_RECORD.fullmatch(os.pread(fd, 100, 0).decode("utf-8", "replace")):
-                os.close(fd)
-                raise ValueError(
-                    f"{self.path} exists and tango did not write it (it is not a tango lock file); "
-                    "tango never replaces or deletes a file it did not write: move it away"
-                )
-            os.ftruncate(fd, 0)
-            os.write(fd, f"tango run pid {os.getpid()}\n".encode())
-            self._fd = fd
-            return self
-
-    def check_free(self) -> None:
-        """Raise the busy error if another process holds the lock now (takes nothing)."""
-        if not self.path.exists():
-            return
-        with self:
-            pass
-
-    def _create_exclusive(self) -> int:
-        try:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
-        except FileExistsError:
-            raise ValueError(self._busy_message()) from None
-        os.write(fd, f"tango run pid {os.getpid()}\n".encode())
-        return fd
-
-    def _busy_message(self) -> str:
-        output = self.path.with_name(self.path.name.removesuffix(".lock"))
-        with contextlib.suppress(OSError):
-            pid = self.path.read_text().strip().removeprefix("tango run pid ")
-            if pid:
-                return f"{output} is being written by another tango run (pid {pid}); wait for it to end"
-        return f"{output} is being written by another tango run; wait for it to end"
-
-    def __exit__(self, *exc: object) -> None:
-        if self._fd is None:
-            return
-        with contextlib.suppress(OSError):
-            os.unlink(self.path)  # while still holding the lock: nobody else holds it now
-        os.close(self._fd)
-        self._fd = None
-
-
-class FileLock:
-    """An exclusive ``flock`` on an existing file itself: its inode, whatever name reaches it.
-
-    Hard links give one file two names whose lock files differ; the inode is what they share. A
-    file that does not exist yet has no other name, and its lock file covers it.
-    """
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._fd: int | None = None
-
-    def __enter__(self) -> FileLock:
-        try:
-            import fcntl
-        except ImportError:
-            return self
-        if not self.path.is_file():
-            return self
-        fd = os.open(self.path, os.O_RDONLY)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            os.close(fd)
-            raise ValueError(
-                f"{self.path} is being written by another tango run (under another name); wait for it to end"
-            ) from None
-        self._fd = fd
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
-
-
-class RunLock(contextlib.ExitStack):
-    """Every lock of one run, taken together or not at all: each written file's lock file, then
-    each written file that exists. A second run that would write any of them fails at once."""
-
-    def __init__(self, lock_files: list[Path], written: list[Path]) -> None:
-        super().__init__()
-        self.lock_files = list(dict.fromkeys(lock_files))
-        self.written = list(dict.fromkeys(written))
-
-    def __enter__(self) -> RunLock:
-        super().__enter__()
-        try:
-            for path in self.lock_files:
-                self.enter_context(OutputLock(path))
-            for path in self.written:
-                self.enter_context(FileLock(path))
-        except BaseException:
-            self.close()
-            raise
-        return self
-
-    def check_free(self) -> None:
-        """Raise the busy error if another run holds any of these locks now (keeps nothing)."""
-        held = [p for p in self.lock_files if p.exists()]
-        with RunLock(held, self.written):
-            pass

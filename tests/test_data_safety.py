@@ -15,7 +15,7 @@ from tolerances import assert_close, assert_same_where_clear, clear_of
 from tango.cascade import Cascade
 from tango.cli import cli
 from tango.engines.local import score_file
-from tango.runfiles import OutputLock
+from tango.locks import OutputLock
 from tango.tiers import Tier
 
 TEXTS = SCORING_TEXTS
