@@ -294,16 +294,7 @@ def _quantize(path: Path, fused: bool) -> Path:
         x = node.input[0]
         if x not in quantized:
             quantized[x] = (p + "xq", p + "s")
-            nodes += [
-                helper.make_node("Abs", [x], [p + "abs"]),
-                helper.make_node("ReduceMax", [p + "abs"], [p + "max"], axes=[-1], keepdims=1),
-                helper.make_node("Div", [p + "max", "tango_q_127"], [p + "s0"]),
-                helper.make_node("Max", [p + "s0", "tango_q_eps"], [p + "s"]),  # (..., 1)
-                helper.make_node("Div", [x, p + "s"], [p + "xs"]),
-                helper.make_node("Round", [p + "xs"], [p + "xr"]),
-                helper.make_node("Add", [p + "xr", "tango_q_128"], [p + "xu"]),
-                helper.make_node("Cast", [p + "xu"], [p + "xq"], to=TensorProto.UINT8),
-            ]
+            nodes += _per_token_quantize(x, p)
         x_q, x_scale = quantized[x]
         nodes += [
             helper.make_node("MatMulInteger", [x_q, p + "w", "tango_q_zero"], [p + "yi"]),
@@ -320,6 +311,23 @@ def _quantize(path: Path, fused: bool) -> Path:
     out = path.with_name("int8.onnx")
     onnx.save(model, str(out))
     return out
+
+
+def _per_token_quantize(x: str, p: str) -> list:
+    """Nodes that quantise ``x`` with one scale per token: ``p + "s" = max(max|x| / 127, eps)``
+    over the last axis, ``p + "xq" = uint8(round(x / s) + 128)``."""
+    from onnx import TensorProto, helper
+
+    return [
+        helper.make_node("Abs", [x], [p + "abs"]),
+        helper.make_node("ReduceMax", [p + "abs"], [p + "max"], axes=[-1], keepdims=1),
+        helper.make_node("Div", [p + "max", "tango_q_127"], [p + "s0"]),
+        helper.make_node("Max", [p + "s0", "tango_q_eps"], [p + "s"]),  # (..., 1)
+        helper.make_node("Div", [x, p + "s"], [p + "xs"]),
+        helper.make_node("Round", [p + "xs"], [p + "xr"]),
+        helper.make_node("Add", [p + "xr", "tango_q_128"], [p + "xu"]),
+        helper.make_node("Cast", [p + "xu"], [p + "xq"], to=TensorProto.UINT8),
+    ]
 
 
 def _check_texts(check_data: str | Path | None, rows: int, label_names: list[str]):

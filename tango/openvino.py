@@ -25,7 +25,7 @@ import shutil
 import tempfile
 import warnings
 from collections.abc import Iterator
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +51,7 @@ __all__ = [
     "available",
     "bf16_supported",
     "core",
+    "OpenVinoOptions",
     "export_openvino",
     "has_ir",
     "require",
@@ -63,74 +64,103 @@ CALIBRATION_ROWS = 300  # NNCF's default subset size
 KEEP_FP32 = r".*(layer\.\d+|last_layer)\.output\.dense/.*"
 
 
-def export_openvino(
-    model: str | Path,
-    out_dir: str | Path,
-    *,
-    int8: bool = False,
-    check_data: str | Path | None = None,
-    check_rows: int = 1000,
-    calibration_data: str | Path | None = None,
-    calibration_rows: int = CALIBRATION_ROWS,
-    min_agreement: float = MIN_AGREEMENT,
-    name: str | None = None,
-    verbose: bool = False,
-    first_token: bool = True,
-) -> ExportCheck:
-    """Export ``model`` (a PyTorch tier directory or registered name) to an OpenVINO IR directory.
+@dataclass(frozen=True)
+class OpenVinoOptions:
+    """How :func:`export_openvino` exports, as one value.
 
     ``int8`` quantizes with NNCF on ``calibration_rows`` rows of ``calibration_data`` (default:
     the ``check_data`` file, rows after the check's own where it has enough, else the tier's
     training file, else the built-in sentences). The check compares the IR with PyTorch fp32 on
     the first ``check_rows`` rows of ``check_data`` (default: built-in sentences), as the ONNX
-    export does: an export that fails it raises ValueError and is not registered.
+    export does, and must agree on ``min_agreement`` of them; the tier is registered as ``name``.
     ``verbose`` shows OpenVINO's and NNCF's own messages and progress bars. ``first_token``
     computes the last layer for the first token alone where :mod:`tango.first_token` knows the
     architecture (BERT, MPNet): the same logits for less work; the record says whether it did.
     """
+
+    int8: bool = False
+    check_data: str | Path | None = None
+    check_rows: int = 1000
+    calibration_data: str | Path | None = None
+    calibration_rows: int = CALIBRATION_ROWS
+    min_agreement: float = MIN_AGREEMENT
+    name: str | None = None
+    verbose: bool = False
+    first_token: bool = True
+
+
+def export_openvino(
+    model: str | Path, out_dir: str | Path, options: OpenVinoOptions | None = None, **keywords: Any
+) -> ExportCheck:
+    """Export ``model`` (a PyTorch tier directory or registered name) to an OpenVINO IR directory.
+
+    ``options`` (an :class:`OpenVinoOptions`) or its fields as keywords say how (keywords override
+    ``options``): fp32 or int8, the self-check's rows and agreement, int8's calibration rows. An
+    export that fails the check raises ValueError and is not registered.
+    """
+    options = replace(options or OpenVinoOptions(), **keywords)
     ov = require("openvino")
-    if calibration_data is not None and not int8:
+    if options.calibration_data is not None and not options.int8:
         raise ValueError("calibration_data calibrates the int8 quantization: pass int8=True, or drop it")
     source = resolve(model)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / RUNTIMES_FILE).unlink(missing_ok=True)  # an earlier probe measured other files
     torch_model, tokenizer = _load(source)
-    first_token = first_token and has_first_token_form(torch_model)
-    with _quiet(verbose):
+    first_token = options.first_token and has_first_token_form(torch_model)
+    with _quiet(options.verbose):
         graph = _convert(torch_model, tokenizer, first_token)
     calibration = None
-    if int8:
-        texts, calibration = _calibration_texts(
-            source, torch_model.config, check_data, check_rows, calibration_data, calibration_rows
-        )
-        graph = _quantize(graph, tokenizer, texts, verbose)
+    if options.int8:
+        rows = (options.check_data, options.check_rows, options.calibration_data, options.calibration_rows)
+        texts, calibration = _calibration_texts(source, torch_model.config, *rows)
+        graph = _quantize(graph, tokenizer, texts, options.verbose)
     with tempfile.TemporaryDirectory(dir=out_dir) as tmp:  # no half-written IR under the real name
         ov.save_model(graph, str(Path(tmp) / IR_FILE), compress_to_fp16=False)
         for item in Path(tmp).iterdir():
             shutil.move(item, out_dir / item.name)
     torch_model.config.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
-    (out_dir / EXPORT_FILE).write_text(json.dumps({"format": "openvino", "int8": int8}))
+    (out_dir / EXPORT_FILE).write_text(json.dumps({"format": "openvino", "int8": options.int8}))
 
     check = check_export(
-        source, out_dir, check_data, check_rows, int8, min_agreement, runtime="openvino", precision="fp32"
+        source,
+        out_dir,
+        options.check_data,
+        options.check_rows,
+        options.int8,
+        options.min_agreement,
+        runtime="openvino",
+        precision="fp32",
     )
-    record = {
+    record = _export_record(source, out_dir, options, first_token, calibration, check)
+    return record_export(out_dir, record, check, options.name, runtime="openvino")
+
+
+def _export_record(
+    source: Path,
+    out_dir: Path,
+    options: OpenVinoOptions,
+    first_token: bool,
+    calibration: dict[str, Any] | None,
+    check: ExportCheck,
+) -> dict[str, Any]:
+    """What ``tango_export.json`` says of an OpenVINO export: source, form, versions, the check."""
+    int8 = options.int8
+    return {
         "source": str(source),
         "format": "openvino",
         "int8": int8,
         "activation_scales": "static" if int8 else None,
         "inputs": recorded_inputs(source),
         "last_layer": "first token" if first_token else "all tokens",
-        "min_agreement": min_agreement,
+        "min_agreement": options.min_agreement,
         "ir_bytes": (out_dir / IR_FILE).with_suffix(".bin").stat().st_size,
         "versions": _versions(int8),
         "calibration": calibration,
         "quantization": _RECIPE if int8 else None,
         "check": asdict(check),
     }
-    return record_export(out_dir, record, check, name, runtime="openvino")
 
 
 def _load(source: Path):

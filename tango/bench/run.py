@@ -119,9 +119,7 @@ def bench(
     loaded, classes = _load_tiers(tiers, settings.threads, say)
     if isinstance(calibration_data, str) and calibration_data == HELD_OUT:
         calibration_data = _held_out(loaded, classes, say)
-    rows = _load(data, settings.columns, settings.labels or classes)
-    if settings.limit is not None:
-        rows = rows.subset(np.arange(min(settings.limit, len(rows))))
+    rows = _bench_rows(data, settings, classes)
     plan = _plan(len(rows), calibration_data is not None, settings.calibration_fraction, settings.seed)
     scored = rows.subset(plan.scored)
     y = align_labels(scored, classes)
@@ -144,10 +142,17 @@ def bench(
         calibration_logits, (logits[0], logits[-1], y, words(scored.texts)), gates[0].temperatures[0]
     )
     if out is not None:
-        reliability = _reliability(logits[0], y, gates, parts)
-        paths = write_results(result, out, name=name, reliability=reliability)
+        paths = write_results(result, out, name=name, reliability=_reliability(logits[0], y, gates, parts))
         say("wrote " + ", ".join(str(p) for p in paths))
     return result
+
+
+def _bench_rows(data: str | Path | LabelledData, settings: BenchSettings, classes: list[str]) -> LabelledData:
+    """The labelled rows the benchmark reads (a file, or rows in memory), cut to ``settings.limit``."""
+    rows = _load(data, settings.columns, settings.labels or classes)
+    if settings.limit is not None:
+        rows = rows.subset(np.arange(min(settings.limit, len(rows))))
+    return rows
 
 
 def _load_tiers(tiers: Sequence[Tier | str], threads: int, say: Log) -> tuple[list[Tier], list[str]]:

@@ -52,26 +52,7 @@ def _systems(
             lambda z: (z.argmax(axis=1), None),
             {"source": tier.source, "runtime": _runtime(tier)},
         )
-    # The sweep: temperatures of the (first) chosen gate; thresholds at quantiles of each tier's
-    # confidence on these rows. Descriptive: the rows set their own thresholds.
-    temperatures = gates[0].temperatures
-    for fraction in sweep:
-        thresholds = [
-            float(np.quantile(confidence(softmax(z, temperatures[k]), "maxprob"), fraction))
-            for k, z in enumerate(logits[:-1])
-        ]
-        cascade = Cascade([*tiers], thresholds=thresholds, temperatures=temperatures)
-        systems[f"sweep@{fraction:.0%}"] = _cascade_system(
-            "sweep",
-            [(cascade, texts)],
-            [np.arange(n)],
-            n,
-            {
-                "thresholds": thresholds,
-                "temperatures": temperatures,
-                "threshold_source": "quantile on these rows",
-            },
-        )
+    systems.update(_sweep_systems(tiers, texts, logits, gates[0].temperatures, sweep))
     chosen = [Cascade([*tiers], thresholds=g.thresholds, temperatures=g.temperatures) for g in gates]
     systems["chosen"] = _cascade_system(
         "chosen",
@@ -92,6 +73,36 @@ def _systems(
             functools.partial(run, texts),
             functools.partial(_read_extra, classes=tiers[0].labels, n_tiers=len(tiers)),
             settings,
+        )
+    return systems
+
+
+def _sweep_systems(
+    tiers: list[Tier],
+    texts: list,
+    logits: list[np.ndarray],
+    temperatures: list[float],
+    sweep: Sequence[float],
+) -> dict[str, _System]:
+    """The sweep: temperatures of the (first) chosen gate; thresholds at quantiles of each tier's
+    confidence on these rows. Descriptive: the rows set their own thresholds."""
+    n, systems = len(texts), {}
+    for fraction in sweep:
+        thresholds = [
+            float(np.quantile(confidence(softmax(z, temperatures[k]), "maxprob"), fraction))
+            for k, z in enumerate(logits[:-1])
+        ]
+        cascade = Cascade([*tiers], thresholds=thresholds, temperatures=temperatures)
+        systems[f"sweep@{fraction:.0%}"] = _cascade_system(
+            "sweep",
+            [(cascade, texts)],
+            [np.arange(n)],
+            n,
+            {
+                "thresholds": thresholds,
+                "temperatures": temperatures,
+                "threshold_source": "quantile on these rows",
+            },
         )
     return systems
 

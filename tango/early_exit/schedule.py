@@ -100,15 +100,7 @@ def run_breadth_first(
     left_logits: list[torch.Tensor] = []
     bias = model.position_bias(int(lengths.max(initial=1)), device)  # (1, H, T, T) or None
     state = policy.start(num_rows, device)  # (N, S)
-    batches = []
-    for rows in plan_batches(lengths, batch_size):
-        width = int(lengths[rows].max())
-        index = torch.from_numpy(rows).to(device)
-        types = None if token_type_ids is None else token_type_ids[index, :width]
-        h = model.embed(input_ids[index, :width], types)  # (b, t, C)
-        pad = attention_mask[index, :width]
-        batches.append(_Batch(rows, lengths[rows], h, pad, state[index], None, np.ones(len(rows), bool)))
-        batches[-1].layer_mask = model.layer_mask(h, pad, padded=bool(lengths[rows].min() < width))
+    batches = _first_batches(model, input_ids, attention_mask, token_type_ids, lengths, state, batch_size)
 
     last = len(model.exits) - 1
     for i, (head, (start, stop)) in enumerate(zip(model.heads, model.segments(), strict=True)):
@@ -143,6 +135,29 @@ def run_breadth_first(
     if left_rows:
         exit_logits[torch.from_numpy(np.concatenate(left_rows)).to(device)] = torch.cat(left_logits)
     return exit_logits, torch.from_numpy(exit_index).to(device)
+
+
+def _first_batches(
+    model: MultiExitModel,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    token_type_ids: torch.Tensor | None,
+    lengths: np.ndarray,
+    state: torch.Tensor,
+    batch_size: int,
+) -> list[_Batch]:
+    """The call's rows in length-sorted batches, each padded to its own longest row and embedded,
+    its layer mask built once."""
+    batches = []
+    for rows in plan_batches(lengths, batch_size):
+        width = int(lengths[rows].max())
+        index = torch.from_numpy(rows).to(input_ids.device)
+        types = None if token_type_ids is None else token_type_ids[index, :width]
+        h = model.embed(input_ids[index, :width], types)  # (b, t, C)
+        pad = attention_mask[index, :width]
+        batches.append(_Batch(rows, lengths[rows], h, pad, state[index], None, np.ones(len(rows), bool)))
+        batches[-1].layer_mask = model.layer_mask(h, pad, padded=bool(lengths[rows].min() < width))
+    return batches
 
 
 def _rebatch(
