@@ -3,9 +3,10 @@ on a rate or on a cascade's accuracy drop, each at a stated level.
 
 - :func:`clopper_pearson_upper` / :func:`clopper_pearson_lower`: exact bounds on a binomial rate
   (the guarantee gate's disagreement, and the exact drop bound);
-- :func:`drop_upper_bound`: the paired drop ``(lost - gained) / n`` against the last tier, by a
-  Wald bound with pseudo-rows (the default) or by Clopper-Pearson (``BOUNDS`` names them); also on
-  the drop a batch of new rows will show (``new_rows``);
+- :func:`drop_upper_bound`: the paired drop ``(lost - gained) / n`` against the last tier, by
+  Bonett and Price's adjusted Wald bound for paired proportions (the default, ``"bonett-price"``;
+  ``"wald"`` is the name it had before and still works) or by Clopper-Pearson (``BOUNDS`` names
+  them); also on the drop a batch of new rows will show (``new_rows``);
 - :func:`ppi_drop_upper_bound`: the same drop from few labelled rows beside many unlabelled ones
   (prediction-powered inference).
 
@@ -42,7 +43,8 @@ def clopper_pearson_lower(k: np.ndarray, n: int, alpha: float) -> np.ndarray:
     return bound
 
 
-BOUNDS = ("wald", "clopper-pearson")
+BOUNDS = ("bonett-price", "clopper-pearson")
+ALIASES = {"wald": "bonett-price"}  # the default's earlier name, still accepted
 
 
 def drop_upper_bound(
@@ -50,19 +52,23 @@ def drop_upper_bound(
     gained: ArrayLike,
     n: int,
     confidence_level: float,
-    method: str = "wald",
+    method: str = "bonett-price",
     new_rows: int | None = None,
 ) -> np.ndarray:
     """One-sided upper bound, in points, on the true drop given ``lost`` and ``gained`` of ``n``.
 
-    ``wald`` (default): the paired difference's mean plus z times its standard error, with one
-    pseudo-row added to each of ``lost`` and ``gained`` so a handful of rows never looks certain
-    (as Agresti and Caffo do for a difference of proportions). ``clopper-pearson``: exact but
+    ``bonett-price`` (default; ``wald`` is its earlier name): the adjusted Wald interval for a
+    difference of paired proportions of Bonett and Price (2012): one pseudo-row added to each
+    discordant count (``lost``, ``gained``) and two to ``n`` for the standard error, so a handful of
+    rows never looks certain; the centre stays the observed drop (not shrunk toward 0, a little
+    more conservative). Its coverage on SST-2's held-out sentences is measured in
+    benchmarks/results/bound_coverage.md. ``clopper-pearson``: exact but
     loose, a Clopper-Pearson upper bound on ``lost / n`` minus a lower bound on ``gained / n``,
-    each at half the error; roughly twice the wald margin. ``new_rows`` = M (wald only): bound
+    each at half the error; roughly twice the bonett-price margin. ``new_rows`` = M (bonett-price only): bound
     the drop that M new rows will show instead of the population's: half the error for the
     population drop, half for the batch's deviation from it (see :mod:`tango.thresholds`' docstring).
     """
+    method = ALIASES.get(method, method)
     if not 0 < confidence_level < 1:
         raise ValueError(f"confidence_level must lie in (0, 1), got {confidence_level}")
     if new_rows is not None and (not isinstance(new_rows, (int, np.integer)) or new_rows < 1):
@@ -71,10 +77,12 @@ def drop_upper_bound(
     gained = np.atleast_1d(np.asarray(gained, dtype=float))
     if method == "clopper-pearson":
         if new_rows is not None:
-            raise ValueError("new_rows needs method='wald' (Clopper-Pearson bounds a population rate)")
+            raise ValueError(
+                "new_rows needs method='bonett-price' (Clopper-Pearson bounds a population rate)"
+            )
         alpha = (1 - confidence_level) / 2
         return (clopper_pearson_upper(lost, n, alpha) - clopper_pearson_lower(gained, n, alpha)) * 100
-    if method != "wald":
+    if method != "bonett-price":
         raise ValueError(f"method must be one of {BOUNDS}, got {method!r}")
     lost_, gained_, n_ = lost + 1, gained + 1, n + 2
     mean = (lost_ - gained_) / n_
@@ -108,7 +116,7 @@ def ppi_drop_upper_bound(
     tracks ``g``. ``lambda`` in [0, 1] minimises the variance (0: labels alone, 1: plain PPI).
     Counts per setting: on the ``n`` labelled rows ``lost``, ``gained`` and ``disagreed`` (answers
     unlike the last tier's, a superset of both); on the unlabelled rows ``unlabelled_disagreed``.
-    Variances carry one pseudo-row each way, as :func:`drop_upper_bound`'s wald bound does.
+    Variances carry one pseudo-row each way, as :func:`drop_upper_bound`'s bonett-price bound does.
     """
     if not 0 < confidence_level < 1:
         raise ValueError(f"confidence_level must lie in (0, 1), got {confidence_level}")

@@ -189,7 +189,7 @@ class CertifyOptions:
     :func:`default_grid_size`)."""
 
     confidence_level: float = 0.9
-    bound: str = "wald"
+    bound: str = "bonett-price"
     grid_size: int | None = None
     new_rows: int | None = None
 
@@ -239,7 +239,7 @@ def certify(
     if unlabelled is None:
         bounds = drop_upper_bound(lost, gained, n, options.confidence_level, options.bound, options.new_rows)
     else:
-        if options.new_rows is not None or options.bound != "wald":
+        if options.new_rows is not None or options.bound not in ("bonett-price", "wald"):
             raise ValueError("unlabelled rows combine with the default bound only (no new_rows)")
         disagreed = disagreements(confs, [np.asarray(p) for p in predictions], settings)
         bounds = _combined_bound(lost, gained, disagreed, n, unlabelled, settings, options.confidence_level)

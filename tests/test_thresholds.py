@@ -141,7 +141,7 @@ def test_a_bound_for_a_batch_of_new_rows_adds_the_batch_noise():
     assert batch - observed == pytest.approx((plain - observed) * ratio * (1 + np.sqrt(2002 / 2000)))
     huge = drop_upper_bound(30, 20, 2000, 0.9, new_rows=10**12)[0]
     assert huge - observed == pytest.approx((plain - observed) * ratio, rel=1e-4)
-    with pytest.raises(ValueError, match="wald"):
+    with pytest.raises(ValueError, match="bonett-price"):
         drop_upper_bound(30, 20, 2000, 0.9, method="clopper-pearson", new_rows=100)
     with pytest.raises(ValueError, match="new_rows"):
         drop_upper_bound(30, 20, 2000, 0.9, new_rows=0)
@@ -303,3 +303,14 @@ def fit_report(cascade, data, **options):
     """``cascade.fit`` on a LabelledData's rows (labels as names), returning its report."""
     cascade.fit(data.texts, [data.label_names[i] for i in data.labels], **options)
     return CalibrationReport.from_dict(cascade.calibration_)
+
+
+def test_the_default_bound_is_bonett_and_prices_adjusted_wald_for_paired_proportions():
+    lost, gained, n, level = 30, 20, 2000, 0.9
+    p12, p21 = (lost + 1) / (n + 2), (gained + 1) / (n + 2)  # one pseudo-row per discordant cell
+    standard_error = np.sqrt((p12 + p21 - (p12 - p21) ** 2) / (n + 2))
+    expected = 100 * ((lost - gained) / n + stats.norm.ppf(level) * standard_error)
+    assert drop_upper_bound(lost, gained, n, level)[0] == pytest.approx(expected)
+    assert drop_upper_bound(lost, gained, n, level, method="wald")[0] == pytest.approx(expected)  # old name
+    with pytest.raises(ValueError, match="method must be one of"):
+        drop_upper_bound(lost, gained, n, level, method="agresti-caffo")
