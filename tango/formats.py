@@ -11,9 +11,11 @@ Blank lines are not rows and are skipped. A row that cannot be parsed is a :clas
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import sys
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -70,6 +72,32 @@ def _tsv_rows(lines: Iterator[_Line]) -> Iterator[Row]:
         yield Row(line.number, fields, line.text, None if line.utf8 else "not UTF-8", line.data)
 
 
+_field_limit_lock = threading.Lock()
+_field_limit_users = 0  # tango CSV readers running now
+_field_limit_before = 0  # the process's own limit, given back when the last one ends
+
+
+@contextlib.contextmanager
+def long_csv_fields() -> Iterator[None]:
+    """Lift csv's 131,072-character field limit while a tango CSV reader runs, so that a long text
+    is truncated by the tokenizer instead of dropped as malformed. The limit is process-wide in
+    the csv module; it is raised only while some tango reader is active (counted, so readers may
+    overlap) and the process gets its own value back when the last one ends."""
+    global _field_limit_users, _field_limit_before
+    with _field_limit_lock:
+        if _field_limit_users == 0:
+            _field_limit_before = csv.field_size_limit()
+            csv.field_size_limit(max(_field_limit_before, CSV_FIELD_LIMIT))
+        _field_limit_users += 1
+    try:
+        yield
+    finally:
+        with _field_limit_lock:
+            _field_limit_users -= 1
+            if _field_limit_users == 0:
+                csv.field_size_limit(_field_limit_before)
+
+
 def _csv_rows(lines: Iterator[_Line]) -> Iterator[Row]:
     """RFC 4180 rows; a row spanning several lines reports the line where it starts."""
     spans: list[_Line] = []
@@ -79,10 +107,11 @@ def _csv_rows(lines: Iterator[_Line]) -> Iterator[Row]:
             spans.append(line)
             yield line.text + "\n"
 
-    # A text may be as long as a line: lift csv's 131,072-character field limit (process-wide,
-    # only ever raised) so long texts are truncated by the tokenizer, never dropped as malformed.
-    csv.field_size_limit(max(csv.field_size_limit(), CSV_FIELD_LIMIT))
-    reader = csv.reader(feed(), strict=True)
+    with long_csv_fields():
+        yield from _csv_records(csv.reader(feed(), strict=True), spans)
+
+
+def _csv_records(reader: Iterator[list[str]], spans: list[_Line]) -> Iterator[Row]:
     while True:
         try:
             fields, error = next(reader), None
