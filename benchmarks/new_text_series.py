@@ -7,7 +7,7 @@ sentences); the seeds then resample calibration rows, fit temperatures and certi
 from each tier alone on dev, timed interleaved round-robin (warm-up, REPEATS rounds, 2 threads,
 tokenization included); the median seed's cascade is timed end to end in the same rounds.
 
-    bash benchmarks/make_new_text_tiers.sh       # the tiers, once
+    python benchmarks/imdb_sentences.py && tango build configs/sst2.toml   # the tiers, once
     python benchmarks/new_text_series.py          # series 1 -> results/new_text_sst2.{json,md}
     python benchmarks/new_text_series.py --series 2   # -> results/new_text_sst2_series2.{json,md}
 
@@ -77,7 +77,7 @@ def load(name: str):
     for suffix in ("-ov-int8", "-ov"):
         if path := registered_dir(name + suffix):
             return Tier.from_pretrained(path, threads=THREADS)
-    raise click.ClickException(f"no OpenVINO form of {name}: run bash benchmarks/make_new_text_tiers.sh")
+    raise click.ClickException(f"no OpenVINO form of {name}: build it: tango build configs/sst2.toml {name}")
 
 
 def rows(tier2_name: str, labels: list[str]) -> dict[str, Any]:

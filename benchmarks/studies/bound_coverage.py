@@ -12,7 +12,7 @@ probability 0.9. This study checks that promise (issue #27, item 5; benchmarks/P
 - coverage = the share of draws whose population drop stays within the target, against the
   nominal level, with a 95% Wilson interval.
 
-    python benchmarks/studies/bound_coverage.py       # after bash benchmarks/make_new_text_tiers.sh
+    python benchmarks/studies/bound_coverage.py       # after tango build configs/sst2.toml
 
 Writes benchmarks/results/bound_coverage.{json,md}. Nothing is timed.
 """
