@@ -21,6 +21,7 @@ ray = pytest.importorskip("ray", reason="ray is not installed: pip install 'tang
 pytest.importorskip("ray.data", reason="ray is installed without Ray Data: pip install 'ray[data]'")
 
 from click.testing import CliRunner  # noqa: E402
+from deadlines import Deadline  # noqa: E402
 from tiny_models import build_tiny_classifier  # noqa: E402
 from tolerances import FP32_REORDERED, assert_close, assert_same_where_clear, clear_of  # noqa: E402
 
@@ -155,7 +156,8 @@ def test_tango_run_engine_ray_on_csv_matches_the_local_engine(cluster, onnx_dirs
     ray_args = ["--engine", "ray", "-o", str(tmp_path / "shards"), "--output-format", "csv"]
     ray_args += ["--merge", str(tmp_path / "merged.csv"), "--tier1-cpus", "0.25", "--tier2-cpus", "0.25"]
     ray_args += ["--tier1-batch", "16", "--tier2-batch", "16"]
-    result = CliRunner().invoke(cli, ["run", *common, *ray_args])
+    with Deadline(300):
+        result = CliRunner().invoke(cli, ["run", *common, *ray_args])
     assert result.exit_code == 0, result.output
 
     merged = read_rows(tmp_path / "merged.csv")
@@ -166,16 +168,21 @@ def test_tango_run_engine_ray_on_csv_matches_the_local_engine(cluster, onnx_dirs
     ).read_bytes()
     shards = read_output({"output": str(tmp_path / "shards"), "output_format": "csv", "line_ids": False})
     assert sorted(shards["id"].to_pylist()) == sorted(row["id"] for row in merged)
-    errors = list((tmp_path / "shards.errors").iterdir())
-    assert [e.name for e in errors] == ["00000-in.csv.errors.jsonl"]
-    assert errors[0].read_bytes() == (tmp_path / "local.csv.errors.jsonl").read_bytes()
+    # The errors dataset went through its own sink: the local errors file's lines, in any order.
+    written = b"".join(path.read_bytes() for path in (tmp_path / "shards.errors").iterdir())
+    local_errors = (tmp_path / "local.csv.errors.jsonl").read_bytes()
+    assert sorted(written.splitlines()) == sorted(local_errors.splitlines()) and local_errors
 
-    # The exactly-once check is real: a shard written twice is caught.
+    # The exactly-once check is real: a shard written twice is caught, and a shard lost.
     shard = next((tmp_path / "shards").glob("*.csv"))
     shutil.copy(shard, shard.with_name("copy_" + shard.name))
     settings = json.loads((tmp_path / "shards.tango" / "run.json").read_text())["settings"]
-    with pytest.raises(ValueError, match="appear more than once"):
-        check_exactly_once(settings, settings["inputs"])
+    with pytest.raises(ValueError, match=r"output ids appear more than once \(a row was written twice\)"):
+        check_exactly_once(ray, settings)
+    shard.unlink()
+    shard.with_name("copy_" + shard.name).unlink()
+    with pytest.raises(ValueError, match="input ids missing from the output"):
+        check_exactly_once(ray, settings)
     # and an existing output is never overwritten by accident, nor a finished run resumed
     with pytest.raises(ValueError, match="already exists"):
         score(Cascade(list(map(Tier.from_pretrained, onnx_dirs))), str(source), str(tmp_path / "shards"))
@@ -200,28 +207,28 @@ def killing_tier1(marker: Path, after: int) -> type:
 
 
 def test_a_glob_of_jsonl_files_matches_the_local_engine_with_a_tier1_actor_killed(cluster, cascade, tmp_path):
-    """Two inputs by glob, resumable by per-file markers; a tier-1 actor dies mid-batch.
+    """Two inputs by glob; a tier-1 actor dies mid-batch.
 
-    Ids are <file>:<line>; each file's rows and errors equal the local engine's on that file.
+    Ids are <file>:<line>; each file's rows and errors equal the local engine's on that file
+    (the merged errors name their file, as there are several).
     """
     (tmp_path / "in").mkdir()
     write_jsonl_input(tmp_path / "in" / "a.jsonl", 60)
     write_jsonl_input(tmp_path / "in" / "b.jsonl", 20)
     marker = tmp_path / "killed"
-    summary = score(
-        cascade,
-        str(tmp_path / "in" / "*.jsonl"),
-        str(tmp_path / "shards"),
-        resume_by="markers",
-        merge=str(tmp_path / "merged.jsonl"),
-        actor_classes=(killing_tier1(marker, after=2), Tier2Scorer),
-        **SMALL,
-    )
+    with Deadline(300):
+        summary = score(
+            cascade,
+            str(tmp_path / "in" / "*.jsonl"),
+            str(tmp_path / "shards"),
+            merge=str(tmp_path / "merged.jsonl"),
+            actor_classes=(killing_tier1(marker, after=2), Tier2Scorer),
+            **SMALL,
+        )
     assert marker.exists(), "the tier-1 actor was never killed"
-    assert summary.resume_mode == "markers" and summary.files == 2
+    assert summary.resume_mode == "checkpoint" and summary.files == 2
     assert (summary.rows_out, summary.errors) == (61 + 21, 8)  # the killed batch was retried, once
-    done = sorted(p.name for p in (tmp_path / "shards.tango" / "done").iterdir())
-    assert done == ["00000-a.jsonl", "00001-b.jsonl"]
+    assert not (tmp_path / "shards.tango" / "checkpoint").exists(), "a complete run keeps no checkpoint"
     merged = read_rows(tmp_path / "merged.jsonl")
     errors = read_rows(tmp_path / "merged.jsonl.errors.jsonl")
     assert [row["id"] for row in merged][:2] == ["a.jsonl:1", "a.jsonl:2"]
@@ -279,12 +286,13 @@ def test_a_killed_driver_resumes_and_every_row_lands_once(cluster, cascade, tier
     before = {path.name for path in output.glob("*.parquet")}
     assert 3 <= len(before) < 20, "killed mid-job: some blocks written (10 rows each), not all"
     run = json.loads((tmp_path / "shards.tango" / "run.json").read_text())
-    assert run["mode"] == "checkpoint" and not run["complete"]
+    assert run["indexed"] and not run["scored"] and not run["complete"]
 
     merge = str(tmp_path / "m.csv")
-    summary = score(
-        cascade, str(source), str(output), output_format="parquet", resume=True, merge=merge, **SMALL
-    )
+    with Deadline(300):
+        summary = score(
+            cascade, str(source), str(output), output_format="parquet", resume=True, merge=merge, **SMALL
+        )
     local = score_file(cascade, source, tmp_path / "local.csv", progress=False)
     assert_same_rows(read_rows(tmp_path / "m.csv"), read_rows(tmp_path / "local.csv"))
     assert (summary.rows_out, summary.errors) == (local.rows_out, local.errors)
@@ -294,28 +302,10 @@ def test_a_killed_driver_resumes_and_every_row_lands_once(cluster, cascade, tier
 # --- issue #29: never a silent hang, never a drift from the local engine ------------------------
 
 
-class _Deadline:
-    """Fail a test that would otherwise hang: SIGALRM after ``seconds``."""
-
-    def __init__(self, seconds: int) -> None:
-        self.seconds = seconds
-
-    def __enter__(self):
-        def expired(*_):
-            raise TimeoutError(f"no answer within {self.seconds} s: the run hung")
-
-        self.previous = signal.signal(signal.SIGALRM, expired)
-        signal.alarm(self.seconds)
-
-    def __exit__(self, *exc):
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, self.previous)
-
-
 def test_a_plan_the_cluster_cannot_schedule_fails_at_once(cluster, cascade, tmp_path):
     write_jsonl_input(tmp_path / "in.jsonl", 10)
     with (
-        _Deadline(60),
+        Deadline(60),
         pytest.raises(ValueError, match="needs 3 CPUs at once .* has 2: it would wait forever"),
     ):
         score(cascade, str(tmp_path / "in.jsonl"), str(tmp_path / "out"), tier1=Stage(1, 1.0, 16),
@@ -325,7 +315,7 @@ def test_a_plan_the_cluster_cannot_schedule_fails_at_once(cluster, cascade, tmp_
 
 def test_a_missing_column_fails_before_anything_runs(cluster, cascade, tmp_path):
     (tmp_path / "in.csv").write_text("id,review\n1,fine\n")
-    with _Deadline(60), pytest.raises(ValueError, match=r"has no column 'text'"):
+    with Deadline(60), pytest.raises(ValueError, match=r"has no column 'text'"):
         score(cascade, str(tmp_path / "in.csv"), str(tmp_path / "out"), text_column="text", **SMALL)
     assert not (tmp_path / "out").exists() and not (tmp_path / "out.tango").exists()
 
@@ -335,14 +325,31 @@ def test_empty_and_header_only_shards_are_valid_input(cluster, cascade, tmp_path
     write_csv_input(tmp_path / "in" / "a.csv", 30)
     (tmp_path / "in" / "b.csv").write_text("id,text\n")  # header only, as Spark writes empty partitions
     (tmp_path / "in" / "c.csv").write_bytes(b"")  # zero bytes
-    with _Deadline(300):
+    with Deadline(300):
         summary = score(cascade, str(tmp_path / "in" / "*.csv"), str(tmp_path / "shards"), id_column="id",
-                        merge=str(tmp_path / "merged.jsonl"), **SMALL)  # fmt: skip
+                        merge=str(tmp_path / "merged.jsonl"), errors_dir=str(tmp_path / "bad"),
+                        **SMALL)  # fmt: skip
     local = score_file(
         cascade, tmp_path / "in" / "a.csv", tmp_path / "local.jsonl", id_column="id", progress=False
     )
     assert summary.files == 3 and (summary.rows_in, summary.rows_out) == (local.rows_in, local.rows_out)
     assert_same_rows(read_rows(tmp_path / "merged.jsonl"), read_rows(tmp_path / "local.jsonl"))
+    # errors_dir (--errors) is where the bad rows go, each naming its file since there are several
+    path = str(tmp_path / "in" / "a.csv")
+    theirs = [dict(e, path=path) for e in read_rows(tmp_path / "local.jsonl.errors.jsonl")]
+    assert read_rows(tmp_path / "merged.jsonl.errors.jsonl") == theirs
+    written = [json.loads(line) for f in (tmp_path / "bad").iterdir() for line in f.read_text().splitlines()]
+    assert sorted(written, key=lambda e: e["line"]) == theirs and not (tmp_path / "shards.errors").exists()
+
+
+def test_on_error_fail_stops_before_anything_is_scored(cluster, cascade, tmp_path):
+    """The index pass finds the bad row (file, line, field) before any model loads."""
+    write_jsonl_input(tmp_path / "in.jsonl", 10)
+    with Deadline(120), pytest.raises(ValueError) as raised:
+        score(cascade, str(tmp_path / "in.jsonl"), str(tmp_path / "out"), on_error="fail", **SMALL)
+    message = str(raised.value)
+    assert message.startswith(f"{tmp_path / 'in.jsonl'}: line 4, field -: malformed JSON. Nothing was scored")
+    assert "\n" not in message and not (tmp_path / "out").exists()
 
 
 def test_a_bf16_autocast_tier_answers_on_ray_exactly_as_locally(cluster, tier_dirs, tmp_path):
@@ -353,7 +360,7 @@ def test_a_bf16_autocast_tier_answers_on_ray_exactly_as_locally(cluster, tier_di
     tiers = [Tier.from_pretrained(d, runtime="torch", precision=precision) for d in tier_dirs]
     cascade = Cascade(tiers, thresholds=THRESHOLD)
     write_jsonl_input(tmp_path / "in.jsonl", 60)
-    with _Deadline(300):
+    with Deadline(300):
         score(cascade, str(tmp_path / "in.jsonl"), str(tmp_path / "shards"), probabilities=True,
               merge=str(tmp_path / "merged.jsonl"), **SMALL)  # fmt: skip
     score_file(cascade, tmp_path / "in.jsonl", tmp_path / "local.jsonl", probabilities=True, progress=False)

@@ -10,8 +10,9 @@ from click.testing import CliRunner
 from tiny_models import build_tiny_classifier, sentiment_rows
 
 from tango.cli import cli
+from tango.engines.ray.index import error_lines
 from tango.engines.ray.plan import DEFAULT_READ_CPUS, Stage, TierSpec, check_resources
-from tango.engines.ray.read import read_stream_records
+from tango.engines.ray.read import ShardReader, read_stream_records
 from tango.hardware import bf16_supported
 from tango.linear import fit_linear
 from tango.tiers import Tier
@@ -22,6 +23,15 @@ def test_a_plan_bigger_than_the_cluster_is_refused_with_its_sizes():
         check_resources(2.0, Stage(cpus=1.0), Stage(cpus=1.0), 1.0, resuming=False)
     with pytest.raises(ValueError, match=r"checkpoint filter \(resume\)"):
         check_resources(2.0, Stage(cpus=0.5), Stage(cpus=0.5), 0.5, resuming=True)
+
+
+def test_a_plan_that_fits_the_cluster_but_not_its_nodes_is_refused():
+    """Two 1-CPU nodes hold 2 CPUs, but not two 0.75-CPU actors beside a 0.5-CPU read task."""
+    with pytest.raises(ValueError, match=r"each part on one node, but the Ray nodes have 1, 1 CPUs"):
+        check_resources(2.0, Stage(cpus=0.75), Stage(cpus=0.75), 0.5, False, node_cpus=[1.0, 1.0])
+    check_resources(2.0, Stage(cpus=0.75), Stage(cpus=0.75), 0.25, False, node_cpus=[1.0, 1.0])
+    check_resources(2.0, Stage(cpus=0.75), Stage(cpus=0.75), 0.5, False, node_cpus=[2.0])
+    check_resources(2.0, Stage(), Stage(), DEFAULT_READ_CPUS, True, node_cpus=[0.0, 1.0, 1.0])
 
 
 def test_the_default_plan_fits_two_cpus_resume_included():
@@ -89,7 +99,6 @@ def test_empty_and_header_only_shards_are_valid_and_rowless(tmp_path, content):
     [
         (["--engine", "ray", "--chunk-size", "64"], "--chunk-size does not apply to --engine ray"),
         (["--engine", "ray", "--threads", "2"], "--threads does not apply to --engine ray"),
-        (["--engine", "ray", "--errors", "e.jsonl"], "--errors does not apply to --engine ray"),
         (["--merge", "m.jsonl"], "--merge does not apply to the local engine"),
         (["--tier2-actors", "3"], "--tier2-actors does not apply to the local engine"),
     ],
@@ -100,3 +109,40 @@ def test_options_of_the_other_engine_are_refused(tier_dir, tmp_path, extra, refu
     result = CliRunner().invoke(cli, args + ["-o", str(tmp_path / "out.jsonl"), *extra])
     assert result.exit_code == 2 and refused in result.output, result.output
     assert not (tmp_path / "out.jsonl").exists()
+
+
+def test_errors_names_a_directory_only_with_the_ray_engine(tier_dir, tmp_path):
+    (tmp_path / "in.jsonl").write_text('{"text": "fine"}\n')
+    args = ["run", "--tier1", str(tier_dir), "--tier2", str(tier_dir), "-i", str(tmp_path / "in.jsonl")]
+    result = CliRunner().invoke(cli, args + ["-o", str(tmp_path / "out.jsonl"), "--errors", str(tmp_path)])
+    assert result.exit_code == 2 and "is a directory: the local engine writes one file" in result.output
+
+
+SETTINGS = {"text_column": "text", "pair_column": None, "id_column": "id", "format": None}
+SETTINGS |= {"line_ids": False, "block_rows": 2, "on_error": "write"}
+
+
+def test_the_index_shape_keeps_every_row_and_the_good_shape_only_the_good(tmp_path):
+    """What the Ray reader yields without Ray: ids, lines, and each bad row's file, line and field."""
+    path = tmp_path / "in.csv"
+    path.write_bytes(b'id,text\na,fine\nb,""\nc,"two\nlines"\nd,x,y\n')
+    files = {str(path): ["00000-in.csv", "in.csv"]}
+    with open(path, "rb") as stream:
+        good = [t.to_pylist() for t in ShardReader(SETTINGS, files, "good").blocks(stream, str(path))]
+    assert [[(r["id"], r["line"], r["text"]) for r in t] for t in good] == [
+        [("a", 2, "fine"), ("c", 4, "two\nlines")]
+    ]
+    with open(path, "rb") as stream:
+        (index,) = ShardReader(SETTINGS, files, "index").blocks(stream, str(path))
+    assert index.column("id").to_pylist() == ["a", None, "c", None]
+    assert index.column("line").to_pylist() == [2, 3, 4, 6] and index.column("file").to_pylist() == [0] * 4
+    bad = index.slice(1, 1)  # the row of line 3
+    assert (
+        error_lines(bad, None) == b'{"line": 3, "field": "text", "error": "empty text", "raw": "b,\\"\\""}\n'
+    )
+    assert error_lines(bad, {0: str(path)}).startswith(b'{"path": "' + str(path).encode())
+    with (
+        open(path, "rb") as stream,
+        pytest.raises(ValueError, match=r"in.csv: line 3, field text: empty text\. Nothing was scored"),
+    ):
+        list(ShardReader({**SETTINGS, "on_error": "fail"}, files, "index").blocks(stream, str(path)))

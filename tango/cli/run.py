@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -118,9 +119,10 @@ def ray_options(func: Callable[..., Any]) -> Callable[..., Any]:
 @click.option(
     "--errors",
     "errors_path",
-    type=click.Path(dir_okay=False),
+    type=click.Path(),
     default=None,
-    help="Errors file (default: OUTPUT.errors.jsonl; with --engine ray a directory, OUTPUT.errors).",
+    help="Where bad rows go (default: OUTPUT.errors.jsonl; with --engine ray, whose -o is a directory "
+    "of shards, a directory of JSON-lines files, default OUTPUT.errors).",
 )
 @click.option("--probabilities", is_flag=True, help="Also write every class probability.")
 @click.option(
@@ -225,10 +227,15 @@ def _refuse_other_engines_options(engine: str) -> None:
     """Options of the other engine are refused, never ignored."""
     if engine == "ray":
         refuse_unused(
-            ("chunk_size", "threads", "errors_path", "early_exit"),
+            ("chunk_size", "threads", "early_exit"),
             "--engine ray",
             "Ray Data batches by --tier1-batch/--tier2-batch, threads follow --tier1-cpus/--tier2-cpus, "
-            "bad rows go to OUTPUT.errors/ (and beside --merge), and early-exit models run locally",
+            "and early-exit models run locally",
         )
     else:
         refuse_unused(RAY_ONLY, "the local engine", "they size and place a Ray run (--engine ray)")
+        errors = click.get_current_context().params.get("errors_path")
+        if errors and os.path.isdir(errors):  # --errors is a directory only with --engine ray
+            raise click.BadParameter(
+                f"{errors!r} is a directory: the local engine writes one file", param_hint="--errors"
+            )

@@ -1,24 +1,25 @@
-"""After a Ray run: its shards read back, the exactly-once check, and ``--merge`` into one file.
+"""After the scoring pass: the output shards as a dataset, and the exactly-once check on Ray.
 
-Every run ends with the check that each input id (from the id lists the read tasks wrote) is in
-the output exactly once or is an error row; its totals become the run's summary. ``--merge``
-writes the shards as one file in input order, in the local engine's format.
+Every run ends with the check that each good input row's id (from the run's index) is in the
+output exactly once, and that the errors destination holds one line per bad row. It runs as Ray
+Data operations, not in the driver's memory: the index's ids and the output's ids, each tagged
+with the side it came from, are unioned and grouped by id (``groupby(id)`` summing the two
+tags); the ids whose sums are not one and one are the faults. Only totals and a few examples
+reach the driver.
 """
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from tango.engines.ray.context import shuffling
+from tango.engines.ray.index import good_rows, index_dataset
 from tango.engines.ray.plan import ID
-from tango.engines.ray.read import file_keys
-from tango.engines.ray.storage import fs_of, is_dir, read_bytes
+from tango.engines.ray.storage import fs_of, has_files
 
 
 @dataclass
@@ -30,7 +31,7 @@ class DistributedSummary:
     errors: int = 0  # bad rows (in the errors output, or skipped with on_error="skip")
     seconds: float = 0.0
     tiers: dict[str, int] = field(default_factory=dict)  # output tier value -> rows it answered
-    resume_mode: str = ""
+    resume_mode: str = "checkpoint"
     files: int = 0
 
     @property
@@ -50,142 +51,164 @@ class DistributedSummary:
         return "\n".join(lines)
 
 
-def _manifest_schema() -> Any:
-    """Each input file's id list: typed, so that header-only files (no rows) concatenate too."""
+def _as_line_ids(batch: Any) -> Any:
+    """CSV shards hold ids as text; a line-number id is an integer, as the local engine writes it."""
     import pyarrow as pa
 
-    return pa.schema([("id", pa.string()), ("line", pa.int64()), ("ok", pa.bool_())])
+    return batch.set_column(batch.column_names.index(ID), ID, batch[ID].cast(pa.int64()))
 
 
-def _manifests(settings: dict[str, Any], paths: list[str]) -> list[tuple[str, str, Any]]:
-    """(file, key, table of id/line/ok) per input file, in input order."""
-    import pyarrow.parquet as pq
+def output_dataset(ray: Any, settings: dict[str, Any]) -> Any:
+    """All output shards as one dataset (ids and labels kept as text in CSV shards)."""
+    import pyarrow as pa
+    import pyarrow.csv as pcsv
 
-    found = []
-    for path, key in sorted(file_keys(settings, paths).items(), key=lambda item: item[1]):
-        raw = read_bytes(f"{settings['sidecar']}/inputs/{key}.parquet")
-        if raw is None:
-            raise ValueError(f"{path} was never read to its end: no {key}.parquet in the run's inputs")
-        found.append((path, key, pq.read_table(io.BytesIO(raw))))
-    return found
+    filesystem = settings.get("filesystem")
+    if not has_files(settings["output"], filesystem):  # no shard at all: every row was bad
+        return ray.data.from_arrow(pa.table({ID: pa.array([], pa.string())}))
+    fs, where = fs_of(settings["output"], filesystem)
+    cpus = settings.get("read_cpus", 1.0)
+    kind = settings["output_format"]
+    if kind == "csv":
+        types = pcsv.ConvertOptions(column_types={ID: pa.string(), "label": pa.string()})
+        ds = ray.data.read_csv(where, filesystem=fs, convert_options=types, num_cpus=cpus)
+        if settings["line_ids"]:
+            ds = ds.map_batches(_as_line_ids, batch_format="pyarrow", num_cpus=cpus)
+        return ds
+    if kind == "jsonl":
+        return ray.data.read_json(where, filesystem=fs, num_cpus=cpus)
+    return ray.data.read_parquet(where, filesystem=fs, num_cpus=cpus)
 
 
 def read_output(settings: dict[str, Any], columns: list[str] | None = None) -> Any:
-    """All output shards as one Arrow table (ids and labels kept as text for CSV shards)."""
+    """All output shards as one Arrow table, for looking at a small run's output (needs Ray)."""
     import pyarrow as pa
-    import pyarrow.csv as pcsv
-    import pyarrow.dataset as pds
+    import ray
 
-    fs, local = fs_of(settings["output"])
-    kind = settings["output_format"]
-    if kind == "csv":
-        strings = {ID: pa.string(), "label": pa.string()}
-        file_format: Any = pds.CsvFileFormat(convert_options=pcsv.ConvertOptions(column_types=strings))
-    else:
-        file_format = "json" if kind == "jsonl" else "parquet"
-    if not is_dir(settings["output"]):
-        return pa.table({ID: pa.array([], pa.string())})
-    table = pds.dataset(local, filesystem=fs, format=file_format).to_table(columns=columns)
-    if ID not in table.column_names:  # no shard at all: every row was bad
-        return pa.table({ID: pa.array([], pa.string())})
-    if settings["line_ids"] and table.schema.field(ID).type != pa.int64():
-        table = table.set_column(table.column_names.index(ID), ID, table[ID].cast(pa.int64()))
-    return table
+    ds = output_dataset(ray, settings)
+    blocks = [pa.table(block) for block in ray.get(ds.to_arrow_refs())]
+    table = pa.concat_tables(blocks, promote_options="default") if blocks else pa.table({ID: []})
+    return table.select(columns) if columns else table
 
 
-def check_exactly_once(settings: dict[str, Any], paths: list[str]) -> DistributedSummary:
-    """Raise ValueError unless every input id is in the output once, or is an error row."""
+def _tagged(batch: Any, side: int) -> Any:
+    """Ids as text with a count of one on their side (0: the input's good rows, 1: the output)."""
+    import pyarrow as pa
+
+    ones, zeros = np.ones(len(batch), np.int64), np.zeros(len(batch), np.int64)
+    sides = (ones, zeros) if side == 0 else (zeros, ones)
+    return pa.table({ID: batch[ID].cast(pa.string()), "in": sides[0], "out": sides[1]})
+
+
+PROBLEMS = {
+    "repeated": "input ids appear more than once (the id column must be unique)",
+    "twice": "output ids appear more than once (a row was written twice)",
+    "missing": "input ids missing from the output",
+    "extra": "output ids not in the input",
+}
+
+
+def _problems(batch: Any) -> Any:
+    """The ids not seen exactly once on each side, each with the kind of fault."""
+    import pyarrow as pa
+
+    seen_in, seen_out = batch["in"].to_numpy(), batch["out"].to_numpy()
+    kind = np.select([seen_in > 1, seen_out > 1, seen_out == 0, seen_in == 0], list(PROBLEMS), default="")
+    keep = kind != ""
+    return pa.table({ID: batch[ID].filter(pa.array(keep)), "kind": kind[keep], "times": seen_out[keep]})
+
+
+def id_faults(ray: Any, settings: dict[str, Any]) -> list[str]:
+    """Each kind of exactly-once fault with its count and a few ids (empty when all is well): the
+    good input ids and the output ids, tagged by side, unioned and grouped by id."""
+    from ray.data.aggregate import Sum
+
+    cpus = settings["read_cpus"]
+    with shuffling():
+        inputs = good_rows(index_dataset(ray, settings), cpus)
+        inputs = inputs.map_batches(_tagged, fn_kwargs={"side": 0}, batch_format="pyarrow", num_cpus=cpus)
+        outputs = output_dataset(ray, settings).select_columns([ID])
+        outputs = outputs.map_batches(_tagged, fn_kwargs={"side": 1}, batch_format="pyarrow", num_cpus=cpus)
+        sums = (Sum("in", alias_name="in"), Sum("out", alias_name="out"))
+        counts = inputs.union(outputs).groupby(ID).aggregate(*sums)
+        problems = counts.map_batches(_problems, batch_format="pyarrow", num_cpus=cpus).materialize()
+    if not problems.count():
+        return []
+    faults = []
+    for kind, text in PROBLEMS.items():
+        of_kind = problems.filter(lambda row, kind=kind: row["kind"] == kind).materialize()
+        if of_kind.count():
+            shown = [
+                f"{row[ID]!r}" + (f" x{row['times']}" if kind == "twice" else "") for row in of_kind.take(3)
+            ]
+            faults.append(f"{of_kind.count()} {text} (e.g. {', '.join(shown)})")
+    return faults
+
+
+TOTALS = ("inputs", "bad", "outputs", "errors")
+
+
+def _partial_totals(batch: Any, side: str) -> Any:
+    """One batch's share of the run's totals, as one row: input rows and bad ones (index), output
+    rows and the tiers that answered them (output), error lines (errors destination)."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    manifests = _manifests(settings, paths)
-    tables = [table.cast(_manifest_schema()) for _, _, table in manifests]
-    every = pa.concat_tables(tables) if tables else _manifest_schema().empty_table()
-    good = every.filter(every["ok"])[ID]
-    _no_repeats(good, "input", "the id column must be unique")
-    output = read_output(settings, [ID, "tier"] if settings["output_format"] != "csv" else None)
-    out_ids = output[ID].cast(pa.string())
-    _no_repeats(out_ids, "output", "a row was written twice")
-    missing = pc.filter(good, pc.invert(pc.is_in(good, value_set=out_ids)))
-    extra = pc.filter(out_ids, pc.invert(pc.is_in(out_ids, value_set=good)))
-    if len(missing) or len(extra):
-        raise ValueError(
-            f"exactly-once check failed for {settings['output']}: {len(missing)} input ids missing "
-            f"from the output (e.g. {missing[:3].to_pylist()}), {len(extra)} output ids not in the "
-            f"input (e.g. {extra[:3].to_pylist()})"
+    row = dict.fromkeys(TOTALS, 0)
+    tiers = "{}"
+    if side == "index":
+        row["inputs"], row["bad"] = (
+            len(batch),
+            len(batch) - int(pc.sum(batch["ok"].cast(pa.int64())).as_py() or 0),
         )
-    bad = len(every) - len(good)
-    if settings["on_error"] == "write":
-        written = sum(
-            (read_bytes(f"{settings['errors']}/{key}.errors.jsonl") or b"").count(b"\n")
-            for _, key, _ in manifests
-        )
-        if written != bad:
-            raise ValueError(
-                f"exactly-once check failed: {bad} bad input rows, {written} in {settings['errors']}"
-            )
+    elif side == "output":
+        row["outputs"] = len(batch)
+        counts = pc.value_counts(batch["tier"]).to_pylist() if "tier" in batch.column_names else []
+        tiers = json.dumps({str(item["values"]): item["counts"] for item in counts})
+    else:
+        row["errors"] = len(batch)
+    return pa.table({**{key: [value] for key, value in row.items()}, "tiers": [tiers]})
+
+
+def _sides(ray: Any, settings: dict[str, Any]) -> Any:
+    """Index, output and errors lines as datasets of partial totals, one row per batch."""
+    cpus = settings["read_cpus"]
+    sides = {"index": index_dataset(ray, settings), "output": output_dataset(ray, settings)}
+    if settings["on_error"] == "write" and has_files(settings["errors"], settings.get("filesystem")):
+        fs, where = fs_of(settings["errors"], settings.get("filesystem"))
+        sides["errors"] = ray.data.read_text(where, filesystem=fs, num_cpus=cpus)
+    partial = [
+        ds.map_batches(_partial_totals, fn_kwargs={"side": side}, batch_format="pyarrow", num_cpus=cpus)
+        for side, ds in sides.items()
+    ]
+    return partial[0].union(*partial[1:])
+
+
+def totals(ray: Any, settings: dict[str, Any]) -> tuple[dict[str, int], dict[str, int]]:
+    """The run's totals and rows per answering tier, summed by the workers batch by batch; the
+    driver adds up one small row per batch."""
+    found = dict.fromkeys(TOTALS, 0)
     tiers: dict[str, int] = {}
-    if len(output) and "tier" in output.column_names:
-        for item in pc.value_counts(output["tier"]).to_pylist():
-            tiers[str(item["values"])] = item["counts"]
-    return DistributedSummary(rows_in=len(every), rows_out=len(out_ids), errors=bad, tiers=tiers)
+    for row in _sides(ray, settings).take_all():
+        for key in TOTALS:
+            found[key] += row[key]
+        for tier, count in json.loads(row["tiers"]).items():
+            tiers[tier] = tiers.get(tier, 0) + count
+    return found, tiers
 
 
-def _no_repeats(ids: Any, where: str, why: str) -> None:
-    import pyarrow.compute as pc
-
-    counts = pc.value_counts(ids)
-    repeated = counts.filter(pc.greater(counts.field("counts"), 1))
-    if len(repeated):
-        example = repeated[0].as_py()
+def check_exactly_once(ray: Any, settings: dict[str, Any]) -> DistributedSummary:
+    """Raise ValueError unless every good input id is in the output once and every bad row is in
+    the errors destination (``on_error="write"``); the run's totals otherwise."""
+    faults = id_faults(ray, settings)
+    if faults:
+        raise ValueError(f"exactly-once check failed for {settings['output']}: " + "; ".join(faults))
+    found, tiers = totals(ray, settings)
+    if settings["on_error"] == "write" and found["errors"] != found["bad"]:
+        bad, written = found["bad"], found["errors"]
         raise ValueError(
-            f"exactly-once check failed: {len(repeated)} {where} ids appear more than once "
-            f"(e.g. {example['values']!r} x{example['counts']}); {why}"
+            f"exactly-once check failed: {bad} bad input rows, {written} in {settings['errors']}"
         )
-
-
-def merge_output(settings: dict[str, Any], paths: list[str], target: str) -> int:
-    """Write the shards as one file in input order, in the local engine's format; errors beside it.
-
-    The whole output passes through this process's memory: for users who want one file.
-    """
-    import pyarrow as pa
-
-    table = read_output(settings)
-    columns = table.column_names
-    order = pa.concat_tables(
-        [t.cast(_manifest_schema()).filter(t["ok"]) for _, _, t in _manifests(settings, paths)]
+    return DistributedSummary(
+        rows_in=found["inputs"], rows_out=found["outputs"], errors=found["bad"], tiers=tiers
     )
-    order = order.append_column("_order", pa.array(np.arange(len(order)))).select([ID, "_order"])
-    keyed = table.append_column("_key", table[ID].cast(pa.string()))
-    joined = keyed.join(order.rename_columns(["_key", "_order"]), "_key").sort_by("_order")
-    rows = joined.select(columns).to_pylist()
-    target_path = Path(target)
-    with open(target_path, "w", encoding="utf-8", newline="") as out:
-        if target_path.suffix.lower() == ".jsonl":
-            out.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
-        else:
-            writer = csv.DictWriter(out, fieldnames=columns, lineterminator="\n")
-            writer.writeheader()
-            writer.writerows(rows)
-    _merge_errors(settings, paths, target_path.with_name(target_path.name + ".errors.jsonl"))
-    return len(rows)
-
-
-def _merge_errors(settings: dict[str, Any], paths: list[str], target: Path) -> None:
-    """Error rows of all inputs in input order; with several inputs each line names its file."""
-    manifests = _manifests(settings, paths)
-    chunks = []
-    for path, key, _ in manifests:
-        raw = read_bytes(f"{settings['errors']}/{key}.errors.jsonl") or b""
-        if len(manifests) > 1:
-            raw = b"".join(
-                (json.dumps({"path": path, **json.loads(line)}, ensure_ascii=False) + "\n").encode()
-                for line in raw.splitlines()
-            )
-        chunks.append(raw)
-    data = b"".join(chunks)
-    if data:
-        target.write_bytes(data)
-    else:
-        target.unlink(missing_ok=True)

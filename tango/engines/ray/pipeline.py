@@ -1,42 +1,46 @@
-"""The Ray Data pipeline of a run, and the two ways it runs so that it can resume.
+"""The scoring pipeline of a run, resumable by Ray Data's id-column checkpoint.
 
-read -> tier-1 actor pool -> tier-2 actor pool -> write, either once over all inputs under Ray
-Data's id-column checkpoint, or once per input file with a completion marker after each (where
-the installed Ray has no checkpointing).
+read (good rows) -> tier-1 actor pool -> tier-2 actor pool -> write, once over all inputs. Ray
+Data records each written block's ids under ``<OUTPUT>.tango/checkpoint/`` (a pending file
+before the block is written, committed after), and on resume drops the rows already written
+right after the read.
 """
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from typing import Any
 
+from tango.engines.ray.context import data_context
 from tango.engines.ray.plan import ID, CascadeSpec, Stage
-from tango.engines.ray.read import datasource_class, file_keys
-from tango.engines.ray.storage import exists, fs_of, remove, write_bytes
+from tango.engines.ray.read import datasource_class
+from tango.engines.ray.storage import fs_of
 
 
 @dataclass(frozen=True)
 class Pipeline:
-    """What every pipeline of one run shares: Ray, the cascade as data, each stage's resources
-    and the two actor classes (swapped for subclasses in fault-injection tests)."""
+    """What the scoring pipeline needs: Ray, the cascade as data, each stage's resources and the
+    two actor classes (swapped for subclasses in fault-injection tests)."""
 
     ray: Any
     spec: CascadeSpec
     tier1: Stage
     tier2: Stage
-    read_cpus: float
     actor_classes: tuple[type, type]
 
 
-def write(pipeline: Pipeline, settings: dict[str, Any], paths: list[str], target: str) -> None:
-    """read -> tier-1 actors -> tier-2 actors -> write, for ``paths`` into directory ``target``."""
+def checkpoint_dir(settings: dict[str, Any]) -> str:
+    return f"{settings['sidecar']}/checkpoint"
+
+
+def scored(pipeline: Pipeline, settings: dict[str, Any], paths: list[str]) -> Any:
+    """read -> tier-1 actors -> tier-2 actors: the dataset of output rows (not yet executed)."""
     from ray.data import ActorPoolStrategy
 
     first_class, second_class = pipeline.actor_classes
     tier1, tier2 = pipeline.tier1, pipeline.tier2
-    source = datasource_class()(paths, settings=settings)
-    ds = pipeline.ray.data.read_datasource(source, num_cpus=pipeline.read_cpus)
+    source = datasource_class()(paths, settings=settings, rows="good")
+    ds = pipeline.ray.data.read_datasource(source, num_cpus=settings["read_cpus"])
     ds = ds.map_batches(
         first_class,
         fn_constructor_kwargs={"spec": pipeline.spec, "threads": tier1.threads},
@@ -45,7 +49,7 @@ def write(pipeline: Pipeline, settings: dict[str, Any], paths: list[str], target
         compute=ActorPoolStrategy(min_size=1, max_size=tier1.actors),
         num_cpus=tier1.cpus,
     )
-    ds = ds.map_batches(
+    return ds.map_batches(
         second_class,
         fn_constructor_kwargs={
             "spec": pipeline.spec,
@@ -58,43 +62,31 @@ def write(pipeline: Pipeline, settings: dict[str, Any], paths: list[str], target
         compute=ActorPoolStrategy(min_size=1, max_size=tier2.actors),
         num_cpus=tier2.cpus,
     )
-    fs, local = fs_of(target)
-    remote = {"num_cpus": pipeline.read_cpus}
+
+
+def write_output(ds: Any, settings: dict[str, Any]) -> None:
+    """The output rows as shards of ``--output-format`` in the OUTPUT directory."""
+    fs, where = fs_of(settings["output"], settings.get("filesystem"))
+    remote = {"num_cpus": settings["read_cpus"]}
     if settings["output_format"] == "jsonl":
-        ds.write_json(local, filesystem=fs, ray_remote_args=remote, force_ascii=False)
+        ds.write_json(where, filesystem=fs, ray_remote_args=remote, force_ascii=False)
     elif settings["output_format"] == "csv":
-        ds.write_csv(local, filesystem=fs, ray_remote_args=remote)
+        ds.write_csv(where, filesystem=fs, ray_remote_args=remote)
     else:
-        ds.write_parquet(local, filesystem=fs, ray_remote_args=remote)
+        ds.write_parquet(where, filesystem=fs, ray_remote_args=remote)
 
 
 def run_checkpointed(pipeline: Pipeline, settings: dict[str, Any], paths: list[str]) -> None:
-    """One pipeline over all inputs; Ray Data's checkpoint (by the id column) makes it resumable."""
-    from ray.data import DataContext
+    """The scoring pipeline under Ray Data's checkpoint, keyed by the id column.
+
+    The checkpoint is kept when the write succeeds (the run deletes it once the exactly-once
+    check has passed), so a driver killed between the two resumes without scoring again.
+    """
     from ray.data.checkpoint import CheckpointConfig
 
-    context = DataContext.get_current()
-    previous = context.checkpoint_config
-    where = f"{settings['sidecar']}/checkpoint"
-    context.checkpoint_config = CheckpointConfig(
-        id_column=ID, checkpoint_path=where if "://" in where else os.path.abspath(where)
+    fs, where = fs_of(checkpoint_dir(settings), settings.get("filesystem"))
+    config = CheckpointConfig(
+        id_column=ID, checkpoint_path=where, override_filesystem=fs, delete_checkpoint_on_success=False
     )
-    try:
-        write(pipeline, settings, paths, settings["output"])
-    finally:
-        context.checkpoint_config = previous
-
-
-def run_by_markers(pipeline: Pipeline, settings: dict[str, Any], paths: list[str]) -> None:
-    """One pipeline per input file into ``OUTPUT/<key>/``; a marker records each finished file.
-
-    The fallback where Ray has no checkpointing: an interrupted file is redone from its start
-    (its partial shards are deleted first), finished files are skipped.
-    """
-    for real, key in sorted(file_keys(settings, paths).items(), key=lambda item: item[1]):
-        marker = f"{settings['sidecar']}/done/{key}"
-        if exists(marker):
-            continue
-        remove(f"{settings['output']}/{key}")
-        write(pipeline, settings, [real], f"{settings['output']}/{key}")
-        write_bytes(marker, b"")
+    with data_context(checkpoint_config=config):
+        write_output(scored(pipeline, settings, paths), settings)

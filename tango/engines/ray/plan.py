@@ -17,7 +17,6 @@ from tango.cascade import Cascade
 
 OUTPUT_FORMATS = ("jsonl", "csv", "parquet")
 DEFAULT_READ_CPUS = 0.25  # per read or write task: parsing a file is light beside a model
-RESUME_MODES = ("auto", "checkpoint", "markers")
 ID = "id"  # the id column every stage carries; Ray's checkpoint keys on it
 
 
@@ -50,25 +49,54 @@ CHECKPOINT_FILTER_CPUS = 1.0
 
 
 def check_resources(
-    cluster_cpus: float, tier1: Stage, tier2: Stage, read_cpus: float, resuming: bool
+    cluster_cpus: float,
+    tier1: Stage,
+    tier2: Stage,
+    read_cpus: float,
+    resuming: bool,
+    node_cpus: list[float] | None = None,
 ) -> None:
     """Refuse a plan the cluster cannot schedule, before anything runs (it would hang, not fail).
 
     Each pool keeps at least one actor for the whole run, a read or write task needs
-    ``read_cpus`` beside them, and a resumed checkpointed run also needs the checkpoint filter's
-    CPU; all of it must fit in the cluster's CPUs at once.
+    ``read_cpus`` beside them, and a resumed run also needs Ray Data's checkpoint filter (one
+    CPU); all of it must fit in the cluster's CPUs at once and, since an actor or a task runs on
+    one node, be placeable on the nodes' CPUs (``node_cpus``: two 1-CPU nodes cannot hold two
+    0.75-CPU actors and a 0.5-CPU task, though they have 2 CPUs).
     """
     parts = {"tier-1 actor": tier1.cpus, "tier-2 actor": tier2.cpus, "read/write task": read_cpus}
     if resuming:
         parts["checkpoint filter (resume)"] = CHECKPOINT_FILTER_CPUS
     needed = sum(parts.values())
+    shown = " + ".join(f"{cpus:g} ({name})" for name, cpus in parts.items())
+    advice = (
+        "Lower --tier1-cpus/--tier2-cpus/--read-cpus (a fraction such as 0.25 is fine: each actor "
+        "still runs one thread), or add CPUs"
+    )
     if needed > cluster_cpus + 1e-9:
-        shown = " + ".join(f"{cpus:g} ({name})" for name, cpus in parts.items())
         raise ValueError(
             f"this plan needs {needed:g} CPUs at once ({shown}) but the Ray cluster has "
-            f"{cluster_cpus:g}: it would wait forever. Lower --tier1-cpus/--tier2-cpus/--read-cpus "
-            "(a fraction such as 0.25 is fine: each actor still runs one thread), or add CPUs"
+            f"{cluster_cpus:g}: it would wait forever. {advice}"
         )
+    if node_cpus and not _placeable(sorted(parts.values(), reverse=True), list(node_cpus)):
+        nodes = ", ".join(f"{cpus:g}" for cpus in node_cpus)
+        raise ValueError(
+            f"this plan needs {shown} CPUs, each part on one node, but the Ray nodes have {nodes} "
+            f"CPUs: no placement fits, it would wait forever. {advice}"
+        )
+
+
+def _placeable(parts: list[float], free: list[float]) -> bool:
+    """Whether the parts (largest first) can each go on one node without overfilling it."""
+    if not parts:
+        return True
+    tried: set[float] = set()
+    for k, room in enumerate(free):
+        if parts[0] <= room + 1e-9 and round(room, 9) not in tried:
+            tried.add(round(room, 9))
+            if _placeable(parts[1:], free[:k] + [room - parts[0]] + free[k + 1 :]):
+                return True
+    return False
 
 
 # --- what an actor needs to rebuild its part of the cascade --------------------------------------

@@ -1,10 +1,18 @@
 """Reading a Ray run's inputs: tango's own reader inside a Ray datasource, one read task per file.
 
-Each file is read whole by one task through :mod:`tango.data` (CSV rows may span lines), so bad
-rows are found with the same line, field and message as on the local engine. They never enter
-the dataset: the task writes them to ``<OUTPUT>.errors/<key>.errors.jsonl`` in the local errors
-format, and the file's ids in input order to ``<OUTPUT>.tango/inputs/<key>.parquet`` (the
-exactly-once check and ``--merge`` read them). Local inputs are checked on the driver first.
+Each file is read whole by one task through :mod:`tango.data` (CSV rows may span lines), so
+every row and every bad row is found with the same line, field and message as on the local
+engine. The datasource reads in one of two shapes: ``rows="good"``, the rows to score
+(``id, line, text[, text_pair]``), or ``rows="index"``, every row's id, place and fault without
+its text (the run's index: the errors dataset, the exactly-once check and ``--merge`` read it).
+Read tasks write nothing themselves. Local inputs are checked on the driver first.
+
+Why not ``ray.data.read_binary_files`` (or ``read_text``) with this parser in a ``flat_map``:
+Ray Data's checkpoint filter runs on the read operator's own output and looks the id column up
+there, and a binary read's blocks are ``{bytes, path}``; a resumed run then fails with
+``KeyError: 'Field "id" does not exist in schema'`` (tried on ray 2.60.0). A binary read also
+holds a whole file as one value, where this reader streams it; ``read_text`` loses line numbers
+and splits CSV fields that span lines. docs/distributed.md says more.
 """
 
 from __future__ import annotations
@@ -15,19 +23,14 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from tango.data import (
-    Record,
-    RowError,
-    _duplicate_columns,
-    _format,
-    _header,
-    _missing_columns,
-    _records,
-    _rows,
-)
+from tango.data import Record, RowError, _duplicate_columns, _header, _missing_columns, _records
 from tango.engines.ray.plan import ID
-from tango.engines.ray.storage import write_bytes, write_parquet
-from tango.writers import error_line
+
+try:  # the row parsers, moving from tango.data into tango.formats (issue #30)
+    from tango.formats import parse_rows, resolve_format
+except ImportError:  # pragma: no cover - before the move
+    from tango.data import _format as resolve_format  # type: ignore[attr-defined,no-redef]
+    from tango.data import _rows as parse_rows  # type: ignore[attr-defined,no-redef]
 
 
 class _Lines:
@@ -71,14 +74,14 @@ def read_stream_records(
     An empty file (0 bytes) is a valid shard without rows, as a header-only CSV is: exports
     from Spark or Hive write both.
     """
-    format = _format(path, format)
+    format = resolve_format(path, format)
     lines = iter(binary)
     first = next(lines, None)
     if first is None:
         binary.close()
         return iter(())
     binary = _Peeked(first, lines, binary)
-    rows = _rows(binary, format)
+    rows = parse_rows(binary, format)
     header, found, ahead = _header(path, rows, format)
     _missing_columns(path, [c for c in columns.values() if c], found)
     _duplicate_columns(path, [c for c in columns.values() if c], header)
@@ -101,85 +104,111 @@ def name_files(paths: list[str]) -> dict[str, list[str]]:
     }
 
 
+ROWS = ("good", "index")
+INDEX_BLOCK_ROWS = 65536  # index rows are small (no text): larger blocks, fewer files
+
+
+def index_schema() -> Any:
+    """The index's columns: every input row's id (null for a bad row), file number in the sorted
+    input list, line, whether it is good, and for a bad row what is wrong and its raw text."""
+    import pyarrow as pa
+
+    return pa.schema(
+        [
+            ("id", pa.string()),
+            ("file", pa.int64()),
+            ("line", pa.int64()),
+            ("ok", pa.bool_()),
+            ("field", pa.string()),
+            ("error", pa.string()),
+            ("raw", pa.string()),
+            ("raw_bytes", pa.binary()),
+        ]
+    )
+
+
 class ShardReader:
-    """Rows ``{id, text[, text_pair], line}`` of one run's CSV/TSV/JSONL files as Arrow blocks.
+    """One run's CSV/TSV/JSONL files as Arrow blocks, in one of the two shapes of ``ROWS``.
 
     Plain Python: Ray's datasource class can only be built once Ray is imported, so it stays a
-    shell around this. Blocks hold ``block_rows`` good rows (the unit Ray writes and
-    checkpoints); after a file's last block its bad rows and its id list are written under the
-    run's side directories.
+    shell around this. ``good`` blocks hold ``block_rows`` rows (the unit Ray writes and
+    checkpoints); bad rows are left out of them. ``index`` blocks hold every row; with
+    ``on_error="fail"`` the first bad row stops the read, naming file, line and field.
     """
 
-    def __init__(self, settings: dict[str, Any], files: dict[str, list[str]]) -> None:
-        self.settings = settings
-        self.keys = {path: key for path, (key, _) in files.items()}
+    def __init__(self, settings: dict[str, Any], files: dict[str, list[str]], rows: str) -> None:
+        if rows not in ROWS:
+            raise ValueError(f"rows must be one of {ROWS}, got {rows!r}")
+        self.settings, self.rows = settings, rows
         self.names = {path: name for path, (_, name) in files.items()}
+        self.numbers = {path: file_number(key) for path, (key, _) in files.items()}
 
     def blocks(self, stream: Any, path: str) -> Iterator[Any]:
-        """One file's good rows as blocks, in input order; its bad rows and id list written aside."""
+        """One file's rows as blocks, in input order."""
         s = self.settings
         columns = {"text": s["text_column"], "pair": s["pair_column"], "label": None, "id": s["id_column"]}
-        ids, lines, oks, bad, block = [], [], [], [], []
+        size = s["block_rows"] if self.rows == "good" else INDEX_BLOCK_ROWS
+        kept: list[Record | RowError] = []
         for item in read_stream_records(_Lines(stream), path, columns, s["format"]):
             if isinstance(item, RowError):
                 self._refuse(item, path)
-                bad.append(item)
-                ids.append(None), lines.append(item.line), oks.append(False)
-                continue
-            id_ = self._id(item, path)
-            ids.append(str(id_)), lines.append(item.line), oks.append(True)
-            block.append((id_, item))
-            if len(block) == s["block_rows"]:
-                yield self._block(block)
-                block = []
-        if block:
-            yield self._block(block)
-        self._write_aside(self.keys[path], bad, {"id": ids, "line": lines, "ok": oks})
+                if self.rows == "good":
+                    continue
+            kept.append(item)
+            if len(kept) == size:
+                yield self._table(kept, path)
+                kept = []
+        if kept:
+            yield self._table(kept, path)
 
     def _refuse(self, item: RowError, path: str) -> None:
-        """With ``on_error="fail"`` a bad row stops the run, naming where it is and how to go on."""
-        if self.settings["on_error"] == "fail":
+        """With ``on_error="fail"`` the index read stops at a bad row, before anything is scored."""
+        if self.settings["on_error"] == "fail" and self.rows == "index":
             raise ValueError(
                 f"{path}: line {item.line}, field {item.field or '-'}: {item.message}. "
-                "Rows scored before it are in the output; fix the file and rerun with "
-                "--resume, or use --on-error write"
+                "Nothing was scored; fix the file and rerun with --resume, or use --on-error write"
             )
-
-    def _write_aside(self, key: str, bad: list[RowError], listed: dict[str, list]) -> None:
-        """The file's error rows (``on_error="write"``) and its id list, once it is read to its end."""
-        import pyarrow as pa
-
-        s = self.settings
-        if s["on_error"] == "write":
-            write_bytes(f"{s['errors']}/{key}.errors.jsonl", b"".join(error_line(r) for r in bad))
-        table = pa.table(
-            {
-                "id": pa.array(listed["id"], pa.string()),
-                "line": pa.array(listed["line"], pa.int64()),
-                "ok": pa.array(listed["ok"], pa.bool_()),
-            }
-        )
-        write_parquet(f"{s['sidecar']}/inputs/{key}.parquet", table)
 
     def _id(self, item: Record, path: str) -> int | str:
         if self.settings["id_column"]:
-            return item.id
+            return item.id  # type: ignore[return-value]
         if self.settings["line_ids"]:
             return item.line
         return f"{self.names[path]}:{item.line}"
 
-    def _block(self, rows: list[tuple[int | str, Record]]) -> Any:
+    def _table(self, items: list[Record | RowError], path: str) -> Any:
+        return self._good(items, path) if self.rows == "good" else self._index(items, path)
+
+    def _good(self, rows: list[Record], path: str) -> Any:
         import pyarrow as pa
 
         pairs = self.settings["pair_column"] is not None
         data = {
-            ID: pa.array([i for i, _ in rows], pa.int64() if self.settings["line_ids"] else pa.string()),
-            "text": [r.text[0] if pairs else r.text for _, r in rows],
-            "line": pa.array([r.line for _, r in rows], pa.int64()),
+            ID: pa.array(
+                [self._id(r, path) for r in rows], pa.int64() if self.settings["line_ids"] else pa.string()
+            ),
+            "text": [r.text[0] if pairs else r.text for r in rows],
+            "line": pa.array([r.line for r in rows], pa.int64()),
         }
         if pairs:
-            data["text_pair"] = [r.text[1] for _, r in rows]
+            data["text_pair"] = [r.text[1] for r in rows]
         return pa.table(data)
+
+    def _index(self, items: list[Record | RowError], path: str) -> Any:
+        import pyarrow as pa
+
+        bad = [isinstance(item, RowError) for item in items]
+        columns = {
+            "id": [None if b else str(self._id(item, path)) for item, b in zip(items, bad, strict=True)],
+            "file": [self.numbers[path]] * len(items),
+            "line": [item.line for item in items],
+            "ok": [not b for b in bad],
+            "field": [item.field if b else None for item, b in zip(items, bad, strict=True)],
+            "error": [item.message if b else None for item, b in zip(items, bad, strict=True)],
+            "raw": [item.raw if b else None for item, b in zip(items, bad, strict=True)],
+            "raw_bytes": [item.raw_bytes if b else None for item, b in zip(items, bad, strict=True)],
+        }
+        return pa.table(columns, schema=index_schema())
 
 
 def datasource_class() -> type:
@@ -189,15 +218,22 @@ def datasource_class() -> type:
     class TangoRecords(FileBasedDatasource):
         """A :class:`ShardReader` as a Ray Data ``FileBasedDatasource``: one read task per file."""
 
-        def __init__(self, paths: list[str], *, settings: dict[str, Any], **kwargs: Any) -> None:
-            super().__init__(paths, **kwargs)
+        def __init__(
+            self, paths: list[str], *, settings: dict[str, Any], rows: str = "good", **kwargs: Any
+        ) -> None:
+            super().__init__(paths, filesystem=settings.get("filesystem"), **kwargs)
             self.files = settings.get("files") or name_files(self._paths())
-            self.reader = ShardReader(settings, self.files)
+            self.reader = ShardReader(settings, self.files, rows)
 
         def _read_stream(self, f: Any, path: str) -> Iterator[Any]:
             yield from self.reader.blocks(f, path)
 
     return TangoRecords
+
+
+def file_number(key: str) -> int:
+    """A file's place in the run's sorted input list, from its key (``NNNNN-name``)."""
+    return int(key.split("-", 1)[0])
 
 
 def file_keys(settings: dict[str, Any], paths: list[str]) -> dict[str, str]:

@@ -1,8 +1,10 @@
 """A whole Ray run from the driver: its options, the settings every task shares, start to end.
 
 :func:`score` checks everything it can before Ray schedules anything (options, inputs, the
-cascade, the plan against the cluster's CPUs, an earlier run in the output), runs the pipeline
-in the run's resume mode, and ends with the exactly-once check.
+cascade, the plan against the cluster's CPUs, an earlier run in the output), then runs the
+run's passes, each a Ray Data execution, skipping those a resumed run finished: the index (every
+row parsed, no text kept) and its errors, the checkpointed scoring pipeline, the exactly-once
+check, and ``--merge``.
 """
 
 from __future__ import annotations
@@ -17,19 +19,15 @@ from tango.cascade import Cascade
 from tango.data import columns_of, guess_columns
 from tango.engines.local import ON_ERROR
 from tango.engines.ray.actors import Tier1Scorer, Tier2Scorer
-from tango.engines.ray.output import DistributedSummary, check_exactly_once, merge_output
-from tango.engines.ray.pipeline import Pipeline, run_by_markers, run_checkpointed
-from tango.engines.ray.plan import (
-    DEFAULT_READ_CPUS,
-    OUTPUT_FORMATS,
-    RESUME_MODES,
-    CascadeSpec,
-    Stage,
-    check_resources,
-)
+from tango.engines.ray.context import data_context
+from tango.engines.ray.index import write_errors, write_index
+from tango.engines.ray.merge import merge_output
+from tango.engines.ray.output import DistributedSummary, check_exactly_once
+from tango.engines.ray.pipeline import Pipeline, checkpoint_dir, run_checkpointed
+from tango.engines.ray.plan import DEFAULT_READ_CPUS, OUTPUT_FORMATS, CascadeSpec, Stage, check_resources
 from tango.engines.ray.read import check_inputs, expand_inputs, file_keys
-from tango.engines.ray.resume import prepare, recorded_mode, update_run
-from tango.engines.ray.storage import is_dir
+from tango.engines.ray.resume import prepare, recorded, require_checkpointing, update_run
+from tango.engines.ray.storage import is_dir, remove
 
 
 @dataclass(frozen=True)
@@ -37,14 +35,16 @@ class RayOptions:
     """How one ``tango run --engine ray`` reads, scores, writes and resumes, as one value.
 
     Output rows have the local engine's columns; bad rows go to ``errors_dir`` (default
-    ``<output>.errors``) in its errors format, one file per input. Ids: ``id_column`` when
-    given, else the line number (one input file) or ``<file>:<line>`` (several). ``merge``
-    writes one ordered ``.jsonl``/``.csv`` file (and its ``.errors.jsonl``) from the shards at
-    the end. ``resume`` continues an interrupted run by Ray's checkpoint or per-file markers
-    (``resume_by``). ``tier1``/``tier2`` size each actor pool; ``read_cpus`` is reserved per read
-    and write task, ``block_rows`` rows make a read block: the unit that is written and
-    checkpointed. ``address`` names the Ray cluster (default: start one). ``actor_classes``
-    swaps the stage actors (subclasses, e.g. for fault-injection tests).
+    ``<output>.errors``, a directory of JSON-lines files) in its errors format. Ids:
+    ``id_column`` when given, else the line number (one input file) or ``<file>:<line>``
+    (several). ``merge`` writes one ordered ``.jsonl``/``.csv`` file (and its ``.errors.jsonl``)
+    from the shards at the end. ``resume`` continues an interrupted run (Ray Data's checkpoint).
+    ``tier1``/``tier2`` size each actor pool; ``read_cpus`` is reserved per read and write task,
+    ``block_rows`` rows make a read block: the unit that is written and checkpointed.
+    ``address`` names the Ray cluster (default: start one). ``filesystem`` (a pyarrow file
+    system, e.g. ``S3FileSystem(endpoint_override=...)``) holds every path of the run, as Ray
+    Data's readers take one (default: the one each URI names). ``actor_classes`` swaps the
+    stage actors (subclasses, e.g. for fault-injection tests).
     """
 
     text_column: str | None = None
@@ -63,7 +63,7 @@ class RayOptions:
     overwrite: bool = False
     merge: str | None = None
     address: str | None = None
-    resume_by: str = "auto"
+    filesystem: Any = None
     progress: bool = True
     actor_classes: tuple[type, type] = (Tier1Scorer, Tier2Scorer)
 
@@ -93,19 +93,40 @@ def score(
     spec = CascadeSpec.of(cascade)
     if not ray.is_initialized():
         ray.init(address=options.address, include_dashboard=False, log_to_driver=options.progress)
+    require_checkpointing()
     file_keys(settings, paths)  # list the input files once: their keys and id names are the run's
-    resuming = options.resume and recorded_mode(settings) == "checkpoint"
     cpus = ray.cluster_resources().get("CPU", 0.0)
-    check_resources(cpus, options.tier1, options.tier2, options.read_cpus, resuming)
-    mode = prepare(settings, options.resume, options.overwrite)
-    pipeline = Pipeline(ray, spec, options.tier1, options.tier2, options.read_cpus, options.actor_classes)
-    _run(pipeline, settings, paths, mode, options.progress)
-    summary = check_exactly_once(settings, paths)
-    summary.resume_mode, summary.files = mode, len(settings["files"])
-    update_run(settings, complete=True)
-    if options.merge:
-        merge_output(settings, paths, options.merge)
+    nodes = [node["Resources"].get("CPU", 0.0) for node in ray.nodes() if node.get("Alive")]
+    check_resources(cpus, options.tier1, options.tier2, options.read_cpus, options.resume, nodes)
+    state = prepare(settings, options.resume, options.overwrite)
+    pipeline = Pipeline(ray, spec, options.tier1, options.tier2, options.actor_classes)
+    with data_context(enable_progress_bars=options.progress):
+        try:
+            summary = _passes(pipeline, settings, paths, state, options.merge)
+        except Exception as error:
+            raise _user_error(error) from error
+    summary.files = len(settings["files"])
     summary.seconds = time.perf_counter() - started
+    return summary
+
+
+def _passes(
+    pipeline: Pipeline, settings: dict[str, Any], paths: list[str], state: dict[str, Any], merge: str | None
+) -> DistributedSummary:
+    """The run's Ray Data executions in order, each recorded in run.json once it finished."""
+    ray = pipeline.ray
+    if not state.get("indexed"):
+        write_index(ray, settings, paths)
+        write_errors(ray, settings)
+        update_run(settings, indexed=True, settings=recorded(settings))
+    if not state.get("scored"):
+        run_checkpointed(pipeline, settings, paths)
+        update_run(settings, scored=True)
+    summary = check_exactly_once(ray, settings)
+    update_run(settings, complete=True)
+    remove(checkpoint_dir(settings), settings.get("filesystem"))
+    if merge:
+        merge_output(ray, settings, merge)
     return summary
 
 
@@ -118,22 +139,6 @@ def _import_ray() -> Any:
             "the Ray engine needs Ray Data: pip install 'tango[ray]' (ray[data] >= 2.40)"
         ) from error
     return ray
-
-
-def _run(pipeline: Pipeline, settings: dict[str, Any], paths: list[str], mode: str, progress: bool) -> None:
-    """The pipeline in the run's resume mode, Ray's progress bars shown only if asked."""
-    context = pipeline.ray.data.DataContext.get_current()
-    bars = context.enable_progress_bars
-    context.enable_progress_bars = progress
-    try:
-        if mode == "checkpoint":
-            run_checkpointed(pipeline, settings, paths)
-        else:
-            run_by_markers(pipeline, settings, paths)
-    except Exception as error:
-        raise _user_error(error) from error
-    finally:
-        context.enable_progress_bars = bars
 
 
 def _user_error(error: Exception) -> Exception:
@@ -160,8 +165,10 @@ def _settings(
     """
     _refuse(options)
     paths = expand_inputs(inputs)
-    columns = _columns(paths, options)
-    check_inputs(paths, columns, options.format)
+    local = _on_this_machine(options.filesystem)
+    columns = _columns(paths, options, local)
+    if local:
+        check_inputs(paths, columns, options.format)
     output = str(output).rstrip("/")
     settings = {
         "inputs": paths,
@@ -176,9 +183,10 @@ def _settings(
         "on_error": options.on_error,
         "probabilities": options.probabilities,
         "labels": [str(label) for label in cascade.classes_],
-        "line_ids": columns["id"] is None and len(paths) == 1 and not is_dir(paths[0]),
+        "line_ids": columns["id"] is None and len(paths) == 1 and not is_dir(paths[0], options.filesystem),
         "block_rows": options.block_rows,
-        "resume_by": options.resume_by,
+        "read_cpus": options.read_cpus,
+        "filesystem": options.filesystem,  # not data: left out of run.json
     }
     if options.block_rows < 1:
         raise ValueError(f"block_rows must be >= 1, got {options.block_rows}")
@@ -191,18 +199,23 @@ def _refuse(options: RayOptions) -> None:
         raise ValueError(f"on_error must be one of {ON_ERROR}, got {options.on_error!r}")
     if options.output_format not in OUTPUT_FORMATS:
         raise ValueError(f"output format must be one of {OUTPUT_FORMATS}, got {options.output_format!r}")
-    if options.resume_by not in RESUME_MODES:
-        raise ValueError(f"resume_by must be one of {RESUME_MODES}, got {options.resume_by!r}")
     merge = options.merge
     if merge and Path(merge).suffix.lower() not in (".jsonl", ".csv"):
         raise ValueError(f"cannot merge into {merge}: the merged file must end in .jsonl or .csv")
 
 
-def _columns(paths: list[str], options: RayOptions) -> dict[str, str | None]:
+def _on_this_machine(filesystem: Any) -> bool:
+    """Whether input paths without a scheme are files of this machine (no other file system given)."""
+    import pyarrow.fs as pafs
+
+    return filesystem is None or isinstance(filesystem, pafs.LocalFileSystem)
+
+
+def _columns(paths: list[str], options: RayOptions, on_this_machine: bool) -> dict[str, str | None]:
     """The text, pair and id columns: those given, else guessed from the first input as the local
     engine guesses them (text: the first of text, sentence, ...; id: the input's ``id`` column).
     Remote inputs are not opened on the driver: their text column defaults to ``text``."""
-    local = "://" not in paths[0] and Path(paths[0]).is_file()
+    local = on_this_machine and "://" not in paths[0] and Path(paths[0]).is_file()
     text_column, pair_column = options.text_column, options.text_pair_column
     if text_column is None:
         guessed = guess_columns(paths[0], options.format, label=False) if local else ("text", None, None)

@@ -1,0 +1,110 @@
+"""The run's index and its errors: every input row's id, place and fault, and the bad rows' sink.
+
+A Ray Data execution ends in one sink, so bad rows cannot leave the scoring pipeline by a
+second door. A first, cheap execution reads every input without scoring (the datasource's
+``index`` shape: no text) and writes the index as Parquet under ``<OUTPUT>.tango/index/``. The
+bad rows are the index rows that are not ok: a dataset of their own, written by their own sink
+(:func:`errors_sink_class`) to the errors destination (``--errors``, default
+``<OUTPUT>.errors/``) in the local engine's errors format. The exactly-once check and
+``--merge`` read the index back as a dataset. With ``--on-error fail`` the index pass stops at
+the first bad row, before any model loads. Its cost: every input is parsed twice (here, and by
+the scoring pass), never scored twice.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from tango.data import RowError
+from tango.engines.ray.read import datasource_class, file_number, index_schema
+from tango.engines.ray.storage import fs_of, has_files, remove
+from tango.writers import error_line
+
+
+def index_dir(settings: dict[str, Any]) -> str:
+    return f"{settings['sidecar']}/index"
+
+
+def write_index(ray: Any, settings: dict[str, Any], paths: list[str]) -> None:
+    """Parse every input (no scoring) into the index; an interrupted index is written again."""
+    fs, where = fs_of(index_dir(settings), settings.get("filesystem"))
+    remove(index_dir(settings), settings.get("filesystem"))
+    source = datasource_class()(paths, settings=settings, rows="index")
+    cpus = settings["read_cpus"]
+    ds = ray.data.read_datasource(source, num_cpus=cpus)
+    ds.write_parquet(where, filesystem=fs, ray_remote_args={"num_cpus": cpus})
+
+
+def index_dataset(ray: Any, settings: dict[str, Any]) -> Any:
+    """The index as a Ray dataset (no file at all: every input was empty)."""
+    if not has_files(index_dir(settings), settings.get("filesystem")):
+        return ray.data.from_arrow(index_schema().empty_table())
+    fs, where = fs_of(index_dir(settings), settings.get("filesystem"))
+    return ray.data.read_parquet(where, filesystem=fs, num_cpus=settings["read_cpus"])
+
+
+def _rows_where(batch: Any, ok: bool) -> Any:
+    import pyarrow.compute as pc
+
+    return batch.filter(batch["ok"] if ok else pc.invert(batch["ok"]))
+
+
+def good_rows(index: Any, cpus: float) -> Any:
+    """The index rows of good input rows (the ids to find in the output)."""
+    return index.map_batches(_rows_where, fn_kwargs={"ok": True}, batch_format="pyarrow", num_cpus=cpus)
+
+
+def bad_rows(index: Any, cpus: float) -> Any:
+    """The index rows of bad input rows: the errors dataset."""
+    return index.map_batches(_rows_where, fn_kwargs={"ok": False}, batch_format="pyarrow", num_cpus=cpus)
+
+
+def error_paths(settings: dict[str, Any]) -> dict[int, str] | None:
+    """File number -> path, for error lines that name their file (only when there are several)."""
+    if len(settings["files"]) < 2:
+        return None
+    return {file_number(key): path for path, (key, _) in settings["files"].items()}
+
+
+def error_lines(table: Any, paths: dict[int, str] | None) -> bytes:
+    """Bad index rows as lines of the local engine's errors file (``tango.writers.error_line``);
+    with several inputs each line starts with the file it came from."""
+    lines = []
+    for row in table.select(["file", "line", "field", "error", "raw", "raw_bytes"]).to_pylist():
+        error = RowError(row["line"], row["field"], row["error"], row["raw"], row["raw_bytes"])
+        line = error_line(error)
+        if paths is not None:
+            line = json.dumps({"path": paths[row["file"]], **json.loads(line)}, ensure_ascii=False) + "\n"
+            line = line.encode()
+        lines.append(line)
+    return b"".join(lines)
+
+
+def errors_sink_class() -> type:
+    """The errors' own Ray Data sink, built on first use (Ray is imported only here)."""
+    from ray.data.datasource import BlockBasedFileDatasink
+
+    class TangoErrors(BlockBasedFileDatasink):
+        """Bad rows as JSON-lines files in the local engine's errors format, one file per block."""
+
+        def __init__(self, path: str, *, paths: dict[int, str] | None, **kwargs: Any) -> None:
+            super().__init__(path, file_format="jsonl", **kwargs)
+            self.paths = paths
+
+        def write_block_to_file(self, block: Any, file: Any) -> None:
+            file.write(error_lines(block.to_arrow(), self.paths))
+
+    return TangoErrors
+
+
+def write_errors(ray: Any, settings: dict[str, Any]) -> None:
+    """The errors dataset through its own sink (``on_error="write"``; nothing for ``skip``)."""
+    filesystem = settings.get("filesystem")
+    remove(settings["errors"], filesystem)
+    if settings["on_error"] != "write":
+        return
+    fs, where = fs_of(settings["errors"], filesystem)
+    errors = bad_rows(index_dataset(ray, settings), settings["read_cpus"])
+    sink = errors_sink_class()(where, paths=error_paths(settings), filesystem=fs)
+    errors.write_datasink(sink, ray_remote_args={"num_cpus": settings["read_cpus"]})
