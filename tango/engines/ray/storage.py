@@ -9,7 +9,6 @@ atomically, so a driver killed mid-write leaves the old file or the new one.
 
 from __future__ import annotations
 
-import io
 import os
 from typing import Any
 
@@ -43,14 +42,6 @@ def write_bytes(path: str, data: bytes, filesystem: Any = None) -> None:
     fs.move(tmp, local)
 
 
-def write_parquet(path: str, table: Any, filesystem: Any = None) -> None:
-    import pyarrow.parquet as pq
-
-    buffer = io.BytesIO()
-    pq.write_table(table, buffer)
-    write_bytes(path, buffer.getvalue(), filesystem)
-
-
 def read_bytes(path: str, filesystem: Any = None) -> bytes | None:
     """A whole file's bytes, or None where there is no such file."""
     import pyarrow.fs as pafs
@@ -60,13 +51,6 @@ def read_bytes(path: str, filesystem: Any = None) -> bytes | None:
         return None
     with fs.open_input_stream(local) as stream:
         return stream.read()
-
-
-def exists(path: str, filesystem: Any = None) -> bool:
-    import pyarrow.fs as pafs
-
-    fs, local = fs_of(path, filesystem)
-    return fs.get_file_info(local).type != pafs.FileType.NotFound
 
 
 def is_dir(path: str, filesystem: Any = None) -> bool:
