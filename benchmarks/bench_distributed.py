@@ -1,16 +1,23 @@
-"""Ray engine vs local engine on one machine, and tier-1 pool scaling (docs/distributed.md).
+"""Ray engine vs local engine, on one node and on two nodes of the same total CPUs (docs/distributed.md).
 
-Scores the same N rows (default: the first 20,000 sentences of SST-2 train) with
-``tango run``'s local engine and with the Ray engine at a tier-1 pool of 1 and of 2 actors.
+Scores the same N rows (default: the first 10,000 sentences of SST-2 train) three ways: the local
+engine (one process, CPUS threads), the Ray engine on a one-node cluster (one worker node of CPUS
+CPUs) and on a two-node cluster (two worker nodes of CPUS/2 CPUs each); both clusters have a
+head node without CPUs, so the node split is the only difference. The threshold is chosen where
+tier 2 matters: the quantile of tier 1's confidence on other rows of the file (the next
+``--calibration-rows`` rows, never scored) that escalates ``--escalate`` of them (default 30%);
+the run records it and the share the scored rows actually escalated.
+
 Each timed run is end to end: loading the tiers, reading, scoring, writing, and for Ray the
-actor start-up and the exactly-once check (the Ray cluster itself is started once, untimed).
-Systems run round-robin (local, ray-1, ray-2, local, ...) after one untimed warm-up round, so a
-slow spell on the machine hits every system alike; the report gives median and min-max.
+actor start-up and the exactly-once check; starting and stopping a Ray cluster is not timed.
+Systems run round-robin after one untimed warm-up round, round r starting with system r mod 3
+(a slow spell on the machine hits every system alike); the report gives median and min-max.
 
-    python benchmarks/bench_distributed.py                        # 20k rows, 3 repeats
-    python benchmarks/bench_distributed.py --rows 200 --repeats 1 --no-warmup --no-docs   # smoke
+    python benchmarks/bench_distributed.py                                   # 10k rows, 5 rounds
+    python benchmarks/bench_distributed.py --rows 200 --repeats 1 --no-warmup --out /tmp/smoke  # smoke
 
-Writes benchmarks/results/distributed.{json,md} and the figures section of docs/distributed.md.
+Writes benchmarks/results/distributed.{json,md} (or --out); `python benchmarks/docs.py` copies
+the Markdown into docs/distributed.md.
 """
 
 from __future__ import annotations
@@ -21,86 +28,134 @@ import shutil
 import statistics
 import tempfile
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import click
-from docs_section import fill_section
+import numpy as np
 
 ROOT = Path(__file__).resolve().parent
 RESULTS = ROOT / "results"
-DOCS = ROOT.parent / "docs" / "distributed.md"
 DATA = ROOT.parent.parent / "shared" / "data" / "sst2" / "train.tsv"
+TIER1, TIER2 = "minilm-l6-sst2-g30k-imdb-ov", "mpnet-base-sst2-g30k-ov-int8"
+LAYOUTS = {"ray, one node": [2], "ray, two nodes": [1, 1]}  # worker nodes' CPUs, in CPUS / 2 units
 
 
-def machine(cpus: int) -> dict[str, Any]:
-    """bench.py's machine record plus Ray's version and the CPUs given to Ray."""
-    import ray
-    from bench import machine as base  # benchmarks/ is this script's directory
-
-    record = base()
-    record.update(ray=ray.__version__, ray_cpus=cpus)
-    return record
-
-
-def write_input(source: Path, rows: int, target: Path) -> int:
-    """The first ``rows`` good sentences of a tango-readable file, as JSON lines with ids."""
+def read_rows(source: Path, rows: int, calibration: int) -> tuple[list[str], list[str]]:
+    """The first ``rows`` good texts of a tango-readable file (scored) and the next
+    ``calibration`` (for the threshold only)."""
     from tango.data import Record, guess_columns, read_records
 
     column = guess_columns(source, label=False)[0]
-    written = 0
-    with open(target, "w", encoding="utf-8") as out:
-        for item in read_records(source, column):
-            if not isinstance(item, Record):
-                continue
-            out.write(json.dumps({"id": f"s{written:06d}", "text": item.text}, ensure_ascii=False) + "\n")
-            written += 1
-            if written == rows:
+    texts: list[str] = []
+    for item in read_records(source, column):
+        if isinstance(item, Record):
+            texts.append(item.text)  # type: ignore[arg-type]
+            if len(texts) == rows + calibration:
                 break
-    return written
+    if len(texts) < rows + calibration:
+        raise click.ClickException(f"{source} has {len(texts)} good rows, fewer than {rows} + {calibration}")
+    return texts[:rows], texts[rows:]
 
 
-def load(tier1: str, tier2: str, threshold: float, threads: int, batch_size: int):
+def write_input(texts: list[str], target: Path) -> None:
+    with open(target, "w", encoding="utf-8") as out:
+        for i, text in enumerate(texts):
+            out.write(json.dumps({"id": f"s{i:06d}", "text": text}, ensure_ascii=False) + "\n")
+
+
+def load(settings: dict[str, Any], threads: int) -> Any:
     from tango.cascade import Cascade
     from tango.tiers import Tier
 
-    tiers = [Tier.from_pretrained(name, threads=threads, batch_size=batch_size) for name in (tier1, tier2)]
-    return Cascade(tiers, thresholds=threshold)
+    tiers = [Tier.from_pretrained(settings[name], threads=threads) for name in ("tier1", "tier2")]
+    return Cascade(tiers, thresholds=settings["threshold"])
+
+
+def choose_threshold(settings: dict[str, Any], calibration: list[str]) -> float:
+    """Tier 1's confidence quantile on rows never scored: ``escalate`` of them fall below it."""
+    from tango.confidence import confidence
+    from tango.tiers import Tier
+
+    tier1 = Tier.from_pretrained(settings["tier1"], threads=settings["cpus"])
+    scores = confidence(tier1.predict_proba(calibration))
+    return round(float(np.quantile(scores, settings["escalate"])), 6)
 
 
 def run_local(settings: dict[str, Any], source: Path, work: Path) -> dict[str, Any]:
     from tango.engines.local import score_file
 
-    start = time.perf_counter()
-    cascade = load(settings["tier1"], settings["tier2"], settings["threshold"], settings["cpus"], 32)
+    cascade = load(settings, settings["cpus"])
     summary = score_file(
         cascade, source, work / "local.jsonl", id_column="id", overwrite=True, progress=False
     )
-    seconds = time.perf_counter() - start
-    escalated = 1 - summary.tier_answered[0] / summary.rows_out
-    return {"seconds": seconds, "rows": summary.rows_out, "escalated": escalated}
+    return {"rows": summary.rows_out, "escalated": 1 - summary.tier_answered[0] / summary.rows_out}
 
 
-def run_ray(settings: dict[str, Any], source: Path, work: Path, actors: int) -> dict[str, Any]:
+def run_ray(settings: dict[str, Any], source: Path, work: Path) -> dict[str, Any]:
     from tango.engines.ray import Stage, score
 
-    start = time.perf_counter()
-    cascade = load(settings["tier1"], settings["tier2"], settings["threshold"], 1, 32)
+    cascade = load(settings, 1)
     summary = score(
         cascade,
         str(source),
-        str(work / f"ray{actors}"),
+        str(work / "ray"),
         id_column="id",
         overwrite=True,
         progress=False,
-        tier1=Stage(actors, settings["tier1_cpus"], settings["ray_batch"]),
+        tier1=Stage(settings["tier1_actors"], settings["tier1_cpus"], settings["ray_batch"]),
         tier2=Stage(settings["tier2_actors"], settings["tier2_cpus"], settings["ray_batch"]),
         read_cpus=settings["read_cpus"],
     )
-    seconds = time.perf_counter() - start
-    first = min(summary.tiers, key=int) if summary.tiers else None
-    escalated = 1 - summary.tiers.get(first, 0) / summary.rows_out if summary.rows_out else 0.0
-    return {"seconds": seconds, "rows": summary.rows_out, "escalated": escalated}
+    first = summary.tiers.get("1", 0)
+    return {"rows": summary.rows_out, "escalated": 1 - first / summary.rows_out if summary.rows_out else 0.0}
+
+
+@contextmanager
+def no_cluster() -> Iterator[None]:
+    yield
+
+
+@contextmanager
+def ray_cluster(worker_cpus: list[float]) -> Iterator[None]:
+    """A local Ray cluster (untimed): a head without CPUs and worker nodes of these CPUs."""
+    import ray
+    from ray.cluster_utils import Cluster
+
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
+    for cpus in worker_cpus:
+        cluster.add_node(num_cpus=cpus)
+    cluster.wait_for_nodes()
+    env = {"TANGO_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+    ray.init(address=cluster.address, log_to_driver=False, runtime_env={"env_vars": env})
+    try:
+        yield
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+
+
+def round_robin(
+    systems: dict[str, tuple[Callable[[], Any], Callable[[], dict[str, Any]]]], repeats: int, warmup: bool
+) -> dict[str, list[dict[str, Any]]]:
+    """Each system's timed runs: ``(setup, run)`` pairs, only ``run`` timed, round r starting with
+    system r mod n (as tango.bench.interleave orders them), after an untimed warm-up round."""
+    names = list(systems)
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
+    for r in range(-1 if warmup else 0, repeats):
+        start_at = r % len(names)
+        for name in names[start_at:] + names[:start_at]:
+            setup, run = systems[name]
+            with setup():
+                started = time.perf_counter()
+                measured = run()
+                measured["seconds"] = time.perf_counter() - started
+            click.echo(f"round {r}: {name}: {measured['rows'] / measured['seconds']:,.1f} rows/s", err=True)
+            if r >= 0:
+                runs[name].append(measured)
+    return runs
 
 
 def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -117,111 +172,128 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
 
 def markdown(result: dict[str, Any]) -> str:
     m, s = result["machine"], result["settings"]
+    quantile = f"tier 1's {s['escalate']:.0%} confidence quantile on {s['calibration_rows']:,} other rows"
+    layout = f"{s['cpus']} on one node, or {s['cpus'] / 2:g} on each of two; the head node has none"
+    versions = f"ray {m['ray']}, torch {m['torch']}, onnxruntime {m['onnxruntime']}, openvino {m['openvino']}"
+    rounds = f"{s['repeats']} round-robin runs{' after a warm-up round' if s['warmup'] else ''}"
+    stages = (
+        f"tier 1 {s['tier1_actors']} actor(s) x {s['tier1_cpus']:g} CPU, tier 2 {s['tier2_actors']} actor(s) "
+        f"x {s['tier2_cpus']:g} CPU (one thread each), batches of {s['ray_batch']} rows, read/write tasks "
+        f"{s['read_cpus']:g} CPU"
+    )
     lines = [
-        f"{result['rows']:,} rows of {Path(s['data']).name}; tiers {s['tier1']} -> {s['tier2']} at "
-        f"threshold {s['threshold']}.",
-        f"{m['cpu']}, {m['cores']} cores ({m['ray_cpus']} given to Ray and to the local engine's threads); "
-        f"ray {m['ray']}, torch {m['torch']}, onnxruntime {m['onnxruntime']}; median (min-max) of "
-        f"{s['repeats']} round-robin runs{' after a warm-up round' if s['warmup'] else ''}; {m['date']}.",
-        f"Ray stages: tier 1 {s['tier1_cpus']} CPU per actor, tier 2 {s['tier2_actors']} actor(s) x "
-        f"{s['tier2_cpus']} CPU, batches of {s['ray_batch']} rows, read/write tasks {s['read_cpus']} CPU.",
+        "### Ray engine vs local engine, one node and two",
+        "",
+        f"{result['rows']:,} rows of {Path(s['data']).name}; tiers {s['tier1']} -> {s['tier2']} at threshold "
+        f"{s['threshold']} ({quantile} of the file).",
+        f"{m['cpu']}, {m['cores']} cores; {s['cpus']} CPUs in every system: the local engine's threads, or "
+        f"the worker nodes of a Ray cluster ({layout}); {versions}; median (min-max) of {rounds}; "
+        f"{m['date']}.",
+        f"Ray stages: {stages}. Command: `{result['command']}`.",
         "",
         "| system | rows/s (median) | min-max | seconds (median) | vs local | escalated |",
         "|---|---|---|---|---|---|",
     ]
     local = result["systems"]["local"]["rows_per_s"]
     for name, row in result["systems"].items():
+        spread = f"{row['rows_per_s_min']:,.1f}-{row['rows_per_s_max']:,.1f}"
         lines.append(
-            f"| {name} | {row['rows_per_s']:,.1f} "
-            f"| {row['rows_per_s_min']:,.1f}-{row['rows_per_s_max']:,.1f} | {row['seconds']:.1f} "
+            f"| {name} | {row['rows_per_s']:,.1f} | {spread} | {row['seconds']:.1f} "
             f"| {row['rows_per_s'] / local:.2f}x | {row['escalated']:.1%} |"
         )
     return "\n".join(lines) + "\n"
 
 
-def update_docs(table: str) -> None:
-    """Replace the figures between the markers in docs/distributed.md with this run's table."""
-    fill_section(DOCS, "bench_distributed", table)
+def machine(cpus: int) -> dict[str, Any]:
+    """tango's machine record plus the versions of Ray and OpenVINO."""
+    import ray
+
+    from tango.hardware import machine as base
+
+    try:
+        import openvino
+
+        ov = openvino.__version__.split("-")[0]
+    except ImportError:
+        ov = "-"
+    return {**base(cpus), "ray": ray.__version__, "openvino": ov}
+
+
+def command_line() -> str:
+    """This run's command as given: the options set on the command line (read from click)."""
+    import shlex
+
+    from click.core import ParameterSource
+
+    ctx = click.get_current_context()
+    words = ["python", "benchmarks/bench_distributed.py"]
+    for param in ctx.command.params:
+        if ctx.get_parameter_source(param.name) == ParameterSource.COMMANDLINE:
+            value = ctx.params[param.name]
+            if isinstance(value, bool):
+                words.append(param.opts[0] if value else param.secondary_opts[0])
+            else:
+                words += [param.opts[0], str(value)]
+    return shlex.join(words)
+
+
+def systems_of(settings: dict[str, Any], source: Path, work: Path) -> dict[str, Any]:
+    """The three systems as (untimed setup, timed run) pairs."""
+    half = settings["cpus"] / 2
+    systems: dict[str, Any] = {"local": (no_cluster, lambda: run_local(settings, source, work))}
+    for name, units in LAYOUTS.items():
+        layout = [units_ * half for units_ in units]
+        systems[name] = (lambda layout=layout: ray_cluster(layout), lambda: run_ray(settings, source, work))
+    return systems
 
 
 @click.command()
-@click.option(
-    "--data", type=click.Path(exists=True), default=str(DATA), show_default=True, help="Rows to score."
-)
-@click.option("--rows", type=int, default=20_000, show_default=True, help="How many rows of --data.")
-@click.option("--tier1", default="minilm-l6-sst2-distilled", show_default=True, help="Tier-1 model.")
-@click.option("--tier2", default="mpnet-base-sst2", show_default=True, help="Tier-2 model.")
-@click.option("--threshold", type=float, default=0.9, show_default=True, help="Tier-1 confidence threshold.")
-@click.option("--cpus", type=int, default=None, help="CPUs for Ray and local threads (default: all cores).")
-@click.option(
-    "--tier1-cpus",
-    type=float,
-    default=None,
-    help="CPUs per tier-1 actor (default: (cpus - read) / (2 + tier-2 actors)).",
-)
+@click.option("--data", type=click.Path(exists=True), default=str(DATA), show_default=True, help="Rows.")
+@click.option("--rows", type=int, default=10_000, show_default=True, help="Rows of --data to score.")
+@click.option("--calibration-rows", type=int, default=2_000, show_default=True, help="Next rows: threshold.")
+@click.option("--escalate", type=float, default=0.3, show_default=True, help="Share of rows sent to tier 2.")
+@click.option("--tier1", default=TIER1, show_default=True, help="Tier-1 model.")
+@click.option("--tier2", default=TIER2, show_default=True, help="Tier-2 model.")
+@click.option("--cpus", type=int, default=2, show_default=True, help="CPUs of every system (even).")
+@click.option("--tier1-actors", type=int, default=1, show_default=True, help="Tier-1 pool size.")
+@click.option("--tier1-cpus", type=float, default=0.75, show_default=True, help="CPUs per tier-1 actor.")
 @click.option("--tier2-actors", type=int, default=1, show_default=True, help="Tier-2 pool size.")
-@click.option("--tier2-cpus", type=float, default=None, help="CPUs per tier-2 actor (default: as tier 1).")
+@click.option("--tier2-cpus", type=float, default=0.75, show_default=True, help="CPUs per tier-2 actor.")
 @click.option("--ray-batch", type=int, default=256, show_default=True, help="Rows per actor batch.")
 @click.option("--read-cpus", type=float, default=0.25, show_default=True, help="CPUs per read/write task.")
 @click.option("--repeats", type=int, default=5, show_default=True, help="Timed rounds (round-robin).")
 @click.option("--warmup/--no-warmup", default=True, show_default=True, help="One untimed round first.")
-@click.option("--docs/--no-docs", "docs", default=True, show_default=True, help="Update docs/distributed.md.")
+@click.option("--out", type=click.Path(file_okay=False), default=str(RESULTS), show_default=True)
 def main(
-    data: str, rows: int, repeats: int, warmup: bool, docs: bool, cpus: int | None, **options: Any
+    data: str, rows: int, calibration_rows: int, repeats: int, warmup: bool, out: str, **options: Any
 ) -> None:
-    """Time local vs Ray (tier-1 pool 1 and 2) on the same rows; write results and docs figures."""
-    import ray
-
-    cpus = cpus or os.cpu_count() or 1
-    share = (cpus - options["read_cpus"]) / (2 + options["tier2_actors"])  # pool 2 + tier 2 fit
-    options["tier1_cpus"] = options["tier1_cpus"] or round(share, 3)
-    options["tier2_cpus"] = options["tier2_cpus"] or round(share, 3)
-    needed = (
-        2 * options["tier1_cpus"] + options["tier2_actors"] * options["tier2_cpus"] + options["read_cpus"]
-    )
-    if needed > cpus + 1e-9:
-        raise click.ClickException(
-            f"the tier-1 pool of 2 and the tier-2 pool need {needed:g} CPUs but Ray has {cpus}: "
-            "lower --tier1-cpus/--tier2-cpus (fractions are fine; threads are max(1, int(cpus)))"
-        )
+    """Time local vs Ray on one node vs Ray on two nodes, same rows, same CPUs; write the results."""
+    if not 0 < options["escalate"] < 1 or options["cpus"] % 2:
+        raise click.ClickException("--escalate must be in (0, 1) and --cpus even (two nodes of cpus/2)")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    settings = dict(options, data=data, cpus=cpus, repeats=repeats, warmup=warmup)
+    command = command_line()
+    settings = dict(options, data=data, repeats=repeats, warmup=warmup, calibration_rows=calibration_rows)
+    texts, calibration = read_rows(Path(data), rows, calibration_rows)
+    settings["threshold"] = choose_threshold(settings, calibration)
+    click.echo(f"threshold {settings['threshold']} (tier 1's {options['escalate']:.0%} quantile)", err=True)
     work = Path(tempfile.mkdtemp(prefix="bench_distributed_"))
     try:
         source = work / "input.jsonl"
-        count = write_input(Path(data), rows, source)
-        ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False)
-        systems = {
-            "local": lambda: run_local(settings, source, work),
-            "ray, tier-1 pool 1": lambda: run_ray(settings, source, work, 1),
-            "ray, tier-1 pool 2": lambda: run_ray(settings, source, work, 2),
-        }
-        runs: dict[str, list[dict[str, Any]]] = {name: [] for name in systems}
-        for round_ in range(repeats + warmup):
-            for name, run in systems.items():
-                measured = run()
-                click.echo(
-                    f"round {round_}: {name}: {measured['rows'] / measured['seconds']:,.1f} rows/s", err=True
-                )
-                if round_ >= warmup:
-                    runs[name].append(measured)
-        result = {
-            "rows": count,
-            "settings": settings,
-            "machine": machine(cpus),
-            "systems": {name: summarise(r) for name, r in runs.items()},
-        }
+        write_input(texts, source)
+        runs = round_robin(systems_of(settings, source, work), repeats, warmup)
     finally:
-        if ray.is_initialized():
-            ray.shutdown()
         shutil.rmtree(work, ignore_errors=True)
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "distributed.json").write_text(json.dumps(result, indent=2))
-    table = markdown(result)
-    (RESULTS / "distributed.md").write_text("### Ray engine vs local engine\n\n" + table)
-    if docs:
-        update_docs(table)
-    click.echo(table)
+    result = {
+        "rows": len(texts),
+        "settings": settings,
+        "command": command,
+        "machine": machine(options["cpus"]),
+        "systems": {name: summarise(r) for name, r in runs.items()},
+    }
+    Path(out).mkdir(parents=True, exist_ok=True)
+    (Path(out) / "distributed.json").write_text(json.dumps(result, indent=2))
+    (Path(out) / "distributed.md").write_text(markdown(result))
+    click.echo(markdown(result))
 
 
 if __name__ == "__main__":
