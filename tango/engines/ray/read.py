@@ -89,7 +89,7 @@ def read_stream_records(
 
 
 def file_key(index: int, path: str) -> str:
-    """A stable, unique, file-system-safe name for an input file's shards and markers."""
+    """A stable, unique, file-system-safe key for an input file: its place in the sorted list, and name."""
     name = "".join(c if c.isalnum() or c in "-." else "_" for c in os.path.basename(path))[:60]
     return f"{index:05d}-{name}"
 
