@@ -23,11 +23,6 @@ from tango.calibration import TemperatureScaler, reliability_diagram
 from tango.confidence import confidence, softmax
 from tango.data import LabelledData, split_rows
 from tango.gate_report import CalibrationReport, curve_at, row_hashes, tier_report
-
-# jobs.py imports these two from here; it is split after the Ray work lands (issue #29): then it
-# imports them from tango.gate_report and these lines go.
-from tango.gate_report import check_held_out as check_held_out
-from tango.gate_report import format_report as format_report
 from tango.labels import align_labels as _align
 from tango.labels import label_ids
 from tango.texts import Texts, as_texts

@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import os
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import click
@@ -232,37 +233,42 @@ def build_cascade(
     )
 
 
+@dataclass(frozen=True)
+class ModelOptions:
+    """How `tango run` loads its model: the cascade's thresholds, confidence and tiers' runtime, or
+    an early-exit model's policy, patience and device."""
+
+    threshold: tuple[float, ...] = ()
+    confidence: str | None = None
+    runtime: str = "auto"
+    threads: int | None = None
+    batch_size: int = 32
+    policy: str | None = None
+    patience: int | None = None
+    device: str = "cpu"
+    allow_external_tiers: bool = False
+
+
 def build_model(
-    early_exit: str | None,
-    cascade_dir: str | None,
-    names: list[str],
-    threshold: tuple[float, ...],
-    confidence: str | None,
-    runtime: str,
-    threads: int | None,
-    batch_size: int,
-    policy: str | None,
-    patience: int | None,
-    device: str,
-    allow_external_tiers: bool = False,
+    early_exit: str | None, cascade_dir: str | None, names: list[str], options: ModelOptions
 ) -> Any:
     """`tango run`'s model: an early-exit model, or the cascade the options describe."""
     from tango.jobs import load_early_exit
 
     if early_exit:
-        if cascade_dir or names or confidence:
+        if cascade_dir or names or options.confidence:
             raise click.UsageError("--early-exit scores with one model: drop --cascade/--tier*/--confidence")
-        if len(threshold) > 1:
+        if len(options.threshold) > 1:
             raise click.UsageError("an early-exit model takes one --threshold (its policy's knob)")
-        knob = threshold[0] if threshold else None
-        return load_early_exit(early_exit, knob, policy, patience, device, threads, batch_size)
-    if policy or patience is not None or device != "cpu":
+        knob = options.threshold[0] if options.threshold else None
+        model = (options.policy, options.patience, options.device, options.threads, options.batch_size)
+        return load_early_exit(early_exit, knob, *model)
+    if options.policy or options.patience is not None or options.device != "cpu":
         raise click.UsageError("--policy, --patience and --device apply to --early-exit models")
-    if not cascade_dir and not threshold:
+    if not cascade_dir and not options.threshold:
         click.echo(
             "note: no calibrated threshold; using 0.9. Run `tango calibrate` to choose one from evidence.",
             err=True,
         )
-    return build_cascade(
-        cascade_dir, names, threshold, confidence, runtime, threads, batch_size, allow_external_tiers
-    )
+    tiers = (options.runtime, options.threads, options.batch_size, options.allow_external_tiers)
+    return build_cascade(cascade_dir, names, options.threshold, options.confidence, *tiers)

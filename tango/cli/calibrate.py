@@ -150,8 +150,8 @@ def calibrate(
       tango calibrate cascades/sst2 --unlabelled traffic.jsonl --max-drop 0.5 --dev dev.tsv
       tango calibrate cascades/sst2 --unlabelled traffic.jsonl --combine --dev labelled.tsv
     """
+    from tango.jobs import CalibrationRows, early_exit_dir
     from tango.jobs import calibrate as calibrate_job
-    from tango.jobs import early_exit_dir
 
     columns = {"text_column": text_column, "text_pair_column": pair_column, "label_column": label_column}
     if exits_dir := early_exit_dir(cascade_out):
@@ -176,19 +176,8 @@ def calibrate(
     targets.update(guarantee=guarantee, delta=delta, confidence_level=confidence_level, in_sample=in_sample)
     if new_rows is not None:
         targets["new_rows"] = new_rows
-    calibrate_job(
-        cascade,
-        cascade_out,
-        dev_path=dev_path,
-        test_path=test_path,
-        dev_fraction=dev_fraction,
-        seed=seed,
-        columns=columns,
-        unlabelled=list(unlabelled),
-        combine=combine,
-        **terminal(),
-        **targets,
-    )
+    rows = CalibrationRows(dev_path, test_path, dev_fraction, seed, columns, tuple(unlabelled), combine)
+    calibrate_job(cascade, cascade_out, rows, **terminal(), **targets)
 
 
 # Options that describe a cascade's calibration, refused for an early-exit model.

@@ -9,6 +9,7 @@ from typing import Any
 import click
 
 from tango.cli.base import (
+    ModelOptions,
     build_model,
     cascade_options,
     cli,
@@ -212,8 +213,10 @@ def run(
     elif input_path == "-":
         raise click.UsageError("--engine ray reads files (paths, globs, URIs), not stdin")
     names = tier_names(tiers, tier1, tier2, tier3)
-    model_options = (threshold, confidence, runtime, threads, batch_size, policy, patience, device)
-    model = build_model(early_exit, cascade_dir, names, *model_options, allow_external_tiers)
+    model_options = ModelOptions(
+        threshold, confidence, runtime, threads, batch_size, policy, patience, device, allow_external_tiers
+    )
+    model = build_model(early_exit, cascade_dir, names, model_options)
     summary = score(model, input_path, output_path, progress=not quiet, **options)
     if not quiet:
         click.echo(summary.report(), err=True)
