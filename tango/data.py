@@ -22,12 +22,7 @@ from typing import IO
 
 import numpy as np
 
-# The Ray engine's reader (tango/engines/ray/read.py, changed in parallel) still imports the row
-# parsers under their old private names here (_rows, _format); drop those two aliases once it
-# imports them from tango.formats.
 from tango.formats import Row, open_input, parse_rows, resolve_format
-from tango.formats import parse_rows as _rows  # noqa: F401
-from tango.formats import resolve_format as _format  # noqa: F401
 from tango.labels import map_labels
 
 

@@ -25,12 +25,7 @@ from typing import Any
 
 from tango.data import Record, RowError, _duplicate_columns, _header, _missing_columns, _records
 from tango.engines.ray.plan import ID
-
-try:  # the row parsers, moving from tango.data into tango.formats (issue #30)
-    from tango.formats import parse_rows, resolve_format
-except ImportError:  # pragma: no cover - before the move
-    from tango.data import _format as resolve_format  # type: ignore[attr-defined,no-redef]
-    from tango.data import _rows as parse_rows  # type: ignore[attr-defined,no-redef]
+from tango.formats import parse_rows, resolve_format
 
 
 class _Lines:
