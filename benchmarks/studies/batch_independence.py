@@ -11,7 +11,7 @@ from here. Not a timing: nothing else needs to be quiet.
     python benchmarks/studies/batch_independence.py --tier ~/.cache/tango/models/minilm-l6-sst2-quick
 
 Exports are cached under ~/.cache/tango/studies/batch-independence/. Writes
-benchmarks/results/batch_independence.{json,md} and docs/run.md's table (--no-docs: not).
+benchmarks/results/batch_independence.{json,md}; python benchmarks/docs.py puts it in docs/run.md.
 """
 
 from __future__ import annotations

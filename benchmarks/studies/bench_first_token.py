@@ -12,7 +12,7 @@ shorter sum differently, so a row near the boundary may flip).
 
     python benchmarks/studies/bench_first_token.py      # the SST-2 h16k tiers on SST-2 dev, twice over
 
-Writes benchmarks/results/first_token.{json,md} and docs/models.md's table.
+Writes benchmarks/results/first_token.{json,md}; python benchmarks/docs.py puts it in docs/models.md.
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ numbers; the attention kernels round bf16 differently, so a row near the boundar
 
     python benchmarks/studies/bench_openvino.py         # the SST-2 h16k tiers on SST-2 dev, twice over
 
-Writes benchmarks/results/openvino_configs.{json,md} and docs/models.md's table.
+Writes benchmarks/results/openvino_configs.{json,md}; python benchmarks/docs.py puts it in docs/models.md.
 """
 
 from __future__ import annotations
