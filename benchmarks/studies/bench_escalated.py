@@ -17,7 +17,7 @@ Tokenization is included in each; a warm-up round, then REPEATS rounds, median (
 
     python benchmarks/studies/bench_escalated.py        # the SST-2 h16k tiers on SST-2 dev
 
-Writes benchmarks/results/escalated_batches.{json,md}; python benchmarks/docs.py puts it in docs/architecture.md.
+Writes benchmarks/results/escalated_batches.{json,md}; benchmarks/docs.py puts it in docs/architecture.md.
 """
 
 from __future__ import annotations
