@@ -130,7 +130,7 @@ def bench(
         plan, loaded, logits, y, costs, calibration_data, rows, settings.columns, classes, **target
     )
     systems = _systems(
-        loaded, scored.texts, y, logits, gates, parts, settings.peers, settings.sweep, extra_systems or {}
+        loaded, scored.texts, logits, gates, parts, settings.peers, settings.sweep, extra_systems or {}
     )
     for k, efficiency in enumerate(padding):
         systems[f"tier{k + 1}"].settings["padding_efficiency"] = efficiency

@@ -34,7 +34,6 @@ class _System:
 def _systems(
     tiers: list[Tier],
     texts: list,
-    y: np.ndarray,
     logits: list[np.ndarray],
     gates: list[_Gate],
     parts: list[np.ndarray],
