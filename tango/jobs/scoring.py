@@ -22,9 +22,9 @@ def score(
     ``id_column``, ``input_format``, ``on_error`` ("write"), ``errors_path``, ``probabilities``,
     ``resume``, ``overwrite``; the local engine's ``chunk_size``; the Ray engine's address, merge,
     output_format, read_cpus and each stage's ``tierN_actors``/``_cpus``/``_batch``."""
-    common = {"progress": progress, "on_error": options.pop("on_error", "write")}
-    for key, name in SHARED.items():
-        common[name] = options.pop(key, None if key.endswith(("column", "format", "path")) else False)
+    common = {"progress": progress}
+    for key, (name, default) in SHARED.items():
+        common[name] = options.pop(key, default)
     errors_path = common.pop("errors_path")
     if engine == "ray":
         from tango.engines.ray import Stage
@@ -55,16 +55,17 @@ RAY_DEFAULTS_IGNORED = {"address", "merge", "output_format", "read_cpus"} | {
 }
 
 
-# the options both engines take: this job's name -> the engines' name
-SHARED = {
-    "text_column": "text_column",
-    "pair_column": "text_pair_column",
-    "id_column": "id_column",
-    "input_format": "format",
-    "errors_path": "errors_path",
-    "probabilities": "probabilities",
-    "resume": "resume",
-    "overwrite": "overwrite",
+# the options both engines take: this job's name -> (the engines' name, its default)
+SHARED: dict[str, tuple[str, Any]] = {
+    "text_column": ("text_column", None),
+    "pair_column": ("text_pair_column", None),
+    "id_column": ("id_column", None),
+    "input_format": ("format", None),
+    "errors_path": ("errors_path", None),
+    "on_error": ("on_error", "write"),
+    "probabilities": ("probabilities", False),
+    "resume": ("resume", False),
+    "overwrite": ("overwrite", False),
 }
 
 
