@@ -24,68 +24,80 @@ def labelled(tmp_path):
     return path
 
 
-@pytest.mark.parametrize(
-    "extra, named",
-    [
-        (["--guarantee", "0.02"], "--guarantee does not apply"),
-        (["--min-speedup", "2"], "--min-speedup does not apply"),
-        (["--max-escalation", "0.1"], "--max-escalation does not apply"),
-        (["--dev-fraction", "0.5"], "--dev-fraction does not apply"),
-        (["--delta", "0.05"], "--delta does not apply"),
-        (["--tier1", "distil", "--runtime", "onnx"], "--tier1, --runtime do not apply"),
-        (["--guarantee", "0.02", "--max-escalation", "0.1"], "--max-escalation, --guarantee do not apply"),
-    ],
-)
-def test_calibrate_refuses_cascade_options_on_an_early_exit_model(early_exit_dir, labelled, extra, named):
+@pytest.mark.parametrize("extra", [[], ["--max-drop", "1"], ["--tier1", "distil", "--tier2", "large"]])
+def test_calibrate_sends_an_early_exit_model_to_its_own_command(early_exit_dir, labelled, extra):
     result = CliRunner().invoke(cli, ["calibrate", str(early_exit_dir), "--dev", str(labelled), *extra])
     assert result.exit_code == 2, result.output
-    assert named in result.output
-    assert "early-exit model" in result.output and "early_exit.json" in result.output
+    assert "is an early-exit model" in result.output and "early_exit.json" in result.output
+    assert f"tango early-exit calibrate {early_exit_dir} --dev FILE" in result.output
 
 
-def test_calibrate_refuses_test_on_an_early_exit_model(early_exit_dir, labelled):
-    args = ["calibrate", str(early_exit_dir), "--dev", str(labelled), "--test", str(labelled)]
+def test_run_sends_an_early_exit_model_to_its_own_command(early_exit_dir, labelled, tmp_path):
+    args = ["run", "--cascade", str(early_exit_dir), "-i", str(labelled), "-o", str(tmp_path / "o.jsonl")]
     result = CliRunner().invoke(cli, args)
-    assert result.exit_code == 2 and "--test does not apply" in result.output
-
-
-def test_calibrate_takes_defaults_it_does_not_use(early_exit_dir, labelled):
-    """Options left at their defaults are not refused: the early-exit model is then read (and,
-    here being only a marker file, fails for that reason)."""
-    result = CliRunner().invoke(cli, ["calibrate", str(early_exit_dir), "--dev", str(labelled)])
-    assert result.exit_code != 0
-    assert "does not apply" not in result.output
-
-
-@pytest.mark.parametrize(
-    "extra, named",
-    [
-        (["--teacher", "mpnet-base-sst2"], "--teacher does not apply to --early-exit training"),
-        (["--layers", "2"], "--layers does not apply to --early-exit training"),
-        (["--resume", "--layers", "2", "--teacher", "t"], "--teacher, --layers do not apply"),
-    ],
-)
-def test_train_early_exit_refuses_tier_options(tmp_path, labelled, extra, named):
-    args = ["train", "minilm", "--train", str(labelled), "--out", str(tmp_path / "out")]
-    result = CliRunner().invoke(cli, [*args, "--early-exit", "joint", *extra])
     assert result.exit_code == 2, result.output
-    assert named in result.output
+    assert f"tango early-exit run {early_exit_dir}" in result.output
+    assert not (tmp_path / "o.jsonl").exists()
+
+
+def test_train_sends_an_early_exit_model_to_its_own_command(early_exit_dir, labelled, tmp_path):
+    args = ["train", str(early_exit_dir), "--train", str(labelled), "--out", str(tmp_path / "out")]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 2, result.output
+    assert f"tango early-exit train {early_exit_dir}" in result.output
     assert not (tmp_path / "out").exists()
 
 
-@pytest.mark.parametrize("extra", [["--exits", "1,2"], ["--pooling", "mean"], ["--device", "cuda"]])
-def test_train_refuses_early_exit_options_without_early_exit(tmp_path, labelled, extra):
-    args = ["train", "minilm", "--train", str(labelled), "--out", str(tmp_path / "out"), *extra]
-    result = CliRunner().invoke(cli, args)
+@pytest.mark.parametrize("command", ["train", "run"])
+def test_the_old_early_exit_flag_names_the_new_commands(command, labelled, tmp_path):
+    """The cascade verbs have no early-exit options; the flag they once took says where it went."""
+    args = {
+        "train": ["train", "minilm", "--train", str(labelled), "--out", str(tmp_path / "out")],
+        "run": ["run", "-i", str(labelled), "-o", str(tmp_path / "o.jsonl")],
+    }[command]
+    result = CliRunner().invoke(cli, [*args, "--early-exit", "joint"])
     assert result.exit_code == 2, result.output
-    assert f"{extra[0]} does not apply to training a tier" in result.output
+    assert "No such option '--early-exit': early-exit models have their own commands" in result.output
+    assert "(`tango early-exit --help`)" in result.output
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["train", "minilm", "--exits", "1,2"],
+        ["train", "minilm", "--pooling", "mean"],
+        ["train", "minilm", "--device", "cuda"],
+        ["run", "--tiers", "a,b", "--policy", "patience"],
+        ["run", "--tiers", "a,b", "--device", "cuda"],
+        ["calibrate", "c", "--device", "cuda"],
+    ],
+)
+def test_the_cascade_verbs_take_no_early_exit_options(args, labelled, tmp_path):
+    extra = {
+        "train": ["--train", str(labelled), "--out", str(tmp_path / "out")],
+        "run": ["-i", str(labelled), "-o", str(tmp_path / "o.jsonl")],
+        "calibrate": ["--dev", str(labelled)],
+    }[args[0]]
+    result = CliRunner().invoke(cli, [*args, *extra])
+    assert result.exit_code == 2 and f"No such option '{args[-2]}'" in result.output
+
+
+@pytest.mark.parametrize(
+    "extra", [["--teacher", "mpnet-base-sst2"], ["--layers", "2"], ["--unlabelled", "x.tsv"]]
+)
+def test_early_exit_train_takes_no_tier_options(tmp_path, labelled, extra):
+    args = ["early-exit", "train", "minilm", "--train", str(labelled), "--out", str(tmp_path / "out")]
+    result = CliRunner().invoke(cli, [*args, *extra])
+    assert result.exit_code == 2, result.output
+    assert f"No such option '{extra[0]}'" in result.output
+    assert not (tmp_path / "out").exists()
 
 
 @pytest.mark.parametrize("resume", ["--resume", "--no-resume"])
-def test_train_early_exit_takes_resume(tmp_path, labelled, resume):
+def test_early_exit_train_takes_resume(tmp_path, labelled, resume):
     """Early-exit training checkpoints and resumes as a tier's does: both flags get past the
     checks (and it then fails here only because MODEL does not resolve)."""
-    args = ["train", "no-such-model", "--train", str(labelled), "--out", str(tmp_path / "out")]
-    result = CliRunner().invoke(cli, [*args, "--early-exit", "joint", resume])
+    args = ["early-exit", "train", "no-such-model", "--train", str(labelled), "--out", str(tmp_path / "out")]
+    result = CliRunner().invoke(cli, [*args, "--mode", "joint", resume])
     assert result.exit_code == 1
-    assert "does not apply" not in result.output and "no-such-model" in result.output
+    assert "No such option" not in result.output and "no-such-model" in result.output

@@ -641,7 +641,7 @@ def test_cli_train_early_exit(base_dir, tmp_path) -> None:
     texts, labels = synthetic(32, seed=0)
     data.write_text("sentence\tlabel\n" + "".join(f"{t} \t{y}\n" for t, y in zip(texts, labels, strict=True)))
     out = tmp_path / "model"
-    args = ["train", str(base_dir), "--train", str(data), "--dev", str(data), "--early-exit", "sweet"]
+    args = ["early-exit", "train", str(base_dir), "--train", str(data), "--dev", str(data), "--mode", "sweet"]
     args += ["--out", str(out), "--exits", "1", "--batch-size", "16", "--no-bf16"]
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 0, result.output
@@ -650,7 +650,7 @@ def test_cli_train_early_exit(base_dir, tmp_path) -> None:
     cls = CliRunner().invoke(cli, [*args, "--pooling", "cls", "--out", str(tmp_path / "cls")])
     assert cls.exit_code == 0, cls.output
     assert EarlyExitClassifier.from_pretrained(tmp_path / "cls").model.pooling == "cls"
-    bad = CliRunner().invoke(cli, [*args[:8], "--out", str(out), "--exits", "1,9"])
+    bad = CliRunner().invoke(cli, [*args[:9], "--out", str(out), "--exits", "1,9"])
     assert bad.exit_code == 1 and "exit layers must lie in 1..2" in bad.output
 
 
@@ -666,7 +666,8 @@ def test_calibrate_fits_one_temperature_per_exit(trained, tmp_path) -> None:
     texts, labels = synthetic(200, seed=5)
     dev = tmp_path / "dev.tsv"
     dev.write_text("sentence\tlabel\n" + "".join(f"{t}\t{y}\n" for t, y in zip(texts, labels, strict=True)))
-    result = CliRunner().invoke(cli, ["calibrate", str(model_dir), "--dev", str(dev), "--max-drop", "1"])
+    args = ["early-exit", "calibrate", str(model_dir), "--dev", str(dev)]
+    result = CliRunner().invoke(cli, [*args, "--max-drop", "1"])
     assert result.exit_code == 0, result.output
     manifest = json.loads((model_dir / "early_exit.json").read_text())
     assert len(manifest["temperatures"]) == 2 and all(t > 0 for t in manifest["temperatures"])
@@ -679,11 +680,11 @@ def test_calibrate_fits_one_temperature_per_exit(trained, tmp_path) -> None:
     detailed = model.predict_detailed(texts)
     assert detailed.mean_exit_layer == pytest.approx(report["curve"]["mean_exit_layer"][chosen])
     assert (model_dir / "calibration" / "reliability_exit1.png").exists()
-    # a registered name finds the model too (not taken for a new cascade's output directory)
+    # a registered name finds the model too
     from tango.registry import register
 
     register("ee-calibrate-test", model_dir)
-    again = CliRunner().invoke(cli, ["calibrate", "ee-calibrate-test", "--dev", str(dev)])
+    again = CliRunner().invoke(cli, ["early-exit", "calibrate", "ee-calibrate-test", "--dev", str(dev)])
     assert again.exit_code == 0, again.output
     assert "exit layer" in again.output and f"saved to {model_dir}" in again.output
 
@@ -697,7 +698,7 @@ def test_run_scores_a_file_with_an_early_exit_model(trained, tmp_path) -> None:
     lines = [f'"{t}",{y}' for t, y in zip(texts, labels, strict=True)]
     lines.insert(10, ",neg")  # line 12: empty text, goes to the errors file
     (tmp_path / "in.csv").write_text("text,label\n" + "\n".join(lines) + "\n")
-    args = ["run", "--early-exit", str(trained[0]), "-i", str(tmp_path / "in.csv"), "--threshold", "0.8"]
+    args = ["early-exit", "run", str(trained[0]), "-i", str(tmp_path / "in.csv"), "--threshold", "0.8"]
     result = CliRunner().invoke(cli, [*args, "-o", str(tmp_path / "out.csv")])
     assert result.exit_code == 0, result.output
     out = (tmp_path / "out.csv").read_text().splitlines()
@@ -715,19 +716,8 @@ def test_run_scores_a_file_with_an_early_exit_model(trained, tmp_path) -> None:
     rows = [json.loads(line) for line in (tmp_path / "p.jsonl").read_text().splitlines()]
     assert len(rows) == 50 and all(row["exit_layer"] == 2 for row in rows), "patience 1 with 2 exits"
 
+    # the cascade verbs send the model here, and this command takes no cascade
+    as_cascade = CliRunner().invoke(cli, ["run", "--cascade", *args[2:], "-o", str(tmp_path / "c.csv")])
+    assert as_cascade.exit_code == 2 and f"tango early-exit run {trained[0]}" in as_cascade.output
     mixed = CliRunner().invoke(cli, [*args, "--tier1", "x", "-o", str(tmp_path / "m.csv")])
-    assert mixed.exit_code == 2 and "--early-exit scores with one model" in mixed.output
-    on_gpu = [
-        "run",
-        "--tier1",
-        "a",
-        "--tier2",
-        "b",
-        "--device",
-        "cuda",
-        *args[3:],
-        "-o",
-        str(tmp_path / "g.csv"),
-    ]
-    cascade_on_gpu = CliRunner().invoke(cli, on_gpu)
-    assert cascade_on_gpu.exit_code == 2 and "apply to --early-exit" in cascade_on_gpu.output
+    assert mixed.exit_code == 2 and "No such option '--tier1'" in mixed.output

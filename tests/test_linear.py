@@ -246,7 +246,7 @@ def test_cli_refuses_fine_tuning_options_for_a_linear_tier(tmp_path, option):
 
 def test_cli_refuses_early_exit_for_a_linear_tier(tmp_path):
     _write_tsv(tmp_path / "train.tsv", sentiment_rows(40, 0))
-    args = ["train", "linear", "--train", str(tmp_path / "train.tsv"), "--out", str(tmp_path / "out")]
-    result = CliRunner().invoke(cli, [*args, "--early-exit", "sweet", "--exits", "1,2"])
-    assert result.exit_code == 2 and "--early-exit, --exits do not apply to a linear tier" in result.output
+    args = ["linear", "--train", str(tmp_path / "train.tsv"), "--out", str(tmp_path / "out")]
+    result = CliRunner().invoke(cli, ["early-exit", "train", *args, "--mode", "sweet", "--exits", "1,2"])
+    assert result.exit_code == 2 and "a linear tier has no layers to exit from" in result.output
     assert not (tmp_path / "out").exists()

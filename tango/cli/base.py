@@ -1,5 +1,6 @@
-"""The `tango` group and what every command shares: one-line errors, refusals of options that
-do not apply, the option blocks (columns, tiers, runtime, cascade) and building the model.
+"""The `tango` group and what every command shares besides its options (those are in
+:mod:`tango.cli.options`): one-line errors, refusals of options that do not apply, tiers by name,
+building a cascade, the checks of a scoring run and the refusal of a model of the other kind.
 
 Set ``TANGO_DEBUG=1`` to see full tracebacks instead of one-line errors.
 """
@@ -9,7 +10,6 @@ from __future__ import annotations
 import functools
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import click
@@ -85,7 +85,27 @@ def terminal() -> dict[str, Callable[[str], None]]:
     return {"log": click.echo, "warn": lambda message: click.echo(message, err=True)}
 
 
-@click.group()
+class _Command(click.Command):
+    """A tango command; an unknown ``--early-exit`` (the flag early-exit models once took on
+    train and run) names the commands of their own."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        try:
+            return super().parse_args(ctx, args)
+        except click.NoSuchOption as error:
+            if error.option_name == "--early-exit":
+                error.message = (
+                    f"{error.message.rstrip('.')}: early-exit models have their own commands "
+                    "(`tango early-exit --help`)"
+                )
+            raise
+
+
+class _Group(click.Group):
+    command_class = _Command
+
+
+@click.group(cls=_Group)
 @click.version_option(package_name="tango")
 @click.option(
     "--verbose",
@@ -102,95 +122,7 @@ def cli(ctx: click.Context, verbose: bool) -> None:
         ctx.with_resource(quiet_libraries())  # undone when the command ends
 
 
-# --- shared option blocks; the commands live in the other modules of tango.cli ------------------
-
-
-def stacked(*options: Callable[..., Any]) -> Callable[..., Any]:
-    """One decorator applying ``options`` in the order given (the order --help lists them)."""
-
-    def decorate(func: Callable[..., Any]) -> Callable[..., Any]:
-        for option in reversed(options):
-            func = option(func)
-        return func
-
-    return decorate
-
-
-# Columns of a labelled file (guessed from common names when not given).
-data_options = stacked(
-    click.option("--text-column", default=None, help="Text column (default: guessed)."),
-    click.option("--pair-column", default=None, help="Second text column, for pair tasks."),
-    click.option("--label-column", default=None, help="Label column (default: guessed)."),
-)
-
-# Tiers by name: --tier1/--tier2/--tier3 or --tiers a,b,c (read by tier_names).
-tier_options = stacked(
-    click.option(
-        "--tier1", help="Tier-1 model: a directory, an alias (tango/resources/aliases.toml) or a hub id."
-    ),
-    click.option("--tier2", help="Tier-2 model, same forms as --tier1."),
-    click.option("--tier3", help="Optional third tier, same forms as --tier1."),
-    click.option(
-        "--tiers",
-        help="All tiers, cheapest first, comma-separated (e.g. linear-sst2,distil,large); "
-        "instead of --tier1/--tier2/--tier3.",
-    ),
-)
-
-confidence_option = click.option(
-    "--confidence",
-    type=click.Choice(["maxprob", "margin", "entropy"]),
-    default=None,
-    help="How confidence is read off the probabilities, the kind the threshold acts on "
-    "(default: the cascade's, else maxprob).",
-)
-
-# Where every tier runs: the runtime and its threads.
-runtime_options = stacked(
-    click.option(
-        "--runtime",
-        type=click.Choice(["auto", "onnx", "openvino", "torch"]),
-        default="auto",
-        show_default=True,
-        help="Runtime for every tier; auto = the fastest that `tango probe` recorded, "
-        "else ONNX if model.onnx exists, OpenVINO if an IR does, else PyTorch.",
-    ),
-    click.option(
-        "--threads", type=click.IntRange(min=1), default=None, help="Intra-op threads (default: all cores)."
-    ),
-)
-
-# Options that build a cascade: a saved one (--cascade) or tiers by name (--tier1/2/3, --tiers).
-cascade_options = stacked(
-    click.option(
-        "--cascade",
-        "cascade_dir",
-        type=click.Path(exists=True, file_okay=False),
-        help="A saved (calibrated) cascade directory.",
-    ),
-    click.option(
-        "--allow-external-tiers",
-        is_flag=True,
-        help="Let --cascade load tiers its cascade.json names outside its directory (default: refused).",
-    ),
-    tier_options,
-    click.option(
-        "--threshold",
-        type=float,
-        multiple=True,
-        help="Escalate rows whose confidence is below this (once per tier boundary). "
-        "Default: the cascade's calibrated threshold, else 0.9.",
-    ),
-    confidence_option,
-    runtime_options,
-    click.option(
-        "--batch-size",
-        type=click.IntRange(min=1),
-        default=32,
-        show_default=True,
-        help="Rows per batch, per tier.",
-    ),
-)
+# --- what the commands share besides their options (tango.cli.options) -------------------------
 
 
 def tier_names(tiers: str | None, *numbered: str | None) -> list[str]:
@@ -233,42 +165,51 @@ def build_cascade(
     )
 
 
-@dataclass(frozen=True)
-class ModelOptions:
-    """How `tango run` loads its model: the cascade's thresholds, confidence and tiers' runtime, or
-    an early-exit model's policy, patience and device."""
-
-    threshold: tuple[float, ...] = ()
-    confidence: str | None = None
-    runtime: str = "auto"
-    threads: int | None = None
-    batch_size: int = 32
-    policy: str | None = None
-    patience: int | None = None
-    device: str = "cpu"
-    allow_external_tiers: bool = False
+def columns_of(options: dict[str, Any]) -> dict[str, str | None]:
+    """The columns of a labelled file (tango.cli.options.data_options), taken out of ``options``
+    under the names the API gives them."""
+    names = {"text_column": "text_column", "pair_column": "text_pair_column", "label_column": "label_column"}
+    return {api: options.pop(option) for option, api in names.items()}
 
 
-def build_model(
-    early_exit: str | None, cascade_dir: str | None, names: list[str], options: ModelOptions
-) -> Any:
-    """`tango run`'s model: an early-exit model, or the cascade the options describe."""
-    from tango.jobs import load_early_exit
+def refuse_early_exit_model(name: str | None, command: str, instead: str) -> None:
+    """A UsageError when ``name`` is an early-exit model (a directory holding early_exit.json, or
+    the registered name of one): `tango COMMAND` takes cascades and tiers; ``instead`` is the
+    command that takes it."""
+    from tango.jobs import early_exit_dir
 
-    if early_exit:
-        if cascade_dir or names or options.confidence:
-            raise click.UsageError("--early-exit scores with one model: drop --cascade/--tier*/--confidence")
-        if len(options.threshold) > 1:
-            raise click.UsageError("an early-exit model takes one --threshold (its policy's knob)")
-        knob = options.threshold[0] if options.threshold else None
-        model = (options.policy, options.patience, options.device, options.threads, options.batch_size)
-        return load_early_exit(early_exit, knob, *model)
-    if options.policy or options.patience is not None or options.device != "cpu":
-        raise click.UsageError("--policy, --patience and --device apply to --early-exit models")
-    if not cascade_dir and not options.threshold:
-        click.echo(
-            "note: no calibrated threshold; using 0.9. Run `tango calibrate` to choose one from evidence.",
-            err=True,
+    if name and (found := early_exit_dir(name)):
+        raise click.UsageError(
+            f"{name} is an early-exit model ({found} holds early_exit.json), which `tango {command}` "
+            f"does not take: use `{instead}`"
         )
-    tiers = (options.runtime, options.threads, options.batch_size, options.allow_external_tiers)
-    return build_cascade(cascade_dir, names, options.threshold, options.confidence, *tiers)
+
+
+def check_local_run(input_path: str, output_path: str, options: dict[str, Any]) -> None:
+    """A run on this machine, before any model loads or any file is written: every path checked
+    (tango.runfiles) and, when not given, the input's text (and pair) columns guessed into
+    ``options`` (the scoring options of tango.cli.options)."""
+    from tango.data import guess_columns
+    from tango.runfiles import RunFiles
+
+    errors = options["errors_path"]
+    if errors and os.path.isdir(errors):  # --errors is a directory only with --engine ray
+        raise click.BadParameter(
+            f"{errors!r} is a directory: the local engine writes one file", param_hint="--errors"
+        )
+    files = RunFiles.plan(input_path, output_path, errors)
+    files.check(resume=options["resume"], overwrite=options["overwrite"])
+    if options["text_column"] is None:
+        text, pair, _ = guess_columns(input_path, options["input_format"], label=False)
+        options["text_column"], options["pair_column"] = text, options["pair_column"] or pair
+
+
+def score_and_report(
+    model: Any, input_path: str, output_path: str, quiet: bool, options: dict[str, Any]
+) -> None:
+    """Score ``input_path`` with ``model`` (tango.jobs.score) and, unless ``quiet``, show the totals."""
+    from tango.jobs import score
+
+    summary = score(model, input_path, output_path, progress=not quiet, **options)
+    if not quiet:
+        click.echo(summary.report(), err=True)

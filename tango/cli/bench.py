@@ -6,13 +6,8 @@ from pathlib import Path
 
 import click
 
-from tango.cli.base import (
-    cli,
-    command_line,
-    data_options,
-    tier_names,
-    user_errors,
-)
+from tango.cli.base import cli, command_line, tier_names, user_errors
+from tango.cli.options import data_options
 
 
 def read_config(ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:

@@ -7,15 +7,13 @@ import click
 from tango.cli.base import (
     build_cascade,
     cli,
-    confidence_option,
-    data_options,
+    refuse_early_exit_model,
     refuse_unused,
-    runtime_options,
     terminal,
     tier_names,
-    tier_options,
     user_errors,
 )
+from tango.cli.options import confidence_option, data_options, runtime_options, tier_options
 
 
 @cli.command()
@@ -104,7 +102,6 @@ from tango.cli.base import (
 )
 @click.option("--delta", type=float, default=0.1, show_default=True, help="Risk level of --guarantee.")
 @runtime_options
-@click.option("--device", default="cpu", show_default=True, help="Early-exit models: cpu, cuda or cuda:N.")
 @user_errors
 def calibrate(
     cascade_out: str,
@@ -132,11 +129,8 @@ def calibrate(
     delta: float,
     runtime: str,
     threads: int | None,
-    device: str,
 ) -> None:
     """Fit temperatures and choose the thresholds of the cascade in CASCADE_OUT from labelled rows.
-
-    CASCADE_OUT may also be an early-exit model directory: then one temperature per exit.
 
     Writes the temperatures and threshold into CASCADE_OUT/cascade.json and the evidence
     (reliability diagrams, speed/accuracy curve, report.json) into CASCADE_OUT/calibration/.
@@ -149,15 +143,14 @@ def calibrate(
       tango calibrate cascades/sst2 --dev dev.tsv --guarantee 0.02 --delta 0.1
       tango calibrate cascades/sst2 --unlabelled traffic.jsonl --max-drop 0.5 --dev dev.tsv
       tango calibrate cascades/sst2 --unlabelled traffic.jsonl --combine --dev labelled.tsv
+
+    An early-exit model's exits calibrate with `tango early-exit calibrate`.
     """
-    from tango.jobs import CalibrationRows, early_exit_dir
+    from tango.jobs import CalibrationRows
     from tango.jobs import calibrate as calibrate_job
 
+    refuse_early_exit_model(cascade_out, "calibrate", f"tango early-exit calibrate {cascade_out} --dev FILE")
     columns = {"text_column": text_column, "text_pair_column": pair_column, "label_column": label_column}
-    if exits_dir := early_exit_dir(cascade_out):
-        return _calibrate_exits(str(exits_dir), cascade_out, dev_path, columns, max_drop, device)
-    if device != "cpu":
-        raise click.UsageError("--device applies to early-exit models; cascades run on the CPU")
     if not dev_path and any(columns.values()):
         raise click.UsageError("--text-column/--pair-column/--label-column describe --dev; give --dev FILE")
     if test_path and dev_fraction is not None:
@@ -178,33 +171,3 @@ def calibrate(
         targets["new_rows"] = new_rows
     rows = CalibrationRows(dev_path, test_path, dev_fraction, seed, columns, tuple(unlabelled), combine)
     calibrate_job(cascade, cascade_out, rows, **terminal(), **targets)
-
-
-# Options that describe a cascade's calibration, refused for an early-exit model.
-CASCADE_ONLY = ("tier1", "tier2", "tier3", "tiers", "test_path", "dev_fraction", "seed", "confidence")
-CASCADE_ONLY += ("unlabelled", "min_speedup", "max_escalation", "guarantee", "delta", "runtime", "threads")
-CASCADE_ONLY += ("confidence_level", "new_rows", "in_sample", "combine")
-
-
-def _calibrate_exits(
-    exits_dir: str,
-    cascade_out: str,
-    dev_path: str | None,
-    columns: dict[str, str | None],
-    max_drop: float | None,
-    device: str,
-) -> None:
-    """An early-exit model's calibration: one temperature per exit on --dev (tango.jobs.calibrate_exits)."""
-    from tango.jobs import calibrate_exits
-
-    refuse_unused(
-        CASCADE_ONLY,
-        f"an early-exit model ({cascade_out} holds early_exit.json)",
-        "its calibration fits one temperature per exit on --dev and, with --max-drop, a threshold; "
-        "the other targets, the held-out test split and the tier options are for cascades",
-    )
-    if not dev_path:
-        raise click.UsageError(
-            "an early-exit model calibrates on --dev FILE (labelled rows it was not trained on)"
-        )
-    calibrate_exits(exits_dir, dev_path, columns, max_drop, device, log=click.echo)

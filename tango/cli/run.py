@@ -1,23 +1,24 @@
-"""`tango run`: score a file with a cascade or an early-exit model, on this machine or on Ray."""
+"""`tango run`: score a file with a cascade, on this machine or on Ray (early-exit models:
+`tango early-exit run`)."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from typing import Any
 
 import click
 
 from tango.cli.base import (
-    ModelOptions,
-    build_model,
-    cascade_options,
+    build_cascade,
+    check_local_run,
     cli,
+    refuse_early_exit_model,
     refuse_unused,
-    stacked,
+    score_and_report,
     tier_names,
     user_errors,
 )
+from tango.cli.options import cascade_options, scoring_options, stacked
 
 
 def ray_options(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -81,90 +82,7 @@ def ray_options(func: Callable[..., Any]) -> Callable[..., Any]:
 @cli.command()
 @cascade_options
 @ray_options
-@click.option(
-    "--input", "-i", "input_path", required=True, help="CSV, TSV or JSONL file to score, or - for stdin."
-)
-@click.option(
-    "--output",
-    "-o",
-    "output_path",
-    required=True,
-    type=click.Path(),
-    help="Where to write the scores: .jsonl or .csv (with --engine ray: a directory of shards).",
-)
-@click.option(
-    "--text-column",
-    default=None,
-    help="Column with the text (default: the first of text, sentence, review, content).",
-)
-@click.option("--pair-column", default=None, help="Second text column, for sentence-pair tasks.")
-@click.option(
-    "--id-column",
-    default=None,
-    help="Column copied to the output as id (default: the input's id column, else the line number).",
-)
-@click.option(
-    "--format",
-    "input_format",
-    type=click.Choice(["csv", "tsv", "jsonl"]),
-    default=None,
-    help="Input format (default: from the extension; needed for stdin).",
-)
-@click.option(
-    "--on-error",
-    type=click.Choice(["write", "skip", "fail"]),
-    default="write",
-    show_default=True,
-    help="Bad rows: write them to the errors file, skip them (reported on stderr), or stop.",
-)
-@click.option(
-    "--errors",
-    "errors_path",
-    type=click.Path(),
-    default=None,
-    help="Where bad rows go (default: OUTPUT.errors.jsonl; with --engine ray, whose -o is a directory "
-    "of shards, a directory of JSON-lines files, default OUTPUT.errors).",
-)
-@click.option("--probabilities", is_flag=True, help="Also write every class probability.")
-@click.option(
-    "--chunk-size",
-    type=click.IntRange(min=1),
-    default=None,
-    help="Rows read, scored and committed at a time (default 1024; with --resume, the interrupted run's).",
-)
-@click.option(
-    "--resume",
-    is_flag=True,
-    help="Finish an interrupted run where it stopped (refused if the input, models or options differ).",
-)
-@click.option(
-    "--overwrite", is_flag=True, help="Replace an existing output (never the input, never while in use)."
-)
-@click.option("--quiet", "-q", is_flag=True, help="No progress bar or summary.")
-@click.option(
-    "--early-exit",
-    "early_exit",
-    default=None,
-    help="Score with this early-exit model (a directory or registered name) instead of a cascade.",
-)
-@click.option(
-    "--policy",
-    type=click.Choice(["maxprob", "entropy", "patience"]),
-    default=None,
-    help="With --early-exit: exit rule (default: the model's saved one, maxprob).",
-)
-@click.option(
-    "--patience",
-    type=int,
-    default=None,
-    help="With --early-exit --policy patience: agreeing exits in a row needed to stop.",
-)
-@click.option(
-    "--device",
-    default="cpu",
-    show_default=True,
-    help="With --early-exit: cpu, cuda or cuda:N.",
-)
+@scoring_options
 @user_errors
 def run(
     cascade_dir: str | None,
@@ -180,10 +98,6 @@ def run(
     batch_size: int,
     input_path: str,
     output_path: str,
-    early_exit: str | None,
-    policy: str | None,
-    patience: int | None,
-    device: str,
     quiet: bool,
     **options: Any,
 ) -> None:
@@ -195,31 +109,27 @@ def run(
       tango run --tiers linear-sst2,distil,large --threshold 0.9 --threshold 0.8 -i reviews.csv -o out.csv
       tango run --cascade ~/.cache/tango/cascades/sst2 -i reviews.csv -o scored.csv --probabilities
       cat reviews.jsonl | tango run --cascade DIR -i - --format jsonl -o scored.jsonl
-      tango run --early-exit minilm-l6-sst2-ee-sweet --device cuda -i reviews.csv -o scored.csv
       tango run --engine ray --address auto --cascade DIR -i 'data/*.csv' -o scored/ --merge scored.jsonl
-    """
-    from tango.data import guess_columns
-    from tango.jobs import score
-    from tango.runfiles import RunFiles
 
+    An early-exit model scores files with `tango early-exit run`.
+    """
+    refuse_early_exit_model(
+        cascade_dir, "run --cascade", f"tango early-exit run {cascade_dir} -i INPUT -o OUTPUT"
+    )
     _refuse_other_engines_options(options["engine"])
     if options["engine"] == "local":
-        # Every path and the input's columns are checked before any model loads or any file is written.
-        files = RunFiles.plan(input_path, output_path, options["errors_path"])
-        files.check(resume=options["resume"], overwrite=options["overwrite"])
-        if options["text_column"] is None:
-            text, pair, _ = guess_columns(input_path, options["input_format"], label=False)
-            options["text_column"], options["pair_column"] = text, options["pair_column"] or pair
+        check_local_run(input_path, output_path, options)
     elif input_path == "-":
         raise click.UsageError("--engine ray reads files (paths, globs, URIs), not stdin")
     names = tier_names(tiers, tier1, tier2, tier3)
-    model_options = ModelOptions(
-        threshold, confidence, runtime, threads, batch_size, policy, patience, device, allow_external_tiers
-    )
-    model = build_model(early_exit, cascade_dir, names, model_options)
-    summary = score(model, input_path, output_path, progress=not quiet, **options)
-    if not quiet:
-        click.echo(summary.report(), err=True)
+    if not cascade_dir and not threshold:
+        click.echo(
+            "note: no calibrated threshold; using 0.9. Run `tango calibrate` to choose one from evidence.",
+            err=True,
+        )
+    tier_settings = (runtime, threads, batch_size, allow_external_tiers)
+    model = build_cascade(cascade_dir, names, threshold, confidence, *tier_settings)
+    score_and_report(model, input_path, output_path, quiet, options)
 
 
 RAY_ONLY = ("address", "merge", "output_format", "read_cpus")
@@ -230,15 +140,9 @@ def _refuse_other_engines_options(engine: str) -> None:
     """Options of the other engine are refused, never ignored."""
     if engine == "ray":
         refuse_unused(
-            ("chunk_size", "threads", "early_exit"),
+            ("chunk_size", "threads"),
             "--engine ray",
-            "Ray Data batches by --tier1-batch/--tier2-batch, threads follow --tier1-cpus/--tier2-cpus, "
-            "and early-exit models run locally",
+            "Ray Data batches by --tier1-batch/--tier2-batch, threads follow --tier1-cpus/--tier2-cpus",
         )
     else:
         refuse_unused(RAY_ONLY, "the local engine", "they size and place a Ray run (--engine ray)")
-        errors = click.get_current_context().params.get("errors_path")
-        if errors and os.path.isdir(errors):  # --errors is a directory only with --engine ray
-            raise click.BadParameter(
-                f"{errors!r} is a directory: the local engine writes one file", param_hint="--errors"
-            )

@@ -243,7 +243,7 @@ class EarlyExitClassifier:
             found = sorted(p.name for p in path.iterdir()) if path.is_dir() else "no such directory"
             raise ValueError(
                 f"{path} is not an early-exit model: no {MANIFEST} (found: {found}). "
-                "Train one with `tango train MODEL --early-exit MODE` or tango.early_exit.train_early_exit()."
+                "Train one with `tango early-exit train MODEL` or tango.early_exit.train_early_exit()."
             )
         manifest = json.loads((path / MANIFEST).read_text())
         model = MultiExitModel(

@@ -75,7 +75,7 @@ def load_early_exit(
 
 def early_exit_dir(name: str) -> Path | None:
     """``name`` as an early-exit model: a directory holding ``early_exit.json``, or the registered
-    name of one (``tango train --early-exit --name``); None when it is neither (a cascade)."""
+    name of one (``tango early-exit train --name``); None when it is neither (a cascade)."""
     from tango.registry import registered_dir
 
     path = Path(name).expanduser()

@@ -1,5 +1,5 @@
-"""`tango train`'s work: the rows (calibration rows held out, dev rows), then a transformer tier, a
-linear tier or a multi-exit model trained on them and registered."""
+"""`tango train`'s and `tango early-exit train`'s work: the rows (calibration rows held out, dev
+rows), then a transformer tier, a linear tier or a multi-exit model trained on them and registered."""
 
 from __future__ import annotations
 
@@ -20,6 +20,17 @@ ROW_OPTIONS = (
     "group_column",
 )
 EXIT_OPTIONS = ("exits", "pooling", "device")
+# the loop's settings of a multi-exit training, and their defaults (`tango early-exit train`'s)
+FIT_DEFAULTS: dict[str, Any] = {
+    "epochs": 1,
+    "batch_size": 32,
+    "lr": None,
+    "max_length": 64,
+    "seed": 0,
+    "max_steps": None,
+    "bf16": None,
+    "resume": True,
+}
 
 
 def train(
@@ -28,47 +39,68 @@ def train(
     out_dir: str,
     *,
     name: str | None = None,
-    early_exit: str | None = None,
     bf16: bool | None = None,
     log: Log = print,
     warn: Log = _stderr,
     **options: Any,
 ) -> None:
     """Train ``model`` on ``train_path`` into ``out_dir`` and register it: ``linear`` fits a
-    TF-IDF + logistic-regression tier, ``early_exit`` (a loss scheme) a multi-exit model, else a
-    fine-tuned tier. ``options``: the rows (``ROW_OPTIONS``: dev_path or dev_fraction, columns,
-    label_names, calibration_rows, calibration_seed, group_column), a multi-exit model's
-    ``EXIT_OPTIONS`` (exits, pooling, device), and the rest :func:`tango.training.train_classifier`'s.
-    Calibration rows are held out of the file first (``group_column``: whole groups, a column or
-    ``containment``) and recorded in ``tango_train.json`` for `tango calibrate`."""
-    from tango.splits import overlap_warning, record_training_file, text_overlap, training_rows
-
-    row_options = {key: options.pop(key) for key in ROW_OPTIONS if key in options}
-    exit_options = {key: options.pop(key) for key in EXIT_OPTIONS if key in options}
-    rows = training_rows(train_path, seed=options.get("seed", 0), **row_options)
+    TF-IDF + logistic-regression tier, else a fine-tuned tier (a multi-exit model:
+    :func:`train_exits`). ``options``: the rows (``ROW_OPTIONS``: dev_path or dev_fraction,
+    columns, label_names, calibration_rows, calibration_seed, group_column), and the rest
+    :func:`tango.training.train_classifier`'s. Calibration rows are held out of the file first
+    (``group_column``: whole groups, a column or ``containment``) and recorded in
+    ``tango_train.json`` for `tango calibrate`."""
+    rows = _rows(train_path, options)
     if model == "linear":
         log(_train_linear(rows.train, rows.dev, out_dir, name))
-    elif early_exit:
-        log(
-            _train_exits(
-                model,
-                rows.train,
-                rows.dev,
-                out_dir,
-                name,
-                early_exit,
-                {**exit_options, "bf16": bf16, **options},
-            )
-        )
     else:
         log(_train_tier(model, rows.train, rows.dev, out_dir, name, bf16, options))
+    _record_rows(rows, train_path, out_dir, (log, warn), "`tango calibrate` uses them")
+
+
+def train_exits(
+    model: str,
+    train_path: str,
+    out_dir: str,
+    *,
+    mode: str = "joint",
+    name: str | None = None,
+    log: Log = print,
+    warn: Log = _stderr,
+    **options: Any,
+) -> None:
+    """Train a multi-exit model from the encoder ``model`` on ``train_path`` into ``out_dir``
+    with the loss scheme ``mode`` (joint, weighted, sweet, two-stage;
+    :func:`tango.early_exit.train_early_exit`) and register it. ``options``: the rows
+    (``ROW_OPTIONS``, held out and recorded as :func:`train`'s), the exits (``EXIT_OPTIONS``:
+    exits, pooling, device) and the loop's settings (epochs, batch_size, lr, max_length, seed,
+    max_steps, bf16, resume)."""
+    rows = _rows(train_path, options)
+    log(_train_exits(model, rows.train, rows.dev, out_dir, name, mode, options))
+    _record_rows(rows, train_path, out_dir, (log, warn), "kept out of training")
+
+
+def _rows(train_path: str, options: dict[str, Any]) -> Any:
+    """The rows of one training (:func:`tango.splits.training_rows`), from the ``ROW_OPTIONS``
+    taken out of ``options``."""
+    from tango.splits import training_rows
+
+    row_options = {key: options.pop(key) for key in ROW_OPTIONS if key in options}
+    return training_rows(train_path, seed=options.get("seed", 0), **row_options)
+
+
+def _record_rows(rows: Any, train_path: str, out_dir: str, report: tuple[Log, Log], note: str) -> None:
+    """Record in ``out_dir`` which rows of ``train_path`` the training held out, and report them
+    (``report``: log, warn) with ``note``."""
+    from tango.splits import overlap_warning, record_training_file, text_overlap
+
+    log, warn = report
     record_training_file(out_dir, train_path, rows.held)
     if held := rows.held:
         grouped = f" ({held.group_count} whole groups by {held.groups})" if held.groups else ""
-        log(
-            f"held out {held.held or held.rows} calibration rows of {held.of}{grouped} (seed {held.seed}); "
-            "`tango calibrate` uses them"
-        )
+        count = held.held or held.rows
+        log(f"held out {count} calibration rows of {held.of}{grouped} (seed {held.seed}); {note}")
         if warning := overlap_warning(text_overlap(rows.calibration, rows.train), train_path):
             warn(warning)
 
@@ -123,25 +155,24 @@ def _train_exits(
     def labelled(part: LabelledData) -> tuple[list, list[str]]:
         return part.texts, [part.label_names[i] for i in part.labels]
 
+    unknown = set(options) - set(FIT_DEFAULTS) - set(EXIT_OPTIONS)
+    if unknown:
+        raise TypeError(
+            f"a multi-exit training takes no {sorted(unknown)}; it takes {[*FIT_DEFAULTS, *EXIT_OPTIONS]}"
+        )
+    settings = {**FIT_DEFAULTS, **options}
+    bf16, lr = settings.pop("bf16"), settings.pop("lr")
     record = train_early_exit(
         resolve(model),
         *labelled(data),
         out_dir,
-        exits=options.get("exits", "all"),
         mode=mode,
-        pooling=options.get("pooling", "mean"),
-        device=options.get("device", "cpu"),
-        epochs=options["epochs"],
-        batch_size=options["batch_size"],
-        lr=options["lr"] or EARLY_EXIT_LR,
-        max_length=options["max_length"],
-        seed=options["seed"],
+        lr=lr or EARLY_EXIT_LR,
+        precision="auto" if bf16 is None else ("bf16" if bf16 else "fp32"),
         dev=labelled(dev) if dev is not None else None,
         label_names=data.label_names,
-        max_steps=options["max_steps"],
-        resume=options["resume"],
-        precision="auto" if options["bf16"] is None else ("bf16" if options["bf16"] else "fp32"),
         show_progress_bar=True,
+        **settings,
     )
     metrics = {"dev_accuracy": record["dev_accuracy"]}
     register(name or Path(out_dir).name, out_dir, role="early-exit", mode=mode, metrics=metrics)
