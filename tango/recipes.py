@@ -23,9 +23,14 @@ A config::
     exports = ["openvino-int8"]          # onnx, onnx-int8, openvino, openvino-int8
 
 Besides `tango train`'s options a tier takes ``model``, ``uses``, ``exports``, ``check_data``
-(the exports' self-check rows, default: ``train``), ``probe`` (probe each export on the
-``train`` rows, default true) and ``calibrate_dev`` (early-exit models: fit one temperature per
-exit on this labelled file). Paths may use ``${TANGO_HOME}`` and ``~``.
+(the exports' self-check rows, default: ``train``) and ``probe`` (probe each export on the
+``train`` rows, default true). Paths may use ``${TANGO_HOME}`` and ``~``.
+
+A table with ``early_exit = "MODE"`` (joint, weighted, sweet, two-stage) is a multi-exit model:
+`tango early-exit train --mode MODE` gets its options (``exits`` and ``pooling`` besides the
+rows and the loop's settings; a tier's own ``layers``, ``teacher``, ... are refused), and
+``calibrate_dev`` (a labelled file) adds a step, `tango early-exit calibrate --dev`, fitting one
+temperature per exit on it.
 """
 
 from __future__ import annotations
@@ -48,14 +53,16 @@ EXPORT_FORMS = {
     "openvino-int8": ("-ov-int8", ["--format", "openvino", "--int8"]),
 }
 PATH_KEYS = ("train", "dev", "unlabelled", "check_data", "calibrate_dev")
-OWN_KEYS = ("model", "uses", "exports", "check_data", "probe", "calibrate_dev")
-# `tango train` options a recipe may set (the command's own --out and --name come from the table)
+OWN_KEYS = ("model", "uses", "exports", "check_data", "probe", "early_exit", "calibrate_dev")
+# training options a recipe may set (the command's own --out and --name come from the table):
+# those `tango train` and `tango early-exit train` share, then each one's own
 TRAIN_KEYS = (
     "train", "dev", "dev_fraction", "text_column", "pair_column", "label_column", "labels",
-    "calibration_rows", "calibration_seed", "group_column", "layers", "teacher", "unlabelled",
-    "gatekeeper", "split_sentences", "unlabelled_rows", "epochs", "batch_size", "lr", "max_length",
-    "seed", "max_steps", "bf16", "early_exit", "exits", "pooling",
+    "calibration_rows", "calibration_seed", "group_column", "epochs", "batch_size", "lr",
+    "max_length", "seed", "max_steps", "bf16",
 )  # fmt: skip
+TIER_KEYS = ("layers", "teacher", "unlabelled", "gatekeeper", "split_sentences", "unlabelled_rows")
+EXIT_KEYS = ("exits", "pooling")
 Log = Callable[[str], None]
 
 
@@ -81,22 +88,19 @@ class TierRecipe:
     exports: list[str] = field(default_factory=list)
     check_data: str | None = None
     probe: bool = True
-    calibrate_dev: str | None = None
+    early_exit: str | None = None  # a multi-exit model's loss scheme; None: a tier
+    calibrate_dev: str | None = None  # a multi-exit model's exits calibrated on this file
 
     def steps(self, home: Path) -> list[Step]:
         """The commands that build this tier into ``home/models``, in order."""
         out, logs = home / "models" / self.name, home / "logs"
-        train = ["train", self.model, *_options(self.train), "--out", str(out), "--name", self.name]
-        done = out / ("early_exit.json" if "early_exit" in self.train else "tango_train.json")
-        steps = [Step(train, done, logs / f"{self.name}.log")]
+        command = ["early-exit", "train", self.model, "--mode", self.early_exit] if self.early_exit else []
+        train = [*(command or ["train", self.model]), *_options(self.train), "--out", str(out)]
+        done = out / ("early_exit.json" if self.early_exit else "tango_train.json")
+        steps = [Step([*train, "--name", self.name], done, logs / f"{self.name}.log")]
         if self.calibrate_dev:
-            steps.append(
-                Step(
-                    ["calibrate", str(out), "--dev", self.calibrate_dev],
-                    out / "calibration",
-                    logs / f"{self.name}-calibrate.log",
-                )  # fmt: skip
-            )
+            calibrate = ["early-exit", "calibrate", str(out), "--dev", self.calibrate_dev]
+            steps.append(Step(calibrate, out / "calibration", logs / f"{self.name}-calibrate.log"))
         for form in self.exports:
             suffix, options = EXPORT_FORMS[form]
             target = Path(f"{out}{suffix}")
@@ -146,9 +150,15 @@ def read_recipes(path: str | Path) -> dict[str, TierRecipe]:
 
 
 def _recipe(name: str, table: dict[str, Any], root: Path, where: str) -> TierRecipe:
-    unknown = set(table) - set(TRAIN_KEYS) - set(OWN_KEYS)
-    if unknown:
-        raise ValueError(f"{where}: {sorted(unknown)} not among tango train's options or {list(OWN_KEYS)}")
+    early = "early_exit" in table
+    own = EXIT_KEYS if early else TIER_KEYS
+    if early and (tier_only := sorted(set(table) & set(TIER_KEYS))):
+        raise ValueError(f"{where}: {tier_only} train tiers (tango train), not early-exit models")
+    if not early and (exit_only := sorted(set(table) & {*EXIT_KEYS, "calibrate_dev"})):
+        raise ValueError(f"{where}: {exit_only} apply to early-exit models: set early_exit = MODE")
+    if unknown := set(table) - set(TRAIN_KEYS) - set(own) - set(OWN_KEYS):
+        command = "tango early-exit train" if early else "tango train"
+        raise ValueError(f"{where}: {sorted(unknown)} not among {command}'s options or {list(OWN_KEYS)}")
     for key in ("model", "train"):
         if key not in table:
             raise ValueError(f"{where}: needs {key!r}")
@@ -159,10 +169,11 @@ def _recipe(name: str, table: dict[str, Any], root: Path, where: str) -> TierRec
     return TierRecipe(
         name=name,
         model=str(table["model"]),
-        train={k: v for k, v in table.items() if k in TRAIN_KEYS},
+        train={k: v for k, v in table.items() if k in (*TRAIN_KEYS, *own)},
         exports=list(table.get("exports", [])),
         check_data=table.get("check_data"),
         probe=bool(table.get("probe", True)),
+        early_exit=table.get("early_exit"),
         calibrate_dev=table.get("calibrate_dev"),
     )
 

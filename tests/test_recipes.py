@@ -49,6 +49,26 @@ def test_build_trains_exports_and_probes_once(recipe_dir):
     assert again.exit_code == 0 and again.output.count("done ") == 3 and "0 step(s) run" in again.output
 
 
+def test_an_early_exit_recipe_trains_and_calibrates_through_its_own_commands(recipe_dir):
+    tmp_path, start = recipe_dir
+    write_tsv(tmp_path / "data" / "dev.tsv", sentiment_rows(60, seed=4))
+    tier = f'[tier.tiny-ee]\nuses = "tiny"\nmodel = "{start}"\nearly_exit = "sweet"\nexits = "1"\n'
+    tier += 'pooling = "cls"\nepochs = 1\nbf16 = false\ncalibrate_dev = "dev.tsv"\n'
+    config = write_config(tmp_path, tier)
+    dry = CliRunner().invoke(cli, ["build", config, "--dry-run"])
+    assert dry.exit_code == 0, dry.output
+    assert f"tango early-exit train {start} --mode sweet" in dry.output
+    assert "tango early-exit calibrate" in dry.output and "--dev" in dry.output
+    result = CliRunner().invoke(cli, ["build", config])
+    assert result.exit_code == 0, result.output
+    out = tango_home() / "models" / "tiny-ee"
+    manifest = json.loads((out / "early_exit.json").read_text())
+    assert manifest["mode"] == "sweet" and manifest["exits"] == [1, 2] and manifest["pooling"] == "cls"
+    assert len(manifest["temperatures"]) == 2 and (out / "calibration" / "report.json").is_file()
+    again = CliRunner().invoke(cli, ["build", config])
+    assert again.exit_code == 0 and again.output.count("done ") == 2 and "0 step(s) run" in again.output
+
+
 def test_a_failed_step_names_its_log(recipe_dir):
     tmp_path, start = recipe_dir
     (tmp_path / "data" / "empty.tsv").write_text("sentence\tlabel\n")
@@ -71,6 +91,22 @@ def test_a_failed_step_names_its_log(recipe_dir):
             "exports ['tflite'] are not among",
         ),
         ('[tier.x]\ntrain = "t.tsv"\n', "needs 'model'"),
+        (
+            '[tier.x]\nuses = "tiny"\nmodel = "minilm"\nearly_exit = "joint"\nteacher = "t"\n',
+            "['teacher'] train tiers (tango train), not early-exit models",
+        ),
+        (
+            '[tier.x]\nuses = "tiny"\nmodel = "minilm"\nexits = "1,2"\n',
+            "['exits'] apply to early-exit models: set early_exit = MODE",
+        ),
+        (
+            '[tier.x]\nuses = "tiny"\nmodel = "minilm"\ncalibrate_dev = "dev.tsv"\n',
+            "['calibrate_dev'] apply to early-exit models",
+        ),
+        (
+            '[tier.x]\nuses = "tiny"\nmodel = "minilm"\nearly_exit = "joint"\nexit = "1"\n',
+            "['exit'] not among tango early-exit train's options",
+        ),
     ],
 )
 def test_bad_recipes_are_refused_naming_the_table(tmp_path, table, message):
