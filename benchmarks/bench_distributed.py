@@ -94,8 +94,23 @@ def run_local(settings: dict[str, Any], source: Path, work: Path) -> dict[str, A
     return {"rows": summary.rows_out, "escalated": 1 - summary.tier_answered[0] / summary.rows_out}
 
 
-def run_ray(settings: dict[str, Any], source: Path, work: Path) -> dict[str, Any]:
-    from tango.engines.ray import Stage, score
+def stages(settings: dict[str, Any], node_cpus: list[float]) -> dict[str, Any]:
+    """The Ray run's pools on these worker nodes. Fused: one whole-cascade actor per node, with
+    the node's CPUs less one read/write task's (so its runtime threads are the node's cores); a
+    pool per tier: the --tier1-*/--tier2-* sizes."""
+    from tango.engines.ray import Stage
+
+    if settings["shape"] == "fused":
+        cpus = min(node_cpus) - settings["read_cpus"]
+        return {"fuse_tiers": True, "tier1": Stage(len(node_cpus), cpus, settings["ray_batch"])}
+    return {
+        "tier1": Stage(settings["tier1_actors"], settings["tier1_cpus"], settings["ray_batch"]),
+        "tier2": Stage(settings["tier2_actors"], settings["tier2_cpus"], settings["ray_batch"]),
+    }
+
+
+def run_ray(settings: dict[str, Any], source: Path, work: Path, node_cpus: list[float]) -> dict[str, Any]:
+    from tango.engines.ray import score
 
     cascade = load(settings, 1)
     summary = score(
@@ -105,12 +120,12 @@ def run_ray(settings: dict[str, Any], source: Path, work: Path) -> dict[str, Any
         id_column="id",
         overwrite=True,
         progress=False,
-        tier1=Stage(settings["tier1_actors"], settings["tier1_cpus"], settings["ray_batch"]),
-        tier2=Stage(settings["tier2_actors"], settings["tier2_cpus"], settings["ray_batch"]),
         read_cpus=settings["read_cpus"],
+        **stages(settings, node_cpus),
     )
     first = summary.tiers.get("1", 0)
-    return {"rows": summary.rows_out, "escalated": 1 - first / summary.rows_out if summary.rows_out else 0.0}
+    escalated = 1 - first / summary.rows_out if summary.rows_out else 0.0
+    return {"rows": summary.rows_out, "escalated": escalated, "passes": summary.passes}
 
 
 @contextmanager
@@ -160,7 +175,11 @@ def round_robin(
 
 def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
     rates = [run["rows"] / run["seconds"] for run in runs]
+    passes = {
+        name: statistics.median(run["passes"][name] for run in runs) for name in runs[0].get("passes", {})
+    }
     return {
+        "passes": passes,
         "rows_per_s": statistics.median(rates),
         "rows_per_s_min": min(rates),
         "rows_per_s_max": max(rates),
@@ -176,11 +195,14 @@ def markdown(result: dict[str, Any]) -> str:
     layout = f"{s['cpus']} on one node, or {s['cpus'] / 2:g} on each of two; the head node has none"
     versions = f"ray {m['ray']}, torch {m['torch']}, onnxruntime {m['onnxruntime']}, openvino {m['openvino']}"
     rounds = f"{s['repeats']} round-robin runs{' after a warm-up round' if s['warmup'] else ''}"
-    stages = (
-        f"tier 1 {s['tier1_actors']} actor(s) x {s['tier1_cpus']:g} CPU, tier 2 {s['tier2_actors']} actor(s) "
-        f"x {s['tier2_cpus']:g} CPU (one thread each), batches of {s['ray_batch']} rows, read/write tasks "
-        f"{s['read_cpus']:g} CPU"
+    pools = (
+        "one pool of whole-cascade actors (fused): one actor per worker node with the node's CPUs less "
+        "a read/write task's, running round(CPUs) threads"
+        if s.get("shape") == "fused"
+        else f"tier 1 {s['tier1_actors']} actor(s) x {s['tier1_cpus']:g} CPU, tier 2 {s['tier2_actors']} "
+        f"actor(s) x {s['tier2_cpus']:g} CPU (one thread each)"
     )
+    stages = f"{pools}, batches of {s['ray_batch']} rows, read/write tasks {s['read_cpus']:g} CPU"
     lines = [
         "### Ray engine vs local engine, one node and two",
         "",
@@ -201,7 +223,29 @@ def markdown(result: dict[str, Any]) -> str:
             f"| {name} | {row['rows_per_s']:,.1f} | {spread} | {row['seconds']:.1f} "
             f"| {row['rows_per_s'] / local:.2f}x | {row['escalated']:.1%} |"
         )
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + passes_table(result)) + "\n"
+
+
+def passes_table(result: dict[str, Any]) -> list[str]:
+    """Where a Ray run's seconds go (median per pass), and the rows from which it would reach
+    0.8x the local engine if every pass but scoring stayed fixed and scoring kept its rate."""
+    local = result["systems"]["local"]["rows_per_s"]
+    lines = [
+        "",
+        "| system | index s | scoring s | check s | other s | rows for 0.8x local (extrapolated) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, row in result["systems"].items():
+        if not row.get("passes"):
+            continue
+        p = row["passes"]
+        fixed = row["seconds"] - p["scoring"]
+        per_row = 1 / (0.8 * local) - p["scoring"] / result["rows"]
+        needed = f"{fixed / per_row:,.0f}" if per_row > 0 else "never (scoring alone is slower)"
+        other = fixed - p.get("index", 0.0) - p["check"]
+        seconds = (p.get("index", 0.0), p["scoring"], p["check"], other)
+        lines.append(f"| {name} | " + " | ".join(f"{s:.1f}" for s in seconds) + f" | {needed} |")
+    return lines
 
 
 def machine(cpus: int) -> dict[str, Any]:
@@ -243,7 +287,10 @@ def systems_of(settings: dict[str, Any], source: Path, work: Path) -> dict[str, 
     systems: dict[str, Any] = {"local": (no_cluster, lambda: run_local(settings, source, work))}
     for name, units in LAYOUTS.items():
         layout = [units_ * half for units_ in units]
-        systems[name] = (lambda layout=layout: ray_cluster(layout), lambda: run_ray(settings, source, work))
+        systems[name] = (
+            lambda layout=layout: ray_cluster(layout),
+            lambda layout=layout: run_ray(settings, source, work, layout),
+        )
     return systems
 
 
@@ -255,11 +302,18 @@ def systems_of(settings: dict[str, Any], source: Path, work: Path) -> dict[str, 
 @click.option("--tier1", default=TIER1, show_default=True, help="Tier-1 model.")
 @click.option("--tier2", default=TIER2, show_default=True, help="Tier-2 model.")
 @click.option("--cpus", type=int, default=2, show_default=True, help="CPUs of every system (even).")
+@click.option(
+    "--shape",
+    type=click.Choice(["fused", "split"]),
+    default="fused",
+    show_default=True,
+    help="Ray pools: one of whole-cascade actors (fused), or one per tier (split, sized below).",
+)
 @click.option("--tier1-actors", type=int, default=1, show_default=True, help="Tier-1 pool size.")
 @click.option("--tier1-cpus", type=float, default=0.75, show_default=True, help="CPUs per tier-1 actor.")
 @click.option("--tier2-actors", type=int, default=1, show_default=True, help="Tier-2 pool size.")
 @click.option("--tier2-cpus", type=float, default=0.75, show_default=True, help="CPUs per tier-2 actor.")
-@click.option("--ray-batch", type=int, default=256, show_default=True, help="Rows per actor batch.")
+@click.option("--ray-batch", type=int, default=1024, show_default=True, help="Rows per actor batch.")
 @click.option("--read-cpus", type=float, default=0.25, show_default=True, help="CPUs per read/write task.")
 @click.option("--repeats", type=int, default=5, show_default=True, help="Timed rounds (round-robin).")
 @click.option("--warmup/--no-warmup", default=True, show_default=True, help="One untimed round first.")

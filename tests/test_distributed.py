@@ -376,3 +376,43 @@ def test_a_bf16_autocast_tier_answers_on_ray_exactly_as_locally(cluster, tier_di
     assert_same_where_clear(*decisions, clear)
     confidence = [[r["confidence"] for r in rows] for rows in (merged, local)]
     assert_close(*confidence, tolerance)
+
+
+def test_fused_tiers_score_as_the_local_engine_and_a_clean_input_skips_the_errors_pass(
+    cluster, cascade, tmp_path
+):
+    """--fuse-tiers: one pool of whole-cascade actors; every row as the local engine's. Input
+    without a bad row leaves no errors output (the index's footers say so: no errors pass)."""
+    rows = [json.dumps({"id": f"f{i}", "text": f"{WORDS[i % len(WORDS)]} {i}"}) for i in range(90)]
+    (tmp_path / "in.jsonl").write_text("\n".join(rows) + "\n")
+    fused = dict(SMALL, tier2=Stage(), fuse_tiers=True, tier1=Stage(2, 0.5, 16))
+    with Deadline(300):
+        summary = score(cascade, str(tmp_path / "in.jsonl"), str(tmp_path / "shards"), id_column="id",
+                        probabilities=True, merge=str(tmp_path / "merged.jsonl"), **fused)  # fmt: skip
+    score_file(cascade, tmp_path / "in.jsonl", tmp_path / "local.jsonl", id_column="id", probabilities=True,
+               progress=False)  # fmt: skip
+    merged = read_rows(tmp_path / "merged.jsonl")
+    assert_same_rows(merged, read_rows(tmp_path / "local.jsonl"))
+    assert len({row["tier"] for row in merged}) == 2, "both tiers must answer some rows"
+    assert summary.rows_out == 90 and summary.errors == 0
+    assert not (tmp_path / "shards.errors").exists()
+    with pytest.raises(ValueError, match="fuse_tiers runs one pool .* tier2 does not apply"):
+        score(cascade, str(tmp_path / "in.jsonl"), str(tmp_path / "other"), **dict(fused, tier2=Stage(2)))
+
+
+def test_fuse_tiers_refuses_tier2_sizes_on_the_command_line(tier_dirs, tmp_path):
+    (tmp_path / "in.jsonl").write_text(json.dumps({"text": "fine"}) + "\n")
+    args = [
+        "run",
+        "--tier1",
+        str(tier_dirs[0]),
+        "--tier2",
+        str(tier_dirs[1]),
+        "-i",
+        str(tmp_path / "in.jsonl"),
+    ]
+    args += ["-o", str(tmp_path / "out"), "--engine", "ray", "--fuse-tiers", "--tier2-cpus", "1"]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 2 and "--tier2-cpus does not apply to --fuse-tiers" in result.output
+    result = CliRunner().invoke(cli, ["run", *args[1:7], "-o", str(tmp_path / "o.jsonl"), "--fuse-tiers"])
+    assert result.exit_code == 2 and "--fuse-tiers does not apply to the local engine" in result.output

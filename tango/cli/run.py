@@ -45,6 +45,13 @@ def ray_options(func: Callable[..., Any]) -> Callable[..., Any]:
             help="Ray: CPUs reserved per read or write task.",
         ),
         click.option(
+            "--fuse-tiers",
+            is_flag=True,
+            help="Ray: one pool of actors that each run the whole cascade on their batches (sized by "
+            "--tier1-*), as the local engine does, instead of a pool per tier. Faster on small nodes; "
+            "a pool per tier sizes tier 2 on its own.",
+        ),
+        click.option(
             "--output-format",
             type=click.Choice(["jsonl", "csv", "parquet"]),
             default="jsonl",
@@ -71,7 +78,7 @@ def ray_options(func: Callable[..., Any]) -> Callable[..., Any]:
             click.option(
                 f"--{stage}-batch",
                 type=click.IntRange(min=1),
-                default=256,
+                default=1024,
                 show_default=True,
                 help=f"Ray: rows per batch handed to a {name} actor (tier 2 sees all, scores the unsure).",
             ),
@@ -116,7 +123,7 @@ def run(
     refuse_early_exit_model(
         cascade_dir, "run --cascade", f"tango early-exit run {cascade_dir} -i INPUT -o OUTPUT"
     )
-    _refuse_other_engines_options(options["engine"])
+    _refuse_other_engines_options(options["engine"], options["fuse_tiers"])
     if options["engine"] == "local":
         check_local_run(input_path, output_path, options)
     elif input_path == "-":
@@ -132,17 +139,20 @@ def run(
     score_and_report(model, input_path, output_path, quiet, options)
 
 
-RAY_ONLY = ("address", "merge", "output_format", "read_cpus")
+RAY_ONLY = ("address", "merge", "output_format", "read_cpus", "fuse_tiers")
 RAY_ONLY += tuple(f"{stage}_{part}" for stage in ("tier1", "tier2") for part in ("actors", "cpus", "batch"))
 
 
-def _refuse_other_engines_options(engine: str) -> None:
-    """Options of the other engine are refused, never ignored."""
+def _refuse_other_engines_options(engine: str, fuse_tiers: bool) -> None:
+    """Options of the other engine (or of the other Ray pool shape) are refused, never ignored."""
     if engine == "ray":
         refuse_unused(
             ("chunk_size", "threads"),
             "--engine ray",
             "Ray Data batches by --tier1-batch/--tier2-batch, threads follow --tier1-cpus/--tier2-cpus",
         )
+        if fuse_tiers:
+            tier2 = tuple(f"tier2_{part}" for part in ("actors", "cpus", "batch"))
+            refuse_unused(tier2, "--fuse-tiers", "one pool sized by --tier1-* runs every tier")
     else:
         refuse_unused(RAY_ONLY, "the local engine", "they size and place a Ray run (--engine ray)")

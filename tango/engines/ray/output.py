@@ -33,6 +33,7 @@ class DistributedSummary:
     tiers: dict[str, int] = field(default_factory=dict)  # output tier value -> rows it answered
     resume_mode: str = "checkpoint"
     files: int = 0
+    passes: dict[str, float] = field(default_factory=dict)  # seconds of each pass this run ran
 
     @property
     def rows_per_s(self) -> float:
@@ -45,6 +46,8 @@ class DistributedSummary:
             f"time: {self.seconds:.1f} s   {self.rows_per_s:,.1f} rows/s   resume by: {self.resume_mode}",
             "exactly-once check: every input id is in the output once or is an error row",
         ]
+        if self.passes:
+            lines.append("passes: " + ", ".join(f"{name} {took:.1f} s" for name, took in self.passes.items()))
         for tier, rows in sorted(self.tiers.items()):
             share = rows / self.rows_out if self.rows_out else 0.0
             lines.append(f"tier {tier}: answered {share:6.1%} of rows")

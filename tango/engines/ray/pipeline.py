@@ -1,6 +1,7 @@
 """The scoring pipeline of a run, resumable by Ray Data's id-column checkpoint.
 
-read (good rows) -> tier-1 actor pool -> tier-2 actor pool -> write, once over all inputs. Ray
+read (good rows) -> tier-1 actor pool -> tier-2 actor pool -> write, once over all inputs (fused:
+read -> one pool of whole-cascade actors -> write). Ray
 Data records each written block's ids under ``<OUTPUT>.tango/checkpoint/`` (a pending file
 before the block is written, committed after), and on resume drops the rows already written
 right after the read.
@@ -11,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from tango.engines.ray.actors import CascadeScorer
 from tango.engines.ray.context import data_context
 from tango.engines.ray.plan import ID, CascadeSpec, Stage
 from tango.engines.ray.read import datasource_class
@@ -20,13 +22,15 @@ from tango.engines.ray.storage import fs_of
 @dataclass(frozen=True)
 class Pipeline:
     """What the scoring pipeline needs: Ray, the cascade as data, each stage's resources and the
-    two actor classes (swapped for subclasses in fault-injection tests)."""
+    two actor classes (swapped for subclasses in fault-injection tests). ``fused``: one pool of
+    whole-cascade actors, sized by ``tier1``, instead of a pool per tier."""
 
     ray: Any
     spec: CascadeSpec
     tier1: Stage
     tier2: Stage
     actor_classes: tuple[type, type]
+    fused: bool = False
 
 
 def checkpoint_dir(settings: dict[str, Any]) -> str:
@@ -41,6 +45,16 @@ def scored(pipeline: Pipeline, settings: dict[str, Any], paths: list[str]) -> An
     tier1, tier2 = pipeline.tier1, pipeline.tier2
     source = datasource_class()(paths, settings=settings, rows="good")
     ds = pipeline.ray.data.read_datasource(source, num_cpus=settings["read_cpus"])
+    writes = {"probabilities": settings["probabilities"], "line_ids": settings["line_ids"]}
+    if pipeline.fused:
+        return ds.map_batches(
+            CascadeScorer,
+            fn_constructor_kwargs={"spec": pipeline.spec, "threads": tier1.threads, **writes},
+            batch_size=tier1.batch_size,
+            batch_format="numpy",
+            compute=ActorPoolStrategy(min_size=1, max_size=tier1.actors),
+            num_cpus=tier1.cpus,
+        )
     ds = ds.map_batches(
         first_class,
         fn_constructor_kwargs={"spec": pipeline.spec, "threads": tier1.threads},
@@ -51,12 +65,7 @@ def scored(pipeline: Pipeline, settings: dict[str, Any], paths: list[str]) -> An
     )
     return ds.map_batches(
         second_class,
-        fn_constructor_kwargs={
-            "spec": pipeline.spec,
-            "threads": tier2.threads,
-            "probabilities": settings["probabilities"],
-            "line_ids": settings["line_ids"],
-        },
+        fn_constructor_kwargs={"spec": pipeline.spec, "threads": tier2.threads, **writes},
         batch_size=tier2.batch_size,
         batch_format="numpy",
         compute=ActorPoolStrategy(min_size=1, max_size=tier2.actors),

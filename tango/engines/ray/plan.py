@@ -32,7 +32,7 @@ class Stage:
 
     actors: int = 1
     cpus: float = 0.25  # a reservation for scheduling; the runtime runs round(cpus) threads, >= 1
-    batch_size: int = 256
+    batch_size: int = 1024  # the local engine's chunk: bigger batches sort into less padding
 
     def __post_init__(self) -> None:
         if self.actors < 1 or self.cpus <= 0 or self.batch_size < 1:
@@ -55,6 +55,7 @@ def check_resources(
     read_cpus: float,
     resuming: bool,
     node_cpus: list[float] | None = None,
+    fused: bool = False,
 ) -> None:
     """Refuse a plan the cluster cannot schedule, before anything runs (it would hang, not fail).
 
@@ -62,16 +63,19 @@ def check_resources(
     ``read_cpus`` beside them, and a resumed run also needs Ray Data's checkpoint filter (one
     CPU); all of it must fit in the cluster's CPUs at once and, since an actor or a task runs on
     one node, be placeable on the nodes' CPUs (``node_cpus``: two 1-CPU nodes cannot hold two
-    0.75-CPU actors and a 0.5-CPU task, though they have 2 CPUs).
+    0.75-CPU actors and a 0.5-CPU task, though they have 2 CPUs). ``fused``: one pool of
+    whole-cascade actors sized by ``tier1``, no tier-2 pool.
     """
     parts = {"tier-1 actor": tier1.cpus, "tier-2 actor": tier2.cpus, "read/write task": read_cpus}
+    if fused:
+        parts = {"cascade actor (fused)": tier1.cpus, "read/write task": read_cpus}
     if resuming:
         parts["checkpoint filter (resume)"] = CHECKPOINT_FILTER_CPUS
     needed = sum(parts.values())
     shown = " + ".join(f"{cpus:g} ({name})" for name, cpus in parts.items())
     advice = (
         "Lower --tier1-cpus/--tier2-cpus/--read-cpus (a fraction such as 0.25 is fine: each actor "
-        "still runs one thread), or add CPUs"
+        "still runs one thread, and an actor runs round(cpus) threads), or add CPUs"
     )
     if needed > cluster_cpus + 1e-9:
         raise ValueError(

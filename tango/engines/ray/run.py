@@ -10,7 +10,8 @@ check, and ``--merge``.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -39,7 +40,9 @@ class RayOptions:
     ``id_column`` when given, else the line number (one input file) or ``<file>:<line>``
     (several). ``merge`` writes one ordered ``.jsonl``/``.csv`` file (and its ``.errors.jsonl``)
     from the shards at the end. ``resume`` continues an interrupted run (Ray Data's checkpoint).
-    ``tier1``/``tier2`` size each actor pool; ``read_cpus`` is reserved per read and write task,
+    ``tier1``/``tier2`` size each actor pool; ``fuse_tiers`` runs one pool of whole-cascade actors
+    instead (sized by ``tier1``: the local engine's way, faster on small nodes, see
+    :class:`~tango.engines.ray.actors.CascadeScorer`); ``read_cpus`` is reserved per read and write task,
     ``block_rows`` rows make a read block: the unit that is written and checkpointed.
     ``address`` names the Ray cluster (default: start one). ``filesystem`` (a pyarrow file
     system, e.g. ``S3FileSystem(endpoint_override=...)``) holds every path of the run, as Ray
@@ -57,6 +60,7 @@ class RayOptions:
     probabilities: bool = False
     tier1: Stage = field(default_factory=Stage)
     tier2: Stage = field(default_factory=Stage)
+    fuse_tiers: bool = False
     read_cpus: float = DEFAULT_READ_CPUS
     block_rows: int = 1024
     resume: bool = False
@@ -97,12 +101,15 @@ def score(
     file_keys(settings, paths)  # list the input files once: their keys and id names are the run's
     cpus = ray.cluster_resources().get("CPU", 0.0)
     nodes = [node["Resources"].get("CPU", 0.0) for node in ray.nodes() if node.get("Alive")]
-    check_resources(cpus, options.tier1, options.tier2, options.read_cpus, options.resume, nodes)
+    check_resources(
+        cpus, options.tier1, options.tier2, options.read_cpus, options.resume, nodes, options.fuse_tiers
+    )
     state = prepare(settings, options.resume, options.overwrite)
-    pipeline = Pipeline(ray, spec, options.tier1, options.tier2, options.actor_classes)
+    pipeline = Pipeline(ray, spec, options.tier1, options.tier2, options.actor_classes, options.fuse_tiers)
+    alone = {**settings, "read_cpus": min(1.0, max(nodes, default=1.0) or 1.0)}
     with data_context(enable_progress_bars=options.progress):
         try:
-            summary = _passes(pipeline, settings, paths, state, options.merge)
+            summary = _passes(pipeline, (settings, alone), paths, state, options.merge)
         except Exception as error:
             raise _user_error(error) from error
     summary.files = len(settings["files"])
@@ -111,23 +118,47 @@ def score(
 
 
 def _passes(
-    pipeline: Pipeline, settings: dict[str, Any], paths: list[str], state: dict[str, Any], merge: str | None
+    pipeline: Pipeline,
+    settings: tuple[dict[str, Any], dict[str, Any]],
+    paths: list[str],
+    state: dict[str, Any],
+    merge: str | None,
 ) -> DistributedSummary:
-    """The run's Ray Data executions in order, each recorded in run.json once it finished."""
+    """The run's Ray Data executions in order, each recorded in run.json once it finished.
+
+    ``settings``: the run's, and the same for the passes that run without actors (index, errors,
+    check, merge), whose tasks reserve a whole CPU (at most a node's): with a quarter CPU each,
+    Ray starts up to four worker processes per CPU for them, and on a small node starting those
+    costs more than the work (the check of 12,000 rows took 6-10 s instead of 3 s).
+    """
     ray = pipeline.ray
+    scoring, alone = settings
+    seconds: dict[str, float] = {}
     if not state.get("indexed"):
-        write_index(ray, settings, paths)
-        write_errors(ray, settings)
-        update_run(settings, indexed=True, settings=recorded(settings))
+        with _timed(seconds, "index"):
+            write_index(ray, alone, paths)
+            write_errors(ray, alone)
+        update_run(scoring, indexed=True, settings=recorded(scoring))
     if not state.get("scored"):
-        run_checkpointed(pipeline, settings, paths)
-        update_run(settings, scored=True)
-    summary = check_exactly_once(ray, settings)
-    update_run(settings, complete=True)
-    remove(checkpoint_dir(settings), settings.get("filesystem"))
+        with _timed(seconds, "scoring"):
+            run_checkpointed(pipeline, scoring, paths)
+        update_run(scoring, scored=True)
+    with _timed(seconds, "check"):
+        summary = check_exactly_once(ray, alone)
+    update_run(scoring, complete=True)
+    remove(checkpoint_dir(scoring), scoring.get("filesystem"))
     if merge:
-        merge_output(ray, settings, merge)
+        with _timed(seconds, "merge"):
+            merge_output(ray, alone, merge)
+    summary.passes = seconds
     return summary
+
+
+@contextmanager
+def _timed(seconds: dict[str, float], name: str) -> Iterator[None]:
+    started = time.perf_counter()
+    yield
+    seconds[name] = time.perf_counter() - started
 
 
 def _import_ray() -> Any:
@@ -199,6 +230,10 @@ def _refuse(options: RayOptions) -> None:
         raise ValueError(f"on_error must be one of {ON_ERROR}, got {options.on_error!r}")
     if options.output_format not in OUTPUT_FORMATS:
         raise ValueError(f"output format must be one of {OUTPUT_FORMATS}, got {options.output_format!r}")
+    if options.fuse_tiers and options.tier2 != Stage():
+        raise ValueError(
+            "fuse_tiers runs one pool of whole-cascade actors sized by tier1: tier2 does not apply"
+        )
     merge = options.merge
     if merge and Path(merge).suffix.lower() not in (".jsonl", ".csv"):
         raise ValueError(f"cannot merge into {merge}: the merged file must end in .jsonl or .csv")
