@@ -340,40 +340,37 @@ class ExitCurve:
     threshold: list[float]
     accuracy: list[float]
     mean_exit_layer: list[float]
+    lost: list[int]  # rows the last exit gets right and the early answer wrong
+    gained: list[int]  # and the other way round
 
 
 def calibrate_early_exit(
-    model: Any, dev: LabelledData, *, max_drop: float | None = None, report_dir: str | Path | None = None
+    model: Any,
+    dev: LabelledData,
+    *,
+    max_drop: float | None = None,
+    report_dir: str | Path | None = None,
+    confidence_level: float = DEFAULT_CONFIDENCE_LEVEL,
 ) -> dict[str, Any]:
     """Fit one temperature per exit of an ``EarlyExitClassifier``; optionally choose its threshold.
 
     The maxprob policy is simulated from all exits' logits (a row leaves at the first exit whose
     calibrated confidence reaches the threshold), so the whole curve costs one pass. With
-    ``max_drop``, the smallest-compute threshold within that many accuracy points of the last exit
-    is stored in ``model.threshold``.
+    ``max_drop``, the threshold is certified as a cascade's is: thresholds are tested from the
+    most cautious down, each by the paired upper bound on its drop against the last exit
+    (:func:`tango.bounds.drop_upper_bound` at ``confidence_level``), the walk stops at the first
+    that fails, and the passed one with the least compute is stored in ``model.threshold`` (none
+    passed: every row runs to the last exit).
     """
     labels = align_labels(dev, list(model.classes_))
     logits = model.exit_logits(dev.texts)  # (E, N, K)
-    scalers = [TemperatureScaler().fit(z, labels) for z in logits]
     layers = list(model.exits_)
-    exits = [
-        dict(layer=layer, **asdict(tier_report(z, labels, s, 0.0)))
-        for layer, z, s in zip(layers, logits, scalers, strict=True)
-    ]
+    fitted = fit_exits(logits, labels, layers, max_drop=max_drop, confidence_level=confidence_level)
+    scalers = fitted.pop("scalers")
     model.temperatures = [s.temperature_ for s in scalers]
-    confidences = np.stack([s.predict_proba(z).max(axis=1) for s, z in zip(scalers, logits, strict=True)])
-    curve = _exit_curve(confidences, logits.argmax(axis=2) == labels, np.asarray(layers))
-    report: dict[str, Any] = {
-        "rows": len(dev),
-        "exits": exits,
-        "curve": asdict(curve),
-        "dev_rows": row_hashes(dev.texts),
-    }
+    report: dict[str, Any] = {"rows": len(dev), **fitted, "dev_rows": row_hashes(dev.texts)}
     if max_drop is not None:
-        ok = np.asarray(curve.accuracy) >= exits[-1]["accuracy"] - max_drop / 100
-        best = min(np.flatnonzero(ok), key=lambda i: curve.mean_exit_layer[i])
-        model.threshold = curve.threshold[best]
-        report.update(threshold=model.threshold, target={"max_drop": max_drop})
+        model.threshold = report["threshold"]
     if report_dir:
         out = Path(report_dir)
         out.mkdir(parents=True, exist_ok=True)
@@ -389,21 +386,73 @@ def calibrate_early_exit(
     return report
 
 
+def fit_exits(
+    logits: np.ndarray,
+    labels: np.ndarray,
+    layers: Sequence[int],
+    *,
+    max_drop: float | None = None,
+    confidence_level: float = DEFAULT_CONFIDENCE_LEVEL,
+) -> dict[str, Any]:
+    """:func:`calibrate_early_exit` on exits' logits already computed ((E, N, K) against labels):
+    the fitted ``scalers``, each exit's report, the policy's curve and, with ``max_drop``, the
+    certified ``threshold`` and its ``drop_bound`` (benchmarks reuse one pass over many draws)."""
+    scalers = [TemperatureScaler().fit(z, labels) for z in logits]
+    exits = [
+        dict(layer=layer, **asdict(tier_report(z, labels, s, 0.0)))
+        for layer, z, s in zip(layers, logits, scalers, strict=True)
+    ]
+    confidences = np.stack([s.predict_proba(z).max(axis=1) for s, z in zip(scalers, logits, strict=True)])
+    curve = _exit_curve(confidences, logits.argmax(axis=2) == labels, np.asarray(layers))
+    fitted: dict[str, Any] = {"scalers": scalers, "exits": exits, "curve": asdict(curve)}
+    if max_drop is not None:
+        threshold, bound = _certified_exit_threshold(curve, len(labels), max_drop, confidence_level)
+        target = {"max_drop": max_drop, "confidence_level": confidence_level}
+        fitted.update(threshold=threshold, drop_bound=bound, target=target)
+    return fitted
+
+
 def _exit_curve(confidences: np.ndarray, correct: np.ndarray, layers: np.ndarray) -> ExitCurve:
     """Accuracy and mean exit layer at thresholds on a fine grid. (E, N) inputs."""
     thresholds = np.unique(
         np.concatenate([np.linspace(0.5, 1.0, 101), np.quantile(confidences, np.linspace(0, 1, 101))])
     )
-    curve = ExitCurve([], [], [])
+    curve = ExitCurve([], [], [], [], [])
     rows = np.arange(confidences.shape[1])
     for t in thresholds:
         leaves = confidences >= t
         leaves[-1] = True  # the last exit takes every row still inside
         first = leaves.argmax(axis=0)  # (N,) index of the exit each row leaves at
+        early = correct[first, rows]
         curve.threshold.append(float(t))
-        curve.accuracy.append(float(correct[first, rows].mean()))
+        curve.accuracy.append(float(early.mean()))
         curve.mean_exit_layer.append(float(layers[first].mean()))
+        curve.lost.append(int((correct[-1] & ~early).sum()))
+        curve.gained.append(int((~correct[-1] & early).sum()))
     return curve
+
+
+# above every confidence: no row leaves before the last exit
+NEVER_EARLY = float(np.nextafter(1.0, 2.0))
+
+
+def _certified_exit_threshold(
+    curve: ExitCurve, n: int, max_drop: float, confidence_level: float
+) -> tuple[float, float | None]:
+    """The certified threshold of least compute and its drop bound (points), by fixed-sequence
+    testing from the most cautious threshold down; ``NEVER_EARLY`` when the first fails."""
+    from tango.bounds import drop_upper_bound
+
+    bounds = drop_upper_bound(curve.lost, curve.gained, n, confidence_level)
+    passed: list[int] = []
+    for i in np.argsort(curve.threshold)[::-1]:  # most cautious first
+        if bounds[i] > max_drop:
+            break
+        passed.append(int(i))
+    if not passed:
+        return NEVER_EARLY, None
+    best = min(passed, key=lambda i: curve.mean_exit_layer[i])
+    return curve.threshold[best], float(bounds[best])
 
 
 def format_exit_report(report: dict[str, Any], max_drop: float | None) -> str:
@@ -415,5 +464,15 @@ def format_exit_report(report: dict[str, Any], max_drop: float | None) -> str:
             f"{e['ece_before']:.4f} -> {e['ece_after']:.4f}"
         )
     if "threshold" in report:
-        lines.append(f"threshold {report['threshold']:.4f} (within {max_drop} points of the last exit)")
+        level = report["target"]["confidence_level"]
+        if report.get("drop_bound") is None:
+            lines.append(
+                f"no threshold certified within {max_drop} points at {level:.0%}: "
+                "every row runs to the last exit"
+            )
+        else:
+            lines.append(
+                f"threshold {report['threshold']:.4f}: drop against the last exit <= "
+                f"{report['drop_bound']:.2f} points at {level:.0%} confidence (target {max_drop})"
+            )
     return "\n".join(lines)

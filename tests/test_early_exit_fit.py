@@ -33,3 +33,25 @@ def test_fit_is_calibrate_early_exit(tmp_path):
     assert clf.temperatures == again.temperatures
     with pytest.raises(ValueError, match="one label per text"):
         clf.fit(data.texts, data.labels[:-1])
+
+
+def test_the_exit_threshold_is_certified_by_a_walk_from_the_most_cautious_down():
+    """Each threshold is tested by the paired drop bound, most cautious first; the walk stops at
+    the first failure (a later pass does not count) and the passed one of least compute wins."""
+    from tango.bounds import drop_upper_bound
+    from tango.tuning import NEVER_EARLY, ExitCurve, _certified_exit_threshold
+
+    n = 2000
+    # thresholds 0.99 .. 0.6: the drop grows as the threshold falls, except a lucky 0.6
+    curve = ExitCurve(
+        threshold=[0.6, 0.7, 0.8, 0.9, 0.99],
+        accuracy=[0.9] * 5,
+        mean_exit_layer=[1.0, 1.5, 2.0, 3.0, 5.5],
+        lost=[0, 60, 12, 4, 0],
+        gained=[0, 0, 0, 0, 0],
+    )
+    bounds = drop_upper_bound(curve.lost, curve.gained, n, 0.9)
+    assert bounds[4] <= bounds[3] <= 0.5 < bounds[2] and bounds[0] <= 0.5  # 0.6 passes, after a failure
+    assert _certified_exit_threshold(curve, n, 0.5, 0.9) == (0.9, pytest.approx(bounds[3]))
+    # nothing passes: no row leaves early
+    assert _certified_exit_threshold(curve, 50, 0.0, 0.9) == (NEVER_EARLY, None)
