@@ -51,6 +51,8 @@ SECTIONS: dict[str, tuple[str, str, Callable[[str], str]]] = {
     "quickstart_timing": ("README.md", "quickstart", whole),
     "escalated_batches": ("docs/architecture.md", "escalated_batches", whole),
     "bench_distributed": ("docs/distributed.md", "distributed", whole),
+    "bench_distributed_split": ("docs/distributed.md", "distributed_split_3000", whole),
+    "early_exit_new_text": ("docs/early-exit.md", "early_exit_new_text", whole),
     "openvino_configs": ("docs/models.md", "openvino_configs", whole),
     "first_token": ("docs/models.md", "first_token", whole),
     "batch_independence": ("docs/run.md", "batch_independence", whole),
