@@ -59,6 +59,12 @@ def ray_options(func: Callable[..., Any]) -> Callable[..., Any]:
             help="Ray: format of the output shards.",
         ),
     ]
+    return stacked(*options, *_stage_options())(func)
+
+
+def _stage_options() -> list[Callable[..., Any]]:
+    """Each Ray pool's size, CPUs per actor and batch (--tier1-*, --tier2-*)."""
+    options = []
     for stage, name in (("tier1", "tier-1"), ("tier2", "tier-2")):
         options += [
             click.option(
@@ -83,7 +89,7 @@ def ray_options(func: Callable[..., Any]) -> Callable[..., Any]:
                 help=f"Ray: rows per batch handed to a {name} actor (tier 2 sees all, scores the unsure).",
             ),
         ]
-    return stacked(*options)(func)
+    return options
 
 
 @cli.command()
