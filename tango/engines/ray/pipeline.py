@@ -38,38 +38,30 @@ def checkpoint_dir(settings: dict[str, Any]) -> str:
 
 
 def scored(pipeline: Pipeline, settings: dict[str, Any], paths: list[str]) -> Any:
-    """read -> tier-1 actors -> tier-2 actors: the dataset of output rows (not yet executed)."""
-    from ray.data import ActorPoolStrategy
-
+    """read -> tier-1 actors -> tier-2 actors (fused: -> whole-cascade actors): the dataset of
+    output rows (not yet executed)."""
     first_class, second_class = pipeline.actor_classes
-    tier1, tier2 = pipeline.tier1, pipeline.tier2
     source = datasource_class()(paths, settings=settings, rows="good")
     ds = pipeline.ray.data.read_datasource(source, num_cpus=settings["read_cpus"])
     writes = {"probabilities": settings["probabilities"], "line_ids": settings["line_ids"]}
     if pipeline.fused:
-        return ds.map_batches(
-            CascadeScorer,
-            fn_constructor_kwargs={"spec": pipeline.spec, "threads": tier1.threads, **writes},
-            batch_size=tier1.batch_size,
-            batch_format="numpy",
-            compute=ActorPoolStrategy(min_size=1, max_size=tier1.actors),
-            num_cpus=tier1.cpus,
-        )
-    ds = ds.map_batches(
-        first_class,
-        fn_constructor_kwargs={"spec": pipeline.spec, "threads": tier1.threads},
-        batch_size=tier1.batch_size,
-        batch_format="numpy",
-        compute=ActorPoolStrategy(min_size=1, max_size=tier1.actors),
-        num_cpus=tier1.cpus,
-    )
+        return _pool(ds, CascadeScorer, pipeline.tier1, spec=pipeline.spec, **writes)
+    ds = _pool(ds, first_class, pipeline.tier1, spec=pipeline.spec)
+    return _pool(ds, second_class, pipeline.tier2, spec=pipeline.spec, **writes)
+
+
+def _pool(ds: Any, actor: type, stage: Stage, **arguments: Any) -> Any:
+    """``ds`` through an autoscaling pool of ``actor`` (one to ``stage.actors``), each built with
+    ``arguments`` and the stage's threads."""
+    from ray.data import ActorPoolStrategy
+
     return ds.map_batches(
-        second_class,
-        fn_constructor_kwargs={"spec": pipeline.spec, "threads": tier2.threads, **writes},
-        batch_size=tier2.batch_size,
+        actor,
+        fn_constructor_kwargs={**arguments, "threads": stage.threads},
+        batch_size=stage.batch_size,
         batch_format="numpy",
-        compute=ActorPoolStrategy(min_size=1, max_size=tier2.actors),
-        num_cpus=tier2.cpus,
+        compute=ActorPoolStrategy(min_size=1, max_size=stage.actors),
+        num_cpus=stage.cpus,
     )
 
 
