@@ -723,3 +723,20 @@ def test_run_scores_a_file_with_an_early_exit_model(trained, tmp_path) -> None:
     assert as_cascade.exit_code == 2 and f"tango early-exit run {trained[0]}" in as_cascade.output
     mixed = CliRunner().invoke(cli, [*args, "--tier1", "x", "-o", str(tmp_path / "m.csv")])
     assert mixed.exit_code == 2 and "No such option '--tier1'" in mixed.output
+
+
+def test_a_maxprob_threshold_above_one_runs_every_row_to_the_last_exit(tokenizer) -> None:
+    """What a certified calibration stores when no threshold passed (tango.tuning.NEVER_EARLY):
+    even rows whose probability rounds to exactly 1 stay in; other policies keep [0, 1]."""
+    from tango.early_exit.policy import ExitPolicy
+    from tango.tuning import NEVER_EARLY
+
+    texts = random_texts(16, seed=4)
+    clf = random_classifier("mpnet", tokenizer, "maxprob", texts)
+    clf.temperatures = [1e-3] * len(clf.model.exits)  # sharp: many probabilities are exactly 1
+    clf.threshold = 1.0
+    assert (clf.predict_detailed(texts).exit_layer < 4).any(), "some rows leave at probability 1"
+    clf.threshold = NEVER_EARLY
+    assert clf.predict_detailed(texts).exit_layer.tolist() == [4] * len(texts)
+    with pytest.raises(ValueError, match=r"threshold must lie in \[0, 1\]"):
+        ExitPolicy("entropy", threshold=NEVER_EARLY)

@@ -34,8 +34,12 @@ class ExitPolicy:
             raise ValueError(f"patience must be >= 1; got {self.patience}")
         if self.temperatures is not None and min(self.temperatures) <= 0:
             raise ValueError(f"temperatures must be positive; got {self.temperatures}")
-        if self.threshold is not None and not 0.0 <= self.threshold <= 1.0:
-            raise ValueError(f"threshold must lie in [0, 1]; got {self.threshold}")
+        never_early = self.kind == "maxprob" and self.threshold is not None and self.threshold > 1.0
+        if self.threshold is not None and not (0.0 <= self.threshold <= 1.0 or never_early):
+            raise ValueError(
+                f"threshold must lie in [0, 1] (maxprob: above 1 = no row leaves before the last exit); "
+                f"got {self.threshold}"
+            )
 
     def probabilities(self, exit_index: int, logits: torch.Tensor) -> torch.Tensor:
         """Calibrated probabilities of one exit: (B, K) logits -> (B, K), rows sum to 1."""
