@@ -44,7 +44,7 @@ def early_exit() -> None:
     \b
     Examples:
       tango early-exit train minilm --mode sweet --exits 1,2,4,6 --train sst2/train.tsv --out DIR
-      tango early-exit calibrate DIR --dev sst2/dev.tsv --max-drop 1
+      tango early-exit calibrate DIR --dev held-out.tsv --max-drop 0.5
       tango early-exit run DIR -i reviews.csv -o scored.csv
     """
 
@@ -114,8 +114,9 @@ def train(model: str, labels: str | None, **options: Any) -> None:
     "--max-drop",
     type=float,
     default=None,
-    help="Also choose the threshold: the fewest layers run within this many accuracy points of the "
-    "last exit on --dev (default: keep the model's threshold).",
+    help="Also certify the threshold: the fewest layers run whose drop against the last exit is "
+    "bounded by this many points at 90% confidence (paired bound, as a cascade's gate; none passes: "
+    "every row runs to the last exit). Default: keep the model's threshold.",
 )
 @device_option
 @user_errors
@@ -126,7 +127,7 @@ def calibrate(model: str, dev_path: str, max_drop: float | None, device: str, **
 
     \b
     Examples:
-      tango early-exit calibrate runs/sst2-ee --dev sst2/dev.tsv
+      tango early-exit calibrate runs/sst2-ee --dev held-out.tsv
       tango early-exit calibrate minilm-l6-sst2-ee-sweet --dev held-out.tsv --max-drop 1
     """
     from tango.jobs import calibrate_exits, early_exit_dir
