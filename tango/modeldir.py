@@ -28,6 +28,7 @@ TRAIN_FILE = "tango_train.json"
 EXPORT_FILE = "tango_export.json"  # what an export records: source, recipe, self-check
 RUNTIMES_FILE = "tango_runtimes.json"  # what tango probe measured
 LINEAR_FILE = "tango_linear.json"  # marks a linear (scikit-learn) tier
+EARLY_EXIT_FILE = "early_exit.json"  # marks an early-exit model (tango.early_exit), not a tier
 MODEL_FILES = (
     "model.safetensors",
     "pytorch_model.bin",
@@ -95,3 +96,13 @@ def model_files(path: Path) -> dict[str, int]:
 def is_linear(path: Path) -> bool:
     """The directory is a linear tier (its marker file is there)."""
     return (path / LINEAR_FILE).exists()
+
+
+def refuse_early_exit(path: Path, name: str | Path) -> None:
+    """A ValueError when ``path`` holds an early-exit model: loaded as a tier, its encoder would
+    load with an untrained classification head and answer without a word of warning."""
+    if (Path(path) / EARLY_EXIT_FILE).is_file():
+        raise ValueError(
+            f"{name} is an early-exit model ({path} holds {EARLY_EXIT_FILE}), not a tier: "
+            "load it with tango.EarlyExitClassifier.from_pretrained, or score with `tango early-exit run`"
+        )

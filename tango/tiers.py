@@ -29,7 +29,7 @@ from tango.batching import (
 )
 from tango.confidence import softmax
 from tango.hardware import bf16_supported, set_torch_threads
-from tango.modeldir import ONNX_FILE, is_linear, recorded_inputs
+from tango.modeldir import ONNX_FILE, is_linear, recorded_inputs, refuse_early_exit
 from tango.runtimes import PRECISIONS, RUNTIMES, OnnxRuntime, Runtime, TorchRuntime, make_runtime
 from tango.texts import Texts, as_texts
 
@@ -127,6 +127,7 @@ class Tier:
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
         path = resolve(name_or_path)
+        refuse_early_exit(path, name_or_path)  # its encoder would load, with an untrained head
         if is_linear(path):  # a scikit-learn tier: the subclass that marks itself with this file
             linear = Tier._kinds["linear"].from_pretrained(path, batch_size=batch_size, max_tokens=max_tokens)
             linear.source = str(name_or_path)

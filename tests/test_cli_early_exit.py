@@ -104,6 +104,13 @@ def test_the_cascade_commands_send_it_here(ee_model, tmp_path):
     )
     assert train_again.exit_code == 2 and "tango early-exit train ee-tiny" in train_again.output
     assert not (tmp_path / "o.csv").exists() and not (tmp_path / "t").exists()
+    # named as a tier, its encoder would load with an untrained head: refused, not scored
+    as_tier = runner.invoke(
+        cli,
+        ["run", "--tier1", "ee-tiny", "--tier2", str(out), "-i", str(train), "-o", str(tmp_path / "t.csv")],
+    )
+    assert as_tier.exit_code == 1 and "is an early-exit model" in as_tier.output
+    assert "tango early-exit run" in as_tier.output and not (tmp_path / "t.csv").exists()
 
 
 def test_these_commands_send_a_cascade_back(tmp_path):

@@ -25,9 +25,10 @@ from tango.early_exit.model import MultiExitModel
 from tango.early_exit.policy import ExitPolicy
 from tango.early_exit.schedule import early_exit
 from tango.hardware import bf16_supported
+from tango.modeldir import EARLY_EXIT_FILE
 from tango.texts import Texts, as_texts
 
-MANIFEST = "early_exit.json"
+MANIFEST = EARLY_EXIT_FILE
 HEADS = "exit_heads.safetensors"
 # bf16 = weights cast once when inference starts; bf16-autocast = fp32 weights, autocast per batch
 PRECISIONS = ("fp32", "bf16", "bf16-autocast")

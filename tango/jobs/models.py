@@ -8,6 +8,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from tango.modeldir import EARLY_EXIT_FILE
+
 Log = Callable[[str], None]
 
 
@@ -81,4 +83,4 @@ def early_exit_dir(name: str) -> Path | None:
     path = Path(name).expanduser()
     if not path.exists():
         path = registered_dir(name) or path
-    return path if (path / "early_exit.json").is_file() else None
+    return path if (path / EARLY_EXIT_FILE).is_file() else None
