@@ -620,9 +620,14 @@ def _three_tiers_line(title: str, result: dict[str, Any]) -> str:
 
 
 def _runs(results_dir: Path, name: str) -> list[dict[str, Any]]:
-    """The full runs of a data set, in order (NAME-run1.json, NAME-run2.json, ...)."""
-    paths = sorted(results_dir.glob(f"{name}-run*.json"), key=lambda p: int(p.stem.rsplit("run", 1)[1]))
-    return [json.loads(p.read_text()) for p in paths]
+    """The full runs of a series of several, in order (its earlier runs, then NAME.json's own);
+    none for a series of one run."""
+    path = results_dir / f"{name}.json"
+    if not path.exists():
+        return []
+    result = json.loads(path.read_text())
+    earlier = result.pop("earlier_runs", [])
+    return [*earlier, result] if earlier else []
 
 
 def docs_pages(out: Path) -> dict[Path, dict[str, str] | str]:
@@ -690,14 +695,17 @@ def run_series(
     series: str | None = None,
     **overrides: Any,
 ) -> None:
-    """``runs`` full runs of one data set, quietly: SERIES-runK.* (the newest also as SERIES.*), where
-    SERIES defaults to the data set's name; another series name keeps an earlier series' files."""
+    """``runs`` full runs of one data set, quietly, as one series: SERIES.json holds the newest run
+    with the earlier ones under ``earlier_runs`` (SERIES defaults to the data set's name; another
+    series name keeps an earlier series' files). While it runs, each run also writes SERIES-runK.*,
+    removed once the series is whole: results keep one JSON and one Markdown per series."""
     from tango.quiet import quiet_libraries
 
     series = series or name
     if runs > 1:
-        for stale in out.glob(f"{series}-run*.json"):
-            stale.unlink()  # a new series: older runs of it are not mixed in
+        for stale in out.glob(f"{series}-run*"):
+            stale.unlink()  # a new series: an interrupted one's runs are not mixed in
+    done: list[dict[str, Any]] = []
     for k in range(1, runs + 1):
         result_name = f"{series}-run{k}" if runs > 1 else series
         click.echo(f"== {series}: run {k} of {runs}", err=True)
@@ -707,9 +715,14 @@ def run_series(
             )
         result["series"] = series
         (out / f"{result_name}.json").write_text(json.dumps(result, indent=2))  # with dataset, runtimes
+        done.append(result)
         if runs > 1 and k == runs:
-            for suffix in (".json", ".png", ".html", "_reliability_tier1.png"):  # the newest is SERIES.*
+            for suffix in (".png", ".html", "_reliability_tier1.png"):  # the newest run's pictures
                 shutil.copyfile(out / f"{result_name}{suffix}", out / f"{series}{suffix}")
+            whole = dict(result, earlier_runs=done[:-1])
+            (out / f"{series}.json").write_text(json.dumps(whole, indent=2))
+            for part in out.glob(f"{series}-run*"):
+                part.unlink()
         (out / f"{series}.md").write_text(markdown(result, out))
         click.echo(markdown(result, out))
 
@@ -736,12 +749,15 @@ def series_of(out: Path, dataset: str) -> list[str]:
 )
 @click.option("--repeats", default=REPEATS, show_default=True, help="Timed runs after the warm-up.")
 @click.option(
-    "--runs", default=1, show_default=True, help="Full runs of each data set (NAME-runK.json each)."
+    "--runs",
+    default=1,
+    show_default=True,
+    help="Full runs of each data set (one series: NAME.json keeps them all).",
 )
 @click.option(
     "--series",
     default=None,
-    help="Name of this series of runs (default: the data set's); results go to SERIES-runK.json.",
+    help="Name of this series of runs (default: the data set's); results go to SERIES.json.",
 )
 @click.option("--limit", type=int, default=None, help="Only the first N rows (a smoke test).")
 @click.option("--tier1", default=None, help="Override the data set's tier-1 name.")

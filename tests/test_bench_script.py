@@ -201,3 +201,22 @@ def test_a_series_defined_twice_is_refused(tmp_path):
     (tmp_path / "b.toml").write_text('[series.x]\nfile = "b.tsv"\ntier1 = "t1"\ntier2 = "t2"\n')
     with pytest.raises(click.ClickException, match="defined twice"):
         bench_script.load_series(tmp_path)
+
+
+def test_a_series_of_runs_is_one_json_with_its_earlier_runs(tmp_path, monkeypatch):
+    """run_series --runs 3: SERIES.json (the last run, the earlier under earlier_runs) and its
+    pictures; no per-run file stays in results; _runs gives the three back in order."""
+
+    def fake_run(name, repeats, log, out, limit, result_name, **overrides):
+        k = int(result_name.rsplit("run", 1)[1])
+        for suffix in (".json", ".md", ".png", ".html", "_reliability_tier1.png"):
+            (out / f"{result_name}{suffix}").write_text(str(k))
+        return {"dataset": name, "run": k}
+
+    monkeypatch.setattr(bench_script, "run_dataset", fake_run)
+    monkeypatch.setattr(bench_script, "markdown", lambda result, out: f"run {result['run']}\n")
+    bench_script.run_series("sst2", runs=3, repeats=1, out=tmp_path, limit=None, series="s")
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == ["s.html", "s.json", "s.md", "s.png", "s_reliability_tier1.png"]
+    assert [run["run"] for run in bench_script._runs(tmp_path, "s")] == [1, 2, 3]
+    assert (tmp_path / "s.png").read_text() == "3" and (tmp_path / "s.md").read_text() == "run 3\n"
