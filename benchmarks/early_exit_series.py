@@ -75,21 +75,11 @@ def rows(labels: list[str]) -> dict[str, Any]:
     return {"dev": dev, "sentences": sentences}
 
 
-def leaves(logits: np.ndarray, temperatures: list[float], threshold: float) -> np.ndarray:
-    """Index of the exit each row leaves at under the maxprob policy ((E, N, K) logits)."""
-    from tango.confidence import softmax
-
-    conf = np.stack([softmax(z / t).max(axis=1) for z, t in zip(logits, temperatures, strict=True)])
-    out = conf >= threshold
-    out[-1] = True
-    return out.argmax(axis=0)
-
-
 def seed_series(
     model: Any, logits: dict[str, np.ndarray], labels: dict[str, np.ndarray], tier2_accuracy: float
 ) -> dict:
     """Each seed's calibration (its 2,000 sentences) and the model it makes, judged on dev."""
-    from tango.tuning import fit_exits
+    from tango.tuning import exit_confidences, first_exits, fit_exits
 
     layers = np.asarray(model.exits_)
     rows_dev = np.arange(len(labels["dev"]))
@@ -101,7 +91,7 @@ def seed_series(
         fitted = fit_exits(logits["sentences"][:, draw], labels["sentences"][draw], layers.tolist(),
                            max_drop=MAX_DROP, confidence_level=LEVEL)  # fmt: skip
         temperatures = [float(s.temperature_) for s in fitted["scalers"]]
-        first = leaves(logits["dev"], temperatures, fitted["threshold"])
+        first = first_exits(exit_confidences(fitted["scalers"], logits["dev"]), fitted["threshold"])
         accuracy = float(right[first, rows_dev].mean())
         seeds.append({
             "seed": seed, "temperatures": temperatures, "threshold": fitted["threshold"],

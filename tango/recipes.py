@@ -43,6 +43,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tango.modeldir import EARLY_EXIT_FILE, TRAIN_FILE
 from tango.registry import tango_home
 
 # an exported form: the suffix of its directory and name, and its `tango export` options
@@ -96,7 +97,7 @@ class TierRecipe:
         out, logs = home / "models" / self.name, home / "logs"
         command = ["early-exit", "train", self.model, "--mode", self.early_exit] if self.early_exit else []
         train = [*(command or ["train", self.model]), *_options(self.train), "--out", str(out)]
-        done = out / ("early_exit.json" if self.early_exit else "tango_train.json")
+        done = out / (EARLY_EXIT_FILE if self.early_exit else TRAIN_FILE)
         steps = [Step([*train, "--name", self.name], done, logs / f"{self.name}.log")]
         if self.calibrate_dev:
             calibrate = ["early-exit", "calibrate", str(out), "--dev", self.calibrate_dev]

@@ -402,7 +402,7 @@ def fit_exits(
         dict(layer=layer, **asdict(tier_report(z, labels, s, 0.0)))
         for layer, z, s in zip(layers, logits, scalers, strict=True)
     ]
-    confidences = np.stack([s.predict_proba(z).max(axis=1) for s, z in zip(scalers, logits, strict=True)])
+    confidences = exit_confidences(scalers, logits)
     curve = _exit_curve(confidences, logits.argmax(axis=2) == labels, np.asarray(layers))
     fitted: dict[str, Any] = {"scalers": scalers, "exits": exits, "curve": asdict(curve)}
     if max_drop is not None:
@@ -410,6 +410,19 @@ def fit_exits(
         target = {"max_drop": max_drop, "confidence_level": confidence_level}
         fitted.update(threshold=threshold, drop_bound=bound, target=target)
     return fitted
+
+
+def first_exits(confidences: np.ndarray, threshold: float) -> np.ndarray:
+    """(N,) index of the exit each row leaves at under maxprob: the first whose calibrated
+    confidence ((E, N)) reaches ``threshold``; the last exit takes every row still inside."""
+    leaves = confidences >= threshold
+    leaves[-1] = True
+    return leaves.argmax(axis=0)
+
+
+def exit_confidences(scalers: Sequence[TemperatureScaler], logits: np.ndarray) -> np.ndarray:
+    """(E, N) calibrated top probability of every exit, from (E, N, K) logits."""
+    return np.stack([s.predict_proba(z).max(axis=1) for s, z in zip(scalers, logits, strict=True)])
 
 
 def _exit_curve(confidences: np.ndarray, correct: np.ndarray, layers: np.ndarray) -> ExitCurve:
@@ -420,9 +433,7 @@ def _exit_curve(confidences: np.ndarray, correct: np.ndarray, layers: np.ndarray
     curve = ExitCurve([], [], [], [], [])
     rows = np.arange(confidences.shape[1])
     for t in thresholds:
-        leaves = confidences >= t
-        leaves[-1] = True  # the last exit takes every row still inside
-        first = leaves.argmax(axis=0)  # (N,) index of the exit each row leaves at
+        first = first_exits(confidences, t)
         early = correct[first, rows]
         curve.threshold.append(float(t))
         curve.accuracy.append(float(early.mean()))

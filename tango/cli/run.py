@@ -145,12 +145,10 @@ def run(
     score_and_report(model, input_path, output_path, quiet, options)
 
 
-RAY_ONLY = ("address", "merge", "output_format", "read_cpus", "fuse_tiers")
-RAY_ONLY += tuple(f"{stage}_{part}" for stage in ("tier1", "tier2") for part in ("actors", "cpus", "batch"))
-
-
 def _refuse_other_engines_options(engine: str, fuse_tiers: bool) -> None:
     """Options of the other engine (or of the other Ray pool shape) are refused, never ignored."""
+    from tango.jobs.scoring import RAY_ONLY, STAGE_OPTIONS
+
     if engine == "ray":
         refuse_unused(
             ("chunk_size", "threads"),
@@ -158,7 +156,8 @@ def _refuse_other_engines_options(engine: str, fuse_tiers: bool) -> None:
             "Ray Data batches by --tier1-batch/--tier2-batch, threads follow --tier1-cpus/--tier2-cpus",
         )
         if fuse_tiers:
-            tier2 = tuple(f"tier2_{part}" for part in ("actors", "cpus", "batch"))
-            refuse_unused(tier2, "--fuse-tiers", "one pool sized by --tier1-* runs every tier")
+            refuse_unused(
+                STAGE_OPTIONS["tier2"], "--fuse-tiers", "one pool sized by --tier1-* runs every tier"
+            )
     else:
         refuse_unused(RAY_ONLY, "the local engine", "they size and place a Ray run (--engine ray)")

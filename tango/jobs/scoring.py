@@ -30,9 +30,8 @@ def score(
         from tango.engines.ray import Stage
         from tango.engines.ray import score as score_on_ray
 
-        for stage in ("tier1", "tier2"):
-            sizes = (options.pop(f"{stage}_{part}") for part in ("actors", "cpus", "batch"))
-            options[stage] = Stage(*sizes)
+        for stage, names in STAGE_OPTIONS.items():
+            options[stage] = Stage(*(options.pop(name) for name in names))
         options.pop("chunk_size", None)  # the CLI refuses it with --engine ray; Ray batches by stage
         return score_on_ray(model, input_path, output_path, errors_dir=errors_path, **common, **options)
     if engine != "local":
@@ -48,11 +47,22 @@ def score(
     )
 
 
+# each Ray pool's options, by stage
+STAGE_OPTIONS = {
+    stage: tuple(f"{stage}_{part}" for part in ("actors", "cpus", "batch")) for stage in ("tier1", "tier2")
+}
 # the Ray engine's options, which the CLI always passes (their defaults; it refuses them set with
 # the local engine), so the local engine leaves them aside
-RAY_DEFAULTS_IGNORED = {"address", "merge", "output_format", "read_cpus", "fuse_tiers"} | {
-    f"{stage}_{part}" for stage in ("tier1", "tier2") for part in ("actors", "cpus", "batch")
-}
+RAY_ONLY = (
+    "address",
+    "merge",
+    "output_format",
+    "read_cpus",
+    "fuse_tiers",
+    *STAGE_OPTIONS["tier1"],
+    *STAGE_OPTIONS["tier2"],
+)
+RAY_DEFAULTS_IGNORED = set(RAY_ONLY)
 
 
 # the options both engines take: this job's name -> (the engines' name, its default)

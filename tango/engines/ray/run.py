@@ -106,10 +106,10 @@ def score(
     )
     state = prepare(settings, options.resume, options.overwrite)
     pipeline = Pipeline(ray, spec, options.tier1, options.tier2, options.actor_classes, options.fuse_tiers)
-    alone = {**settings, "read_cpus": min(1.0, max(nodes, default=1.0) or 1.0)}
+    alone_cpus = min(1.0, max(nodes, default=1.0) or 1.0)
     with data_context(enable_progress_bars=options.progress):
         try:
-            summary = _passes(pipeline, (settings, alone), paths, state, options.merge)
+            summary = _passes(pipeline, settings, alone_cpus, paths, state, options.merge)
         except Exception as error:
             raise _user_error(error) from error
     summary.files = len(settings["files"])
@@ -119,20 +119,21 @@ def score(
 
 def _passes(
     pipeline: Pipeline,
-    settings: tuple[dict[str, Any], dict[str, Any]],
+    scoring: dict[str, Any],
+    alone_cpus: float,
     paths: list[str],
     state: dict[str, Any],
     merge: str | None,
 ) -> DistributedSummary:
     """The run's Ray Data executions in order, each recorded in run.json once it finished.
 
-    ``settings``: the run's, and the same for the passes that run without actors (index, errors,
-    check, merge), whose tasks reserve a whole CPU (at most a node's): with a quarter CPU each,
-    Ray starts up to four worker processes per CPU for them, and on a small node starting those
-    costs more than the work (the check of 12,000 rows took 6-10 s instead of 3 s).
+    ``scoring``: the run's settings. The passes that run without actors (index, errors, check,
+    merge) get the same with ``alone_cpus`` per task (a whole CPU, at most a node's): with a
+    quarter CPU each, Ray starts up to four worker processes per CPU for them, and on a small node
+    starting those costs more than the work (the check of 12,000 rows took 6-10 s instead of 3 s).
     """
     ray = pipeline.ray
-    scoring, alone = settings
+    alone = {**scoring, "read_cpus": alone_cpus}
     seconds: dict[str, float] = {}
     if not state.get("indexed"):
         with _timed(seconds, "index"):
