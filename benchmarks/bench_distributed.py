@@ -60,10 +60,17 @@ def read_rows(source: Path, rows: int, calibration: int) -> tuple[list[str], lis
     return texts[:rows], texts[rows:]
 
 
-def write_input(texts: list[str], target: Path) -> None:
+def write_input(texts: list[str], target: Path, ids: str) -> None:
+    """JSON lines of the texts; with ``ids="column"`` each row has its own ``id`` too (else tango
+    numbers the lines, and the Ray run's exactly-once check needs no group-by)."""
     with open(target, "w", encoding="utf-8") as out:
         for i, text in enumerate(texts):
-            out.write(json.dumps({"id": f"s{i:06d}", "text": text}, ensure_ascii=False) + "\n")
+            row = {"id": f"s{i:06d}", "text": text} if ids == "column" else {"text": text}
+            out.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+
+def id_column(settings: dict[str, Any]) -> str | None:
+    return "id" if settings.get("ids", "column") == "column" else None
 
 
 def load(settings: dict[str, Any], threads: int) -> Any:
@@ -89,7 +96,7 @@ def run_local(settings: dict[str, Any], source: Path, work: Path) -> dict[str, A
 
     cascade = load(settings, settings["cpus"])
     summary = score_file(
-        cascade, source, work / "local.jsonl", id_column="id", overwrite=True, progress=False
+        cascade, source, work / "local.jsonl", id_column=id_column(settings), overwrite=True, progress=False
     )
     return {"rows": summary.rows_out, "escalated": 1 - summary.tier_answered[0] / summary.rows_out}
 
@@ -117,7 +124,7 @@ def run_ray(settings: dict[str, Any], source: Path, work: Path, node_cpus: list[
         cascade,
         str(source),
         str(work / "ray"),
-        id_column="id",
+        id_column=id_column(settings),
         overwrite=True,
         progress=False,
         read_cpus=settings["read_cpus"],
@@ -211,7 +218,7 @@ def markdown(result: dict[str, Any]) -> str:
         f"{m['cpu']}, {m['cores']} cores; {s['cpus']} CPUs in every system: the local engine's threads, or "
         f"the worker nodes of a Ray cluster ({layout}); {versions}; median (min-max) of {rounds}; "
         f"{m['date']}.",
-        f"Ray stages: {stages}. Command: `{result['command']}`.",
+        f"Ray stages: {stages}. {ids_line(s)} Command: `{result['command']}`.",
         "",
         "| system | rows/s (median) | min-max | seconds (median) | vs local | escalated |",
         "|---|---|---|---|---|---|",
@@ -224,6 +231,13 @@ def markdown(result: dict[str, Any]) -> str:
             f"| {row['rows_per_s'] / local:.2f}x | {row['escalated']:.1%} |"
         )
     return "\n".join(lines + passes_table(result)) + "\n"
+
+
+def ids_line(settings: dict[str, Any]) -> str:
+    """How the rows are identified, hence how the Ray run checks that each landed once."""
+    if settings.get("ids", "column") == "column":
+        return "Ids: the input's id column (the exactly-once check groups by id)."
+    return "Ids: line numbers (the exactly-once check compares counts and id fingerprints, no group-by)."
 
 
 def passes_table(result: dict[str, Any]) -> list[str]:
@@ -317,9 +331,26 @@ def systems_of(settings: dict[str, Any], source: Path, work: Path) -> dict[str, 
 @click.option("--read-cpus", type=float, default=0.25, show_default=True, help="CPUs per read/write task.")
 @click.option("--repeats", type=int, default=5, show_default=True, help="Timed rounds (round-robin).")
 @click.option("--warmup/--no-warmup", default=True, show_default=True, help="One untimed round first.")
+@click.option(
+    "--ids",
+    type=click.Choice(["line", "column"]),
+    default="line",
+    show_default=True,
+    help="Row ids: line numbers tango makes (checked by fingerprint), or an id column (checked by group-by).",
+)
 @click.option("--out", type=click.Path(file_okay=False), default=str(RESULTS), show_default=True)
+@click.option(
+    "--name", default="distributed", show_default=True, help="Results file name (NAME.json, NAME.md)."
+)
 def main(
-    data: str, rows: int, calibration_rows: int, repeats: int, warmup: bool, out: str, **options: Any
+    data: str,
+    rows: int,
+    calibration_rows: int,
+    repeats: int,
+    warmup: bool,
+    out: str,
+    name: str,
+    **options: Any,
 ) -> None:
     """Time local vs Ray on one node vs Ray on two nodes, same rows, same CPUs; write the results."""
     if not 0 < options["escalate"] < 1 or options["cpus"] % 2:
@@ -333,7 +364,7 @@ def main(
     work = Path(tempfile.mkdtemp(prefix="bench_distributed_"))
     try:
         source = work / "input.jsonl"
-        write_input(texts, source)
+        write_input(texts, source, options["ids"])
         runs = round_robin(systems_of(settings, source, work), repeats, warmup)
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -345,8 +376,8 @@ def main(
         "systems": {name: summarise(r) for name, r in runs.items()},
     }
     Path(out).mkdir(parents=True, exist_ok=True)
-    (Path(out) / "distributed.json").write_text(json.dumps(result, indent=2))
-    (Path(out) / "distributed.md").write_text(markdown(result))
+    (Path(out) / f"{name}.json").write_text(json.dumps(result, indent=2))
+    (Path(out) / f"{name}.md").write_text(markdown(result))
     click.echo(markdown(result))
 
 

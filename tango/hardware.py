@@ -36,6 +36,11 @@ def default_threads() -> int:
     """``$TANGO_THREADS``, else the cores this process may use."""
     if (threads := _env_threads()) is not None:
         return threads
+    return usable_cpus()
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity mask where the OS has one)."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 

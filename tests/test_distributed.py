@@ -37,8 +37,10 @@ from tango.engines.ray import (  # noqa: E402
     read_output,
     score,
 )
+from tango.engines.ray import output as output_module  # noqa: E402
 from tango.tiers import Tier  # noqa: E402
 
+real_id_faults = output_module.id_faults
 ROOT = Path(__file__).resolve().parents[1]
 THRESHOLD = 0.97  # the tiny tiers send a good share of rows to tier 2 at this threshold
 # Two CPUs for the whole cluster: each actor takes a quarter, read/write tasks a quarter,
@@ -206,7 +208,9 @@ def killing_tier1(marker: Path, after: int) -> type:
     return KillOnceTier1
 
 
-def test_a_glob_of_jsonl_files_matches_the_local_engine_with_a_tier1_actor_killed(cluster, cascade, tmp_path):
+def test_a_glob_of_jsonl_files_matches_the_local_engine_with_a_tier1_actor_killed(
+    cluster, cascade, tmp_path, monkeypatch
+):
     """Two inputs by glob; a tier-1 actor dies mid-batch.
 
     Ids are <file>:<line>; each file's rows and errors equal the local engine's on that file
@@ -240,6 +244,22 @@ def test_a_glob_of_jsonl_files_matches_the_local_engine_with_a_tier1_actor_kille
         path = str(tmp_path / "in" / f"{name}.jsonl")
         theirs = read_rows(tmp_path / f"{name}.local.jsonl.errors.jsonl")
         assert [dict(e, path=path) for e in theirs] == [e for e in errors if e["path"] == path]
+
+    # Ids tango made (<file>:<line>) are checked by count and fingerprint, without the group-by;
+    # a shard written twice or lost still fails the check, and the group-by names the fault.
+    settings = json.loads((tmp_path / "shards.tango" / "run.json").read_text())["settings"]
+    group_bys = []
+    monkeypatch.setattr(output_module, "id_faults", lambda *a: group_bys.append(1) or real_id_faults(*a))
+    assert check_exactly_once(ray, settings).rows_out == 82 and not group_bys
+    shard = next(path for path in (tmp_path / "shards").iterdir() if not path.name.startswith("."))
+    shutil.copy(shard, shard.with_name("copy_" + shard.name))
+    with pytest.raises(ValueError, match=r"output ids appear more than once"):
+        check_exactly_once(ray, settings)
+    shard.unlink()
+    shard.with_name("copy_" + shard.name).unlink()
+    with pytest.raises(ValueError, match="input ids missing from the output"):
+        check_exactly_once(ray, settings)
+    assert len(group_bys) == 2
 
 
 DRIVER = """

@@ -11,6 +11,7 @@ from tiny_models import build_tiny_classifier, sentiment_rows
 
 from tango.cli import cli
 from tango.engines.ray.index import error_lines
+from tango.engines.ray.output import fingerprint
 from tango.engines.ray.plan import DEFAULT_READ_CPUS, Stage, TierSpec, check_resources
 from tango.engines.ray.read import ShardReader, read_stream_records
 from tango.hardware import bf16_supported
@@ -32,6 +33,17 @@ def test_a_plan_that_fits_the_cluster_but_not_its_nodes_is_refused():
     check_resources(2.0, Stage(cpus=0.75), Stage(cpus=0.75), 0.25, False, node_cpus=[1.0, 1.0])
     check_resources(2.0, Stage(cpus=0.75), Stage(cpus=0.75), 0.5, False, node_cpus=[2.0])
     check_resources(2.0, Stage(), Stage(), DEFAULT_READ_CPUS, True, node_cpus=[0.0, 1.0, 1.0])
+
+
+def test_the_id_fingerprint_is_order_free_and_sees_a_row_lost_doubled_or_foreign():
+    """The exactly-once check's fast path: equal multisets of ids, equal fingerprints; a line id
+    read back as an integer or as text is the same id."""
+    ids = list(range(1, 1001))
+    assert fingerprint(ids) == fingerprint(reversed(ids)) == fingerprint([str(i) for i in ids])
+    assert fingerprint([]) == (0, 0)
+    changed = [ids[:-1], ids + [7], ids[:-1] + [7], ids[:-1] + [1001 + 1], ids[:-2] + [999, 999]]
+    assert len({fingerprint(ids), *(fingerprint(other) for other in changed)}) == 1 + len(changed)
+    assert all(0 <= half < 2**64 for half in fingerprint(ids))
 
 
 def test_the_default_plan_fits_two_cpus_resume_included():

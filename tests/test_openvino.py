@@ -105,6 +105,22 @@ def test_runtime_settings_follow_threads_and_precision(tiny_openvino_dir):
         OpenVinoRuntime(tiny_openvino_dir, precision="bf16-autocast")
 
 
+def test_threads_are_pinned_only_when_they_take_every_cpu(tiny_openvino_dir, monkeypatch):
+    """Fewer threads than CPUs: another process shares the machine, and OpenVINO would pin both
+    processes' threads from the first core."""
+    from tango.runtimes import openvino as ov_runtime
+
+    if not ov_runtime._has_property("ENABLE_CPU_PINNING"):
+        pytest.skip("this OpenVINO CPU plugin has no pinning property")
+    monkeypatch.setattr("tango.hardware.usable_cpus", lambda: 4)
+    for threads, streams in ((1, None), (3, 1)):
+        runtime = OpenVinoRuntime(tiny_openvino_dir, threads=threads, streams=streams)
+        assert runtime.compiled.get_property("ENABLE_CPU_PINNING") is False
+        assert runtime.latency.get_property("ENABLE_CPU_PINNING") is False
+    whole = OpenVinoRuntime(tiny_openvino_dir, threads=4)
+    assert "ENABLE_CPU_PINNING" not in whole.config  # OpenVINO's own choice
+
+
 def test_calibration_rows_come_after_the_check_rows_when_the_file_has_them(tiny_model_dir, tmp_path):
     data = labelled_file(tmp_path / "train.tsv", 40)
     # which rows calibrate is the point here; a random tiny model may lose a row of 10 to int8

@@ -48,6 +48,11 @@ def core() -> Any:
     return require("openvino").Core()
 
 
+def _has_property(name: str) -> bool:
+    """Whether the CPU plugin takes this property (pinning, for one, is not on every platform)."""
+    return name in core().get_property("CPU", "SUPPORTED_PROPERTIES")
+
+
 def bf16_supported() -> bool:
     """True where OpenVINO's CPU plugin can run bf16 (AMX or AVX-512 bf16)."""
     return available() and "BF16" in core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
@@ -67,6 +72,11 @@ class OpenVinoRuntime:
     is oversubscribed. ``streams=1`` never starts the throughput streams.
     ``precision`` is the inference precision hint: ``fp32`` (the default, since OpenVINO would
     otherwise pick bf16 on CPUs that have it and change outputs unasked) or ``bf16``.
+    Threads are pinned to cores (OpenVINO's default) only when they are as many as the CPUs the
+    process may use: a process running fewer threads shares the machine with others (a Ray node's
+    actors, the tier actors of a split pool), and OpenVINO pins each one's threads from the first
+    core, so two one-thread processes ran on one core at half speed each; unpinned, each ran
+    at full speed (benchmarks/results/processes.md).
     ``snippets=False`` turns off the CPU plugin's generated kernels for fused subgraphs
     (``SNIPPETS_MODE=DISABLE``), in transformers chiefly the fused attention: on this project's
     2-core machine, with batches of short sentences, the plain MatMul/Softmax kernels are faster
@@ -82,7 +92,7 @@ class OpenVinoRuntime:
         streams: int | None = None,
         snippets: bool = True,
     ) -> None:
-        from tango.hardware import default_threads
+        from tango.hardware import default_threads, usable_cpus
 
         if precision not in OV_PRECISIONS:
             raise ValueError(
@@ -92,10 +102,13 @@ class OpenVinoRuntime:
         if streams is not None and streams < 1:
             raise ValueError(f"streams must be >= 1 or None (OpenVINO's choice), got {streams}")
         self.model_file = str(model_dir / IR_FILE)
+        threads = threads or default_threads()
         self.config: dict[str, Any] = {
-            "INFERENCE_NUM_THREADS": threads or default_threads(),
+            "INFERENCE_NUM_THREADS": threads,
             "INFERENCE_PRECISION_HINT": OV_PRECISIONS[precision],
         }
+        if threads < usable_cpus() and _has_property("ENABLE_CPU_PINNING"):
+            self.config["ENABLE_CPU_PINNING"] = False
         if not snippets:
             self.config["SNIPPETS_MODE"] = "DISABLE"
         self.snippets = snippets
