@@ -103,13 +103,15 @@ def run_local(settings: dict[str, Any], source: Path, work: Path) -> dict[str, A
 
 def stages(settings: dict[str, Any], node_cpus: list[float]) -> dict[str, Any]:
     """The Ray run's pools on these worker nodes. Fused: one whole-cascade actor per node, with
-    the node's CPUs less one read/write task's (so its runtime threads are the node's cores); a
-    pool per tier: the --tier1-*/--tier2-* sizes."""
+    the node's CPUs less one read/write task's (so its runtime threads are the node's cores), all
+    started at once (Ray Data would not grow the pool on 2 CPUs); a pool per tier: the
+    --tier1-*/--tier2-* sizes."""
     from tango.engines.ray import Stage
 
     if settings["shape"] == "fused":
         cpus = min(node_cpus) - settings["read_cpus"]
-        return {"fuse_tiers": True, "tier1": Stage(len(node_cpus), cpus, settings["ray_batch"])}
+        nodes = len(node_cpus)
+        return {"fuse_tiers": True, "tier1": Stage(nodes, cpus, settings["ray_batch"], min_actors=nodes)}
     return {
         "tier1": Stage(settings["tier1_actors"], settings["tier1_cpus"], settings["ray_batch"]),
         "tier2": Stage(settings["tier2_actors"], settings["tier2_cpus"], settings["ray_batch"]),
@@ -202,9 +204,10 @@ def markdown(result: dict[str, Any]) -> str:
     layout = f"{s['cpus']} on one node, or {s['cpus'] / 2:g} on each of two; the head node has none"
     versions = f"ray {m['ray']}, torch {m['torch']}, onnxruntime {m['onnxruntime']}, openvino {m['openvino']}"
     rounds = f"{s['repeats']} round-robin runs{' after a warm-up round' if s['warmup'] else ''}"
+    at_once = ", all started at once" if s.get("min_actors") else ""
     pools = (
         "one pool of whole-cascade actors (fused): one actor per worker node with the node's CPUs less "
-        "a read/write task's, running round(CPUs) threads"
+        f"a read/write task's, running round(CPUs) threads{at_once}"
         if s.get("shape") == "fused"
         else f"tier 1 {s['tier1_actors']} actor(s) x {s['tier1_cpus']:g} CPU, tier 2 {s['tier2_actors']} "
         f"actor(s) x {s['tier2_cpus']:g} CPU (one thread each)"
@@ -358,6 +361,7 @@ def main(
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     command = command_line()
     settings = dict(options, data=data, repeats=repeats, warmup=warmup, calibration_rows=calibration_rows)
+    settings["min_actors"] = True  # fused pools start one actor per node (see stages())
     texts, calibration = read_rows(Path(data), rows, calibration_rows)
     settings["threshold"] = choose_threshold(settings, calibration)
     click.echo(f"threshold {settings['threshold']} (tier 1's {options['escalate']:.0%} quantile)", err=True)

@@ -46,6 +46,18 @@ def test_the_id_fingerprint_is_order_free_and_sees_a_row_lost_doubled_or_foreign
     assert all(0 <= half < 2**64 for half in fingerprint(ids))
 
 
+def test_a_pool_started_at_its_fewest_actors_must_fit_all_of_them():
+    """min_actors start together, so each one counts in the plan (here two fused 0.75-CPU actors
+    fit two 1-CPU nodes beside a 0.25 task, and three do not fit at all)."""
+    check_resources(2.0, Stage(2, 0.75, min_actors=2), Stage(), 0.25, False, [1.0, 1.0], fused=True)
+    with pytest.raises(
+        ValueError, match=r"needs 2.5 CPUs at once \(0.75 \(cascade actor \(fused\)\) \+ 0.75"
+    ):
+        check_resources(2.0, Stage(3, 0.75, min_actors=3), Stage(), 0.25, False, [1.0, 1.0], fused=True)
+    with pytest.raises(ValueError, match="min_actors <= actors"):
+        Stage(actors=1, min_actors=2)
+
+
 def test_the_default_plan_fits_two_cpus_resume_included():
     check_resources(2.0, Stage(), Stage(), DEFAULT_READ_CPUS, resuming=True)
     assert Stage().threads == 1 and Stage(cpus=4).threads == 4

@@ -63,7 +63,7 @@ def ray_options(func: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _stage_options() -> list[Callable[..., Any]]:
-    """Each Ray pool's size, CPUs per actor and batch (--tier1-*, --tier2-*)."""
+    """Each Ray pool's size, CPUs per actor, batch and fewest actors (--tier1-*, --tier2-*)."""
     options = []
     for stage, name in (("tier1", "tier-1"), ("tier2", "tier-2")):
         options += [
@@ -72,7 +72,15 @@ def _stage_options() -> list[Callable[..., Any]]:
                 type=click.IntRange(min=1),
                 default=1,
                 show_default=True,
-                help=f"Ray: the most {name} actors (the pool autoscales from one).",
+                help=f"Ray: the most {name} actors (the pool autoscales from --{stage}-min-actors).",
+            ),
+            click.option(
+                f"--{stage}-min-actors",
+                type=click.IntRange(min=1),
+                default=1,
+                show_default=True,
+                help=f"Ray: {name} actors started at once and kept (on a small cluster Ray Data may "
+                f"never grow a pool: set it to --{stage}-actors there).",
             ),
             click.option(
                 f"--{stage}-cpus",

@@ -21,7 +21,8 @@ def score(
     (:func:`tango.engines.ray.score`). ``options``: ``text_column``, ``pair_column``,
     ``id_column``, ``input_format``, ``on_error`` ("write"), ``errors_path``, ``probabilities``,
     ``resume``, ``overwrite``; the local engine's ``chunk_size``; the Ray engine's address, merge,
-    output_format, read_cpus, fuse_tiers and each stage's ``tierN_actors``/``_cpus``/``_batch``."""
+    output_format, read_cpus, fuse_tiers and each stage's ``tierN_actors``/``_cpus``/``_batch``/
+    ``_min_actors``."""
     common = {"progress": progress}
     for key, (name, default) in SHARED.items():
         common[name] = options.pop(key, default)
@@ -49,7 +50,8 @@ def score(
 
 # each Ray pool's options, by stage
 STAGE_OPTIONS = {
-    stage: tuple(f"{stage}_{part}" for part in ("actors", "cpus", "batch")) for stage in ("tier1", "tier2")
+    stage: tuple(f"{stage}_{part}" for part in ("actors", "cpus", "batch", "min_actors"))
+    for stage in ("tier1", "tier2")
 }
 # the Ray engine's options, which the CLI always passes (their defaults; it refuses them set with
 # the local engine), so the local engine leaves them aside

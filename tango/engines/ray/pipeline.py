@@ -51,8 +51,8 @@ def scored(pipeline: Pipeline, settings: dict[str, Any], paths: list[str]) -> An
 
 
 def _pool(ds: Any, actor: type, stage: Stage, **arguments: Any) -> Any:
-    """``ds`` through an autoscaling pool of ``actor`` (one to ``stage.actors``), each built with
-    ``arguments`` and the stage's threads."""
+    """``ds`` through an autoscaling pool of ``actor`` (``stage.min_actors`` to ``stage.actors``),
+    each built with ``arguments`` and the stage's threads."""
     from ray.data import ActorPoolStrategy
 
     return ds.map_batches(
@@ -60,7 +60,7 @@ def _pool(ds: Any, actor: type, stage: Stage, **arguments: Any) -> Any:
         fn_constructor_kwargs={**arguments, "threads": stage.threads},
         batch_size=stage.batch_size,
         batch_format="numpy",
-        compute=ActorPoolStrategy(min_size=1, max_size=stage.actors),
+        compute=ActorPoolStrategy(min_size=stage.min_actors, max_size=stage.actors),
         num_cpus=stage.cpus,
     )
 

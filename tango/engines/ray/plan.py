@@ -22,9 +22,14 @@ ID = "id"  # the id column every stage carries; Ray's checkpoint keys on it
 
 @dataclass
 class Stage:
-    """One pipeline stage's resources: the most actors in its pool, CPUs per actor, rows per batch.
+    """One pipeline stage's resources: the most actors in its pool, CPUs per actor, rows per batch,
+    and the fewest actors.
 
-    The pool autoscales from one actor to ``actors``. Size the tier-2 pool from the escalation
+    The pool autoscales from ``min_actors`` (default one) to ``actors``. Ray Data grows a pool only
+    within the CPUs its resource manager allots the operator, about half a small cluster's, so on
+    a cluster of a few CPUs a pool may never grow: there, ``min_actors=actors`` starts them all
+    (measured: with two 1-CPU nodes, a fused pool of up to two actors kept one, docs/distributed.md).
+    Size the tier-2 pool from the escalation
     rate: it scores ``escalated x rows`` rows with a model that costs several times tier 1's per
     row (docs/distributed.md). The defaults (0.25 CPU per actor and per read task) fit a 2-CPU
     cluster, resume included (its checkpoint filter needs one CPU beside them).
@@ -33,10 +38,13 @@ class Stage:
     actors: int = 1
     cpus: float = 0.25  # a reservation for scheduling; the runtime runs round(cpus) threads, >= 1
     batch_size: int = 1024  # the local engine's chunk: bigger batches sort into less padding
+    min_actors: int = 1  # started at once and kept for the whole run
 
     def __post_init__(self) -> None:
         if self.actors < 1 or self.cpus <= 0 or self.batch_size < 1:
             raise ValueError(f"a stage needs actors >= 1, cpus > 0 and batch_size >= 1, got {self}")
+        if not 1 <= self.min_actors <= self.actors:
+            raise ValueError(f"a stage needs 1 <= min_actors <= actors, got {self}")
 
     @property
     def threads(self) -> int:
@@ -59,20 +67,20 @@ def check_resources(
 ) -> None:
     """Refuse a plan the cluster cannot schedule, before anything runs (it would hang, not fail).
 
-    Each pool keeps at least one actor for the whole run, a read or write task needs
+    Each pool keeps its ``min_actors`` for the whole run, a read or write task needs
     ``read_cpus`` beside them, and a resumed run also needs Ray Data's checkpoint filter (one
     CPU); all of it must fit in the cluster's CPUs at once and, since an actor or a task runs on
     one node, be placeable on the nodes' CPUs (``node_cpus``: two 1-CPU nodes cannot hold two
     0.75-CPU actors and a 0.5-CPU task, though they have 2 CPUs). ``fused``: one pool of
     whole-cascade actors sized by ``tier1``, no tier-2 pool.
     """
-    parts = {"tier-1 actor": tier1.cpus, "tier-2 actor": tier2.cpus, "read/write task": read_cpus}
-    if fused:
-        parts = {"cascade actor (fused)": tier1.cpus, "read/write task": read_cpus}
+    pools = {"cascade actor (fused)": tier1} if fused else {"tier-1 actor": tier1, "tier-2 actor": tier2}
+    parts = [(name, stage.cpus) for name, stage in pools.items() for _ in range(stage.min_actors)]
+    parts.append(("read/write task", read_cpus))
     if resuming:
-        parts["checkpoint filter (resume)"] = CHECKPOINT_FILTER_CPUS
-    needed = sum(parts.values())
-    shown = " + ".join(f"{cpus:g} ({name})" for name, cpus in parts.items())
+        parts.append(("checkpoint filter (resume)", CHECKPOINT_FILTER_CPUS))
+    needed = sum(cpus for _, cpus in parts)
+    shown = " + ".join(f"{cpus:g} ({name})" for name, cpus in parts)
     advice = (
         "Lower --tier1-cpus/--tier2-cpus/--read-cpus (a fraction such as 0.25 is fine: each actor "
         "still runs one thread, and an actor runs round(cpus) threads), or add CPUs"
@@ -82,7 +90,7 @@ def check_resources(
             f"this plan needs {needed:g} CPUs at once ({shown}) but the Ray cluster has "
             f"{cluster_cpus:g}: it would wait forever. {advice}"
         )
-    if node_cpus and not _placeable(sorted(parts.values(), reverse=True), list(node_cpus)):
+    if node_cpus and not _placeable(sorted((cpus for _, cpus in parts), reverse=True), list(node_cpus)):
         nodes = ", ".join(f"{cpus:g}" for cpus in node_cpus)
         raise ValueError(
             f"this plan needs {shown} CPUs, each part on one node, but the Ray nodes have {nodes} "
