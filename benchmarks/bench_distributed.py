@@ -233,6 +233,10 @@ def markdown(result: dict[str, Any]) -> str:
             f"| {name} | {row['rows_per_s']:,.1f} | {spread} | {row['seconds']:.1f} "
             f"| {row['rows_per_s'] / local:.2f}x | {row['escalated']:.1%} |"
         )
+    systems = result["systems"]
+    if "ray, one node" in systems and "ray, two nodes" in systems:
+        ratio = systems["ray, two nodes"]["rows_per_s"] / systems["ray, one node"]["rows_per_s"]
+        lines += ["", f"Two one-CPU nodes against one two-CPU node (median rows/s): {ratio:.2f}x."]
     return "\n".join(lines + passes_table(result)) + "\n"
 
 
@@ -345,6 +349,11 @@ def systems_of(settings: dict[str, Any], source: Path, work: Path) -> dict[str, 
 @click.option(
     "--name", default="distributed", show_default=True, help="Results file name (NAME.json, NAME.md)."
 )
+@click.option(
+    "--markdown-only",
+    is_flag=True,
+    help="Only rewrite NAME.md from the NAME.json in --out (after a change to the report's layout).",
+)
 def main(
     data: str,
     rows: int,
@@ -353,9 +362,14 @@ def main(
     warmup: bool,
     out: str,
     name: str,
+    markdown_only: bool,
     **options: Any,
 ) -> None:
     """Time local vs Ray on one node vs Ray on two nodes, same rows, same CPUs; write the results."""
+    if markdown_only:
+        result = json.loads((Path(out) / f"{name}.json").read_text())
+        (Path(out) / f"{name}.md").write_text(markdown(result))
+        return
     if not 0 < options["escalate"] < 1 or options["cpus"] % 2:
         raise click.ClickException("--escalate must be in (0, 1) and --cpus even (two nodes of cpus/2)")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

@@ -9,6 +9,8 @@ the same cascade, tiers and threshold as bench_distributed.py, on the same rows,
 - one process, 1 thread, all rows;
 - one process, 2 threads, all rows (the one-node layout's compute);
 - two processes, 1 thread each, half the rows each, started together (the two-node layout's);
+- the same with OpenVINO's threads pinned to cores, as OpenVINO does by default (tango pins only
+  a process whose threads take every CPU it may use; here each process is made to believe so);
 
 each process loads its cascade and scores a warm-up batch before a shared start signal (loading is
 not timed); a system's time is its slowest process's. Systems run round-robin after an untimed
@@ -17,8 +19,8 @@ warm-up round; the report gives median and min-max rows/s.
     python benchmarks/bench_processes.py                       # 4,000 rows, 5 rounds
     python benchmarks/bench_processes.py --rows 200 --repeats 1 --no-warmup --out /tmp/smoke
 
-Writes benchmarks/results/processes.{json,md} (or --out); `python benchmarks/docs.py` copies the
-Markdown into docs/distributed.md.
+Writes benchmarks/results/processes.{json,md} (or --out, --name); `python benchmarks/docs.py`
+copies the Markdown into docs/distributed.md.
 """
 
 from __future__ import annotations
@@ -34,17 +36,22 @@ from typing import Any
 import bench_distributed as distributed
 import click
 
-SYSTEMS = {  # name: threads of each process (each process scores an equal share of the rows)
-    "one process, 1 thread": [1],
-    "one process, 2 threads": [2],
-    "two processes, 1 thread each": [1, 1],
+SYSTEMS = {  # name: threads of each process (each scores an equal share of the rows), pinned or not
+    "one process, 1 thread": ([1], False),
+    "one process, 2 threads": ([2], False),
+    "two processes, 1 thread each": ([1, 1], False),
+    "two processes, 1 thread each, pinned": ([1, 1], True),
 }
 
 
 def _score(
-    settings: dict[str, Any], texts: list[str], threads: int, ready: Any, start: Any, out: Any
+    settings: dict[str, Any], texts: list[str], threads: int, pinned: bool, ready: Any, start: Any, out: Any
 ) -> None:
     """One process: load (untimed), warm up, wait for the start signal, score its rows."""
+    if pinned:  # the process's threads then take "every CPU": OpenVINO's default pinning applies
+        import tango.hardware
+
+        tango.hardware.usable_cpus = lambda: threads
     os.environ["TANGO_THREADS"] = str(threads)
     os.environ["TOKENIZERS_PARALLELISM"] = "false"
     cascade = distributed.load(settings, threads)
@@ -56,13 +63,15 @@ def _score(
     out.put((time.perf_counter() - began, int((result.tier > 0).sum())))
 
 
-def run_system(settings: dict[str, Any], texts: list[str], threads: list[int]) -> dict[str, Any]:
+def run_system(
+    settings: dict[str, Any], texts: list[str], threads: list[int], pinned: bool
+) -> dict[str, Any]:
     """The system's processes started together on equal shares of ``texts``: seconds of the slowest."""
     spawn = multiprocessing.get_context("spawn")
     ready, out, start = spawn.Queue(), spawn.Queue(), spawn.Event()
     shares = [texts[k :: len(threads)] for k in range(len(threads))]
     workers = [
-        spawn.Process(target=_score, args=(settings, share, n, ready, start, out))
+        spawn.Process(target=_score, args=(settings, share, n, pinned, ready, start, out))
         for share, n in zip(shares, threads, strict=True)
     ]
     for worker in workers:
@@ -128,8 +137,18 @@ def markdown(result: dict[str, Any]) -> str:
 @click.option("--repeats", type=int, default=5, show_default=True, help="Timed rounds (round-robin).")
 @click.option("--warmup/--no-warmup", default=True, show_default=True, help="One untimed round first.")
 @click.option("--out", type=click.Path(file_okay=False), default=str(distributed.RESULTS), show_default=True)
+@click.option(
+    "--name", default="processes", show_default=True, help="Results file name (NAME.json, NAME.md)."
+)
 def main(
-    data: str, rows: int, calibration_rows: int, repeats: int, warmup: bool, out: str, **options: Any
+    data: str,
+    rows: int,
+    calibration_rows: int,
+    repeats: int,
+    warmup: bool,
+    out: str,
+    name: str,
+    **options: Any,
 ) -> None:
     """Time one 2-thread process against two 1-thread processes on the same rows; write the results."""
     settings = dict(
@@ -138,8 +157,8 @@ def main(
     texts, calibration = distributed.read_rows(Path(data), rows, calibration_rows)
     settings["threshold"] = distributed.choose_threshold(settings, calibration)
     systems = {
-        name: (distributed.no_cluster, lambda t=t: run_system(settings, texts, t))
-        for name, t in SYSTEMS.items()
+        name: (distributed.no_cluster, lambda t=t, p=p: run_system(settings, texts, t, p))
+        for name, (t, p) in SYSTEMS.items()
     }
     runs = distributed.round_robin(systems, repeats, warmup)
     result = {
@@ -150,8 +169,8 @@ def main(
         "systems": {name: summarise(r) for name, r in runs.items()},
     }
     Path(out).mkdir(parents=True, exist_ok=True)
-    (Path(out) / "processes.json").write_text(json.dumps(result, indent=2))
-    (Path(out) / "processes.md").write_text(markdown(result))
+    (Path(out) / f"{name}.json").write_text(json.dumps(result, indent=2))
+    (Path(out) / f"{name}.md").write_text(markdown(result))
     click.echo(markdown(result))
 
 

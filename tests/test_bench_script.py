@@ -220,3 +220,89 @@ def test_a_series_of_runs_is_one_json_with_its_earlier_runs(tmp_path, monkeypatc
     assert names == ["s.html", "s.json", "s.md", "s.png", "s_reliability_tier1.png"]
     assert [run["run"] for run in bench_script._runs(tmp_path, "s")] == [1, 2, 3]
     assert (tmp_path / "s.png").read_text() == "3" and (tmp_path / "s.md").read_text() == "run 3\n"
+
+
+def _system(rate: float, **extra: object) -> dict:
+    spread = {"rows_per_s_min": rate - 1, "rows_per_s_max": rate + 1}
+    return {"rows_per_s": rate, **spread, "seconds": 12000 / rate, "escalated": 0.3, **extra}
+
+
+def test_the_distributed_report_says_how_ids_were_checked_and_two_nodes_against_one():
+    bench_distributed = pytest.importorskip("bench_distributed")
+    passes = {"index": 5.0, "scoring": 40.0, "check": 2.5}
+    result = {
+        "rows": 12000,
+        "command": "python benchmarks/bench_distributed.py",
+        "machine": {
+            "cpu": "cpu",
+            "cores": 2,
+            "date": "today",
+            "ray": "2",
+            "torch": "2",
+            "onnxruntime": "1",
+            "openvino": "2026",
+        },  # fmt: skip
+        "settings": {
+            "escalate": 0.3,
+            "calibration_rows": 2000,
+            "cpus": 2,
+            "repeats": 5,
+            "warmup": True,
+            "shape": "fused",
+            "ray_batch": 1024,
+            "read_cpus": 0.25,
+            "data": "train.tsv",
+            "tier1": "a",
+            "tier2": "b",
+            "threshold": 0.9,
+            "ids": "line",
+            "min_actors": True,
+        },  # fmt: skip
+        "systems": {
+            "local": _system(400.0),
+            "ray, one node": _system(200.0, passes=passes),
+            "ray, two nodes": _system(180.0, passes=passes),
+        },
+    }
+    report = bench_distributed.markdown(result)
+    assert "Two one-CPU nodes against one two-CPU node (median rows/s): 0.90x." in report
+    assert "id fingerprints, no group-by" in report and "all started at once" in report
+    result["settings"]["ids"] = "column"
+    assert "groups by id" in bench_distributed.markdown(result)
+
+
+def test_the_processes_report_compares_each_layout_with_one_two_thread_process():
+    bench_processes = pytest.importorskip("bench_processes")
+    runs = {
+        "one process, 2 threads": [200.0, 210.0, 190.0],
+        "two processes, 1 thread each": [190.0, 180.0, 200.0],
+    }
+    systems = {
+        name: bench_processes.summarise(
+            [{"rows": 4000, "scoring_seconds": 4000 / r, "escalated": 0.3} for r in rates]
+        )
+        for name, rates in runs.items()
+    }
+    result = {
+        "rows": 4000,
+        "command": "python benchmarks/bench_processes.py",
+        "machine": {
+            "cpu": "cpu",
+            "cores": 2,
+            "date": "today",
+            "torch": "2",
+            "onnxruntime": "1",
+            "openvino": "2026",
+        },
+        "settings": {
+            "repeats": 3,
+            "warmup": True,
+            "data": "train.tsv",
+            "tier1": "a",
+            "tier2": "b",
+            "threshold": 0.9,
+        },
+        "systems": systems,
+    }
+    report = bench_processes.markdown(result)
+    assert "| two processes, 1 thread each | 190.0 | 180.0-200.0 | 0.95x | 30.0% |" in report

@@ -121,9 +121,9 @@ class CascadeScorer:
     """Ray actor of a fused run (``fuse_tiers``): the whole cascade on each batch, as the local
     engine scores a chunk.
 
-    No rows travel between pools, and the actor's threads serve every tier in turn: on small
-    nodes (where one process with two threads outruns two one-thread processes) this is the
-    faster shape; a pool per tier lets a cluster size tier 2's pool on its own.
+    No rows travel between pools, and the actor's threads serve every tier in turn (no pool idles
+    while the other works): on small nodes this is the faster shape; a pool per tier lets a
+    cluster size tier 2's pool on its own.
     """
 
     def __init__(self, spec: CascadeSpec, threads: int, probabilities: bool, line_ids: bool) -> None:
