@@ -54,6 +54,7 @@ SECTIONS: dict[str, tuple[str, str, Callable[[str], str]]] = {
     "bench_distributed_autoscale": ("docs/distributed.md", "distributed_fused_autoscale", whole),
     "bench_distributed_groupby": ("docs/distributed.md", "distributed_fused_groupby", whole),
     "bench_distributed_split": ("docs/distributed.md", "distributed_split_3000", whole),
+    "bench_distributed_split_unpinned": ("docs/distributed.md", "distributed_split_3000_unpinned", whole),
     "bench_processes": ("docs/distributed.md", "processes", whole),
     "early_exit_new_text": ("docs/early-exit.md", "early_exit_new_text", whole),
     "openvino_configs": ("docs/models.md", "openvino_configs", whole),
