@@ -182,6 +182,20 @@ def round_robin(
     return runs
 
 
+def rates_summary(rates: list[float]) -> dict[str, float]:
+    """Median, least and most rows/s of a system's runs."""
+    return {
+        "rows_per_s": statistics.median(rates),
+        "rows_per_s_min": min(rates),
+        "rows_per_s_max": max(rates),
+    }
+
+
+def rate_cells(row: dict[str, Any]) -> str:
+    """A report row's median rows/s and min-max, as two table cells."""
+    return f"{row['rows_per_s']:,.1f} | {row['rows_per_s_min']:,.1f}-{row['rows_per_s_max']:,.1f}"
+
+
 def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
     rates = [run["rows"] / run["seconds"] for run in runs]
     passes = {
@@ -189,9 +203,7 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
     }
     return {
         "passes": passes,
-        "rows_per_s": statistics.median(rates),
-        "rows_per_s_min": min(rates),
-        "rows_per_s_max": max(rates),
+        **rates_summary(rates),
         "seconds": statistics.median(run["seconds"] for run in runs),
         "escalated": runs[-1]["escalated"],
         "runs": runs,
@@ -228,9 +240,8 @@ def markdown(result: dict[str, Any]) -> str:
     ]
     local = result["systems"]["local"]["rows_per_s"]
     for name, row in result["systems"].items():
-        spread = f"{row['rows_per_s_min']:,.1f}-{row['rows_per_s_max']:,.1f}"
         lines.append(
-            f"| {name} | {row['rows_per_s']:,.1f} | {spread} | {row['seconds']:.1f} "
+            f"| {name} | {rate_cells(row)} | {row['seconds']:.1f} "
             f"| {row['rows_per_s'] / local:.2f}x | {row['escalated']:.1%} |"
         )
     systems = result["systems"]
@@ -393,10 +404,17 @@ def main(
         "machine": machine(options["cpus"]),
         "systems": {name: summarise(r) for name, r in runs.items()},
     }
-    Path(out).mkdir(parents=True, exist_ok=True)
-    (Path(out) / f"{name}.json").write_text(json.dumps(result, indent=2))
-    (Path(out) / f"{name}.md").write_text(markdown(result))
-    click.echo(markdown(result))
+    write_results(result, Path(out), name, markdown)
+
+
+def write_results(
+    result: dict[str, Any], out: Path, name: str, report: Callable[[dict[str, Any]], str]
+) -> None:
+    """NAME.json and its report NAME.md in ``out``; the report on stdout too."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{name}.json").write_text(json.dumps(result, indent=2))
+    (out / f"{name}.md").write_text(report(result))
+    click.echo(report(result))
 
 
 if __name__ == "__main__":

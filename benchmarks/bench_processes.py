@@ -25,10 +25,8 @@ copies the Markdown into docs/distributed.md.
 
 from __future__ import annotations
 
-import json
 import multiprocessing
 import os
-import statistics
 import time
 from pathlib import Path
 from typing import Any
@@ -92,13 +90,7 @@ def run_system(
 
 def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
     rates = [run["rows"] / run["scoring_seconds"] for run in runs]  # "seconds" counts the loading too
-    return {
-        "rows_per_s": statistics.median(rates),
-        "rows_per_s_min": min(rates),
-        "rows_per_s_max": max(rates),
-        "escalated": runs[-1]["escalated"],
-        "runs": runs,
-    }
+    return {**distributed.rates_summary(rates), "escalated": runs[-1]["escalated"], "runs": runs}
 
 
 def markdown(result: dict[str, Any]) -> str:
@@ -119,11 +111,8 @@ def markdown(result: dict[str, Any]) -> str:
     ]
     base = result["systems"]["one process, 2 threads"]["rows_per_s"]
     for name, row in result["systems"].items():
-        spread = f"{row['rows_per_s_min']:,.1f}-{row['rows_per_s_max']:,.1f}"
-        lines.append(
-            f"| {name} | {row['rows_per_s']:,.1f} | {spread} | {row['rows_per_s'] / base:.2f}x "
-            f"| {row['escalated']:.1%} |"
-        )
+        ratio = row["rows_per_s"] / base
+        lines.append(f"| {name} | {distributed.rate_cells(row)} | {ratio:.2f}x | {row['escalated']:.1%} |")
     return "\n".join(lines) + "\n"
 
 
@@ -168,10 +157,7 @@ def main(
         "machine": distributed.machine(2),
         "systems": {name: summarise(r) for name, r in runs.items()},
     }
-    Path(out).mkdir(parents=True, exist_ok=True)
-    (Path(out) / f"{name}.json").write_text(json.dumps(result, indent=2))
-    (Path(out) / f"{name}.md").write_text(markdown(result))
-    click.echo(markdown(result))
+    distributed.write_results(result, Path(out), name, markdown)
 
 
 if __name__ == "__main__":
