@@ -3,7 +3,8 @@
 transformers prints a LOAD REPORT table whenever a checkpoint's keys differ from the model's (a
 fresh classifier head on an encoder) and a "Loading weights" bar per model; the TorchScript ONNX
 exporter warns about tracing; ``onnxruntime.quantization`` logs "Please consider to run
-pre-processing" on the root logger; huggingface_hub draws download bars. None of it is for the
+pre-processing" on the root logger; huggingface_hub draws download bars; Ray logs its cluster
+connection and Ray Data each execution's plan (and, off a terminal, its progress). None of it is for the
 person running ``tango``, so the CLI group enters :func:`quiet_libraries` for every command unless
 ``tango -v`` is given. Library code never calls it: importing or constructing tango changes no
 other library's settings, and everything set here is put back when the block exits.
@@ -18,8 +19,14 @@ import sys
 import warnings
 from collections.abc import Iterator
 
-# Read by transformers when it first logs (it may be imported later in the command).
-_ENVIRONMENT = {"TRANSFORMERS_VERBOSITY": "error"}
+# Read by transformers when it first logs, and by Ray and Ray Data when they are imported (all
+# may be imported later in the command): Ray otherwise logs its start-up, and Ray Data each
+# execution's plan and, off a terminal, its progress, as INFO lines on the console.
+_ENVIRONMENT = {
+    "TRANSFORMERS_VERBOSITY": "error",
+    "RAY_DATA_LOG_LEVEL": "WARNING",
+    "RAY_LOGGER_LEVEL": "error",
+}
 # Named loggers of libraries tango calls, raised to ERROR for the block.
 # huggingface_hub resets its own root logger's level during a download, so its retry notes
 # ("... thrown while requesting", "Retrying in 8s") are silenced on the child that logs them.
@@ -33,6 +40,7 @@ _LOGGERS = (
     "onnx",
     "torch.onnx",
     "nncf",
+    "ray",
 )
 # Packages whose warnings (TracerWarning, exporter notes, deprecations) are not the user's business.
 _WARNING_MODULES = r"(torch|transformers|onnx|onnxruntime|onnxscript|huggingface_hub|nncf)(\.|$)"

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import logging
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -149,3 +152,28 @@ def test_hub_retry_notes_stay_hidden_when_the_hub_resets_its_own_level(caplog):
     assert "tango's own warning" in messages
     logging.getLogger("huggingface_hub.utils._http").warning("'no network' thrown while requesting HEAD")
     assert any("thrown while requesting" in record.getMessage() for record in caplog.records)  # restored
+
+
+def test_a_ray_started_inside_logs_no_info(tmp_path):
+    """Ray reads its logger level, and Ray Data its own, when imported and started: inside the
+    quiet block (where a Ray run imports and starts them) neither logs start-up, plans or
+    progress at INFO; outside, the environment is as it was."""
+    pytest.importorskip("ray.data")
+    script = (
+        "import logging, os\n"
+        "from tango.quiet import quiet_libraries\n"
+        "with quiet_libraries():\n"
+        "    import ray, ray.data\n"
+        "    ray.init(num_cpus=1, include_dashboard=False)\n"
+        "    print(logging.getLogger('ray.data').level, flush=True)\n"
+        "    ray.shutdown()\n"
+        "print(os.environ.get('RAY_DATA_LOG_LEVEL'), os.environ.get('RAY_LOGGER_LEVEL'))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=180
+    )
+    assert done.returncode == 0, done.stderr
+    data_level, after = done.stdout.splitlines()[-2:]
+    assert int(data_level) >= logging.WARNING and after == "None None"
+    assert "Started a local Ray instance" not in done.stderr and " INFO " not in done.stderr
