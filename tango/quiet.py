@@ -40,7 +40,6 @@ _LOGGERS = (
     "onnx",
     "torch.onnx",
     "nncf",
-    "ray",
 )
 # Packages whose warnings (TracerWarning, exporter notes, deprecations) are not the user's business.
 _WARNING_MODULES = r"(torch|transformers|onnx|onnxruntime|onnxscript|huggingface_hub|nncf)(\.|$)"

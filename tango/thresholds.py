@@ -244,12 +244,18 @@ def certify(
         disagreed = disagreements(confs, [np.asarray(p) for p in predictions], settings)
         bounds = _combined_bound(lost, gained, disagreed, n, unlabelled, settings, options.confidence_level)
     bounds[0] = 0.0  # escalating every row *is* the last tier
-    failed = np.flatnonzero(bounds > max_drop)
-    tested = len(settings) if not len(failed) else int(failed[0])
-    i = int(np.argmin(cost[:tested]))  # every setting before the first failure is certified
+    i = int(np.argmin(cost[: certified_prefix(bounds, max_drop)]))
     drop = (lost[i] - gained[i]) / n * 100
     level, new_rows = options.confidence_level, options.new_rows
     return _choice(settings[i], drop, bounds[i], cost[i], costs, reach[i], n, level, new_rows)
+
+
+def certified_prefix(bounds: ArrayLike, max_drop: float) -> int:
+    """Fixed-sequence testing: how many settings, in their testing order, have a drop bound within
+    ``max_drop`` before the first that has not. Every one of them is certified; testing stops at
+    the first failure, so no level is spent on the settings after it."""
+    failed = np.flatnonzero(np.asarray(bounds) > max_drop)
+    return int(failed[0]) if len(failed) else len(np.asarray(bounds))
 
 
 def _testing_order(

@@ -27,7 +27,7 @@ from tango.labels import align_labels as _align
 from tango.labels import label_ids
 from tango.texts import Texts, as_texts
 from tango.threshold_curve import ThresholdCurve, guarantee_threshold, select_threshold, sweep_thresholds
-from tango.thresholds import ThresholdChoice, best_in_sample, certify
+from tango.thresholds import ThresholdChoice, best_in_sample, certified_prefix, certify
 from tango.tiers import Tier
 
 DEFAULT_CONFIDENCE_LEVEL = 0.9  # max_drop holds on new rows with this probability
@@ -455,14 +455,11 @@ def _certified_exit_threshold(
     from tango.bounds import drop_upper_bound
 
     bounds = drop_upper_bound(curve.lost, curve.gained, n, confidence_level)
-    passed: list[int] = []
-    for i in np.argsort(curve.threshold)[::-1]:  # most cautious first
-        if bounds[i] > max_drop:
-            break
-        passed.append(int(i))
-    if not passed:
+    order = np.argsort(curve.threshold)[::-1]  # most cautious first
+    passed = order[: certified_prefix(bounds[order], max_drop)]
+    if not len(passed):
         return NEVER_EARLY, None
-    best = min(passed, key=lambda i: curve.mean_exit_layer[i])
+    best = int(min(passed, key=lambda i: curve.mean_exit_layer[i]))
     return curve.threshold[best], float(bounds[best])
 
 
