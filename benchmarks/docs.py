@@ -51,6 +51,7 @@ SECTIONS: dict[str, tuple[str, str, Callable[[str], str]]] = {
     "quickstart_timing": ("README.md", "quickstart", whole),
     "escalated_batches": ("docs/architecture.md", "escalated_batches", whole),
     "bench_distributed": ("docs/distributed.md", "distributed", whole),
+    "bench_distributed_series4": ("docs/distributed.md", "distributed_fused_series4", whole),
     "bench_distributed_autoscale": ("docs/distributed.md", "distributed_fused_autoscale", whole),
     "bench_distributed_groupby": ("docs/distributed.md", "distributed_fused_groupby", whole),
     "bench_distributed_split": ("docs/distributed.md", "distributed_split_3000", whole),

@@ -38,6 +38,7 @@ from tango.engines.ray import (  # noqa: E402
     score,
 )
 from tango.engines.ray import output as output_module  # noqa: E402
+from tango.engines.ray.fingerprint import index_totals  # noqa: E402
 from tango.tiers import Tier  # noqa: E402
 
 real_id_faults = output_module.id_faults
@@ -245,12 +246,26 @@ def test_a_glob_of_jsonl_files_matches_the_local_engine_with_a_tier1_actor_kille
         theirs = read_rows(tmp_path / f"{name}.local.jsonl.errors.jsonl")
         assert [dict(e, path=path) for e in theirs] == [e for e in errors if e["path"] == path]
 
+    # The index ran beside the scoring pass, and its write tasks summed its totals as they wrote
+    # it: the same totals as the index read back, so the run's check did not read it again.
+    assert "index (beside scoring)" in summary.passes and "index" not in summary.passes
+    run = json.loads((tmp_path / "shards.tango" / "run.json").read_text())
+    import pyarrow.dataset as pads
+
+    written_index = pads.dataset(tmp_path / "shards.tango" / "index", format="parquet").to_table()
+    assert run["index_totals"] == index_totals(written_index) and run["index_totals"]["bad"] == 8
+
     # Ids tango made (<file>:<line>) are checked by count and fingerprint, without the group-by;
     # a shard written twice or lost still fails the check, and the group-by names the fault.
-    settings = json.loads((tmp_path / "shards.tango" / "run.json").read_text())["settings"]
+    settings = run["settings"]
     group_bys = []
     monkeypatch.setattr(output_module, "id_faults", lambda *a: group_bys.append(1) or real_id_faults(*a))
     assert check_exactly_once(ray, settings).rows_out == 82 and not group_bys
+    assert check_exactly_once(ray, settings, run["index_totals"]).rows_out == 82 and not group_bys
+    one_more = dict(run["index_totals"], inputs=83)  # totals that do not match the output
+    with pytest.raises(ValueError, match="exactly-once check failed"):
+        check_exactly_once(ray, settings, one_more)
+    group_bys.clear()
     shard = next(path for path in (tmp_path / "shards").iterdir() if not path.name.startswith("."))
     shutil.copy(shard, shard.with_name("copy_" + shard.name))
     with pytest.raises(ValueError, match=r"output ids appear more than once"):
@@ -259,7 +274,7 @@ def test_a_glob_of_jsonl_files_matches_the_local_engine_with_a_tier1_actor_kille
     shard.with_name("copy_" + shard.name).unlink()
     with pytest.raises(ValueError, match="input ids missing from the output"):
         check_exactly_once(ray, settings)
-    assert len(group_bys) == 2
+    assert len(group_bys) == 2  # the two faults; the wrong totals before them were cleared
 
 
 DRIVER = """
@@ -369,7 +384,7 @@ def test_on_error_fail_stops_before_anything_is_scored(cluster, cascade, tmp_pat
         score(cascade, str(tmp_path / "in.jsonl"), str(tmp_path / "out"), on_error="fail", **SMALL)
     message = str(raised.value)
     assert message.startswith(f"{tmp_path / 'in.jsonl'}: line 4, field -: malformed JSON. Nothing was scored")
-    assert "\n" not in message and not (tmp_path / "out").exists()
+    assert "\n" not in message and not (tmp_path / "out").exists()  # the index ran alone, first
 
 
 def test_a_bf16_autocast_tier_answers_on_ray_exactly_as_locally(cluster, tier_dirs, tmp_path):

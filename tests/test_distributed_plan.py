@@ -10,8 +10,8 @@ from click.testing import CliRunner
 from tiny_models import build_tiny_classifier, sentiment_rows
 
 from tango.cli import cli
+from tango.engines.ray.fingerprint import fingerprint
 from tango.engines.ray.index import error_lines
-from tango.engines.ray.output import fingerprint
 from tango.engines.ray.plan import DEFAULT_READ_CPUS, Stage, TierSpec, check_resources
 from tango.engines.ray.read import ShardReader, read_stream_records
 from tango.hardware import bf16_supported
@@ -170,3 +170,15 @@ def test_the_index_shape_keeps_every_row_and_the_good_shape_only_the_good(tmp_pa
         pytest.raises(ValueError, match=r"in.csv: line 3, field text: empty text\. Nothing was scored"),
     ):
         list(ShardReader({**SETTINGS, "on_error": "fail"}, files, "index").blocks(stream, str(path)))
+
+
+def test_a_ray_tango_starts_keeps_idle_workers_and_a_running_cluster_keeps_its_settings(monkeypatch):
+    """Ray refuses a system config when it connects to a cluster: only a Ray tango starts gets one."""
+    from tango.engines.ray.plan import KEEP_IDLE_WORKERS
+    from tango.engines.ray.run import own_ray_settings
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    assert own_ray_settings(None) == {"_system_config": KEEP_IDLE_WORKERS}
+    assert own_ray_settings("auto") == own_ray_settings("ray://head:10001") == {}
+    monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:6379")
+    assert own_ray_settings(None) == {}

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -119,6 +121,42 @@ def test_threads_are_pinned_only_when_they_take_every_cpu(tiny_openvino_dir, mon
         assert runtime.latency.get_property("ENABLE_CPU_PINNING") is False
     whole = OpenVinoRuntime(tiny_openvino_dir, threads=4)
     assert "ENABLE_CPU_PINNING" not in whole.config  # OpenVINO's own choice
+
+
+def test_compiled_models_are_cached_per_cpu_and_give_the_same_answers(
+    tiny_openvino_dir, tmp_path, monkeypatch
+):
+    """The second load imports the compiled model OpenVINO cached at the first (no compile), and
+    scores as a runtime without a cache does; ``off`` turns the cache off."""
+    from tango.runtimes.openvino import CACHE_ENV, compiled_cache_dir
+
+    ids = np.array([[1, 5, 6, 7, 2]])
+    batch = {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}
+    monkeypatch.setenv(CACHE_ENV, "off")
+    assert compiled_cache_dir() is None
+    plain = OpenVinoRuntime(tiny_openvino_dir, threads=1)
+    assert plain.cache is None
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "compiled"))
+    where = compiled_cache_dir()
+    assert where is not None and where.parent == tmp_path / "compiled"  # one folder per CPU model
+    first = OpenVinoRuntime(tiny_openvino_dir, threads=1)
+    blobs = sorted(where.glob("*/*.blob"))
+    assert blobs, "the first compile writes the cache"
+    second = OpenVinoRuntime(tiny_openvino_dir, threads=1)
+    assert sorted(where.glob("*/*.blob")) == blobs  # the second found its blobs there
+    assert all(compiled.get_property("LOADED_FROM_CACHE") for compiled in (second.compiled, second.latency))
+    assert not first.latency.get_property("LOADED_FROM_CACHE")
+    unsnipped = OpenVinoRuntime(tiny_openvino_dir, threads=1, snippets=False)  # new settings: compiled
+    assert not unsnipped.latency.get_property("LOADED_FROM_CACHE")
+    expected = plain.run(_inputs_of(plain, batch))
+    for runtime in (first, second):
+        np.testing.assert_array_equal(runtime.run(_inputs_of(runtime, batch)), expected)
+    monkeypatch.delenv(CACHE_ENV)
+    assert compiled_cache_dir().is_relative_to(Path(os.environ["TANGO_HOME"]))
+
+
+def _inputs_of(runtime, batch):
+    return {name: batch[name] for name in runtime.input_names if name in batch}
 
 
 def test_calibration_rows_come_after_the_check_rows_when_the_file_has_them(tiny_model_dir, tmp_path):

@@ -7,6 +7,8 @@ export to an IR lives in :mod:`tango.openvino`.
 from __future__ import annotations
 
 import functools
+import hashlib
+import os
 import threading
 from collections.abc import Iterable
 from pathlib import Path
@@ -20,6 +22,26 @@ __all__ = ["IR_FILE", "OpenVinoRuntime", "available", "bf16_supported", "core", 
 
 OV_PRECISIONS = {"fp32": "f32", "bf16": "bf16"}  # tango precision -> INFERENCE_PRECISION_HINT
 INSTALL_HINT = "pip install tango[openvino]"
+CACHE_ENV = "TANGO_OPENVINO_CACHE"  # a directory for compiled models, or "off"
+
+
+def compiled_cache_dir() -> Path | None:
+    """Where OpenVINO keeps compiled models (its ``CACHE_DIR``), or None for no cache.
+
+    Compiling an IR for the CPU is most of a tier's load, and every process that loads a tier
+    pays it: the CLI, each Ray actor, a server's workers (docs/models.md). OpenVINO keys each blob by the model, its settings and
+    its own version; the path adds the CPU model, so a home directory shared by different
+    machines never hands one a blob compiled for another. ``$TANGO_OPENVINO_CACHE`` names
+    another directory, or ``off``; default ``$TANGO_HOME/openvino/<cpu>``.
+    """
+    from tango.hardware import cpu_name
+    from tango.registry import tango_home
+
+    chosen = os.environ.get(CACHE_ENV, "").strip()
+    if chosen.lower() in ("off", "0", "false", "no"):
+        return None
+    cpu = hashlib.blake2b(cpu_name().encode(), digest_size=6).hexdigest()
+    return Path(chosen).expanduser() / cpu if chosen else tango_home() / "openvino" / cpu
 
 
 def require(module: str) -> Any:
@@ -58,6 +80,14 @@ def bf16_supported() -> bool:
     return available() and "BF16" in core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
 
 
+def _settings_key(config: dict[str, Any]) -> str:
+    """A folder name per compile settings. OpenVINO's cache key leaves some settings out (a
+    blob compiled with snippets was imported for a compile without them), so each set of
+    settings gets a cache folder of its own."""
+    text = repr(sorted((str(name), str(value)) for name, value in config.items()))
+    return hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
+
+
 class OpenVinoRuntime:
     """Runs an OpenVINO IR (fp32 or int8) on the CPU: many batches on several streams, a few on one.
 
@@ -77,6 +107,8 @@ class OpenVinoRuntime:
     actors, the tier actors of a split pool), and OpenVINO pins each one's threads from the first
     core, so two one-thread processes ran on one core at half speed each; unpinned, each ran
     at full speed (benchmarks/results/processes.md).
+    Compiled models are cached (:func:`compiled_cache_dir`): a tier loads several times faster
+    the second time, in any process, with the same answers.
     ``snippets=False`` turns off the CPU plugin's generated kernels for fused subgraphs
     (``SNIPPETS_MODE=DISABLE``), in transformers chiefly the fused attention: on this project's
     2-core machine, with batches of short sentences, the plain MatMul/Softmax kernels are faster
@@ -111,6 +143,7 @@ class OpenVinoRuntime:
             self.config["ENABLE_CPU_PINNING"] = False
         if not snippets:
             self.config["SNIPPETS_MODE"] = "DISABLE"
+        self.cache = compiled_cache_dir()
         self.snippets = snippets
         self.latency = self._compile("LATENCY", 1)
         self.compiled = self.latency if streams == 1 else self._compile("THROUGHPUT", streams)
@@ -127,6 +160,8 @@ class OpenVinoRuntime:
         config = {**self.config, "PERFORMANCE_HINT": hint}
         if streams is not None:
             config["NUM_STREAMS"] = streams
+        if self.cache is not None:
+            config["CACHE_DIR"] = str(self.cache / _settings_key(config))
         return core().compile_model(self.model_file, "CPU", config)
 
     def run(self, batch: dict[str, np.ndarray]) -> np.ndarray:

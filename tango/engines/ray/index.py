@@ -6,7 +6,9 @@ second door. A first, cheap execution reads every input without scoring (the dat
 bad rows are the index rows that are not ok: a dataset of their own, written by their own sink
 (:func:`errors_sink_class`) to the errors destination (``--errors``, default
 ``<OUTPUT>.errors/``) in the local engine's errors format. The exactly-once check and
-``--merge`` read the index back as a dataset. With ``--on-error fail`` the index pass stops at
+``--merge`` read the index back as a dataset; the index's write tasks also sum its totals (rows,
+bad rows, the good ids' fingerprint) as they write it, so the check of a run with ids tango made
+reads only the output back. With ``--on-error fail`` the index pass stops at
 the first bad row, before any model loads. Its cost: every input is parsed twice (here, and by
 the scoring pass), never scored twice.
 """
@@ -17,6 +19,7 @@ import json
 from typing import Any
 
 from tango.data import RowError
+from tango.engines.ray.fingerprint import add_totals, index_totals
 from tango.engines.ray.read import datasource_class, file_number, index_schema
 from tango.engines.ray.storage import fs_of, has_files, remove
 from tango.writers import error_line
@@ -26,14 +29,48 @@ def index_dir(settings: dict[str, Any]) -> str:
     return f"{settings['sidecar']}/index"
 
 
-def write_index(ray: Any, settings: dict[str, Any], paths: list[str]) -> None:
-    """Parse every input (no scoring) into the index; an interrupted index is written again."""
+def write_index(ray: Any, settings: dict[str, Any], paths: list[str]) -> dict[str, int]:
+    """Parse every input (no scoring) into the index; an interrupted index is written again.
+
+    Returns the index's totals (input rows, bad rows, the good ids' fingerprint) as its write
+    tasks summed them, so the exactly-once check need not read the index back."""
     fs, where = fs_of(index_dir(settings), settings.get("filesystem"))
     remove(index_dir(settings), settings.get("filesystem"))
     source = datasource_class()(paths, settings=settings, rows="index")
     cpus = settings["read_cpus"]
-    ds = ray.data.read_datasource(source, num_cpus=cpus)
-    ds.write_parquet(where, filesystem=fs, ray_remote_args={"num_cpus": cpus})
+    sink = index_sink_class()(where, filesystem=fs)
+    ray.data.read_datasource(source, num_cpus=cpus).write_datasink(sink, ray_remote_args={"num_cpus": cpus})
+    return sink.totals
+
+
+def index_sink_class() -> type:
+    """The index's Ray Data sink, built on first use (Ray is imported only here)."""
+    from ray.data.block import BlockAccessor
+    from ray.data.datasource import BlockBasedFileDatasink
+
+    class TangoIndex(BlockBasedFileDatasink):
+        """The index as Parquet files, a file per block; each write task returns its rows' totals
+        (:func:`~tango.engines.ray.fingerprint.index_totals`) and the driver adds them up."""
+
+        def __init__(self, path: str, **kwargs: Any) -> None:
+            super().__init__(path, file_format="parquet", **kwargs)
+            self.totals = add_totals([])
+
+        def write_block_to_file(self, block: Any, file: Any) -> None:
+            import pyarrow.parquet as pq
+
+            pq.write_table(block.to_arrow(), file)
+
+        def write(self, blocks: Any, ctx: Any) -> dict[str, int]:
+            blocks = list(blocks)
+            super().write(blocks, ctx)
+            return add_totals(index_totals(BlockAccessor.for_block(block).to_arrow()) for block in blocks)
+
+        def on_write_complete(self, write_result: Any) -> None:
+            super().on_write_complete(write_result)
+            self.totals = add_totals(part for part in write_result.write_returns if part)
+
+    return TangoIndex
 
 
 def index_dataset(ray: Any, settings: dict[str, Any]) -> Any:

@@ -5,10 +5,12 @@ output exactly once, and that the errors destination holds one line per bad row.
 Data operations, not in the driver's memory, in one of two ways:
 
 - **fingerprints** (ids tango made: line numbers or ``<file>:<line>``, unique by construction):
-  one map-only pass over the index and the output sums each side's row count and a 128-bit
-  fingerprint of its ids (:func:`fingerprint`: the sum of each id's BLAKE2b digest, modulo 2**64
-  in two halves), so equal counts and fingerprints mean the output's ids are the good input ids,
-  each once (two different multisets of ids agree by chance with probability about 2**-64).
+  one map-only pass over the output read back sums its row count and a 128-bit fingerprint of
+  its ids (:func:`~tango.engines.ray.fingerprint.fingerprint`: the sum of each id's BLAKE2b
+  digest, modulo 2**64 in two halves), and compares them with the good input rows' (summed by the
+  index's write tasks as they wrote it, recorded in run.json; read back when not recorded), so
+  equal counts and fingerprints mean the output's ids are the good input ids, each once (two
+  different multisets of ids agree by chance with probability about 2**-64).
 - **group-by** (an id column the user gave, whose uniqueness nothing guarantees; or any run whose
   fingerprints disagree, to name its faults): the index's ids and the output's ids, each tagged
   with the side it came from, are unioned and grouped by id (``groupby(id)`` summing the two
@@ -20,7 +22,6 @@ Only totals and a few examples reach the driver.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from tango.engines.ray.context import shuffling
+from tango.engines.ray.fingerprint import MASK, fingerprint, index_totals
 from tango.engines.ray.index import good_rows, index_dataset
 from tango.engines.ray.plan import ID
 from tango.engines.ray.storage import fs_of, has_files
@@ -160,19 +162,6 @@ def id_faults(ray: Any, settings: dict[str, Any]) -> list[str]:
 
 
 TOTALS = ("inputs", "bad", "outputs", "errors")
-MASK = (1 << 64) - 1
-
-
-def fingerprint(ids: Any) -> tuple[int, int]:
-    """Ids' order-free fingerprint: the sums, modulo 2**64, of the two halves of each id's 16-byte
-    BLAKE2b digest (of its text). Equal multisets of ids have equal fingerprints; a row missing,
-    written twice or foreign changes them but for a chance of about 2**-64."""
-    low = high = 0
-    for value in ids:
-        digest = hashlib.blake2b(str(value).encode(), digest_size=16).digest()
-        low += int.from_bytes(digest[:8], "little")
-        high += int.from_bytes(digest[8:], "little")
-    return low & MASK, high & MASK
 
 
 def _partial_totals(batch: Any, side: str) -> Any:
@@ -184,27 +173,28 @@ def _partial_totals(batch: Any, side: str) -> Any:
 
     row = dict.fromkeys(TOTALS, 0)
     tiers = "{}"
-    ids: Any = []
+    low = high = 0
     if side == "index":
-        good = int(pc.sum(batch["ok"].cast(pa.int64())).as_py() or 0)
-        row["inputs"], row["bad"] = len(batch), len(batch) - good
-        ids = batch.filter(batch["ok"])[ID].to_pylist() if good else []
+        found = index_totals(batch)
+        row["inputs"], row["bad"], low, high = found["inputs"], found["bad"], found["low"], found["high"]
     elif side == "output":
         row["outputs"] = len(batch)
         counts = pc.value_counts(batch["tier"]).to_pylist() if "tier" in batch.column_names else []
         tiers = json.dumps({str(item["values"]): item["counts"] for item in counts})
-        ids = batch[ID].to_pylist()
+        low, high = fingerprint(batch[ID].to_pylist())
     else:
         row["errors"] = len(batch)
-    low, high = fingerprint(ids)
     columns = {**{key: [value] for key, value in row.items()}, "tiers": [tiers], "side": [side]}
     return pa.table({**columns, "low": pa.array([low], pa.uint64()), "high": pa.array([high], pa.uint64())})
 
 
-def _sides(ray: Any, settings: dict[str, Any]) -> Any:
-    """Index, output and errors lines as datasets of partial totals, one row per batch."""
+def _sides(ray: Any, settings: dict[str, Any], read_index: bool) -> Any:
+    """Output, errors lines and (``read_index``) the index as datasets of partial totals, one row
+    per batch."""
     cpus = settings["read_cpus"]
-    sides = {"index": index_dataset(ray, settings), "output": output_dataset(ray, settings)}
+    sides = {"output": output_dataset(ray, settings)}
+    if read_index:
+        sides["index"] = index_dataset(ray, settings)
     if settings["on_error"] == "write" and has_files(settings["errors"], settings.get("filesystem")):
         fs, where = fs_of(settings["errors"], settings.get("filesystem"))
         sides["errors"] = ray.data.read_text(where, filesystem=fs, num_cpus=cpus)
@@ -212,7 +202,7 @@ def _sides(ray: Any, settings: dict[str, Any]) -> Any:
         ds.map_batches(_partial_totals, fn_kwargs={"side": side}, batch_format="pyarrow", num_cpus=cpus)
         for side, ds in sides.items()
     ]
-    return partial[0].union(*partial[1:])
+    return partial[0].union(*partial[1:]) if len(partial) > 1 else partial[0]
 
 
 @dataclass
@@ -232,13 +222,18 @@ class Totals:
         return self.counts["outputs"] == good and self.prints["index"] == self.prints["output"]
 
 
-def totals(ray: Any, settings: dict[str, Any]) -> Totals:
+def totals(ray: Any, settings: dict[str, Any], index: dict[str, int] | None = None) -> Totals:
     """The run's totals, rows per answering tier and id fingerprints, summed by the workers batch
-    by batch; the driver adds up one small row per batch."""
+    by batch; the driver adds up one small row per batch. ``index``: the index's totals as its
+    write tasks summed them (:func:`tango.engines.ray.index.write_index`), else the index is
+    read back too."""
     counts = dict.fromkeys(TOTALS, 0)
     tiers: dict[str, int] = {}
     sums = {side: [0, 0] for side in ("index", "output", "errors")}
-    for row in _sides(ray, settings).take_all():
+    if index is not None:
+        counts["inputs"], counts["bad"] = index["inputs"], index["bad"]
+        sums["index"] = [index["low"], index["high"]]
+    for row in _sides(ray, settings, read_index=index is None).take_all():
         for key in TOTALS:
             counts[key] += row[key]
         for tier, count in json.loads(row["tiers"]).items():
@@ -249,13 +244,17 @@ def totals(ray: Any, settings: dict[str, Any]) -> Totals:
     return Totals(counts, tiers, prints)
 
 
-def check_exactly_once(ray: Any, settings: dict[str, Any]) -> DistributedSummary:
+def check_exactly_once(
+    ray: Any, settings: dict[str, Any], index: dict[str, int] | None = None
+) -> DistributedSummary:
     """Raise ValueError unless every good input id is in the output once and every bad row is in
     the errors destination (``on_error="write"``); the run's totals otherwise.
 
-    One pass of totals and fingerprints; the group-by runs too when the ids come from a column
-    (it also proves them unique) or when the fingerprints disagree (it names the faulty ids)."""
-    found = totals(ray, settings)
+    One pass of totals and fingerprints over the output read back (and the index, unless its
+    totals are given: the run records them as the index is written); the group-by runs too when
+    the ids come from a column (it also proves them unique) or when the fingerprints disagree (it
+    names the faulty ids)."""
+    found = totals(ray, settings, index)
     if settings["id_column"] is not None or not found.ids_match:
         faults = id_faults(ray, settings)
         if not faults and not found.ids_match:  # the group-by found nothing the fingerprints did

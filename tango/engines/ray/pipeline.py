@@ -77,11 +77,13 @@ def write_output(ds: Any, settings: dict[str, Any]) -> None:
         ds.write_parquet(where, filesystem=fs, ray_remote_args=remote)
 
 
-def run_checkpointed(pipeline: Pipeline, settings: dict[str, Any], paths: list[str]) -> None:
-    """The scoring pipeline under Ray Data's checkpoint, keyed by the id column.
+def checkpointed(pipeline: Pipeline, settings: dict[str, Any], paths: list[str]) -> Any:
+    """The scoring pipeline's dataset under Ray Data's checkpoint, keyed by the id column.
 
-    The checkpoint is kept when the write succeeds (the run deletes it once the exactly-once
-    check has passed), so a driver killed between the two resumes without scoring again.
+    A dataset keeps a copy of the ``DataContext`` it was built in: this one runs checkpointed
+    wherever it is written, and datasets built after it (the index's, beside it) are not. The
+    checkpoint is kept when the write succeeds (the run deletes it once the exactly-once check
+    has passed), so a driver killed between the two resumes without scoring again.
     """
     from ray.data.checkpoint import CheckpointConfig
 
@@ -90,4 +92,4 @@ def run_checkpointed(pipeline: Pipeline, settings: dict[str, Any], paths: list[s
         id_column=ID, checkpoint_path=where, override_filesystem=fs, delete_checkpoint_on_success=False
     )
     with data_context(checkpoint_config=config):
-        write_output(scored(pipeline, settings, paths), settings)
+        return scored(pipeline, settings, paths)

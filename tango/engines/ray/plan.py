@@ -18,6 +18,12 @@ from tango.cascade import Cascade
 OUTPUT_FORMATS = ("jsonl", "csv", "parquet")
 DEFAULT_READ_CPUS = 0.25  # per read or write task: parsing a file is light beside a model
 ID = "id"  # the id column every stage carries; Ray's checkpoint keys on it
+# Ray kills an idle worker process beyond one per CPU after 1 s, and a run's small read and write
+# tasks come seconds apart: each then starts a new Python process (about 1 s of CPU) beside the
+# actors. Kept for a minute, the processes are reused (docs/distributed.md, "The passes of a
+# run"). tango sets it on a Ray it starts itself; on a cluster of your own, start each node with
+# the environment variable RAY_idle_worker_killing_time_threshold_ms=60000.
+KEEP_IDLE_WORKERS = {"idle_worker_killing_time_threshold_ms": 60_000}
 
 
 @dataclass

@@ -3,14 +3,16 @@
 :func:`score` checks everything it can before Ray schedules anything (options, inputs, the
 cascade, the plan against the cluster's CPUs, an earlier run in the output), then runs the
 run's passes, each a Ray Data execution, skipping those a resumed run finished: the index (every
-row parsed, no text kept) and its errors, the checkpointed scoring pipeline, the exactly-once
-check, and ``--merge``.
+row parsed, no text kept) and its errors, beside the checkpointed scoring pipeline; then the
+exactly-once check, and ``--merge``.
 """
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -24,8 +26,15 @@ from tango.engines.ray.context import data_context
 from tango.engines.ray.index import write_errors, write_index
 from tango.engines.ray.merge import merge_output
 from tango.engines.ray.output import DistributedSummary, check_exactly_once
-from tango.engines.ray.pipeline import Pipeline, checkpoint_dir, run_checkpointed
-from tango.engines.ray.plan import DEFAULT_READ_CPUS, OUTPUT_FORMATS, CascadeSpec, Stage, check_resources
+from tango.engines.ray.pipeline import Pipeline, checkpoint_dir, checkpointed, write_output
+from tango.engines.ray.plan import (
+    DEFAULT_READ_CPUS,
+    KEEP_IDLE_WORKERS,
+    OUTPUT_FORMATS,
+    CascadeSpec,
+    Stage,
+    check_resources,
+)
 from tango.engines.ray.read import check_inputs, expand_inputs, file_keys
 from tango.engines.ray.resume import prepare, recorded, require_checkpointing, update_run
 from tango.engines.ray.storage import is_dir, remove
@@ -96,7 +105,12 @@ def score(
     settings, paths = _settings(cascade, inputs, output, options)
     spec = CascadeSpec.of(cascade)
     if not ray.is_initialized():
-        ray.init(address=options.address, include_dashboard=False, log_to_driver=options.progress)
+        ray.init(
+            address=options.address,
+            include_dashboard=False,
+            log_to_driver=options.progress,
+            **own_ray_settings(options.address),
+        )
     require_checkpointing()
     file_keys(settings, paths)  # list the input files once: their keys and id names are the run's
     cpus = ray.cluster_resources().get("CPU", 0.0)
@@ -117,6 +131,15 @@ def score(
     return summary
 
 
+def own_ray_settings(address: str | None) -> dict[str, Any]:
+    """``ray.init`` settings for a Ray that tango starts itself (no address given, none in
+    ``$RAY_ADDRESS``): idle worker processes kept (``KEEP_IDLE_WORKERS``). A running cluster
+    keeps its own settings (Ray refuses them when connecting)."""
+    if address is not None or os.environ.get("RAY_ADDRESS"):
+        return {}
+    return {"_system_config": dict(KEEP_IDLE_WORKERS)}
+
+
 def _passes(
     pipeline: Pipeline,
     scoring: dict[str, Any],
@@ -125,27 +148,38 @@ def _passes(
     state: dict[str, Any],
     merge: str | None,
 ) -> DistributedSummary:
-    """The run's Ray Data executions in order, each recorded in run.json once it finished.
+    """The run's Ray Data executions, each recorded in run.json once it finished.
 
-    ``scoring``: the run's settings. The passes that run without actors (index, errors, check,
-    merge) get the same with ``alone_cpus`` per task (a whole CPU, at most a node's): with a
-    quarter CPU each, Ray starts up to four worker processes per CPU for them, and on a small node
-    starting those costs more than the work (the check of 12,000 rows took 6-10 s instead of 3 s).
+    ``scoring``: the run's settings. The index (and its errors) runs beside the scoring pass, as
+    a second execution on the same cluster, with the scoring pass's small read/write tasks: its
+    seconds are mostly Ray starting worker processes and tasks, which then overlap the actors'
+    start-up. With ``on_error="fail"`` it runs first, alone, so a bad row stops the run before
+    any model loads. The passes that run without actors (a first index, check, merge) get tasks
+    of ``alone_cpus`` (a whole CPU, at most a node's): with a quarter CPU each, Ray starts up to
+    four worker processes per CPU for them, and on a small node starting those costs more than
+    the work (the check of 12,000 rows took 6-10 s instead of 3 s).
     """
     ray = pipeline.ray
     alone = {**scoring, "read_cpus": alone_cpus}
     seconds: dict[str, float] = {}
-    if not state.get("indexed"):
-        with _timed(seconds, "index"):
-            write_index(ray, alone, paths)
-            write_errors(ray, alone)
-        update_run(scoring, indexed=True, settings=recorded(scoring))
+    index = state.get("index_totals")
+    if not state.get("indexed") and (scoring["on_error"] == "fail" or state.get("scored")):
+        index = _index_pass(ray, alone, scoring, paths, seconds, "index")
     if not state.get("scored"):
-        with _timed(seconds, "scoring"):
-            run_checkpointed(pipeline, scoring, paths)
+        dataset = checkpointed(pipeline, scoring, paths)  # built before the index's datasets are
+        with ThreadPoolExecutor(1, thread_name_prefix="tango-index") as beside:
+            indexing = None
+            if index is None and not state.get("indexed"):
+                name = "index (beside scoring)"
+                indexing = beside.submit(_index_pass, ray, scoring, scoring, paths, seconds, name)
+            try:
+                with _timed(seconds, "scoring"):
+                    write_output(dataset, scoring)
+            finally:
+                index = indexing.result() if indexing is not None else index  # its error, if any, first
         update_run(scoring, scored=True)
     with _timed(seconds, "check"):
-        summary = check_exactly_once(ray, alone)
+        summary = check_exactly_once(ray, alone, index)
     update_run(scoring, complete=True)
     remove(checkpoint_dir(scoring), scoring.get("filesystem"))
     if merge:
@@ -153,6 +187,19 @@ def _passes(
             merge_output(ray, alone, merge)
     summary.passes = seconds
     return summary
+
+
+def _index_pass(
+    ray: Any, tasks: dict[str, Any], scoring: dict[str, Any], paths: list[str], seconds: dict[str, float],
+    name: str,
+) -> dict[str, int]:  # fmt: skip
+    """The index and its errors written with ``tasks``' CPUs per task, recorded in run.json;
+    its totals."""
+    with _timed(seconds, name):
+        index = write_index(ray, tasks, paths)
+        write_errors(ray, tasks)
+    update_run(scoring, indexed=True, index_totals=index, settings=recorded(scoring))
+    return index
 
 
 @contextmanager
