@@ -29,9 +29,10 @@ def compiled_cache_dir() -> Path | None:
     """Where OpenVINO keeps compiled models (its ``CACHE_DIR``), or None for no cache.
 
     Compiling an IR for the CPU is most of a tier's load, and every process that loads a tier
-    pays it: the CLI, each Ray actor, a server's workers (docs/models.md). OpenVINO keys each blob by the model, its settings and
-    its own version; the path adds the CPU model, so a home directory shared by different
-    machines never hands one a blob compiled for another. ``$TANGO_OPENVINO_CACHE`` names
+    pays it: the CLI, each Ray actor, a server's workers (docs/models.md). OpenVINO keys each
+    blob by the model, some of its settings and its own version; the path adds the CPU model,
+    so a home directory shared by different machines never hands one a blob compiled for
+    another, and each compile's settings (:func:`_settings_key`). ``$TANGO_OPENVINO_CACHE`` names
     another directory, or ``off``; default ``$TANGO_HOME/openvino/<cpu>``.
     """
     from tango.hardware import cpu_name
