@@ -262,6 +262,8 @@ def cluster_line(settings: dict[str, Any]) -> str:
         said.append(" Clusters keep idle worker processes for a minute, as a Ray tango starts itself does.")
     if settings.get("index_beside_scoring"):
         said.append(" The index pass runs beside the scoring pass (its seconds in brackets below).")
+    if settings.get("index_after_scoring"):
+        said.append(" The index pass runs after the scoring pass, on the worker processes it left idle.")
     return "".join(said)
 
 
@@ -407,7 +409,7 @@ def main(
     settings = dict(options, data=data, repeats=repeats, warmup=warmup, calibration_rows=calibration_rows)
     settings["min_actors"] = True  # fused pools start one actor per node (see stages())
     settings["keep_idle_workers"] = True  # clusters set as tango sets its own Ray (see ray_cluster())
-    settings["index_beside_scoring"] = True  # tango's run does so unless --on-error fail
+    settings["index_after_scoring"] = True  # tango's run does so unless --on-error fail
     texts, calibration = read_rows(Path(data), rows, calibration_rows)
     settings["threshold"] = choose_threshold(settings, calibration)
     click.echo(f"threshold {settings['threshold']} (tier 1's {options['escalate']:.0%} quantile)", err=True)

@@ -81,9 +81,9 @@ def checkpointed(pipeline: Pipeline, settings: dict[str, Any], paths: list[str])
     """The scoring pipeline's dataset under Ray Data's checkpoint, keyed by the id column.
 
     A dataset keeps a copy of the ``DataContext`` it was built in: this one runs checkpointed
-    wherever it is written, and datasets built after it (the index's, beside it) are not. The
-    checkpoint is kept when the write succeeds (the run deletes it once the exactly-once check
-    has passed), so a driver killed between the two resumes without scoring again.
+    wherever it is written, and datasets built after it (the index's) are not. The checkpoint
+    is kept when the write succeeds (the run deletes it once the exactly-once check has
+    passed), so a driver killed between the two resumes without scoring again.
     """
     from ray.data.checkpoint import CheckpointConfig
 

@@ -3,8 +3,8 @@
 :func:`score` checks everything it can before Ray schedules anything (options, inputs, the
 cascade, the plan against the cluster's CPUs, an earlier run in the output), then runs the
 run's passes, each a Ray Data execution, skipping those a resumed run finished: the index (every
-row parsed, no text kept) and its errors, beside the checkpointed scoring pipeline; then the
-exactly-once check, and ``--merge``.
+row parsed, no text kept) and its errors, after the checkpointed scoring pipeline (before it
+with ``on_error="fail"``); then the exactly-once check, and ``--merge``.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -150,34 +149,31 @@ def _passes(
 ) -> DistributedSummary:
     """The run's Ray Data executions, each recorded in run.json once it finished.
 
-    ``scoring``: the run's settings. The index (and its errors) runs beside the scoring pass, as
-    a second execution on the same cluster, with the scoring pass's small read/write tasks: its
-    seconds are mostly Ray starting worker processes and tasks, which then overlap the actors'
-    start-up. With ``on_error="fail"`` it runs first, alone, so a bad row stops the run before
-    any model loads. The passes that run without actors (a first index, check, merge) get tasks
-    of ``alone_cpus`` (a whole CPU, at most a node's): with a quarter CPU each, Ray starts up to
-    four worker processes per CPU for them, and on a small node starting those costs more than
-    the work (the check of 12,000 rows took 6-10 s instead of 3 s).
+    ``scoring``: the run's settings. The scoring pass runs first, so its actors start at once;
+    the index (and its errors) follows it, on the worker processes the scoring pass's read and
+    write tasks leave idle: its seconds on a fresh cluster are mostly Ray starting those
+    processes. (Beside the scoring pass, from a thread, it was no faster over the benchmark's
+    series, and Ray Data builds datasets on the driver with imports that are not thread-safe:
+    one run failed in path resolution. docs/distributed.md, "The passes of a run".) With ``on_error="fail"``
+    the index runs first, so a bad row stops the run before any model loads. The passes that run
+    without actors (index, errors, check, merge) get tasks of ``alone_cpus`` (a whole CPU, at
+    most a node's): with a quarter CPU each, Ray starts up to four worker processes per CPU for
+    them, and on a small node starting those costs more than the work (the check of 12,000 rows
+    took 6-10 s instead of 3 s).
     """
     ray = pipeline.ray
     alone = {**scoring, "read_cpus": alone_cpus}
     seconds: dict[str, float] = {}
     index = state.get("index_totals")
-    if not state.get("indexed") and (scoring["on_error"] == "fail" or state.get("scored")):
-        index = _index_pass(ray, alone, scoring, paths, seconds, "index")
+    if not state.get("indexed") and scoring["on_error"] == "fail":
+        index = _index_pass(ray, alone, scoring, paths, seconds)
+        state = {**state, "indexed": True}
     if not state.get("scored"):
-        dataset = checkpointed(pipeline, scoring, paths)  # built before the index's datasets are
-        with ThreadPoolExecutor(1, thread_name_prefix="tango-index") as beside:
-            indexing = None
-            if index is None and not state.get("indexed"):
-                name = "index (beside scoring)"
-                indexing = beside.submit(_index_pass, ray, scoring, scoring, paths, seconds, name)
-            try:
-                with _timed(seconds, "scoring"):
-                    write_output(dataset, scoring)
-            finally:
-                index = indexing.result() if indexing is not None else index  # its error, if any, first
+        with _timed(seconds, "scoring"):
+            write_output(checkpointed(pipeline, scoring, paths), scoring)
         update_run(scoring, scored=True)
+    if not state.get("indexed"):
+        index = _index_pass(ray, alone, scoring, paths, seconds)
     with _timed(seconds, "check"):
         summary = check_exactly_once(ray, alone, index)
     update_run(scoring, complete=True)
@@ -190,12 +186,11 @@ def _passes(
 
 
 def _index_pass(
-    ray: Any, tasks: dict[str, Any], scoring: dict[str, Any], paths: list[str], seconds: dict[str, float],
-    name: str,
-) -> dict[str, int]:  # fmt: skip
+    ray: Any, tasks: dict[str, Any], scoring: dict[str, Any], paths: list[str], seconds: dict[str, float]
+) -> dict[str, int]:
     """The index and its errors written with ``tasks``' CPUs per task, recorded in run.json;
     its totals."""
-    with _timed(seconds, name):
+    with _timed(seconds, "index"):
         index = write_index(ray, tasks, paths)
         write_errors(ray, tasks)
     update_run(scoring, indexed=True, index_totals=index, settings=recorded(scoring))
