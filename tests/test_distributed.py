@@ -418,7 +418,7 @@ def test_fused_tiers_score_as_the_local_engine_and_a_clean_input_skips_the_error
     cluster, cascade, tmp_path
 ):
     """--fuse-tiers: one pool of whole-cascade actors; every row as the local engine's. Input
-    without a bad row leaves no errors output (the index's footers say so: no errors pass)."""
+    without a bad row leaves no errors output (the index's totals say so: no errors pass)."""
     rows = [json.dumps({"id": f"f{i}", "text": f"{WORDS[i % len(WORDS)]} {i}"}) for i in range(90)]
     (tmp_path / "in.jsonl").write_text("\n".join(rows) + "\n")
     fused = dict(SMALL, tier2=Stage(), fuse_tiers=True, tier1=Stage(2, 0.5, 16))

@@ -135,33 +135,12 @@ def errors_sink_class() -> type:
     return TangoErrors
 
 
-def all_rows_good(settings: dict[str, Any]) -> bool:
-    """Whether the index holds no bad row, read from its Parquet footers alone (each row group's
-    smallest ``ok``), without a Ray Data execution. False when a footer keeps no statistics."""
-    import pyarrow.dataset as pads
-
-    if not has_files(index_dir(settings), settings.get("filesystem")):
-        return True
-    fs, where = fs_of(index_dir(settings), settings.get("filesystem"))
-    for fragment in pads.dataset(where, format="parquet", filesystem=fs).get_fragments():
-        metadata = fragment.metadata
-        column = metadata.schema.names.index("ok")
-        for group in range(metadata.num_row_groups):
-            chunk = metadata.row_group(group).column(column)
-            stats = chunk.statistics if chunk.is_stats_set else None
-            if metadata.row_group(group).num_rows and (
-                stats is None or not stats.has_min_max or not stats.min
-            ):
-                return False
-    return True
-
-
-def write_errors(ray: Any, settings: dict[str, Any]) -> None:
+def write_errors(ray: Any, settings: dict[str, Any], bad: int) -> None:
     """The errors dataset through its own sink (``on_error="write"``; nothing for ``skip``, nor
-    when the index's footers show no bad row: a Ray Data execution costs seconds)."""
+    when the index's totals count no ``bad`` row: a Ray Data execution costs seconds)."""
     filesystem = settings.get("filesystem")
     remove(settings["errors"], filesystem)
-    if settings["on_error"] != "write" or all_rows_good(settings):
+    if settings["on_error"] != "write" or not bad:
         return
     fs, where = fs_of(settings["errors"], filesystem)
     errors = bad_rows(index_dataset(ray, settings), settings["read_cpus"])

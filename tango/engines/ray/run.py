@@ -152,27 +152,24 @@ def _passes(
     ``scoring``: the run's settings. The scoring pass runs first, so its actors start at once;
     the index (and its errors) follows it, on the worker processes the scoring pass's read and
     write tasks leave idle: its seconds on a fresh cluster are mostly Ray starting those
-    processes. (Beside the scoring pass, from a thread, it was no faster over the benchmark's
-    series, and Ray Data builds datasets on the driver with imports that are not thread-safe:
-    one run failed in path resolution. docs/distributed.md, "The passes of a run".) With ``on_error="fail"``
-    the index runs first, so a bad row stops the run before any model loads. The passes that run
-    without actors (index, errors, check, merge) get tasks of ``alone_cpus`` (a whole CPU, at
-    most a node's): with a quarter CPU each, Ray starts up to four worker processes per CPU for
-    them, and on a small node starting those costs more than the work (the check of 12,000 rows
-    took 6-10 s instead of 3 s).
+    processes (why not beside it, from a thread: docs/distributed.md, "The passes of a run").
+    With ``on_error="fail"`` the index runs first, so a bad row stops the run before any model
+    loads. The passes that run without actors (index, errors, check, merge) get tasks of
+    ``alone_cpus`` (a whole CPU, at most a node's): with a quarter CPU each, Ray starts up to four
+    worker processes per CPU for them, and on a small node starting those costs more than the
+    work (the check of 12,000 rows took 6-10 s instead of 3 s).
     """
     ray = pipeline.ray
     alone = {**scoring, "read_cpus": alone_cpus}
     seconds: dict[str, float] = {}
-    index = state.get("index_totals")
-    if not state.get("indexed") and scoring["on_error"] == "fail":
-        index = _index_pass(ray, alone, scoring, paths, seconds)
-        state = {**state, "indexed": True}
+    index, indexed = state.get("index_totals"), state.get("indexed")
+    if not indexed and scoring["on_error"] == "fail":
+        index, indexed = _index_pass(ray, alone, scoring, paths, seconds), True
     if not state.get("scored"):
         with _timed(seconds, "scoring"):
             write_output(checkpointed(pipeline, scoring, paths), scoring)
         update_run(scoring, scored=True)
-    if not state.get("indexed"):
+    if not indexed:
         index = _index_pass(ray, alone, scoring, paths, seconds)
     with _timed(seconds, "check"):
         summary = check_exactly_once(ray, alone, index)
@@ -192,7 +189,7 @@ def _index_pass(
     its totals."""
     with _timed(seconds, "index"):
         index = write_index(ray, tasks, paths)
-        write_errors(ray, tasks)
+        write_errors(ray, tasks, index["bad"])
     update_run(scoring, indexed=True, index_totals=index, settings=recorded(scoring))
     return index
 
