@@ -44,6 +44,14 @@ def systems_for(tiers, calibration, evaluation, max_drop: float, seed: int):
     return systems, {"2 tiers": two, "3 tiers": three}
 
 
+def split_pool(pool, calibration_rows: int, evaluation_rows: int | None, seed: int):
+    """Seeded calibration rows and, from the others, at most ``evaluation_rows`` evaluation rows
+    (None: all of them); no row is in both."""
+    order = np.random.default_rng(seed).permutation(len(pool))
+    calibration = np.sort(order[:calibration_rows])
+    return pool.subset(calibration), pool.subset(np.sort(order[calibration_rows:][:evaluation_rows]))
+
+
 def row(name: str, timing, evaluation, cascade) -> dict:
     labels, _ = timing.result
     truth = np.asarray([evaluation.label_names[i] for i in evaluation.labels])
@@ -107,11 +115,7 @@ def main(name, tiers, calibration_rows, evaluation_rows, max_drop, repeats, thre
     if len(loaded) != 3:
         raise click.UsageError("give three tiers, cheapest first")
     pool, overlap = calibration_rows_for([t.path for t in loaded], loaded[0].labels)
-    order = np.random.default_rng(seed).permutation(len(pool))
-    calibration, evaluation = (
-        pool.subset(np.sort(order[:calibration_rows])),
-        pool.subset(np.sort(order[calibration_rows:])),
-    )
+    calibration, evaluation = split_pool(pool, calibration_rows, evaluation_rows, seed)
     systems, cascades = systems_for(loaded, calibration, evaluation, max_drop, seed)
     timings = interleave(systems, repeats=repeats, log=lambda m: click.echo(m, err=True))
     rows = [row(n, timings[n], evaluation, cascades.get(n)) for n in systems]

@@ -306,3 +306,121 @@ def test_the_processes_report_compares_each_layout_with_one_two_thread_process()
     }
     report = bench_processes.markdown(result)
     assert "| two processes, 1 thread each | 190.0 | 180.0-200.0 | 0.95x | 30.0% |" in report
+
+
+def three_tier_pool(n=4000, seed=0):
+    """Synthetic logits of three tiers over an ``n``-row pool (two classes): each tier right more
+    often and more confident where it is right, the last tier the most accurate."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 2, n)
+    logits = []
+    for accuracy in (0.80, 0.88, 0.93):
+        right = rng.random(n) < accuracy
+        gap = np.where(right, rng.gamma(3.0, 1.0, n), rng.gamma(1.0, 0.7, n))
+        winner = np.where(right, y, 1 - y)
+        z = np.zeros((n, 2))
+        z[np.arange(n), winner] = gap
+        logits.append(z)
+    return logits, y
+
+
+@pytest.mark.filterwarnings("ignore:the fitted temperature")  # the flipped labels below carry no signal
+def test_three_tier_series_judges_each_seed_on_rows_its_gates_never_saw():
+    import numpy as np
+
+    series = pytest.importorskip("three_tier_series")
+    logits, y = three_tier_pool()
+    calibration, evaluation = series.split(len(y), 3)
+    assert len(calibration) == series.CALIBRATION_ROWS and len(evaluation) == len(y) - series.CALIBRATION_ROWS
+    assert not set(calibration) & set(evaluation)
+    costs = [0.0001, 0.002, 0.01]
+    outcome = series.seed_outcomes(logits, y, costs, 3)
+    for key in ("2 tiers, labelled", "2 tiers, label-free", "3 tiers, labelled", "3 tiers, label-free"):
+        record = outcome[key]
+        assert record["reached"][0] == 1.0 and 0.0 <= record["reached"][-1] <= 1.0
+        assert len(record["thresholds"]) == len(record["reached"]) - 1
+    last_right = (logits[2][evaluation].argmax(1) == y[evaluation]).mean()
+    assert outcome["alone"][2] == pytest.approx(last_right)
+    # the label-free gate never reads a label: other labels on the pool give the same thresholds
+    flipped = series.seed_outcomes(logits, 1 - y, costs, 3)
+    assert flipped["3 tiers, label-free"]["thresholds"] == outcome["3 tiers, label-free"]["thresholds"]
+    assert flipped["3 tiers, labelled"]["thresholds"] != outcome["3 tiers, labelled"]["thresholds"]
+    # the ceiling escalates the fewest rows that keep the drop within target: one row fewer misses
+    first, last, truth = logits[1][evaluation], logits[2][evaluation], y[evaluation]
+    share = series.fewest_escalated(first, last, truth)
+    order = np.argsort(np.abs(first[:, 0] - first[:, 1]), kind="stable")
+    k = round(share * len(truth))
+
+    def drop(escalated):
+        final = first.argmax(1).copy()
+        final[order[:escalated]] = last.argmax(1)[order[:escalated]]
+        return 100 * ((last.argmax(1) == truth).mean() - (final == truth).mean())
+
+    assert drop(k) <= series.MAX_DROP + 1e-9 and (k == 0 or drop(k - 1) > series.MAX_DROP)
+
+
+def test_three_tier_series_reports_every_system_over_seeds_with_its_speed():
+    series = pytest.importorskip("three_tier_series")
+    logits, y = three_tier_pool()
+    costs = [0.0001, 0.002, 0.01]
+    seeds = [series.seed_outcomes(logits, y, costs, s) for s in range(3)]
+    stats = series.summary(seeds)
+    per_row = {"linear alone": 0.0001, "MiniLM-L6 alone": 0.002, "MPNet-base alone": 0.01}
+    per_row.update({f"{c}, {g}": 0.005 for c in series.CASCADES for g in series.GATES})
+    series.add_speeds(seeds, stats, per_row)
+    for s in seeds:  # the cost model: shares reaching each tier times its cost, against the last tier
+        r = s["3 tiers, labelled"]["reached"]
+        cost = r[0] * 0.0001 + r[1] * 0.002 + r[2] * 0.01
+        assert s["3 tiers, labelled"]["speedup"] == pytest.approx(0.01 / cost)
+    assert stats["2 tiers, label-free"]["median_seed_timed_speedup"] == pytest.approx(2.0)
+    cell = {"accuracy": 0.9, "escalated": 0.2, "rows_per_s": 300.0}
+    stats["runtime_x_gate"] = {f"{r} x {g}": cell for r in ("pipeline", "tango") for g in ("rule", "gate")}
+    stats["deferral"] = {"auroc": {"maxprob": 0.85}, "beats_maxprob": False}
+    tiers = [{"name": n, "runtime": "r", "rows_per_s": 1 / per_row[f"{n} alone"]} for n in series.NAMES]
+    result = {
+        "protocol": "p", "command": "c", "machine": {"cpu": "cpu", "date": "d", "threads": 2},
+        "pool": {"source": "pool", "rows": 4000}, "tiers": tiers, "summary": stats, "seeds": seeds,
+        "settings": {"seeds": 3, "calibration_rows": 2000, "timed_rows": 1000, "max_drop": 0.5,
+                     "confidence_level": 0.9, "repeats": 5},
+    }  # fmt: skip
+    table = series.markdown(result, "three_tiers_fair_test")
+    for system in ("linear alone", "MPNet-base alone", "| 2 tiers | labelled", "| 3 tiers | label-free"):
+        assert system in table
+    assert "Three tiers against two, per seed" in table and "3.00x, 90.00%, 20.0% on" in table
+
+
+def test_bench_three_tiers_takes_at_most_the_evaluation_rows_asked_for():
+    import numpy as np
+
+    from tango.data import LabelledData
+
+    script = pytest.importorskip("bench_three_tiers")
+    pool = LabelledData([f"row {i}" for i in range(100)], np.arange(100) % 2, ["a", "b"])
+    calibration, evaluation = script.split_pool(pool, 30, 20, seed=0)
+    assert len(calibration) == 30 and len(evaluation) == 20
+    assert not set(calibration.texts) & set(evaluation.texts)
+    assert len(script.split_pool(pool, 30, None, seed=0)[1]) == 70
+
+
+def test_new_text_series_rewrites_series_2_as_committed_and_reports_a_pick_by_speed():
+    import copy
+    import json
+
+    series = pytest.importorskip("new_text_series")
+    results = Path(__file__).resolve().parent.parent / "benchmarks" / "results"
+    committed = json.loads((results / "new_text_sst2_series2.json").read_text())
+    assert series.markdown(committed) == (results / "new_text_sst2_series2.md").read_text()
+    later = copy.deepcopy(committed)  # series 5's shape: a pick by speed, the 2x2 in rounds of its own
+    for k, record in enumerate(later["variants"].values()):
+        record["sentences_ceiling_escalated"] = 0.25 + 0.01 * k
+        record["sentences_speed"] = series.sentences_speed(record, 0.001, 0.005)
+    picked = later["variants"][later["picked_variant"]]
+    escalated = picked["sentences_ceiling_escalated"]
+    assert picked["sentences_speed"] == pytest.approx(0.005 / (0.001 + escalated * 0.005))
+    for cell in picked["runtime_x_gate"].values():
+        cell["vs_tier2"] = 7.0
+    table = series.markdown(later)
+    assert "Picked on the held-out sentences: speed against tier 2" in table
+    assert table.count("| 7.00x, ") == 4  # every 2x2 cell against the tier 2 of its own rounds
