@@ -361,7 +361,7 @@ def test_three_tier_series_judges_each_seed_on_rows_its_gates_never_saw():
     assert drop(k) <= series.MAX_DROP + 1e-9 and (k == 0 or drop(k - 1) > series.MAX_DROP)
 
 
-def test_three_tier_series_reports_every_system_over_seeds_with_its_speed():
+def test_three_tier_series_reports_every_system_over_seeds_with_its_speed(tmp_path):
     series = pytest.importorskip("three_tier_series")
     logits, y = three_tier_pool()
     costs = [0.0001, 0.002, 0.01]
@@ -389,6 +389,8 @@ def test_three_tier_series_reports_every_system_over_seeds_with_its_speed():
     for system in ("linear alone", "MPNet-base alone", "| 2 tiers | labelled", "| 3 tiers | label-free"):
         assert system in table
     assert "Three tiers against two, per seed" in table and "3.00x, 90.00%, 20.0% on" in table
+    series.plot(result, tmp_path / "seeds.png")
+    assert (tmp_path / "seeds.png").stat().st_size > 1000
 
 
 def test_bench_three_tiers_takes_at_most_the_evaluation_rows_asked_for():
@@ -424,3 +426,18 @@ def test_new_text_series_rewrites_series_2_as_committed_and_reports_a_pick_by_sp
     table = series.markdown(later)
     assert "Picked on the held-out sentences: speed against tier 2" in table
     assert table.count("| 7.00x, ") == 4  # every 2x2 cell against the tier 2 of its own rounds
+
+
+def test_a_series_leaves_out_only_optional_forms_that_are_not_registered(tmp_path, monkeypatch):
+    import json
+
+    series = pytest.importorskip("new_text_series")
+    monkeypatch.setattr(series, "HOME", tmp_path)
+    failed = tmp_path / "models" / "t1-ov-int8"
+    failed.mkdir(parents=True)
+    (failed / "tango_export.json").write_text(json.dumps({"check": {"agreement": 0.99}}))
+    spec = {"variants": {"A": "t1-ov", "A8": "t1-ov-int8", "B8": "t2-ov-int8"}, "optional": ("A8", "B8")}
+    kept, left_out = series.usable_variants(spec)  # nothing is registered in the tests' private home
+    assert kept == {"A": "t1-ov"}
+    assert "failed its export check (agreement with fp32 0.99" in left_out["A8"]
+    assert left_out["B8"] == "t2-ov-int8 was not built"
