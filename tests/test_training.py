@@ -91,6 +91,18 @@ def test_resume_continues_exactly_where_a_killed_run_stopped(start_dir, tmp_path
     assert all(torch.allclose(straight[k], resumed[k], atol=1e-6) for k in straight)
 
 
+def test_a_run_resumes_with_another_checkpoint_interval(start_dir, tmp_path, monkeypatch, capsys):
+    """How often a run saves is not what it learns: a resume may change --checkpoint-every."""
+    data = sentiment_rows(96, 2)
+    monkeypatch.setattr("tango.training._loss", dies_after(3))
+    with pytest.raises(KeyboardInterrupt):
+        train_classifier(start_dir, data, tmp_path, **{**FAST, "epochs": 1, "checkpoint_every": 2})
+    monkeypatch.setattr("tango.training._loss", _loss)
+    resumed = train_classifier(start_dir, data, tmp_path, **{**FAST, "epochs": 1, "checkpoint_every": 500})
+    assert "from step 2 of 6" in capsys.readouterr().out  # not started again
+    assert resumed.steps == 6 and not (tmp_path / "checkpoint").exists()
+
+
 def test_checkpoint_from_other_settings_is_refused(start_dir, tmp_path, monkeypatch):
     data = sentiment_rows(64, 3)
     monkeypatch.setattr("tango.training._loss", dies_after(2))

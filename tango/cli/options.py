@@ -183,6 +183,14 @@ fit_options = stacked(
         help="Seed for batch order, dropout, the new heads and the dev split.",
     ),
     click.option("--max-steps", type=int, default=None, help="Stop after this many steps."),
+    click.option(
+        "--checkpoint-every",
+        type=click.IntRange(min=1),
+        default=500,
+        show_default=True,
+        help="Steps between resumable checkpoints: fewer for long steps (e.g. 512-token rows on a "
+        "CPU), so a stopped run loses little.",
+    ),
     click.option("--bf16/--no-bf16", default=None, help="bf16 autocast (default: where the CPU has it)."),
     click.option(
         "--resume/--no-resume",

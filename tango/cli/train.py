@@ -87,6 +87,7 @@ TRANSFORMER_ONLY = (
     "lr",
     "max_length",
     "max_steps",
+    "checkpoint_every",
     "bf16",
     "resume",
 )

@@ -28,6 +28,7 @@ FIT_DEFAULTS: dict[str, Any] = {
     "max_length": 64,
     "seed": 0,
     "max_steps": None,
+    "checkpoint_every": 500,
     "bf16": None,
     "resume": True,
 }
