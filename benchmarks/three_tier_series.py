@@ -28,7 +28,14 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent / "studies"))
 
 from gate_resplits import evaluate_gate  # noqa: E402
-from new_text_series import PIPELINE_BATCH, RULE_THRESHOLD, fewest_escalated, spread, table_cell  # noqa: E402
+from new_text_series import (  # noqa: E402
+    PIPELINE_BATCH,
+    RULE_THRESHOLD,
+    fewest_escalated,
+    runtime_x_gate,
+    spread,
+    two_by_two_lines,
+)
 
 THREADS = 2
 REPEATS = 5
@@ -196,18 +203,6 @@ def add_speeds(seeds: list[dict], stats: dict, per_row: dict[str, float]) -> Non
     stats["ceiling_speedup"] = costs[2] / (costs[1] + escalated * costs[2])
 
 
-def runtime_x_gate(timings: dict, labels: list[str], y: np.ndarray, rows: int) -> dict[str, dict]:
-    """The 2x2 cells of the two-tier cascade: accuracy, share escalated and rows/s of each."""
-    cells = {}
-    for name in ("pipeline x rule", "pipeline x gate", "tango x rule", "labelled"):
-        timing = timings[f"2 tiers, {name}"]
-        accuracy, escalated = table_cell(timing.result, labels, y)
-        cells[name.replace("labelled", "tango x gate")] = {
-            "accuracy": accuracy, "escalated": escalated, "rows_per_s": rows / timing.median,
-        }  # fmt: skip
-    return cells
-
-
 def deferral(logits: list[np.ndarray], labels: np.ndarray, texts: list) -> dict:
     """Tier 2's confidence signals as predictors of disagreement with tier 3 on seed 0's evaluation
     rows, the learned rule fitted on its calibration rows."""
@@ -248,7 +243,17 @@ def main(data_name: str, repeats: int) -> None:
     )
     per_row = {name: timing.median / len(texts) for name, timing in timings.items()}
     add_speeds(seeds, stats, per_row)
-    stats["runtime_x_gate"] = runtime_x_gate(timings, list(tiers[0].labels), labels[evaluation], len(texts))
+    stats["timed_rows_last_accuracy"] = float(
+        (timings["MPNet-base alone"].result.argmax(1) == labels[evaluation]).mean()
+    )
+    stats["runtime_x_gate"] = runtime_x_gate(
+        "2 tiers",
+        timings,
+        list(tiers[0].labels),
+        labels[evaluation],
+        len(texts),
+        reference="MPNet-base alone",
+    )
     stats["deferral"] = deferral(logits, labels, pool.texts)
     result = {
         "protocol": PROTOCOL,
@@ -315,7 +320,11 @@ def markdown(result: dict, name: str) -> str:
         for r in [s[f"3 tiers vs 2 tiers, {kind}"]]
     )
     lines += ["", f"Three tiers against two, per seed, median (p10-p90): {ratios}."]
-    lines += runtime_x_gate_lines(s["runtime_x_gate"], s["alone_accuracy"][2]["median"], last_rate)
+    title = (
+        "Runtime x gate, two tiers (labelled gate at its median seed; speed against MPNet-base alone on "
+        "tango's runtime in the same rounds, accuracy drop against MPNet-base alone, on the timed rows):"
+    )
+    lines += two_by_two_lines(s["runtime_x_gate"], title, s["timed_rows_last_accuracy"], last_rate)
     auroc = ", ".join(f"{k} {a:.3f}" for k, a in s["deferral"]["auroc"].items() if a is not None)
     lines += [
         "",
@@ -329,26 +338,6 @@ def markdown(result: dict, name: str) -> str:
         f"![{name}](../benchmarks/results/{name}.png)",
     ]
     return "\n".join(lines) + "\n"
-
-
-def runtime_x_gate_lines(cells: dict, last_accuracy: float, last_rate: float) -> list[str]:
-    """The 2x2 table of the two-tier cascade; accuracy drop against MPNet-base's seed-median."""
-    lines = [
-        "",
-        "Runtime x gate, two tiers (labelled gate at its median seed; speed against MPNet-base alone on "
-        "tango's runtime; drop against MPNet-base alone, both on the timed rows):",
-        "",
-        "| runtime | TangoBERT rule (maxprob 0.85, T = 1) | certified gate |",
-        "|---|---|---|",
-    ]
-    for runtime, label in (("pipeline", "fp32 `pipeline`"), ("tango", "tango (OpenVINO)")):
-        row = [label]
-        for gate_name in ("rule", "gate"):
-            c = cells[f"{runtime} x {gate_name}"]
-            speed = c["rows_per_s"] / last_rate
-            row.append(f"{speed:.2f}x, {100 * c['accuracy']:.2f}%, {100 * c['escalated']:.1f}% on")
-        lines.append("| " + " | ".join(row) + " |")
-    return lines
 
 
 def plot(result: dict, path: Path) -> None:

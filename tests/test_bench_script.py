@@ -375,8 +375,9 @@ def test_three_tier_series_reports_every_system_over_seeds_with_its_speed(tmp_pa
         cost = r[0] * 0.0001 + r[1] * 0.002 + r[2] * 0.01
         assert s["3 tiers, labelled"]["speedup"] == pytest.approx(0.01 / cost)
     assert stats["2 tiers, label-free"]["median_seed_timed_speedup"] == pytest.approx(2.0)
-    cell = {"accuracy": 0.9, "escalated": 0.2, "rows_per_s": 300.0}
+    cell = {"accuracy": 0.9, "escalated": 0.2, "rows_per_s": 300.0, "vs_tier2": 3.0}
     stats["runtime_x_gate"] = {f"{r} x {g}": cell for r in ("pipeline", "tango") for g in ("rule", "gate")}
+    stats["timed_rows_last_accuracy"] = 0.92
     stats["deferral"] = {"auroc": {"maxprob": 0.85}, "beats_maxprob": False}
     tiers = [{"name": n, "runtime": "r", "rows_per_s": 1 / per_row[f"{n} alone"]} for n in series.NAMES]
     result = {
@@ -388,7 +389,7 @@ def test_three_tier_series_reports_every_system_over_seeds_with_its_speed(tmp_pa
     table = series.markdown(result, "three_tiers_fair_test")
     for system in ("linear alone", "MPNet-base alone", "| 2 tiers | labelled", "| 3 tiers | label-free"):
         assert system in table
-    assert "Three tiers against two, per seed" in table and "3.00x, 90.00%, 20.0% on" in table
+    assert "Three tiers against two, per seed" in table and "3.00x, +2.00 pt, 20.0% on" in table
     series.plot(result, tmp_path / "seeds.png")
     assert (tmp_path / "seeds.png").stat().st_size > 1000
 
