@@ -9,8 +9,9 @@ confidence level**. It is Learn-then-Test (Angelopoulos et al. 2021) with fixed-
 
 - candidate threshold settings are fixed and ordered from the safest (escalate everything) to the
   cheapest *before* the certifying rows are looked at: the grid and the order come from the
-  temperature rows, which are disjoint (two tiers: thresholds from the largest down; more: the
-  cost/drop frontier there);
+  temperature rows, which are disjoint (two tiers: thresholds from the largest down; more: one
+  boundary at a time, the last first, each from "escalate all" down, the later ones held where a
+  walk on the temperature rows gets to, so the N-tier walk contains the shorter cascade's);
 - each candidate's drop against the last tier, ``(lost - gained) / n`` (rows it gets wrong that
   the last tier gets right, minus the reverse), gets a one-sided upper bound at
   ``confidence_level`` (:func:`tango.bounds.drop_upper_bound`);
@@ -35,6 +36,7 @@ Everything is vectorised over candidates: a setting's outcome is which tier answ
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
@@ -168,18 +170,6 @@ def best_in_sample(
     return _choice(settings[best], drop[best], None, cost[best], costs, reach[best], n, None)
 
 
-def pareto_sequence(drop: np.ndarray, cost: np.ndarray) -> np.ndarray:
-    """Indices of the settings no other beats on both drop and cost, most expensive first.
-
-    Along this frontier the drop only grows as the cost falls, which is the order in which
-    fixed-sequence testing loses least: it stops at the first failure.
-    """
-    order = np.lexsort((drop, cost))  # cheapest first, then smallest drop
-    best_so_far = np.minimum.accumulate(np.concatenate([[np.inf], drop[order]]))[:-1]
-    frontier = order[drop[order] < best_so_far]
-    return frontier[::-1]
-
-
 @dataclass(frozen=True)
 class CertifyOptions:
     """How :func:`certify` tests a setting: its drop bounded at ``confidence_level`` by ``bound``
@@ -215,7 +205,7 @@ def certify(
     costs : one per tier
         Measured cost per row.
     order_rows : (confidences, predictions, y) on *other* labelled rows (the temperature rows)
-        Fix the candidate grid and the testing order (the cost/drop frontier there) without
+        Fix the candidate grid and the testing order (:func:`_testing_order`) without
         looking at the certifying rows; the guarantee needs that independence.
     options : CertifyOptions, or its fields as keywords (``confidence_level=0.9``, ``bound``,
         ``grid_size``, ``new_rows``; keywords override ``options``)
@@ -234,7 +224,12 @@ def certify(
     if len(order_confs) != len(confs):
         raise ValueError(f"order_rows needs {len(confs)} confidence arrays, got {len(order_confs)}")
     settings = _settings(candidate_grid(order_confs, options.grid_size or default_grid_size(len(confs))))
-    settings = settings[_testing_order(order_confs, order_correct, settings, costs)]
+
+    def walk_reaches(lost: np.ndarray, gained: np.ndarray, n: int) -> int:  # on the order rows
+        bounds = drop_upper_bound(lost, gained, n, options.confidence_level, options.bound)
+        return certified_prefix(np.concatenate([[0.0], bounds[1:]]), max_drop)
+
+    settings = settings[_testing_order(order_confs, order_correct, settings, costs, walk_reaches)]
     lost, gained, cost, reach = _outcomes(confs, correct, settings, costs)
     if unlabelled is None:
         bounds = drop_upper_bound(lost, gained, n, options.confidence_level, options.bound, options.new_rows)
@@ -259,19 +254,56 @@ def certified_prefix(bounds: ArrayLike, max_drop: float) -> int:
 
 
 def _testing_order(
-    confs: list[np.ndarray], correct: list[np.ndarray], settings: np.ndarray, costs: list[float]
+    confs: list[np.ndarray],
+    correct: list[np.ndarray],
+    settings: np.ndarray,
+    costs: list[float],
+    walk_reaches: Callable[[np.ndarray, np.ndarray, int], int],
 ) -> np.ndarray:
     """The order in which :func:`certify` tests ``settings``, from the temperature rows alone:
-    "escalate every row" first, then one boundary's thresholds from the largest down (its cost
-    falls with it), or, for more boundaries (a product grid has no natural order), the cost/drop
-    frontier of these rows."""
-    lost, gained, cost, _ = _outcomes(confs, correct, settings, costs)
-    if len(confs) == 1:
-        frontier = np.lexsort((-settings[:, 0], -cost))
-    else:
-        frontier = pareto_sequence(lost - gained, cost)
+    "escalate every row" first, then one boundary at a time, the last first (:func:`nested_legs`).
+
+    Two tiers: the one boundary's thresholds from the largest down (the cost falls with them).
+    More: the last boundary's walk is the cascade of the last two tiers (every earlier tier sends
+    every row on); at the point a walk on these rows reaches, that threshold stays, and the
+    boundary before it walks down from "escalate all"; and so on to tier 1. The N-tier walk thus
+    contains the shorter cascade's: an early tier can only add to what the later ones certify,
+    where a frontier over the whole product grid, noisy on a few hundred rows, could put a bad
+    setting early and stop the walk before any good one (AG News, series 4 of
+    benchmarks/PROTOCOL.md: in half the seeds three tiers certified less than two).
+    """
     everything = np.flatnonzero(np.all(settings == ESCALATE_ALL, axis=1))
-    return np.concatenate([everything, frontier[~np.isin(frontier, everything)]])
+    order = list(everything)
+    for leg in nested_legs(confs, correct, settings, costs, walk_reaches):
+        order += [i for i in leg if i not in order]
+    return np.asarray(order, dtype=np.int64)
+
+
+def nested_legs(
+    confs: list[np.ndarray],
+    correct: list[np.ndarray],
+    settings: np.ndarray,
+    costs: list[float],
+    walk_reaches: Callable[[np.ndarray, np.ndarray, int], int],
+) -> list[np.ndarray]:
+    """Per boundary, the last first: the settings (indices) where it walks from its largest
+    threshold down, every later boundary held at its anchor and every earlier one escalating
+    all. A boundary's anchor is the cheapest setting of its walk before the first that
+    ``walk_reaches(lost, gained, n)`` says a walk on these rows would not certify."""
+    n_rows, boundaries = len(correct[-1]), settings.shape[1]
+    held: dict[int, float] = {}
+    legs = []
+    for k in reversed(range(boundaries)):
+        mask = np.all(settings[:, :k] == ESCALATE_ALL, axis=1)
+        for j, value in held.items():
+            mask &= settings[:, j] == value
+        leg = np.flatnonzero(mask)
+        leg = leg[np.argsort(-settings[leg, k], kind="stable")]
+        lost, gained, cost, _ = _outcomes(confs, correct, settings[leg], costs)
+        reached = max(walk_reaches(lost, gained, n_rows), 1)
+        held[k] = float(settings[leg[int(np.argmin(cost[:reached]))], k])
+        legs.append(leg)
+    return legs
 
 
 def _combined_bound(

@@ -122,6 +122,50 @@ def test_a_useless_first_tier_sends_nearly_everything_on():
     assert strict.thresholds == [ESCALATE_ALL] and strict.drop == 0.0 and strict.reached == [1.0, 1.0]
 
 
+def test_three_tiers_walk_the_last_boundary_first_then_the_one_before_it():
+    from tango.thresholds import _settings, candidate_grid, nested_legs
+
+    confs, preds, y = three_tiers(600, seed=3)
+    correct = [p == y for p in preds]
+    settings = _settings(candidate_grid(confs, 12))
+    last_two, first = nested_legs(confs, correct, settings, [1.0, 3.0, 10.0], lambda lost, gained, n: 4)
+    assert np.all(settings[last_two, 0] == ESCALATE_ALL)  # the cascade of the last two tiers
+    assert np.all(np.diff(settings[last_two, 1]) < 0)  # from "escalate all" down
+    assert len(set(settings[first, 1])) == 1  # then held at the anchor the walk reached
+    assert settings[first[0], 0] == ESCALATE_ALL and np.all(np.diff(settings[first, 0]) < 0)
+
+
+def test_a_noisy_first_tier_cannot_make_three_tiers_certify_less_than_the_last_two():
+    """A cheap first tier whose confidence says little: the three-tier walk contains the cascade
+    of the last two tiers, so it keeps (about) that cascade's share of rows off the last tier."""
+    for seed in range(5):  # the walk over the product grid's frontier failed this in seeds 1 and 2
+        two, three = _two_and_three_tier_choices(np.random.default_rng(seed))
+        assert two.reached[-1] < 0.2  # the last two tiers alone keep rows off the last tier
+        assert three.drop_bound <= 0.5 and three.reached[-1] <= two.reached[-1] + 0.02
+
+
+def _two_and_three_tier_choices(rng: np.random.Generator):
+    n = 4000
+    y = rng.integers(0, 2, n)
+    conf2 = 1 - 0.5 * rng.beta(1, 8, n)  # mostly sure, and right as often as it is sure
+    pred2 = np.where(rng.uniform(size=n) < conf2, y, 1 - y)
+    conf1 = rng.uniform(0.5, 1, n)  # the first tier's confidence is noise
+    pred1 = np.where(rng.uniform(size=n) < 0.8, y, 1 - y)
+    pred3 = np.where(rng.uniform(size=n) < 0.95, y, 1 - y)
+    order, chosen = slice(0, 1200), slice(1200, None)
+
+    def rows(part, tiers):
+        return (
+            [[conf1, conf2][k][part] for k in tiers[:-1]],
+            [[pred1, pred2, pred3][k][part] for k in tiers],
+            y[part],
+        )
+
+    two = certify(*rows(chosen, [1, 2]), [1.0, 10.0], 0.5, order_rows=rows(order, [1, 2]))
+    three = certify(*rows(chosen, [0, 1, 2]), [0.05, 1.0, 10.0], 0.5, order_rows=rows(order, [0, 1, 2]))
+    return two, three
+
+
 def test_drop_bound_is_above_the_observed_drop_and_shrinks_with_rows():
     small = drop_upper_bound(10, 5, 1000, 0.9)[0]
     large = drop_upper_bound(100, 50, 10000, 0.9)[0]
