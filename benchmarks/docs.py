@@ -54,7 +54,8 @@ def readme_three_tiers(text: str) -> str:
 SECTIONS: dict[str, tuple[str, str, Callable[[str], str]]] = {
     "new_text_sst2": ("README.md", "new_text_sst2", readme_part("new_text_sst2")),
     "new_text_sst2_series2": ("README.md", "new_text_sst2_series2", readme_part("new_text_sst2_series2")),
-    "three_tiers_fair_ag_news": ("README.md", "three_tiers_fair_ag_news", readme_three_tiers),
+    "new_text_sst2_series5": ("README.md", "new_text_sst2_series5", readme_part("new_text_sst2_series5")),
+    "three_tiers_fair_ag_news_nested": ("README.md", "three_tiers_fair_ag_news_nested", readme_three_tiers),
     "quickstart_timing": ("README.md", "quickstart", whole),
     "escalated_batches": ("docs/architecture.md", "escalated_batches", whole),
     "bench_distributed": ("docs/distributed.md", "distributed", whole),
