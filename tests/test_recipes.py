@@ -126,5 +126,5 @@ def test_the_committed_configs_read():
     )
     assert recipes["minilm-l6-sst2-g30k-imdb"].train["group_column"] == "containment"
     imdb = recipes["mpnet-base-imdb-pool4k"].steps(Path("home"))[0].args  # long steps, frequent saves
-    assert imdb[imdb.index("--checkpoint-every") + 1] == "25"
+    assert imdb[imdb.index("--checkpoint-every") + 1] == "50"
     assert imdb[imdb.index("--max-length") + 1] == "512"
