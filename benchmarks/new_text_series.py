@@ -73,7 +73,6 @@ SERIES = {
         "optional": ("D8 (D, int8)", "E8 (E, int8)"),  # an int8 form failing its export check is left out
     },
 }
-FORMS = ("-ov-int8", "-ov")  # exported forms' suffixes: the recipe's name is the rest
 
 
 def results_link(name: str) -> str:
@@ -91,7 +90,10 @@ def load(form: str):
 
     if path := registered_dir(form):
         return Tier.from_pretrained(path, threads=THREADS)
-    recipe = next((form[: -len(s)] for s in FORMS if form.endswith(s)), form)
+    from tango.recipes import EXPORT_FORMS
+
+    suffixes = sorted((suffix for suffix, _ in EXPORT_FORMS.values()), key=len, reverse=True)
+    recipe = next((form[: -len(s)] for s in suffixes if form.endswith(s)), form)  # the recipe's name
     raise click.ClickException(f"no tier {form}: build it: tango build configs/sst2.toml {recipe}")
 
 
@@ -116,8 +118,11 @@ def why_unregistered(form: str) -> str:
     record = HOME / "models" / form / "tango_export.json"
     if not record.exists():
         return f"{form} was not built"
-    check = json.loads(record.read_text()).get("check", {})
-    return f"{form} failed its export check (agreement with fp32 {check.get('agreement')}, needed 0.995)"
+    from tango.export import MIN_AGREEMENT
+
+    saved = json.loads(record.read_text())
+    agreement, needed = saved.get("check", {}).get("agreement"), saved.get("min_agreement", MIN_AGREEMENT)
+    return f"{form} failed its export check (agreement with fp32 {agreement}, needed {needed})"
 
 
 def rows(tier2_name: str, labels: list[str]) -> dict[str, Any]:
@@ -193,55 +198,52 @@ RULE_THRESHOLD = 0.85  # TangoBERT's max-probability threshold, temperature 1
 PIPELINE_BATCH = 32
 
 
-def pipeline_cascade(tiers: dict, variant: str, texts: list, threshold: float):
-    """Two fp32 Hugging Face ``pipeline``s (TangoBERT's runtime) routed by ``threshold`` on tier
-    1's uncalibrated max-probability; returns a callable giving (labels, share escalated)."""
+def pipeline_cascade(pair: list, texts: list, threshold: float, temperature: float = 1.0):
+    """Two fp32 Hugging Face ``pipeline``s (TangoBERT's runtime): rows whose max-probability at
+    ``temperature`` (applied to the first pipeline's class probabilities) is under ``threshold``
+    go to the second. Returns a callable giving (labels, share escalated)."""
     import torch
     from transformers import pipeline
 
     from tango.modeldir import read_export_record
 
-    def source(tier) -> str:
-        return read_export_record(tier.path).get("source", str(tier.path))
+    options = {"device": -1, "batch_size": PIPELINE_BATCH, "dtype": torch.float32, "top_k": None}
+    first, last = (
+        pipeline(
+            "text-classification", model=read_export_record(t.path).get("source", str(t.path)), **options
+        )
+        for t in pair
+    )
 
-    options = {"device": -1, "batch_size": PIPELINE_BATCH, "dtype": torch.float32}
-    pipes = [
-        pipeline("text-classification", model=source(t), **options) for t in (tiers[variant], tiers["tier2"])
-    ]
+    def tempered_top(scores: list[dict]) -> tuple[str, float]:
+        logp = np.log(np.clip([s["score"] for s in scores], 1e-30, None)) / temperature
+        p = np.exp(logp - logp.max())
+        return scores[int(np.argmax(p))]["label"], float(p.max() / p.sum())
 
     def run() -> tuple[list[str], float]:
-        answers = pipes[0](texts, truncation=True)
-        labels = [a["label"] for a in answers]
-        unsure = [i for i, a in enumerate(answers) if a["score"] < threshold]
+        answers = [tempered_top(scores) for scores in first(texts, truncation=True)]
+        labels = [label for label, _ in answers]
+        unsure = [i for i, (_, p) in enumerate(answers) if p < threshold]
         if unsure:
-            for i, a in zip(unsure, pipes[1]([texts[i] for i in unsure], truncation=True), strict=True):
-                labels[i] = a["label"]
+            for i, scores in zip(unsure, last([texts[i] for i in unsure], truncation=True), strict=True):
+                labels[i] = max(scores, key=lambda s: s["score"])["label"]
         return labels, len(unsure) / len(texts)
 
     return run
 
 
-def uncalibrated_threshold(threshold: float, temperature: float) -> float:
-    """Two classes: max-probability below ``threshold`` at ``temperature`` is max-probability below
-    this at temperature 1 (both are monotone in the logit gap d: sigmoid(d / T) < t iff
-    sigmoid(d) < sigmoid(T * logit(t)))."""
-    if threshold >= 1.0:
-        return 2.0  # escalate every row
-    if threshold <= 0.5:
-        return 0.0  # a two-class max-probability is never below 0.5
-    return float(1 / (1 + np.exp(-temperature * np.log(threshold / (1 - threshold)))))
-
-
-def two_by_two(tiers: dict, variant: str, gate_seed: dict, dev: list) -> dict[str, Any]:
-    """The systems of the runtime x gate table: {pipeline fp32, tango} x {TangoBERT rule, gate}."""
+def two_by_two(pair: list, name: str, gate_seed: dict, dev: list) -> dict[str, Any]:
+    """The systems of the runtime x gate table of the cascade ``pair`` (tier 1, the last tier):
+    {pipeline fp32, tango} x {TangoBERT rule, the gate of ``gate_seed``}, named ``name, ...``."""
     from tango.cascade import Cascade
 
-    certified = uncalibrated_threshold(gate_seed["threshold"], gate_seed["temperature"])
-    rule = Cascade([tiers[variant], tiers["tier2"]], [RULE_THRESHOLD], temperatures=[1.0, 1.0])
+    rule = Cascade(pair, [RULE_THRESHOLD], temperatures=[1.0, 1.0])
     return {
-        f"{variant}, pipeline x rule": pipeline_cascade(tiers, variant, dev, RULE_THRESHOLD),
-        f"{variant}, pipeline x gate": pipeline_cascade(tiers, variant, dev, certified),
-        f"{variant}, tango x rule": lambda: rule.predict_detailed(dev),
+        f"{name}, pipeline x rule": pipeline_cascade(pair, dev, RULE_THRESHOLD),
+        f"{name}, pipeline x gate": pipeline_cascade(
+            pair, dev, gate_seed["threshold"], gate_seed["temperature"]
+        ),
+        f"{name}, tango x rule": lambda: rule.predict_detailed(dev),
     }
 
 
@@ -341,22 +343,21 @@ def main(series_key: str, repeats: int) -> None:
     scores, y = score_rows(tiers, data, labels)
     variants = {v: series_for(v, scores, y, series["gates"]) for v in names}
     dev = data["dev"].texts
-    if "pick" in series:  # the variants differ in cost: time them, then pick, then its 2x2
-        timings = time_systems(tiers, variants, [], dev, repeats)
-        per_row = {k: timing.median / len(dev) for k, timing in timings.items()}
+    tabled: list[str] = []  # variants whose 2x2 is timed in the same rounds as the tiers
+    if "pick" not in series:
+        picked = max(variants, key=lambda v: variants[v]["sentences_deferral_area"])  # never dev
+        tabled = list(names) if series_key == "1" else [picked]  # series 1 tabled every variant
+    timings = time_systems(tiers, variants, tabled, dev, repeats)
+    per_row = {k: timing.median / len(dev) for k, timing in timings.items()}
+    for v in tabled:
+        variants[v]["runtime_x_gate"] = runtime_x_gate(v, timings, labels, y, len(dev))
+    if "pick" in series:  # the variants differ in cost: pick on the timed costs, then its 2x2
         for v, record in variants.items():
             record["sentences_speed"] = sentences_speed(record, per_row[v], per_row["tier2"])
         picked = max(variants, key=lambda v: variants[v]["sentences_speed"])  # never dev
         table = time_table(tiers, variants, picked, dev, repeats)
         variants[picked]["runtime_x_gate"] = runtime_x_gate(picked, table, labels, y, len(dev))
         timings.update({f"{k} (2x2 rounds)": t for k, t in table.items()})
-    else:
-        picked = max(variants, key=lambda v: variants[v]["sentences_deferral_area"])  # never dev
-        tabled = list(names) if series_key == "1" else [picked]  # series 1 tabled every variant
-        timings = time_systems(tiers, variants, tabled, dev, repeats)
-        for v in tabled:
-            variants[v]["runtime_x_gate"] = runtime_x_gate(v, timings, labels, y, len(dev))
-        per_row = {k: timing.median / len(dev) for k, timing in timings.items()}
     for v, record in variants.items():
         add_speeds(record, v, per_row, per_row)
     result = {
@@ -427,7 +428,7 @@ def time_systems(tiers: dict, variants: dict, tabled: list[str], dev: list, repe
             systems[f"{v}, {kind}"] = lambda c=cascade: c.predict_detailed(dev)
     for v in tabled:
         gate_seed = variants[v]["labelled"]["seeds"][variants[v]["labelled"]["median_seed"]]
-        systems.update(two_by_two(tiers, v, gate_seed, dev))
+        systems.update(two_by_two([tiers[v], tiers["tier2"]], v, gate_seed, dev))
     return interleave(systems, repeats, lambda message: click.echo(message, err=True))
 
 
@@ -447,7 +448,7 @@ def time_table(tiers: dict, variants: dict, picked: str, dev: list, repeats: int
     cascade = median_cascade(tiers, picked, record["labelled"])
     systems[f"{picked}, labelled"] = lambda: cascade.predict_detailed(dev)
     median_seed = record["labelled"]["seeds"][record["labelled"]["median_seed"]]
-    systems.update(two_by_two(tiers, picked, median_seed, dev))
+    systems.update(two_by_two([tiers[picked], tiers["tier2"]], picked, median_seed, dev))
     return interleave(systems, repeats, lambda message: click.echo(message, err=True))
 
 

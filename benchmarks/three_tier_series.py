@@ -28,14 +28,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent / "studies"))
 
 from gate_resplits import evaluate_gate  # noqa: E402
-from new_text_series import (  # noqa: E402
-    PIPELINE_BATCH,
-    RULE_THRESHOLD,
-    fewest_escalated,
-    runtime_x_gate,
-    spread,
-    two_by_two_lines,
-)
+from new_text_series import fewest_escalated, runtime_x_gate, spread, two_by_two, two_by_two_lines  # noqa: E402
 
 THREADS = 2
 REPEATS = 5
@@ -129,40 +122,6 @@ def summary(seeds: list[dict]) -> dict[str, Any]:
     return out
 
 
-def pipeline_cascade(tiers: list, texts: list, threshold: float, temperature: float):
-    """Two fp32 Hugging Face ``pipeline``s (TangoBERT's runtime): rows whose max-probability at
-    ``temperature`` (applied to the pipeline's class probabilities) is under ``threshold`` go to
-    the second. Returns a callable giving (labels, share escalated)."""
-    import torch
-    from transformers import pipeline
-
-    from tango.modeldir import read_export_record
-
-    options = {"device": -1, "batch_size": PIPELINE_BATCH, "dtype": torch.float32, "top_k": None}
-    first, last = (
-        pipeline(
-            "text-classification", model=read_export_record(t.path).get("source", str(t.path)), **options
-        )
-        for t in tiers
-    )
-
-    def tempered_top(scores: list[dict]) -> tuple[str, float]:
-        logp = np.log(np.clip([s["score"] for s in scores], 1e-30, None)) / temperature
-        p = np.exp(logp - logp.max())
-        return scores[int(np.argmax(p))]["label"], float(p.max() / p.sum())
-
-    def run() -> tuple[list[str], float]:
-        answers = [tempered_top(scores) for scores in first(texts, truncation=True)]
-        labels = [label for label, _ in answers]
-        unsure = [i for i, (_, p) in enumerate(answers) if p < threshold]
-        if unsure:
-            for i, scores in zip(unsure, last([texts[i] for i in unsure], truncation=True), strict=True):
-                labels[i] = max(scores, key=lambda s: s["score"])["label"]
-        return labels, len(unsure) / len(texts)
-
-    return run
-
-
 def timed_systems(tiers: list, seeds: list[dict], stats: dict, texts: list) -> dict[str, Any]:
     """Every tier alone, each cascade's median seed, and the two-tier runtime x gate systems."""
     from tango.cascade import Cascade
@@ -178,13 +137,8 @@ def timed_systems(tiers: list, seeds: list[dict], stats: dict, texts: list) -> d
             )
             systems[f"{cascade}, {kind}"] = lambda c=built: c.predict_detailed(texts)
     gate = seeds[stats["2 tiers, labelled"]["median_seed"]]["2 tiers, labelled"]
-    pair = [tiers[1], tiers[2]]
-    rule = Cascade(pair, [RULE_THRESHOLD], temperatures=[1.0, 1.0])
-    systems["2 tiers, tango x rule"] = lambda: rule.predict_detailed(texts)
-    systems["2 tiers, pipeline x rule"] = pipeline_cascade(pair, texts, RULE_THRESHOLD, 1.0)
-    systems["2 tiers, pipeline x gate"] = pipeline_cascade(
-        pair, texts, gate["thresholds"][0], gate["temperatures"][0]
-    )
+    median_seed = {"threshold": gate["thresholds"][0], "temperature": gate["temperatures"][0]}
+    systems.update(two_by_two([tiers[1], tiers[2]], "2 tiers", median_seed, texts))
     return systems
 
 
