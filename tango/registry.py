@@ -43,6 +43,25 @@ def register(name: str, path: str | Path, **info: Any) -> None:
     """Record a trained tier under ``name`` so aliases and ``tango run`` can find it."""
     entries = registered()
     entries[name] = {"path": str(Path(path).resolve()), **info}
+    _write(entries)
+
+
+def forget(names: Sequence[str] = (), *, missing: bool = False) -> list[str]:
+    """Drop registry entries: those named, and with ``missing`` every entry whose directory is gone
+    (a tier trained into a temporary directory leaves one behind). The directories themselves are
+    left alone. Returns the names dropped; an unknown name raises KeyError before anything changes."""
+    entries = registered()
+    unknown = [name for name in names if name not in entries]
+    if unknown:
+        raise KeyError(f"not registered: {', '.join(unknown)} (`tango models list` shows the names)")
+    gone = {name for name, entry in entries.items() if missing and not Path(entry["path"]).is_dir()}
+    dropped = sorted(set(names) | gone)
+    if dropped:
+        _write({name: entry for name, entry in entries.items() if name not in dropped})
+    return dropped
+
+
+def _write(entries: dict[str, dict[str, Any]]) -> None:
     _registry_file().parent.mkdir(parents=True, exist_ok=True)
     tmp = _registry_file().with_suffix(".tmp")
     tmp.write_text(json.dumps(entries, indent=2, sort_keys=True))

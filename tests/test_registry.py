@@ -98,3 +98,26 @@ def test_load_tiers_resolves_together_and_keeps_the_given_names(hub, tmp_path, t
     assert [t.path for t in tiers] == [tiny_model_dir, tiny_model_dir]
     assert [t.source for t in tiers] == ["small", "big"]
     assert load_tiers([tiers[0]])[0] is tiers[0]
+
+
+def test_forget_drops_named_and_missing_entries_and_keeps_directories(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from tango.cli import cli
+
+    monkeypatch.setenv("TANGO_HOME", str(tmp_path / "home"))
+    dirs = _register_local(tmp_path, "kept", "named", "gone")
+    dirs["gone"].rmdir()
+    listed = CliRunner().invoke(cli, ["models", "list"]).output
+    marked = {line.split()[0]: line.endswith("(missing)") for line in listed.splitlines()}
+    assert marked == {"gone": True, "kept": False, "named": False}
+
+    refused = CliRunner().invoke(cli, ["models", "forget", "named", "nosuch"])
+    assert refused.exit_code == 1 and "not registered: nosuch" in refused.output
+    assert set(registry.registered()) == {"kept", "named", "gone"}  # a refused call changes nothing
+    assert CliRunner().invoke(cli, ["models", "forget"]).exit_code == 2
+
+    result = CliRunner().invoke(cli, ["models", "forget", "named", "--missing"])
+    assert result.exit_code == 0, result.output
+    assert set(registry.registered()) == {"kept"}
+    assert dirs["named"].is_dir()  # the registry forgets; the directory stays

@@ -1,4 +1,4 @@
-"""`tango models install|list` and `tango quickstart`: the encoders, the registry, the first run."""
+"""`tango models install|list|forget` and `tango quickstart`: the encoders, the registry, the first run."""
 
 from __future__ import annotations
 
@@ -30,13 +30,38 @@ def models_install(names: tuple[str, ...]) -> None:
 
 @models.command("list")
 def models_list() -> None:
-    """Show the registry: name, role, dev accuracy and directory of every tier."""
+    """Show the registry: name, role, dev accuracy and directory of every tier.
+
+    An entry whose directory is gone is marked "(missing)"; `tango models forget --missing`
+    drops those.
+    """
     from tango.registry import registered
 
     for name, entry in sorted(registered().items()):
         accuracy = (entry.get("metrics") or {}).get("dev_accuracy")
         shown = f"{accuracy:.4f}" if isinstance(accuracy, float) else "-"
-        click.echo(f"{name:32} {str(entry.get('role', '?')):8} {shown:8} {entry['path']}")
+        gone = "" if Path(entry["path"]).is_dir() else "  (missing)"
+        click.echo(f"{name:32} {str(entry.get('role', '?')):8} {shown:8} {entry['path']}{gone}")
+
+
+@models.command("forget")
+@click.argument("names", nargs=-1)
+@click.option("--missing", is_flag=True, help="Also drop every entry whose directory is gone.")
+@user_errors
+def models_forget(names: tuple[str, ...], missing: bool) -> None:
+    """Drop registry entries by name (the model directories stay on disk).
+
+    \b
+    Examples:
+      tango models forget --missing          # entries whose directory was deleted
+      tango models forget quick-ov quick-2   # these names, wherever they point
+    """
+    from tango.registry import forget
+
+    if not names and not missing:
+        raise click.UsageError("name the entries to drop, or pass --missing")
+    dropped = forget(names, missing=missing)
+    click.echo("\n".join(f"forgot {name}" for name in dropped) or "nothing to forget", err=True)
 
 
 @cli.command()
