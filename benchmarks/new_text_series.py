@@ -489,8 +489,19 @@ def two_by_two_lines(cells: dict, title: str, last_accuracy: float, last_rows_pe
     return lines
 
 
+def recorded_bounds(result: dict) -> bool:
+    """Whether the series recorded its gates' certified bounds (series 1 did not: its table, as
+    committed, has no such column)."""
+    return any(
+        "bound" in seed
+        for v in result["variants"].values()
+        for kind in v.get("gates", ("labelled", "label-free"))
+        for seed in v[kind]["seeds"]
+    )
+
+
 def bound_cell(gate_result: dict) -> str:
-    """The median certified bound of a gate's seeds (series 1 did not record it)."""
+    """The median certified bound of a gate's seeds."""
     bounds = [seed["bound"] for seed in gate_result["seeds"] if "bound" in seed]
     return f"{np.median(bounds):.2f} pt | " if bounds else "- | "
 
@@ -499,6 +510,7 @@ def markdown(result: dict) -> str:  # also README's new_text section
     m, r, st = result["machine"], result["rows"], result["settings"]
     held, tier2 = r["held_out"], result["tiers"]["tier2"]
     name = SERIES[result.get("series", "1")]["name"]
+    bounds = recorded_bounds(result)
     lines = [
         f"`benchmarks/results/{name}.json` ({result['protocol']}): SST-2 dev ({r['dev']} rows, "
         f"judging only); tiers held out {held['held']} training rows as {held['group_count']} whole "
@@ -511,9 +523,10 @@ def markdown(result: dict) -> str:  # also README's new_text section
         f"{tier2['rows_per_s']:.0f} rows/s. Command: `{result['command']}`.",
         "",
         "| tier 1 | agrees with tier 2 | gate | drop vs tier 2, pt: median (p10-p90) | seeds within 0.5 pt | "
-        "speedup vs tier 2: median (p10-p90) | escalated, median | certified bound, median | "
-        "ceiling within 0.5 pt |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "speedup vs tier 2: median (p10-p90) | escalated, median | "
+        + ("certified bound, median | " if bounds else "")
+        + "ceiling within 0.5 pt |",
+        "|---|---|---|---|---|---|---|---|" + ("---|" if bounds else ""),
     ]
     for name, v in result["variants"].items():
         for kind in v.get("gates", ("labelled", "label-free")):
@@ -524,7 +537,7 @@ def markdown(result: dict) -> str:  # also README's new_text section
                 f"{g['speedup']['median']:.2f}x ({g['speedup']['p10']:.2f}-{g['speedup']['p90']:.2f}) | "
                 f"{100 * g['escalated']['median']:.1f}% (its cascade timed: "
                 f"{g['median_seed_timed_speedup']:.2f}x) | "
-                + bound_cell(g)
+                + (bound_cell(g) if bounds else "")
                 + f"{v['ceiling']['speedup']:.2f}x "
                 f"({100 * v['ceiling']['escalated']:.1f}% escalated) |"
             )

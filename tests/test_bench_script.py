@@ -407,14 +407,18 @@ def test_bench_three_tiers_takes_at_most_the_evaluation_rows_asked_for():
     assert len(script.split_pool(pool, 30, None, seed=0)[1]) == 70
 
 
-def test_new_text_series_rewrites_series_2_as_committed_and_reports_a_pick_by_speed():
+def test_new_text_series_rewrites_every_series_as_committed_and_reports_a_pick_by_speed():
     import copy
     import json
 
     series = pytest.importorskip("new_text_series")
     results = Path(__file__).resolve().parent.parent / "benchmarks" / "results"
+    for name in ("new_text_sst2", "new_text_sst2_series2", "new_text_sst2_series5"):  # as committed
+        assert (
+            series.markdown(json.loads((results / f"{name}.json").read_text()))
+            == (results / f"{name}.md").read_text()
+        ), name
     committed = json.loads((results / "new_text_sst2_series2.json").read_text())
-    assert series.markdown(committed) == (results / "new_text_sst2_series2.md").read_text()
     later = copy.deepcopy(committed)  # series 5's shape: a pick by speed, the 2x2 in rounds of its own
     for k, record in enumerate(later["variants"].values()):
         record["sentences_ceiling_escalated"] = 0.25 + 0.01 * k
