@@ -446,3 +446,12 @@ def test_a_series_leaves_out_only_optional_forms_that_are_not_registered(tmp_pat
     assert kept == {"A": "t1-ov"}
     assert "failed its export check (agreement with fp32 0.99" in left_out["A8"]
     assert left_out["B8"] == "t2-ov-int8 was not built"
+
+
+def test_three_tier_series_rewrites_its_committed_results_as_committed():
+    import json
+
+    series = pytest.importorskip("three_tier_series")
+    results = Path(__file__).resolve().parent.parent / "benchmarks" / "results"
+    for path in sorted(results.glob("three_tiers_fair_*.json")):
+        assert series.markdown(json.loads(path.read_text()), path.stem) == path.with_suffix(".md").read_text()
