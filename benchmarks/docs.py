@@ -71,6 +71,7 @@ SECTIONS: dict[str, tuple[str, str, Callable[[str], str]]] = {
     "early_exit_new_text": ("docs/early-exit.md", "early_exit_new_text", whole),
     "openvino_configs": ("docs/models.md", "openvino_configs", whole),
     "first_token": ("docs/models.md", "first_token", whole),
+    "deferral_features": ("docs/models.md", "deferral_features", whole),
     "batch_independence": ("docs/run.md", "batch_independence", whole),
 }
 # sections named after a series: "PREFIX:NAME" filled from results/<stem prefix>NAME.md

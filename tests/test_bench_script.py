@@ -455,3 +455,24 @@ def test_three_tier_series_rewrites_its_committed_results_as_committed():
     results = Path(__file__).resolve().parent.parent / "benchmarks" / "results"
     for path in sorted(results.glob("three_tiers_fair_*.json")):
         assert series.markdown(json.loads(path.read_text()), path.stem) == path.with_suffix(".md").read_text()
+
+
+def test_deferral_features_ceiling_follows_the_ranking_it_is_given():
+    import json
+
+    import numpy as np
+
+    study = pytest.importorskip("deferral_features")
+    # 200 rows: tier 2 always right; tier 1 wrong on rows 0..19. Escalating those first recovers
+    # tier 2's accuracy within 0.5 pt (1 row) after 19 rows; a ranking that puts them last needs
+    # every other row escalated first.
+    y = np.zeros(200, dtype=int)
+    last = np.tile([2.0, 0.0], (200, 1))
+    first = last.copy()
+    first[:20] = [0.0, 1.0]
+    wrong_first = np.r_[np.ones(20), np.zeros(180)]
+    assert study.fewest_escalated(first, last, y, wrong_first) == 19 / 200
+    assert study.fewest_escalated(first, last, y, -wrong_first) == 199 / 200
+    results = Path(__file__).resolve().parent.parent / "benchmarks" / "results"
+    committed = json.loads((results / "deferral_features.json").read_text())
+    assert study.markdown(committed) == (results / "deferral_features.md").read_text()
