@@ -50,15 +50,23 @@ def forget(names: Sequence[str] = (), *, missing: bool = False) -> list[str]:
     """Drop registry entries: those named, and with ``missing`` every entry whose directory is gone
     (a tier trained into a temporary directory leaves one behind). The directories themselves are
     left alone. Returns the names dropped; an unknown name raises KeyError before anything changes."""
+    if isinstance(names, str):
+        raise TypeError("forget takes a sequence of names, not one string")
     entries = registered()
-    unknown = [name for name in names if name not in entries]
+    unknown = list(dict.fromkeys(name for name in names if name not in entries))
     if unknown:
         raise KeyError(f"not registered: {', '.join(unknown)} (`tango models list` shows the names)")
-    gone = {name for name, entry in entries.items() if missing and not Path(entry["path"]).is_dir()}
+    gone = {name for name, entry in entries.items() if missing and not entry_dir_exists(entry)}
     dropped = sorted(set(names) | gone)
     if dropped:
         _write({name: entry for name, entry in entries.items() if name not in dropped})
     return dropped
+
+
+def entry_dir_exists(entry: dict[str, Any]) -> bool:
+    """Whether a registry entry's directory is there (an entry without a path is not)."""
+    path = entry.get("path")
+    return bool(path) and Path(path).is_dir()
 
 
 def _write(entries: dict[str, dict[str, Any]]) -> None:

@@ -119,5 +119,28 @@ def test_forget_drops_named_and_missing_entries_and_keeps_directories(tmp_path, 
 
     result = CliRunner().invoke(cli, ["models", "forget", "named", "--missing"])
     assert result.exit_code == 0, result.output
+    assert result.output.splitlines() == ["forgot gone", "forgot named"]
     assert set(registry.registered()) == {"kept"}
     assert dirs["named"].is_dir()  # the registry forgets; the directory stays
+    assert CliRunner().invoke(cli, ["models", "forget", "--missing"]).output == "nothing to forget\n"
+
+
+def test_an_entry_without_a_path_lists_as_missing_and_is_forgotten(tmp_path, monkeypatch):
+    import json
+
+    from click.testing import CliRunner
+
+    from tango.cli import cli
+
+    monkeypatch.setenv("TANGO_HOME", str(tmp_path / "home"))
+    _register_local(tmp_path, "kept")
+    entries = registry.registered() | {"hand-edited": {"role": "tier"}}
+    (tmp_path / "home" / "registry.json").write_text(json.dumps(entries))
+    listed = CliRunner().invoke(cli, ["models", "list"])
+    assert listed.exit_code == 0 and "hand-edited" in listed.output and "(missing)" in listed.output
+    with pytest.raises(TypeError, match="not one string"):
+        registry.forget("kept")
+    with pytest.raises(KeyError, match="not registered: nosuch \\("):  # named once, however often asked
+        registry.forget(["nosuch", "nosuch"])
+    assert registry.forget(missing=True) == ["hand-edited"]
+    assert set(registry.registered()) == {"kept"}

@@ -14,7 +14,7 @@ from tango.cli.base import (
 
 @cli.group()
 def models() -> None:
-    """Install pretrained encoders and list the registered tiers."""
+    """Install pretrained encoders; list and forget the registered tiers."""
 
 
 @models.command("install")
@@ -35,13 +35,13 @@ def models_list() -> None:
     An entry whose directory is gone is marked "(missing)"; `tango models forget --missing`
     drops those.
     """
-    from tango.registry import registered
+    from tango.registry import entry_dir_exists, registered
 
     for name, entry in sorted(registered().items()):
         accuracy = (entry.get("metrics") or {}).get("dev_accuracy")
         shown = f"{accuracy:.4f}" if isinstance(accuracy, float) else "-"
-        gone = "" if Path(entry["path"]).is_dir() else "  (missing)"
-        click.echo(f"{name:32} {str(entry.get('role', '?')):8} {shown:8} {entry['path']}{gone}")
+        gone = "" if entry_dir_exists(entry) else "  (missing)"
+        click.echo(f"{name:32} {str(entry.get('role', '?')):8} {shown:8} {entry.get('path', '-')}{gone}")
 
 
 @models.command("forget")
@@ -61,7 +61,7 @@ def models_forget(names: tuple[str, ...], missing: bool) -> None:
     if not names and not missing:
         raise click.UsageError("name the entries to drop, or pass --missing")
     dropped = forget(names, missing=missing)
-    click.echo("\n".join(f"forgot {name}" for name in dropped) or "nothing to forget", err=True)
+    click.echo("\n".join(f"forgot {name}" for name in dropped) or "nothing to forget")
 
 
 @cli.command()
