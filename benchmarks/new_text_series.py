@@ -194,7 +194,6 @@ def median_cascade(tiers: dict, variant: str, gate_result: dict):
     )
 
 
-RULE_THRESHOLD = 0.85  # TangoBERT's max-probability threshold, temperature 1
 PIPELINE_BATCH = 32
 
 
@@ -235,6 +234,7 @@ def pipeline_cascade(pair: list, texts: list, threshold: float, temperature: flo
 def two_by_two(pair: list, name: str, gate_seed: dict, dev: list) -> dict[str, Any]:
     """The systems of the runtime x gate table of the cascade ``pair`` (tier 1, the last tier):
     {pipeline fp32, tango} x {TangoBERT rule, the gate of ``gate_seed``}, named ``name, ...``."""
+    from tango.bench.systems import RULE_THRESHOLD  # TangoBERT's max-probability threshold, T = 1
     from tango.cascade import Cascade
 
     rule = Cascade(pair, [RULE_THRESHOLD], temperatures=[1.0, 1.0])
@@ -277,12 +277,18 @@ def seeded_gate(kind: str, first: dict, last: dict, sentence_labels: np.ndarray,
     return gate(*rows, seed, unlabelled=side)
 
 
-def fewest_escalated(first: np.ndarray, last: np.ndarray, y: np.ndarray) -> float:
-    """The fewest rows (a share) a two-tier cascade must escalate, least confident first, to stay
-    within MAX_DROP of the last tier on these rows: chosen with their labels, a bound, not a system."""
+def fewest_escalated(
+    first: np.ndarray, last: np.ndarray, y: np.ndarray, uncertainty: np.ndarray | None = None
+) -> float:
+    """The fewest rows (a share) a two-tier cascade must escalate, least confident first (most
+    ``uncertainty`` first, where given), to stay within MAX_DROP of the last tier on these rows:
+    chosen with their labels, a bound, not a system."""
     from tango.bench import escalation_curve
+    from tango.deferral import rows_right
 
-    right = escalation_curve(first, last, y)
+    right = (
+        escalation_curve(first, last, y) if uncertainty is None else rows_right(first, last, y, uncertainty)
+    )
     needed = int(np.ceil(((last.argmax(1) == y).mean() - MAX_DROP / 100) * len(y) - 1e-6))
     return int(np.flatnonzero(right >= needed)[0]) / len(y)
 

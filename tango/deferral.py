@@ -23,7 +23,7 @@ import numpy as np
 
 from tango.confidence import CONFIDENCE_KINDS, confidence, softmax
 
-__all__ = ["LearnedDeferral", "deferral_curve", "deferral_study", "signal_auroc"]
+__all__ = ["LearnedDeferral", "deferral_curve", "deferral_study", "rows_right", "signal_auroc"]
 
 SHARES = tuple(round(0.05 * k, 2) for k in range(21))  # escalated shares the curve is read at
 
@@ -53,14 +53,20 @@ def signal_auroc(first: np.ndarray, last: np.ndarray, temperature: float = 1.0) 
     return {kind: _auroc(score, positive) for kind, score in _uncertainty(first, temperature).items()}
 
 
+def rows_right(first: np.ndarray, last: np.ndarray, y: np.ndarray, uncertainty: np.ndarray) -> np.ndarray:
+    """Rows right, out of n, when the k most uncertain rows take the last tier's answer, k = 0..n
+    (ties broken by row order): every threshold on ``uncertainty`` is one point of it."""
+    order = np.argsort(-np.asarray(uncertainty), kind="stable")  # most uncertain first
+    first_right = (first.argmax(axis=1) == y)[order].astype(np.int64)
+    last_right = (last.argmax(axis=1) == y)[order].astype(np.int64)
+    return int(first_right.sum()) + np.concatenate([[0], np.cumsum(last_right - first_right)])
+
+
 def deferral_curve(
     first: np.ndarray, last: np.ndarray, y: np.ndarray, uncertainty: np.ndarray, shares: tuple = SHARES
 ) -> list[float]:
     """Accuracy when the ``share`` most uncertain rows take the last tier's answer, per share."""
-    order = np.argsort(-uncertainty, kind="stable")  # most uncertain first
-    first_right = (first.argmax(axis=1) == y)[order].astype(np.int64)
-    last_right = (last.argmax(axis=1) == y)[order].astype(np.int64)
-    right = int(first_right.sum()) + np.concatenate([[0], np.cumsum(last_right - first_right)])
+    right = rows_right(first, last, y, uncertainty)
     n = len(y)
     return [float(right[round(share * n)] / n) if n else 0.0 for share in shares]
 

@@ -87,9 +87,7 @@ def aliases(path: Path | resources.abc.Traversable = ALIASES_FILE) -> dict[str, 
 def registered_dir(name: str) -> Path | None:
     """The directory registered as ``name``, if it is still there; else None."""
     entry = registered().get(name)
-    if entry and Path(entry["path"]).is_dir():
-        return Path(entry["path"])
-    return None
+    return Path(entry["path"]) if entry and entry_dir_exists(entry) else None
 
 
 def _hub_snapshot(repo_id: str) -> Path:

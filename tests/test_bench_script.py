@@ -472,8 +472,8 @@ def test_deferral_features_ceiling_follows_the_ranking_it_is_given():
     first = last.copy()
     first[:20] = [0.0, 1.0]
     wrong_first = np.r_[np.ones(20), np.zeros(180)]
-    assert study.fewest_escalated_by(first, last, y, wrong_first) == 19 / 200
-    assert study.fewest_escalated_by(first, last, y, -wrong_first) == 199 / 200
+    assert study.fewest_escalated(first, last, y, wrong_first) == 19 / 200
+    assert study.fewest_escalated(first, last, y, -wrong_first) == 199 / 200
     results = Path(__file__).resolve().parent.parent / "benchmarks" / "results"
     committed = json.loads((results / "deferral_features.json").read_text())
     assert study.markdown(committed) == (results / "deferral_features.md").read_text()

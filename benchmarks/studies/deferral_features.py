@@ -24,7 +24,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from new_text_series import HOME, MAX_DROP, TIER2, UNLABELLED_POOL, load  # noqa: E402
+from new_text_series import HOME, MAX_DROP, TIER2, UNLABELLED_POOL, fewest_escalated, load  # noqa: E402
 
 THREADS = 2
 TIER1 = "minilm-l6-sst2-g30k-imdb100k-gk"  # E's weights (series 5 timed its int8 form, E8)
@@ -102,17 +102,6 @@ def cross_fitted(x: np.ndarray, disagree: np.ndarray) -> np.ndarray:
     return score
 
 
-def fewest_escalated_by(first: np.ndarray, last: np.ndarray, y: np.ndarray, uncertainty: np.ndarray) -> float:
-    """new_text_series.fewest_escalated with any ranking: the fewest rows (a share), most
-    ``uncertainty`` first, whose escalation keeps accuracy within MAX_DROP of the last tier's."""
-    order = np.argsort(-uncertainty, kind="stable")
-    first_right = (first.argmax(1) == y)[order].astype(np.int64)
-    last_right = (last.argmax(1) == y)[order].astype(np.int64)
-    right = int(first_right.sum()) + np.concatenate([[0], np.cumsum(last_right - first_right)])
-    needed = int(np.ceil((last_right.mean() - MAX_DROP / 100) * len(y) - 1e-6))
-    return int(np.flatnonzero(right >= needed)[0]) / len(y)
-
-
 @click.command()
 def main() -> None:
     """Run the study and write benchmarks/results/deferral_features.{json,md}."""
@@ -156,7 +145,7 @@ def main() -> None:
     cost = series5["tiers"]["tier2"]["rows_per_s"] / series5["tiers"][TIER1_TIMED]["rows_per_s"]
     rules = {}
     for name, u in uncertainty.items():
-        share = fewest_escalated_by(first, last, y, u)
+        share = fewest_escalated(first, last, y, u)
         rules[name] = {"auroc": float(roc_auc_score(disagree, u)), "escalated": share,
                        "speedup": 1 / (cost + share)}  # fmt: skip
     result = {

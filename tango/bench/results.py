@@ -75,10 +75,9 @@ def escalation_curve(
     Confidence is tier 1's max-probability at ``temperature``: every threshold on it escalates
     some such k rows, so the curve is the most accuracy any threshold can buy for each share of
     rows sent on (ties broken by row order)."""
-    order = np.argsort(confidence(softmax(first, temperature), "maxprob"), kind="stable")
-    first_right = (first.argmax(axis=1) == y)[order].astype(np.int64)
-    last_right = (last.argmax(axis=1) == y)[order].astype(np.int64)
-    return int(first_right.sum()) + np.concatenate([[0], np.cumsum(last_right - first_right)])
+    from tango.deferral import rows_right
+
+    return rows_right(first, last, y, -confidence(softmax(first, temperature), "maxprob"))
 
 
 def _ceilings(
