@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 
 from tango.batching import Encodings, pad_tensors, plan_batches, tokenize
 from tango.data import LabelledData
+from tango.modeldir import has_torch_weights
 from tango.registry import resolve
 
 
@@ -101,6 +102,33 @@ def load_unlabelled(
 TEACHER_CHUNK = 4096  # rows the teacher scores between saves of its logits (a kill loses at most these)
 
 
+def teacher_scorer(
+    teacher_dir: Path, *, max_length: int, batch_size: int, bf16: bool
+) -> tuple[list[str], Callable[[Sequence], np.ndarray]]:
+    """The teacher's label names and a function from texts to its logits (fp32, input order).
+
+    A directory with PyTorch weights scores with them (bf16 autocast if asked). An exported form
+    (OpenVINO IR, ONNX; a linear tier too) scores as a :class:`tango.tiers.Tier` on its own
+    runtime: the form the cascade serves, so tier 1 learns the answers it will be compared with,
+    and at int8 a few times faster than PyTorch over 100,000s of rows.
+    """
+    if not has_torch_weights(teacher_dir):
+        from tango.tiers import Tier  # the serving side; training imports it only for this
+
+        tier = Tier.from_pretrained(teacher_dir, max_length=max_length, batch_size=batch_size)
+        return list(tier.labels), lambda texts: tier.logits(list(texts)).astype(np.float32)
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    model = AutoModelForSequenceClassification.from_pretrained(teacher_dir, dtype=torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(teacher_dir)
+
+    def score(texts: Sequence) -> np.ndarray:
+        rows = tokenize(tokenizer, texts, max_length)
+        return predict_logits(model, rows, tokenizer.pad_token_id, batch_size=batch_size, bf16=bf16)
+
+    return [model.config.id2label[i] for i in range(model.config.num_labels)], score
+
+
 def teacher_logits(
     teacher: str,
     data: LabelledData,
@@ -110,9 +138,10 @@ def teacher_logits(
     batch_size: int = 64,
     bf16: bool = False,
 ) -> torch.Tensor:
-    """The teacher's logits over the training rows, computed once (bf16 if asked) and cached; the
-    scoring itself resumes from the last saved chunk (unlabelled files run to 100,000s of rows).
-    ``max_length`` tokens per row, ``batch_size`` rows per batch."""
+    """The teacher's logits over the training rows, computed once and cached; the scoring itself
+    resumes from the last saved chunk (unlabelled files run to 100,000s of rows). The teacher is
+    a PyTorch tier (bf16 if asked) or an exported form (:func:`teacher_scorer`). ``max_length``
+    tokens per row, ``batch_size`` rows per batch."""
     identity = {"teacher": str(resolve(teacher)), "rows": len(data), "texts": _texts_digest(data.texts)}
     identity_file = cache.with_name(cache.stem + ".json")
     if identity_file.exists() and json.loads(identity_file.read_text()) != identity:
@@ -124,25 +153,18 @@ def teacher_logits(
             return torch.from_numpy(logits)
     cache.parent.mkdir(parents=True, exist_ok=True)
     identity_file.write_text(json.dumps(identity))
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-    teacher_dir = resolve(teacher)
-    model = AutoModelForSequenceClassification.from_pretrained(teacher_dir, dtype=torch.float32)
-    names = [model.config.id2label[i] for i in range(model.config.num_labels)]
+    names, score = teacher_scorer(resolve(teacher), max_length=max_length, batch_size=batch_size, bf16=bf16)
     if names != data.label_names:
         raise ValueError(
             f"teacher {teacher} predicts {names} but the data's labels are "
             f"{data.label_names}; pass matching label names (--labels)"
         )
-    tokenizer = AutoTokenizer.from_pretrained(teacher_dir)
-    cache.parent.mkdir(parents=True, exist_ok=True)
     partial = cache.with_name(cache.stem + ".partial.npy")
     done = np.load(partial) if partial.exists() else np.zeros((0, len(names)), dtype=np.float32)
     bar = tqdm(total=len(data), initial=len(done), desc="teacher logits", unit="row", mininterval=5)
     parts = [done]
     for start in range(len(done), len(data), TEACHER_CHUNK):
-        rows = tokenize(tokenizer, data.texts[start : start + TEACHER_CHUNK], max_length)
-        parts.append(predict_logits(model, rows, tokenizer.pad_token_id, batch_size=batch_size, bf16=bf16))
+        parts.append(score(data.texts[start : start + TEACHER_CHUNK]))
         np.save(partial.with_suffix(".tmp.npy"), np.concatenate(parts))
         partial.with_suffix(".tmp.npy").replace(partial)  # atomic: a kill keeps the chunks before it
         bar.update(len(parts[-1]))

@@ -258,6 +258,21 @@ def test_the_teacher_scoring_resumes_from_its_last_saved_chunk(trained, monkeypa
     np.testing.assert_allclose(resumed.numpy(), straight.numpy(), atol=1e-5)
 
 
+
+def test_an_exported_teacher_scores_as_its_pytorch_weights_do(trained, tmp_path):
+    """A teacher given as its served form (here ONNX) scores on that runtime, to the same logits."""
+    from tango import distillation
+    from tango.export import export_tier
+
+    teacher, _ = trained
+    export_tier(teacher, tmp_path / "onnx")
+    assert not (tmp_path / "onnx" / "model.safetensors").exists()  # the form alone, no weights
+    data, settings = sentiment_rows(40, 4), {"max_length": 16, "batch_size": 8}
+    served = distillation.teacher_logits(str(tmp_path / "onnx"), data, tmp_path / "a.npy", **settings)
+    weights = distillation.teacher_logits(str(teacher), data, tmp_path / "b.npy", **settings)
+    assert served.shape == (40, 2) and served.dtype == torch.float32
+    np.testing.assert_allclose(served.numpy(), weights.numpy(), atol=1e-4)
+
 # --- issue #28: the Gatekeeper stage ------------------------------------------------------------
 
 

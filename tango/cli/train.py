@@ -15,7 +15,12 @@ from tango.cli.options import fit_options, training_rows_options
 @click.argument("model")
 @training_rows_options
 @click.option("--layers", type=int, default=None, help="Keep only the first K encoder layers.")
-@click.option("--teacher", default=None, help="Fine-tuned tier to distil from (soft targets).")
+@click.option(
+    "--teacher",
+    default=None,
+    help="Fine-tuned tier to distil from (soft targets): a PyTorch tier, or an exported form "
+    "(OpenVINO, ONNX) that scores on its own runtime.",
+)
 @click.option(
     "--unlabelled",
     multiple=True,
