@@ -147,13 +147,15 @@ def main(tier_dir: str, data: str, calibration_data: str, seed: int) -> None:
 
 
 def markdown(result: dict) -> str:
+    from docs_section import command_now
+
     m = result["machine"]
     lines = [
         f"`benchmarks/results/batch_independence.json`: {result['data']['rows']} rows of "
         f"{Path(result['data']['source']).name} scored by each form of `{Path(result['tier']).name}` at "
         f"batch sizes {', '.join(map(str, result['batch_sizes']))}, in input and shuffled order, against "
         f"{result['reference']}; {m['cpu']} ({', '.join(m['isa']) or 'no AVX-512'}), {m['threads']} threads; "
-        f"{m['date']}. Command: `{result['command']}`.",
+        f"{m['date']}. Command: `{command_now(result['command'])}`.",
         "",
         "| form | runtime | largest change of a probability | of the confidence | labels flipped |",
         "|---|---|---|---|---|",

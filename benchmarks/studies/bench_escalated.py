@@ -139,6 +139,8 @@ def main(tier1: str, tier2: str, data: str, share: float, repeats: int) -> None:
 
 def markdown(result: dict) -> str:
     """The table: each way's time on the escalated rows and its per-row cost against every row's."""
+    from docs_section import command_now
+
     m, d = result["machine"], result["data"]
     lines = [
         f"`benchmarks/results/escalated_batches.json`: tier 2 ({result['tiers']['tier2']}) on the "
@@ -146,7 +148,7 @@ def markdown(result: dict) -> str:
         f"sure of (mean {result['mean_tokens']['escalated']:.1f} tokens, against "
         f"{result['mean_tokens']['every row']:.1f} for every row), tokenization included; {m['cpu']}, "
         f"{m['threads']} threads; median (min-max) of {result['settings']['repeats']} interleaved "
-        f"rounds after a warm-up; {m['date']}. Command: `{result['command']}`.",
+        f"rounds after a warm-up; {m['date']}. Command: `{command_now(result['command'])}`.",
         "",
         "| batches, run on | batches | padding efficiency | ms median (min-max) | per row vs every row |",
         "|---|---|---|---|---|",

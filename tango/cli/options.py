@@ -216,7 +216,8 @@ scoring_options = stacked(
     click.option(
         "--text-column",
         default=None,
-        help="Column with the text (default: the first of text, sentence, review, content).",
+        help="Column with the text (default: guessed as tango train guesses it: the pairs "
+        "sentence1/sentence2, premise/hypothesis, question/sentence, then sentence, text, review, content).",
     ),
     click.option("--pair-column", default=None, help="Second text column, for sentence-pair tasks."),
     click.option(

@@ -60,7 +60,7 @@ def train(model: str, labels: str | None, **options: Any) -> None:
       tango train minilm --train sst2/train.tsv --calibration-rows 3000 --labels sst2 --out DIR
       tango train minilm --train sst2/train.tsv --calibration-rows 30000 --group-column containment --out DIR
       tango train minilm --teacher mpnet-base-sst2 --train sst2/train.tsv --out DIR
-      tango train minilm --teacher mpnet-base-sst2 --train sst2/train.tsv --unlabelled imdb/train.jsonl \
+      tango train minilm --teacher mpnet-base-sst2 --train sst2/train.tsv --unlabelled imdb/train.jsonl \\
           --split-sentences --out DIR
 
     A multi-exit model trains with `tango early-exit train`.

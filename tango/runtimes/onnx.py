@@ -50,7 +50,8 @@ def _onnx_precision(model_path: Path) -> str:
         import warnings
 
         warnings.warn(
-            f"{model_path.parent} is an int8 export with one activation scale per batch (tango < 0.2): "
+            f"{model_path.parent} is an int8 export with one activation scale per batch (its "
+            "tango_export.json records no activation_scales): "
             "a row's answer depends on the rows batched with it. Re-export it with "
             "`tango export SOURCE --out DIR --int8` for per-token scales",
             stacklevel=3,
