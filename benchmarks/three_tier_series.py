@@ -1,4 +1,4 @@
-"""The fair three-tier series of benchmarks/PROTOCOL.md versions 4 and 6 (issue #27 item 4).
+"""The fair three-tier series of benchmarks/PROTOCOL.md versions 4, 6 and 8 (issue #27 item 4).
 
 Three tiers trained to their best on the rows outside a held-out pool (linear, MiniLM-L6
 distilled from MPNet-base, MPNet-base), each in its fastest form, score the pool once. For each
@@ -9,7 +9,7 @@ evaluation rows (warm-up, REPEATS rounds, 2 threads, tokenization included), wit
 gate systems of the two-tier cascade; the per-row costs convert every seed's shares to a speedup.
 
     tango build configs/ag_news.toml linear-ag-pool4k mpnet-base-ag-pool4k minilm-l6-ag-pool4k
-    python benchmarks/three_tier_series.py --data ag_news   # -> results/three_tiers_fair_ag_news_nested.*
+    python benchmarks/three_tier_series.py --data ag_news   # -> results/three_tiers_fair_ag_news_v8.*
     python benchmarks/docs.py                               # its section in docs/benchmarks.md
 
 No row that chooses a threshold or temperature judges it.
@@ -39,8 +39,15 @@ CALIBRATION_ROWS = 2000
 TIMED_ROWS = 1000
 # series -> (its protocol version, the suffix of its results' names). Series 4 (results
 # three_tiers_fair_ag_news.*) ran as `--data ag_news` before tango's three-tier testing order
-# changed (commit ff0625d); the code now has only the nested order, so it is not offered again.
-SERIES = {"6": ("benchmarks/PROTOCOL.md, version 6, 2026-12-06 (the nested testing order)", "_nested")}
+# changed (commit ff0625d); series 6 (*_nested) with every leg of the nested order run to its end
+# and the label-free gates' approximate bound (commit dc7f1b6). The code has only version 8's
+# order and bounds now, so neither is offered again.
+SERIES = {
+    "8": (
+        "benchmarks/PROTOCOL.md, version 8, 2026-12-06 (nested legs end at their anchors; exact label-free bound)",
+        "_v8",
+    )
+}
 DATA = {
     "ag_news": ("configs/ag_news.toml", ("linear-ag-pool4k", "minilm-l6-ag-pool4k", "mpnet-base-ag-pool4k")),
     "imdb": ("configs/imdb.toml", ("linear-imdb-pool4k", "minilm-l6-imdb-pool4k", "mpnet-base-imdb-pool4k")),
@@ -175,7 +182,7 @@ def deferral(logits: list[np.ndarray], labels: np.ndarray, texts: list) -> dict:
 @click.command()
 @click.option("--data", "data_name", type=click.Choice(sorted(DATA)), required=True,
               help="Which data set's tiers (their recipes: configs/<data>.toml).")  # fmt: skip
-@click.option("--series", "series_key", type=click.Choice(sorted(SERIES)), default="6", show_default=True,
+@click.option("--series", "series_key", type=click.Choice(sorted(SERIES)), default="8", show_default=True,
               help="Which series of PROTOCOL.md: its protocol version and results' names.")  # fmt: skip
 @click.option("--repeats", default=REPEATS, show_default=True, help="Timed rounds after the warm-up.")
 def main(data_name: str, series_key: str, repeats: int) -> None:

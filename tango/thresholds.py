@@ -10,11 +10,12 @@ confidence level**. It is Learn-then-Test (Angelopoulos et al. 2021) with fixed-
 - candidate threshold settings are fixed and ordered from the safest (escalate everything) to the
   cheapest *before* the certifying rows are looked at: the grid and the order come from the
   temperature rows, which are disjoint (two tiers: thresholds from the largest down; more: one
-  boundary at a time, the last first, each from "escalate all" down, the later ones held where a
-  walk on the temperature rows gets to, so the N-tier walk contains the shorter cascade's);
+  boundary at a time, the last first, each from "escalate all" down to where a walk with the
+  temperature rows' rates gets, and held there while the boundary before it walks);
 - each candidate's drop against the last tier, ``(lost - gained) / n`` (rows it gets wrong that
   the last tier gets right, minus the reverse), gets a one-sided upper bound at
-  ``confidence_level`` (:func:`tango.bounds.drop_upper_bound`);
+  ``confidence_level`` (:func:`tango.bounds.drop_upper_bound`; label-free, where the labels are
+  the last tier's answers, the exact :func:`tango.bounds.disagreement_upper_bound`);
 - with ``new_rows`` = M, the bound is on the drop *measured on a batch of M new rows*, not on the
   population's: a batch has sampling noise of its own. The error is split in half: the
   population drop is bounded at ``1 - (1 - confidence_level) / 2`` as above, and the batch's
@@ -43,7 +44,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike
 
-from tango.bounds import drop_upper_bound, ppi_drop_upper_bound
+from tango.bounds import disagreement_upper_bound, drop_upper_bound, ppi_drop_upper_bound
 
 ESCALATE_ALL = float(np.nextafter(1.0, 2.0))  # above every confidence: every row moves on
 
@@ -182,6 +183,17 @@ class CertifyOptions:
     bound: str = "bonett-price"
     grid_size: int | None = None
     new_rows: int | None = None
+    label_free: bool = False  # the labels are the last tier's answers: the exact disagreement bound
+
+    def drop_bounds(self, lost: np.ndarray, gained: np.ndarray, n: int, new_rows: int | None) -> np.ndarray:
+        """Each setting's upper bound on its drop, in points. Label-free, no row can gain and the
+        drop is a binomial disagreement rate: :func:`tango.bounds.disagreement_upper_bound`
+        (exact), whatever ``bound`` says; else :func:`tango.bounds.drop_upper_bound`."""
+        if self.label_free:
+            if np.any(np.asarray(gained) > 0):
+                raise ValueError("label_free: a row gained, so the labels are not the last tier's answers")
+            return disagreement_upper_bound(lost, n, self.confidence_level, new_rows)
+        return drop_upper_bound(lost, gained, n, self.confidence_level, self.bound, new_rows)
 
 
 def certify(
@@ -225,16 +237,22 @@ def certify(
         raise ValueError(f"order_rows needs {len(confs)} confidence arrays, got {len(order_confs)}")
     settings = _settings(candidate_grid(order_confs, options.grid_size or default_grid_size(len(confs))))
 
-    def walk_reaches(lost: np.ndarray, gained: np.ndarray, n: int) -> int:  # on the order rows
-        bounds = drop_upper_bound(lost, gained, n, options.confidence_level, options.bound)
+    def walk_reaches(lost: np.ndarray, gained: np.ndarray, rows: int) -> int:
+        """How far a walk on the order rows gets. Fewer rows than certify, so it stops short of
+        where the certifying walk will: an anchor there is passed, and later legs are reached."""
+        bounds = options.drop_bounds(lost, gained, rows, None)
         return certified_prefix(np.concatenate([[0.0], bounds[1:]]), max_drop)
 
     settings = settings[_testing_order(order_confs, order_correct, settings, costs, walk_reaches)]
     lost, gained, cost, reach = _outcomes(confs, correct, settings, costs)
     if unlabelled is None:
-        bounds = drop_upper_bound(lost, gained, n, options.confidence_level, options.bound, options.new_rows)
+        bounds = options.drop_bounds(lost, gained, n, options.new_rows)
     else:
-        if options.new_rows is not None or options.bound not in ("bonett-price", "wald"):
+        if (
+            options.new_rows is not None
+            or options.bound not in ("bonett-price", "wald")
+            or options.label_free
+        ):
             raise ValueError("unlabelled rows combine with the default bound only (no new_rows)")
         disagreed = disagreements(confs, [np.asarray(p) for p in predictions], settings)
         bounds = _combined_bound(lost, gained, disagreed, n, unlabelled, settings, options.confidence_level)
@@ -265,12 +283,13 @@ def _testing_order(
 
     Two tiers: the one boundary's thresholds from the largest down (the cost falls with them).
     More: the last boundary's walk is the cascade of the last two tiers (every earlier tier sends
-    every row on); at the point a walk on these rows reaches, that threshold stays, and the
-    boundary before it walks down from "escalate all"; and so on to tier 1. The N-tier walk thus
-    contains the shorter cascade's: an early tier can only add to what the later ones certify,
-    where a frontier over the whole product grid, noisy on a few hundred rows, could put a bad
-    setting early and stop the walk before any good one (AG News, series 4 of
-    benchmarks/PROTOCOL.md: in half the seeds three tiers certified less than two).
+    every row on), up to the point a walk with these rows' rates on the certifying row count
+    reaches; there that threshold stays, and the boundary before it walks down from "escalate
+    all"; and so on to tier 1. The N-tier walk thus contains the shorter cascade's up to that
+    point, and then gives the earlier tiers their turn, where a frontier over the whole product
+    grid, noisy on a few hundred rows, could put a bad setting early and stop the walk before any
+    good one (AG News, series 4 of benchmarks/PROTOCOL.md: in half the seeds three tiers
+    certified less than two). Series 6 ran the legs uncut: tier 1 was never reached.
     """
     everything = np.flatnonzero(np.all(settings == ESCALATE_ALL, axis=1))
     order = list(everything)
@@ -286,24 +305,41 @@ def nested_legs(
     costs: list[float],
     walk_reaches: Callable[[np.ndarray, np.ndarray, int], int],
 ) -> list[np.ndarray]:
-    """Per boundary, the last first: the settings (indices) where it walks from its largest
-    threshold down, every later boundary held at its anchor and every earlier one escalating
-    all. A boundary's anchor is the cheapest setting of its walk before the first that
-    ``walk_reaches(lost, gained, n)`` says a walk on these rows would not certify."""
+    """The testing order's legs (setting indices). Per boundary, the last first: it walks from
+    its largest threshold down, every later boundary held at its anchor and every earlier one
+    escalating all, to its anchor: the cheapest setting before the first that
+    ``walk_reaches(lost, gained, n)`` says a walk would not certify. There it is held. Then the
+    last boundary walks on from its anchor to its smallest threshold, every other held at its
+    anchor: the certifying rows may carry the walk further than these rows said.
+
+    Each leg ends at its anchor because a walk stops at its first failure: a leg run on to its
+    end (the last boundary's ends with tier N-1 answering every row) would fail before any
+    boundary after it in the order is reached. Two tiers: one leg, its thresholds from the
+    largest down, cut at nothing."""
     n_rows, boundaries = len(correct[-1]), settings.shape[1]
     held: dict[int, float] = {}
     legs = []
     for k in reversed(range(boundaries)):
-        mask = np.all(settings[:, :k] == ESCALATE_ALL, axis=1)
-        for j, value in held.items():
-            mask &= settings[:, j] == value
-        leg = np.flatnonzero(mask)
-        leg = leg[np.argsort(-settings[leg, k], kind="stable")]
+        leg = _leg(settings, k, {j: ESCALATE_ALL for j in range(k)} | held)
         lost, gained, cost, _ = _outcomes(confs, correct, settings[leg], costs)
         reached = max(walk_reaches(lost, gained, n_rows), 1)
-        held[k] = float(settings[leg[int(np.argmin(cost[:reached]))], k])
-        legs.append(leg)
+        anchor = int(np.argmin(cost[:reached]))
+        held[k] = float(settings[leg[anchor], k])
+        legs.append(leg[: anchor + 1])
+    last = boundaries - 1
+    rest = _leg(settings, last, {j: held[j] for j in range(last)})
+    legs.append(rest[settings[rest, last] < held[last]])
     return legs
+
+
+def _leg(settings: np.ndarray, k: int, held: dict[int, float]) -> np.ndarray:
+    """The settings where boundary ``k`` varies, the others at ``held``, its threshold falling."""
+    mask = np.ones(len(settings), dtype=bool)
+    for j, value in held.items():
+        if j != k:
+            mask &= settings[:, j] == value
+    leg = np.flatnonzero(mask)
+    return leg[np.argsort(-settings[leg, k], kind="stable")]
 
 
 def _combined_bound(

@@ -64,6 +64,9 @@ class Target:
         given = sorted(self.goals)
         if len(given) > 1:
             raise ValueError(f"give one target, got {given}")
+        negative = sorted(k for k in ("max_drop", "max_escalation") if (getattr(self, k) or 0) < 0)
+        if negative:
+            raise ValueError(f"{negative[0]} must be >= 0, got {getattr(self, negative[0])}")
         if self.new_rows is not None and not self.certifies_drop:
             raise ValueError("new_rows applies to a certified max_drop (max_drop with a confidence_level)")
 
@@ -216,7 +219,8 @@ def fit_gate(
     """The gate from precomputed logits: what ``fit_cascade`` does after running the tiers.
 
     Separate so that studies (many resplits of one scored set) reuse one scoring pass.
-    ``fit_last=False`` keeps the last tier's temperature at 1 (its answers are the labels).
+    ``fit_last=False`` is the label-free gate: ``labels`` are the last tier's answers, its
+    temperature stays 1 and a certified drop is bounded as the disagreement it is (exactly).
     ``unlabelled_logits`` (every tier's, on unlabelled rows like the traffic) join the labelled
     threshold rows in a prediction-powered bound on the drop (a certified ``max_drop`` only:
     :func:`tango.bounds.ppi_drop_upper_bound`); temperatures stay fitted on labelled rows.
@@ -239,7 +243,7 @@ def fit_gate(
         labels[choose_rows],
     )
     if "max_drop" in targets:
-        choice = _max_drop_choice(target, rows, fit_rows, choose_rows, costs, unlabelled_logits)
+        choice = _max_drop_choice(target, rows, fit_rows, choose_rows, costs, unlabelled_logits, not fit_last)
         gate.choice = choice.to_dict()
         gate.thresholds = choice.thresholds
     elif "guarantee" in targets:
@@ -261,6 +265,7 @@ def _max_drop_choice(
     choose_rows: np.ndarray,
     costs: list[float],
     unlabelled_logits: list[np.ndarray] | None,
+    label_free: bool = False,
 ) -> ThresholdChoice:
     """``max_drop``'s thresholds, chosen on the threshold rows: in-sample without a confidence
     level, else certified, the candidates' order fixed on the temperature rows (and the unlabelled
@@ -285,6 +290,7 @@ def _max_drop_choice(
         confidence_level=target.confidence_level,
         new_rows=target.new_rows,
         unlabelled=extra,
+        label_free=label_free,
     )
 
 
@@ -356,7 +362,8 @@ def calibrate_early_exit(
 
     The maxprob policy is simulated from all exits' logits (a row leaves at the first exit whose
     calibrated confidence reaches the threshold), so the whole curve costs one pass. With
-    ``max_drop``, the threshold is certified as a cascade's is: thresholds are tested from the
+    ``max_drop``, the threshold is certified as a cascade's is (:func:`fit_exits`: temperatures and
+    candidates from 30% of the rows, the walk on the rest): thresholds are tested from the
     most cautious down, each by the paired upper bound on its drop against the last exit
     (:func:`tango.bounds.drop_upper_bound` at ``confidence_level``), the walk stops at the first
     that fails, and the passed one with the least compute is stored in ``model.threshold`` (none
@@ -393,22 +400,35 @@ def fit_exits(
     *,
     max_drop: float | None = None,
     confidence_level: float = DEFAULT_CONFIDENCE_LEVEL,
+    temperature_fraction: float = TEMPERATURE_FRACTION,
+    seed: int = 0,
 ) -> dict[str, Any]:
     """:func:`calibrate_early_exit` on exits' logits already computed ((E, N, K) against labels):
     the fitted ``scalers``, each exit's report, the policy's curve and, with ``max_drop``, the
-    certified ``threshold`` and its ``drop_bound`` (benchmarks reuse one pass over many draws)."""
-    scalers = [TemperatureScaler().fit(z, labels) for z in logits]
+    certified ``threshold`` and its ``drop_bound`` (benchmarks reuse one pass over many draws).
+
+    Certifying, the rows split as a cascade's do (:class:`Target`): the temperatures and the
+    candidate thresholds come from a seeded ``temperature_fraction`` of them, the walk and the
+    curve from the rest, so no row that shaped a candidate certifies it. Without ``max_drop``
+    every row fits the temperatures."""
+    if max_drop is not None and max_drop < 0:
+        raise ValueError(f"max_drop must be >= 0, got {max_drop}")
+    fit_rows, walk_rows = _split_rows(len(labels), None if max_drop is None else temperature_fraction, seed)
+    scalers = [TemperatureScaler().fit(z[fit_rows], labels[fit_rows]) for z in logits]
     exits = [
         dict(layer=layer, **asdict(tier_report(z, labels, s, 0.0)))
         for layer, z, s in zip(layers, logits, scalers, strict=True)
     ]
     confidences = exit_confidences(scalers, logits)
-    curve = _exit_curve(confidences, logits.argmax(axis=2) == labels, np.asarray(layers))
+    correct = logits.argmax(axis=2) == labels
+    grid = _exit_grid(confidences[:, fit_rows])
+    curve = _exit_curve(confidences[:, walk_rows], correct[:, walk_rows], np.asarray(layers), grid)
     fitted: dict[str, Any] = {"scalers": scalers, "exits": exits, "curve": asdict(curve)}
     if max_drop is not None:
-        threshold, bound = _certified_exit_threshold(curve, len(labels), max_drop, confidence_level)
+        threshold, bound = _certified_exit_threshold(curve, len(walk_rows), max_drop, confidence_level)
         target = {"max_drop": max_drop, "confidence_level": confidence_level}
-        fitted.update(threshold=threshold, drop_bound=bound, target=target)
+        rows = {"temperature_rows": len(fit_rows), "threshold_rows": len(walk_rows), "seed": seed}
+        fitted.update(threshold=threshold, drop_bound=bound, target=target, **rows)
     return fitted
 
 
@@ -425,11 +445,19 @@ def exit_confidences(scalers: Sequence[TemperatureScaler], logits: np.ndarray) -
     return np.stack([s.predict_proba(z).max(axis=1) for s, z in zip(scalers, logits, strict=True)])
 
 
-def _exit_curve(confidences: np.ndarray, correct: np.ndarray, layers: np.ndarray) -> ExitCurve:
-    """Accuracy and mean exit layer at thresholds on a fine grid. (E, N) inputs."""
-    thresholds = np.unique(
+def _exit_grid(confidences: np.ndarray) -> np.ndarray:
+    """The candidate thresholds: a fine even grid and the quantiles of these (E, N) confidences."""
+    return np.unique(
         np.concatenate([np.linspace(0.5, 1.0, 101), np.quantile(confidences, np.linspace(0, 1, 101))])
     )
+
+
+def _exit_curve(
+    confidences: np.ndarray, correct: np.ndarray, layers: np.ndarray, thresholds: np.ndarray | None = None
+) -> ExitCurve:
+    """Accuracy and mean exit layer at ``thresholds`` (default: :func:`_exit_grid` of these
+    confidences). (E, N) inputs."""
+    thresholds = _exit_grid(confidences) if thresholds is None else thresholds
     curve = ExitCurve([], [], [], [], [])
     rows = np.arange(confidences.shape[1])
     for t in thresholds:

@@ -29,8 +29,9 @@ def test_fit_is_calibrate_early_exit(tmp_path):
     report = calibrate_early_exit(again, data, max_drop=1.0)
     assert clf.temperatures == again.temperatures and clf.threshold == again.threshold
     assert report["exits"] == clf.calibration_["exits"]
-    clf.fit(data.texts, data.labels)  # ids work too; no target: temperatures only
-    assert clf.temperatures == again.temperatures
+    clf.fit(data.texts, data.labels)  # ids work too; no target: temperatures only, on every row
+    alone = calibrate_early_exit(tiny_early_exit(tmp_path / "m"), data)
+    assert clf.temperatures == [e["temperature"] for e in alone["exits"]] != again.temperatures
     with pytest.raises(ValueError, match="one label per text"):
         clf.fit(data.texts, data.labels[:-1])
 
@@ -55,3 +56,31 @@ def test_the_exit_threshold_is_certified_by_a_walk_from_the_most_cautious_down()
     assert _certified_exit_threshold(curve, n, 0.5, 0.9) == (0.9, pytest.approx(bounds[3]))
     # nothing passes: no row leaves early
     assert _certified_exit_threshold(curve, 50, 0.0, 0.9) == (NEVER_EARLY, None)
+
+
+def test_rows_that_fit_the_temperatures_never_certify_the_threshold():
+    """Certifying, 30% of the rows (seeded) fit the temperatures and give the candidates; the walk
+    and its curve are on the other 70%, as a cascade's gate splits them."""
+    from tango.calibration import TemperatureScaler
+    from tango.tuning import _split_rows, fit_exits
+
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 2, 1000)
+    logits = (
+        rng.normal(size=(3, 1000, 2)) + 2.0 * np.eye(2)[labels] * np.array([0.5, 1.0, 2.0])[:, None, None]
+    )
+    fitted = fit_exits(logits, labels, [1, 2, 3], max_drop=1.0, seed=4)
+    fit_rows, walk_rows = _split_rows(1000, 0.3, 4)
+    assert (
+        (fitted["temperature_rows"], fitted["threshold_rows"])
+        == (300, 700)
+        == (len(fit_rows), len(walk_rows))
+    )
+    assert not set(fit_rows) & set(walk_rows)
+    expected = [TemperatureScaler().fit(z[fit_rows], labels[fit_rows]).temperature_ for z in logits]
+    assert [s.temperature_ for s in fitted["scalers"]] == expected
+    last_right = (logits[-1].argmax(1) == labels)[walk_rows]
+    most_cautious = int(np.argmax(fitted["curve"]["threshold"]))
+    assert fitted["curve"]["accuracy"][most_cautious] == pytest.approx(last_right.mean())  # the 700 rows
+    with pytest.raises(ValueError, match="max_drop must be >= 0"):
+        fit_exits(logits, labels, [1, 2, 3], max_drop=-0.1)

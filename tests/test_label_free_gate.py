@@ -31,10 +31,18 @@ def test_unlabelled_rows_fit_the_gate_against_the_last_tier(tiers):
     assert report["reference"] == "last tier" and report["target"] == {"max_drop": 5.0}
     assert cascade.temperatures_[-1] == 1.0  # nothing to fit the last tier to
     assert report["tiers"][-1]["accuracy"] == 1.0  # against its own answers
-    # the same math as labels equal to the last tier's answers: the same thresholds
+    # the last tier's answers as labels give the same first-tier temperature; the label-free walk
+    # bounds its drop exactly (Clopper-Pearson on the disagreeing rows: nothing can be gained)
+    from tango.bounds import clopper_pearson_upper
+
     answers = tiers[-1].predict(texts)
     pseudo = Cascade(tiers).fit(texts, answers, max_drop=5.0)
-    assert pseudo.thresholds_ == cascade.thresholds_ and pseudo.temperatures_[0] == cascade.temperatures_[0]
+    assert pseudo.temperatures_[0] == cascade.temperatures_[0]
+    chosen = report["choice"]
+    disagreed = np.array([round(chosen["drop"] * chosen["rows"] / 100)])
+    assert chosen["drop_bound"] == pytest.approx(
+        100 * clopper_pearson_upper(disagreed, chosen["rows"], 0.1)[0]
+    )
     # what was certified: disagreement with the last tier, within the bound on these rows too
     choice = report["choice"]
     agree = (cascade.predict(texts) == answers).mean()
@@ -66,3 +74,50 @@ def test_tango_calibrate_unlabelled_with_a_labelled_check(tier_dirs, tmp_path):
     assert saved["calibration"]["reference"] == "last tier"
     refused = CliRunner().invoke(cli, args + ["--dev-fraction", "0.5"])
     assert refused.exit_code == 2 and "--dev-fraction does not apply to --unlabelled" in refused.output
+
+
+def test_the_label_free_bound_is_exact_where_the_adjusted_wald_one_falls_short():
+    """With the last tier as the reference nothing is gained and the drop is a binomial rate. For
+    a true rate just above the target, the chance of certifying it (exact binomial sums) stays
+    within the promised 10% with the Clopper-Pearson bound; the adjusted Wald bound exceeds it."""
+    from scipy import stats
+
+    from tango.bounds import disagreement_upper_bound, drop_upper_bound
+
+    worst = {"exact": 0.0, "wald": 0.0}
+    for n in range(500, 3001, 100):
+        k = np.arange(n + 1)
+        chance = stats.binom.pmf(k, n, 0.005 + 1e-6)
+        worst["exact"] = max(worst["exact"], chance[disagreement_upper_bound(k, n, 0.9) <= 0.5].sum())
+        worst["wald"] = max(worst["wald"], chance[drop_upper_bound(k, 0 * k, n, 0.9) <= 0.5].sum())
+    assert worst["exact"] <= 0.1 < worst["wald"]
+    # a batch of new rows: the population at half the error, the batch's binomial quantile at the other
+    assert (
+        disagreement_upper_bound(5, 1000, 0.9, new_rows=1000)[0] > disagreement_upper_bound(5, 1000, 0.9)[0]
+    )
+    with pytest.raises(ValueError, match="disagreed counts"):
+        disagreement_upper_bound(11, 10, 0.9)
+
+
+def test_the_label_free_gate_certifies_with_the_exact_bound():
+    from tango.bounds import clopper_pearson_upper
+    from tango.thresholds import certify
+    from tango.tuning import Target, fit_gate
+
+    rng = np.random.default_rng(0)
+    n = 3000
+    last = rng.normal(size=(n, 2)) * 3
+    first = last + rng.normal(size=(n, 2)) * 2  # agrees with the last tier where it is sure
+    answers = last.argmax(1)
+    gate = fit_gate([first, last], answers, [1.0, 10.0], Target(max_drop=1.0), fit_last=False)
+    choice = gate.choice
+    disagreed = round(choice["drop"] / 100 * choice["rows"])  # nothing gained: the drop is disagreement
+    assert choice["drop_bound"] == pytest.approx(
+        clopper_pearson_upper(np.array([disagreed]), choice["rows"], 0.1)[0] * 100
+    )
+    assert choice["drop_bound"] <= 1.0 and choice["reached"][1] < 0.9
+    rows = ([np.full(4, 0.9)], [np.array([0, 1, 0, 1]), np.array([0, 1, 1, 1])], np.array([0, 1, 0, 1]))
+    with pytest.raises(ValueError, match="not the last tier's answers"):  # tier 1 right where tier 2 is not
+        certify(*rows, [1.0, 2.0], 1.0, order_rows=rows, label_free=True)
+    with pytest.raises(ValueError, match="max_drop must be >= 0"):
+        Target(max_drop=-0.5)

@@ -128,11 +128,36 @@ def test_three_tiers_walk_the_last_boundary_first_then_the_one_before_it():
     confs, preds, y = three_tiers(600, seed=3)
     correct = [p == y for p in preds]
     settings = _settings(candidate_grid(confs, 12))
-    last_two, first = nested_legs(confs, correct, settings, [1.0, 3.0, 10.0], lambda lost, gained, n: 4)
+    last_two, first, rest = nested_legs(confs, correct, settings, [1.0, 3.0, 10.0], lambda lost, gained, n: 4)
     assert np.all(settings[last_two, 0] == ESCALATE_ALL)  # the cascade of the last two tiers
     assert np.all(np.diff(settings[last_two, 1]) < 0)  # from "escalate all" down
-    assert len(set(settings[first, 1])) == 1  # then held at the anchor the walk reached
+    assert len(last_two) == 4  # ... to its anchor, where the walk was said to stop: no further
+    assert np.all(settings[first, 1] == settings[last_two[-1], 1])  # then held at that anchor
     assert settings[first[0], 0] == ESCALATE_ALL and np.all(np.diff(settings[first, 0]) < 0)
+    assert len(first) == 4 and len(rest) > 0  # tier 1's leg ends at its anchor too
+    assert np.all(settings[rest, 0] == settings[first[-1], 0])  # and the last boundary walks on
+    assert settings[rest[0], 1] < settings[last_two[-1], 1] and np.all(np.diff(settings[rest, 1]) < 0)
+    assert first[0] == last_two[-1] and rest[0] not in first  # each leg starts where one ended
+
+
+def test_a_good_first_tier_gets_rows_of_its_own():
+    """A first tier that is right wherever it is sure: the walk reaches its boundary and it answers
+    a share of the rows (with every leg run to its end, the last boundary's failing settings came
+    first and tier 1 never answered a row: AG News, series 6)."""
+    rng = np.random.default_rng(0)
+    n = 4000
+    y = rng.integers(0, 2, n)
+    easy = rng.uniform(size=n) < 0.5
+    conf1 = np.where(easy, rng.uniform(0.95, 1, n), rng.uniform(0.5, 0.8, n))
+    pred1 = np.where(easy | (rng.uniform(size=n) < 0.6), y, 1 - y)
+    conf2 = 1 - 0.5 * rng.beta(1, 8, n)
+    pred2 = np.where(rng.uniform(size=n) < conf2, y, 1 - y)
+    pred3 = np.where(rng.uniform(size=n) < 0.95, y, 1 - y)
+    order, chosen = slice(0, 1200), slice(1200, None)
+    rows = [([conf1[p], conf2[p]], [pred1[p], pred2[p], pred3[p]], y[p]) for p in (order, chosen)]
+    three = certify(*rows[1], [0.05, 1.0, 10.0], 0.5, order_rows=rows[0])
+    assert three.drop_bound <= 0.5
+    assert three.reached[1] < 0.7  # tier 1 answers more than 30% of the rows (half are easy)
 
 
 def test_a_noisy_first_tier_cannot_make_three_tiers_certify_less_than_the_last_two():
