@@ -55,7 +55,6 @@ SECTIONS: dict[str, tuple[str, str, Callable[[str], str]]] = {
     "new_text_sst2": ("README.md", "new_text_sst2", readme_part("new_text_sst2")),
     "new_text_sst2_series2": ("README.md", "new_text_sst2_series2", readme_part("new_text_sst2_series2")),
     "new_text_sst2_series5": ("README.md", "new_text_sst2_series5", readme_part("new_text_sst2_series5")),
-    "three_tiers_fair_ag_news_nested": ("README.md", "three_tiers_fair_ag_news_nested", readme_three_tiers),
     "three_tiers_fair_ag_news_v8": ("README.md", "three_tiers_fair_ag_news_v8", readme_three_tiers),
     "three_tiers_fair_imdb_v8": ("README.md", "three_tiers_fair_imdb_v8", readme_three_tiers),
     "quickstart_timing": ("README.md", "quickstart", whole),
