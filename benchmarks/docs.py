@@ -27,7 +27,7 @@ def whole(text: str) -> str:
     return text
 
 
-def readme_part(name: str) -> Callable[[str], str]:
+def readme_part(name: str, results: str = "benchmarks/results") -> Callable[[str], str]:
     """README shows a new-text series' main table and its last runtime x gate table (series 1:
     the variant with IMDB sentences; series 2: the picked variant), and links to the rest."""
 
@@ -38,7 +38,7 @@ def readme_part(name: str) -> Callable[[str], str]:
         split = "\n\n".join(blocks[splits[-1] : splits[-1] + 2]).rstrip() + "\n" if splits else ""
         return (
             f"{table}\n{split}\nThe other runtime x gate tables and the deferral study: "
-            f"[benchmarks/results/{name}.md](benchmarks/results/{name}.md).\n"
+            f"[benchmarks/results/{name}.md]({results}/{name}.md).\n"
         )
 
     return part
@@ -52,9 +52,10 @@ def readme_three_tiers(text: str) -> str:
 
 # section -> (page, results Markdown stem, how the Markdown becomes the section)
 SECTIONS: dict[str, tuple[str, str, Callable[[str], str]]] = {
-    "new_text_sst2": ("README.md", "new_text_sst2", readme_part("new_text_sst2")),
-    "new_text_sst2_series2": ("README.md", "new_text_sst2_series2", readme_part("new_text_sst2_series2")),
-    "new_text_sst2_series5": ("README.md", "new_text_sst2_series5", readme_part("new_text_sst2_series5")),
+    "new_text_sst2_series8": ("README.md", "new_text_sst2_series8", readme_part("new_text_sst2_series8")),
+    "new_text_sst2": ("benchmarks/README.md", "new_text_sst2", readme_part("new_text_sst2", "../benchmarks/results")),
+    "new_text_sst2_series2": ("benchmarks/README.md", "new_text_sst2_series2", readme_part("new_text_sst2_series2", "../benchmarks/results")),
+    "new_text_sst2_series5": ("benchmarks/README.md", "new_text_sst2_series5", readme_part("new_text_sst2_series5", "../benchmarks/results")),
     "three_tiers_fair_ag_news_v8": ("README.md", "three_tiers_fair_ag_news_v8", readme_three_tiers),
     "three_tiers_fair_imdb_v8": ("README.md", "three_tiers_fair_imdb_v8", readme_three_tiers),
     "quickstart_timing": ("README.md", "quickstart", whole),
