@@ -446,10 +446,16 @@ def exit_confidences(scalers: Sequence[TemperatureScaler], logits: np.ndarray) -
 
 
 def _exit_grid(confidences: np.ndarray) -> np.ndarray:
-    """The candidate thresholds: a fine even grid and the quantiles of these (E, N) confidences."""
-    return np.unique(
-        np.concatenate([np.linspace(0.5, 1.0, 101), np.quantile(confidences, np.linspace(0, 1, 101))])
-    )
+    """The candidate thresholds: a fine even grid and the quantiles of these (E, N) confidences,
+    up to ``MAX_EXIT_THRESHOLD``. Above it a row leaves only where its confidence rounds to 1,
+    which the model's float32 softmax does far sooner than this float64 simulation (under a sharp
+    temperature), so the curve would not say what the model does; "no row leaves early" is
+    ``NEVER_EARLY``."""
+    grid = np.concatenate([np.linspace(0.5, 1.0, 101), np.quantile(confidences, np.linspace(0, 1, 101))])
+    return np.unique(np.minimum(grid, MAX_EXIT_THRESHOLD))
+
+
+MAX_EXIT_THRESHOLD = 1 - 1e-6  # float32 tells confidences 6e-8 apart near 1; float64, 1e-16
 
 
 def _exit_curve(

@@ -677,9 +677,17 @@ def test_calibrate_fits_one_temperature_per_exit(trained, tmp_path) -> None:
         manifest["threshold"] = max(report["curve"]["threshold"])
     chosen = report["curve"]["threshold"].index(manifest["threshold"])
     assert report["drop_bound"] is None or report["drop_bound"] <= 1.0
-    # the simulated curve matches what the model really does at that threshold
+    # the simulated curve (on the 70% of rows that certify) matches what the model really does there
+    from tango.tuning import _split_rows
+
+    _, walk_rows = _split_rows(len(texts), 0.3, report["seed"])
+    assert (
+        (report["temperature_rows"], report["threshold_rows"])
+        == (60, 140)
+        == (200 - len(walk_rows), len(walk_rows))
+    )
     model = EarlyExitClassifier.from_pretrained(model_dir, threshold=manifest["threshold"])
-    detailed = model.predict_detailed(texts)
+    detailed = model.predict_detailed([texts[i] for i in walk_rows])
     assert detailed.mean_exit_layer == pytest.approx(report["curve"]["mean_exit_layer"][chosen])
     assert (model_dir / "calibration" / "reliability_exit1.png").exists()
     # a registered name finds the model too
