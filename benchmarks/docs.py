@@ -53,9 +53,21 @@ def readme_three_tiers(text: str) -> str:
 # section -> (page, results Markdown stem, how the Markdown becomes the section)
 SECTIONS: dict[str, tuple[str, str, Callable[[str], str]]] = {
     "new_text_sst2_series8": ("README.md", "new_text_sst2_series8", readme_part("new_text_sst2_series8")),
-    "new_text_sst2": ("benchmarks/README.md", "new_text_sst2", readme_part("new_text_sst2", "../benchmarks/results")),
-    "new_text_sst2_series2": ("benchmarks/README.md", "new_text_sst2_series2", readme_part("new_text_sst2_series2", "../benchmarks/results")),
-    "new_text_sst2_series5": ("benchmarks/README.md", "new_text_sst2_series5", readme_part("new_text_sst2_series5", "../benchmarks/results")),
+    "new_text_sst2": (
+        "benchmarks/README.md",
+        "new_text_sst2",
+        readme_part("new_text_sst2", "../benchmarks/results"),
+    ),
+    "new_text_sst2_series2": (
+        "benchmarks/README.md",
+        "new_text_sst2_series2",
+        readme_part("new_text_sst2_series2", "../benchmarks/results"),
+    ),
+    "new_text_sst2_series5": (
+        "benchmarks/README.md",
+        "new_text_sst2_series5",
+        readme_part("new_text_sst2_series5", "../benchmarks/results"),
+    ),
     "three_tiers_fair_ag_news_v8": ("README.md", "three_tiers_fair_ag_news_v8", readme_three_tiers),
     "three_tiers_fair_imdb_v8": ("README.md", "three_tiers_fair_imdb_v8", readme_three_tiers),
     "quickstart_timing": ("README.md", "quickstart", whole),

@@ -4,7 +4,7 @@ same again as series 8 (version 8: each calibration fits on 30% of its sentences
 Two joint early-exit models trained on the series-2 rows (MiniLM-L6, an exit after every layer;
 MPNet-base, exits after layers 2, 4, ..., 12) are calibrated per seed on the same 2,000 held-out
 full sentences as the series-2 labelled gate: one temperature per exit and the maxprob threshold
-certified within 0.5 pt of the model's own last exit at level 0.9 (``tango.tuning.fit_exits``,
+certified within 0.5 pt of the model's own last exit at level 0.9 (``tango.early_exit.calibration.fit_exits``,
 what `tango early-exit calibrate --max-drop 0.5` does). SST-2 dev only judges. Each model's
 exits score every row set once; the seeds then reuse those logits. The median seed's model, the
 same model run to its last exit and tier 2 (OpenVINO int8) are timed on dev, interleaved
@@ -84,7 +84,7 @@ def seed_series(
     model: Any, logits: dict[str, np.ndarray], labels: dict[str, np.ndarray], tier2_accuracy: float
 ) -> dict:
     """Each seed's calibration (its 2,000 sentences) and the model it makes, judged on dev."""
-    from tango.tuning import exit_confidences, first_exits, fit_exits
+    from tango.early_exit.calibration import exit_confidences, first_exits, fit_exits
 
     layers = np.asarray(model.exits_)
     rows_dev = np.arange(len(labels["dev"]))
@@ -122,7 +122,7 @@ def timed(models: dict[str, Any], series: dict[str, dict], tier2: Any, dev: list
     import copy
 
     from tango.bench import interleave
-    from tango.tuning import NEVER_EARLY
+    from tango.early_exit.calibration import NEVER_EARLY
 
     systems = {"tier 2 (OpenVINO int8)": lambda: tier2.logits(dev)}
     for label, model in models.items():

@@ -44,7 +44,8 @@ TIMED_ROWS = 1000
 # order and bounds now, so neither is offered again.
 SERIES = {
     "8": (
-        "benchmarks/PROTOCOL.md, version 8, 2026-12-06 (nested legs end at their anchors; exact label-free bound)",
+        "benchmarks/PROTOCOL.md, version 8, 2026-12-06 "
+        "(nested legs end at their anchors; exact label-free bound)",
         "_v8",
     )
 }

@@ -248,14 +248,8 @@ def certify(
     if unlabelled is None:
         bounds = options.drop_bounds(lost, gained, n, options.new_rows)
     else:
-        if (
-            options.new_rows is not None
-            or options.bound not in ("bonett-price", "wald")
-            or options.label_free
-        ):
-            raise ValueError("unlabelled rows combine with the default bound only (no new_rows)")
         disagreed = disagreements(confs, [np.asarray(p) for p in predictions], settings)
-        bounds = _combined_bound(lost, gained, disagreed, n, unlabelled, settings, options.confidence_level)
+        bounds = _combined_bound(lost, gained, disagreed, n, unlabelled, settings, options)
     bounds[0] = 0.0  # escalating every row *is* the last tier
     i = int(np.argmin(cost[: certified_prefix(bounds, max_drop)]))
     drop = (lost[i] - gained[i]) / n * 100
@@ -349,14 +343,17 @@ def _combined_bound(
     n: int,
     unlabelled: tuple[list[np.ndarray], list[np.ndarray]],
     settings: np.ndarray,
-    confidence_level: float,
+    options: CertifyOptions,
 ) -> np.ndarray:
     """The prediction-powered bound of each setting: the labelled counts beside the settings'
-    disagreements on the unlabelled rows."""
+    disagreements on the unlabelled rows (the default bound's kind only; no ``new_rows``)."""
+    if options.new_rows is not None or options.bound not in ("bonett-price", "wald") or options.label_free:
+        raise ValueError("unlabelled rows combine with the default bound only (no new_rows)")
     u_confs = [np.asarray(c, dtype=float) for c in unlabelled[0]]
     u_preds = [np.asarray(p) for p in unlabelled[1]]
     u_disagreed = disagreements(u_confs, u_preds, settings)
-    return ppi_drop_upper_bound(lost, gained, disagreed, n, u_disagreed, len(u_preds[-1]), confidence_level)
+    level = options.confidence_level
+    return ppi_drop_upper_bound(lost, gained, disagreed, n, u_disagreed, len(u_preds[-1]), level)
 
 
 def _choice(setting, drop, bound, cost, costs, reach, n, level, new_rows=None) -> ThresholdChoice:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +27,7 @@ from tango.labels import align_labels as _align
 from tango.labels import label_ids
 from tango.texts import Texts, as_texts
 from tango.threshold_curve import ThresholdCurve, guarantee_threshold, select_threshold, sweep_thresholds
-from tango.thresholds import ThresholdChoice, best_in_sample, certified_prefix, certify
+from tango.thresholds import ThresholdChoice, best_in_sample, certify
 from tango.tiers import Tier
 
 DEFAULT_CONFIDENCE_LEVEL = 0.9  # max_drop holds on new rows with this probability
@@ -228,7 +228,7 @@ def fit_gate(
     if unlabelled_logits is not None and not target.certifies_drop:
         raise ValueError("unlabelled rows combine with labelled ones for a certified max_drop only")
     fraction = target.temperature_fraction if target.certified else None
-    fit_rows, choose_rows = _split_rows(len(labels), fraction, target.seed)
+    fit_rows, choose_rows = temperature_split(len(labels), fraction, target.seed)
     scalers = [TemperatureScaler().fit(z[fit_rows], labels[fit_rows]) for z in logits[:-1]]
     last = logits[-1]
     scalers.append(TemperatureScaler().fit(last[fit_rows], labels[fit_rows]) if fit_last else _unit(last))
@@ -301,8 +301,9 @@ def _unit(logits: np.ndarray) -> TemperatureScaler:
     return scaler
 
 
-def _split_rows(n: int, fit_fraction: float | None, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Rows that fit temperatures and rows that choose thresholds (the same rows if no fraction)."""
+def temperature_split(n: int, fit_fraction: float | None, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Rows that fit temperatures and rows that choose thresholds (the same rows if no fraction):
+    a cascade's gate and an early-exit model's calibration split them alike."""
     everything = np.arange(n)
     if fit_fraction is None:
         return everything, everything
@@ -336,185 +337,3 @@ class _GateRows:
 def align_labels(data: LabelledData, classes: list[str]) -> np.ndarray:
     """The data's labels as indices into the cascade's classes (:func:`tango.labels.align_labels`)."""
     return _align(data.labels, data.label_names, classes)
-
-
-# --- early-exit models: one temperature per exit ------------------------------------------------
-@dataclass
-class ExitCurve:
-    """Operating points of a maxprob exit policy, simulated from every exit's logits."""
-
-    threshold: list[float]
-    accuracy: list[float]
-    mean_exit_layer: list[float]
-    lost: list[int]  # rows the last exit gets right and the early answer wrong
-    gained: list[int]  # and the other way round
-
-
-def calibrate_early_exit(
-    model: Any,
-    dev: LabelledData,
-    *,
-    max_drop: float | None = None,
-    report_dir: str | Path | None = None,
-    confidence_level: float = DEFAULT_CONFIDENCE_LEVEL,
-) -> dict[str, Any]:
-    """Fit one temperature per exit of an ``EarlyExitClassifier``; optionally choose its threshold.
-
-    The maxprob policy is simulated from all exits' logits (a row leaves at the first exit whose
-    calibrated confidence reaches the threshold), so the whole curve costs one pass. With
-    ``max_drop``, the threshold is certified as a cascade's is (:func:`fit_exits`: temperatures and
-    candidates from 30% of the rows, the walk on the rest): thresholds are tested from the
-    most cautious down, each by the paired upper bound on its drop against the last exit
-    (:func:`tango.bounds.drop_upper_bound` at ``confidence_level``), the walk stops at the first
-    that fails, and the passed one with the least compute is stored in ``model.threshold`` (none
-    passed: every row runs to the last exit).
-    """
-    labels = align_labels(dev, list(model.classes_))
-    logits = model.exit_logits(dev.texts)  # (E, N, K)
-    layers = list(model.exits_)
-    fitted = fit_exits(logits, labels, layers, max_drop=max_drop, confidence_level=confidence_level)
-    scalers = fitted.pop("scalers")
-    model.temperatures = [s.temperature_ for s in scalers]
-    report: dict[str, Any] = {"rows": len(dev), **fitted, "dev_rows": row_hashes(dev.texts)}
-    if max_drop is not None:
-        model.threshold = report["threshold"]
-    if report_dir:
-        out = Path(report_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        for layer, z, scaler in zip(layers, logits, scalers, strict=True):
-            reliability_diagram(
-                softmax(z),
-                scaler.predict_proba(z),
-                labels,
-                out / f"reliability_exit{layer}.png",
-                title=f"exit at layer {layer}",
-            )
-        (out / "report.json").write_text(json.dumps(report, indent=2))
-    return report
-
-
-def fit_exits(
-    logits: np.ndarray,
-    labels: np.ndarray,
-    layers: Sequence[int],
-    *,
-    max_drop: float | None = None,
-    confidence_level: float = DEFAULT_CONFIDENCE_LEVEL,
-    temperature_fraction: float = TEMPERATURE_FRACTION,
-    seed: int = 0,
-) -> dict[str, Any]:
-    """:func:`calibrate_early_exit` on exits' logits already computed ((E, N, K) against labels):
-    the fitted ``scalers``, each exit's report, the policy's curve and, with ``max_drop``, the
-    certified ``threshold`` and its ``drop_bound`` (benchmarks reuse one pass over many draws).
-
-    Certifying, the rows split as a cascade's do (:class:`Target`): the temperatures and the
-    candidate thresholds come from a seeded ``temperature_fraction`` of them, the walk and the
-    curve from the rest, so no row that shaped a candidate certifies it. Without ``max_drop``
-    every row fits the temperatures."""
-    if max_drop is not None and max_drop < 0:
-        raise ValueError(f"max_drop must be >= 0, got {max_drop}")
-    fit_rows, walk_rows = _split_rows(len(labels), None if max_drop is None else temperature_fraction, seed)
-    scalers = [TemperatureScaler().fit(z[fit_rows], labels[fit_rows]) for z in logits]
-    exits = [
-        dict(layer=layer, **asdict(tier_report(z, labels, s, 0.0)))
-        for layer, z, s in zip(layers, logits, scalers, strict=True)
-    ]
-    confidences = exit_confidences(scalers, logits)
-    correct = logits.argmax(axis=2) == labels
-    grid = _exit_grid(confidences[:, fit_rows])
-    curve = _exit_curve(confidences[:, walk_rows], correct[:, walk_rows], np.asarray(layers), grid)
-    fitted: dict[str, Any] = {"scalers": scalers, "exits": exits, "curve": asdict(curve)}
-    if max_drop is not None:
-        threshold, bound = _certified_exit_threshold(curve, len(walk_rows), max_drop, confidence_level)
-        target = {"max_drop": max_drop, "confidence_level": confidence_level}
-        rows = {"temperature_rows": len(fit_rows), "threshold_rows": len(walk_rows), "seed": seed}
-        fitted.update(threshold=threshold, drop_bound=bound, target=target, **rows)
-    return fitted
-
-
-def first_exits(confidences: np.ndarray, threshold: float) -> np.ndarray:
-    """(N,) index of the exit each row leaves at under maxprob: the first whose calibrated
-    confidence ((E, N)) reaches ``threshold``; the last exit takes every row still inside."""
-    leaves = confidences >= threshold
-    leaves[-1] = True
-    return leaves.argmax(axis=0)
-
-
-def exit_confidences(scalers: Sequence[TemperatureScaler], logits: np.ndarray) -> np.ndarray:
-    """(E, N) calibrated top probability of every exit, from (E, N, K) logits."""
-    return np.stack([s.predict_proba(z).max(axis=1) for s, z in zip(scalers, logits, strict=True)])
-
-
-def _exit_grid(confidences: np.ndarray) -> np.ndarray:
-    """The candidate thresholds: a fine even grid and the quantiles of these (E, N) confidences,
-    up to ``MAX_EXIT_THRESHOLD``. Above it a row leaves only where its confidence rounds to 1,
-    which the model's float32 softmax does far sooner than this float64 simulation (under a sharp
-    temperature), so the curve would not say what the model does; "no row leaves early" is
-    ``NEVER_EARLY``."""
-    grid = np.concatenate([np.linspace(0.5, 1.0, 101), np.quantile(confidences, np.linspace(0, 1, 101))])
-    return np.unique(np.minimum(grid, MAX_EXIT_THRESHOLD))
-
-
-MAX_EXIT_THRESHOLD = 1 - 1e-6  # float32 tells confidences 6e-8 apart near 1; float64, 1e-16
-
-
-def _exit_curve(
-    confidences: np.ndarray, correct: np.ndarray, layers: np.ndarray, thresholds: np.ndarray | None = None
-) -> ExitCurve:
-    """Accuracy and mean exit layer at ``thresholds`` (default: :func:`_exit_grid` of these
-    confidences). (E, N) inputs."""
-    thresholds = _exit_grid(confidences) if thresholds is None else thresholds
-    curve = ExitCurve([], [], [], [], [])
-    rows = np.arange(confidences.shape[1])
-    for t in thresholds:
-        first = first_exits(confidences, t)
-        early = correct[first, rows]
-        curve.threshold.append(float(t))
-        curve.accuracy.append(float(early.mean()))
-        curve.mean_exit_layer.append(float(layers[first].mean()))
-        curve.lost.append(int((correct[-1] & ~early).sum()))
-        curve.gained.append(int((~correct[-1] & early).sum()))
-    return curve
-
-
-# above every confidence: no row leaves before the last exit
-NEVER_EARLY = 2.0
-
-
-def _certified_exit_threshold(
-    curve: ExitCurve, n: int, max_drop: float, confidence_level: float
-) -> tuple[float, float | None]:
-    """The certified threshold of least compute and its drop bound (points), by fixed-sequence
-    testing from the most cautious threshold down; ``NEVER_EARLY`` when the first fails."""
-    from tango.bounds import drop_upper_bound
-
-    bounds = drop_upper_bound(curve.lost, curve.gained, n, confidence_level)
-    order = np.argsort(curve.threshold)[::-1]  # most cautious first
-    passed = order[: certified_prefix(bounds[order], max_drop)]
-    if not len(passed):
-        return NEVER_EARLY, None
-    best = int(min(passed, key=lambda i: curve.mean_exit_layer[i]))
-    return curve.threshold[best], float(bounds[best])
-
-
-def format_exit_report(report: dict[str, Any], max_drop: float | None) -> str:
-    """An early-exit calibration (:func:`calibrate_early_exit`) as a small table."""
-    lines = ["exit layer  temperature  accuracy  ECE before -> after"]
-    for e in report["exits"]:
-        lines.append(
-            f"{e['layer']:>10}  {e['temperature']:11.3f}  {e['accuracy']:8.2%}  "
-            f"{e['ece_before']:.4f} -> {e['ece_after']:.4f}"
-        )
-    if "threshold" in report:
-        level = report["target"]["confidence_level"]
-        if report.get("drop_bound") is None:
-            lines.append(
-                f"no threshold certified within {max_drop} points at {level:.0%}: "
-                "every row runs to the last exit"
-            )
-        else:
-            lines.append(
-                f"threshold {report['threshold']:.4f}: drop against the last exit <= "
-                f"{report['drop_bound']:.2f} points at {level:.0%} confidence (target {max_drop})"
-            )
-    return "\n".join(lines)

@@ -678,9 +678,9 @@ def test_calibrate_fits_one_temperature_per_exit(trained, tmp_path) -> None:
     chosen = report["curve"]["threshold"].index(manifest["threshold"])
     assert report["drop_bound"] is None or report["drop_bound"] <= 1.0
     # the simulated curve (on the 70% of rows that certify) matches what the model really does there
-    from tango.tuning import _split_rows
+    from tango.tuning import temperature_split
 
-    _, walk_rows = _split_rows(len(texts), 0.3, report["seed"])
+    _, walk_rows = temperature_split(len(texts), 0.3, report["seed"])
     assert (
         (report["temperature_rows"], report["threshold_rows"])
         == (60, 140)
@@ -734,10 +734,11 @@ def test_run_scores_a_file_with_an_early_exit_model(trained, tmp_path) -> None:
 
 
 def test_a_maxprob_threshold_above_one_runs_every_row_to_the_last_exit(tokenizer) -> None:
-    """What a certified calibration stores when no threshold passed (tango.tuning.NEVER_EARLY):
-    even rows whose probability rounds to exactly 1 stay in; other policies keep [0, 1]."""
+    """What a certified calibration stores when no threshold passed
+    (tango.early_exit.calibration.NEVER_EARLY): even rows whose probability rounds to exactly 1
+    stay in; other policies keep [0, 1]."""
+    from tango.early_exit.calibration import NEVER_EARLY
     from tango.early_exit.policy import ExitPolicy
-    from tango.tuning import NEVER_EARLY
 
     texts = random_texts(16, seed=4)
     clf = random_classifier("mpnet", tokenizer, "maxprob", texts)

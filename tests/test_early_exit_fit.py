@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from tiny_models import build_tiny_classifier, sentiment_rows
 
-from tango.tuning import calibrate_early_exit
+from tango.early_exit.calibration import calibrate_early_exit
 
 
 def tiny_early_exit(directory):
@@ -40,7 +40,7 @@ def test_the_exit_threshold_is_certified_by_a_walk_from_the_most_cautious_down()
     """Each threshold is tested by the paired drop bound, most cautious first; the walk stops at
     the first failure (a later pass does not count) and the passed one of least compute wins."""
     from tango.bounds import drop_upper_bound
-    from tango.tuning import NEVER_EARLY, ExitCurve, _certified_exit_threshold
+    from tango.early_exit.calibration import NEVER_EARLY, ExitCurve, _certified_exit_threshold
 
     n = 2000
     # thresholds 0.99 .. 0.6: the drop grows as the threshold falls, except a lucky 0.6
@@ -62,7 +62,8 @@ def test_rows_that_fit_the_temperatures_never_certify_the_threshold():
     """Certifying, 30% of the rows (seeded) fit the temperatures and give the candidates; the walk
     and its curve are on the other 70%, as a cascade's gate splits them."""
     from tango.calibration import TemperatureScaler
-    from tango.tuning import _split_rows, fit_exits
+    from tango.early_exit.calibration import fit_exits
+    from tango.tuning import temperature_split
 
     rng = np.random.default_rng(0)
     labels = rng.integers(0, 2, 1000)
@@ -70,7 +71,7 @@ def test_rows_that_fit_the_temperatures_never_certify_the_threshold():
         rng.normal(size=(3, 1000, 2)) + 2.0 * np.eye(2)[labels] * np.array([0.5, 1.0, 2.0])[:, None, None]
     )
     fitted = fit_exits(logits, labels, [1, 2, 3], max_drop=1.0, seed=4)
-    fit_rows, walk_rows = _split_rows(1000, 0.3, 4)
+    fit_rows, walk_rows = temperature_split(1000, 0.3, 4)
     assert (
         (fitted["temperature_rows"], fitted["threshold_rows"])
         == (300, 700)

@@ -258,7 +258,6 @@ def test_the_teacher_scoring_resumes_from_its_last_saved_chunk(trained, monkeypa
     np.testing.assert_allclose(resumed.numpy(), straight.numpy(), atol=1e-5)
 
 
-
 def test_an_exported_teacher_scores_as_its_pytorch_weights_do(trained, tmp_path):
     """A teacher given as its served form (here ONNX) scores on that runtime, to the same logits."""
     from tango import distillation
@@ -272,6 +271,7 @@ def test_an_exported_teacher_scores_as_its_pytorch_weights_do(trained, tmp_path)
     weights = distillation.teacher_logits(str(teacher), data, tmp_path / "b.npy", **settings)
     assert served.shape == (40, 2) and served.dtype == torch.float32
     np.testing.assert_allclose(served.numpy(), weights.numpy(), atol=1e-4)
+
 
 # --- issue #28: the Gatekeeper stage ------------------------------------------------------------
 

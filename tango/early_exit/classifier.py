@@ -93,12 +93,12 @@ class EarlyExitClassifier:
         """One temperature per exit (and, with ``max_drop``, the threshold) from labelled rows.
 
         ``labels`` are names or ids, as in ``Cascade.fit``. Delegates to
-        :func:`tango.tuning.calibrate_early_exit`, which sets ``temperatures`` (and
+        :func:`tango.early_exit.calibration.calibrate_early_exit`, which sets ``temperatures`` (and
         ``threshold``); the report is kept in ``calibration_``. Returns ``self``.
         """
         from tango.data import LabelledData
+        from tango.early_exit.calibration import calibrate_early_exit
         from tango.labels import label_ids
-        from tango.tuning import calibrate_early_exit
 
         rows, classes = as_texts(texts), [str(label) for label in self.labels]
         y = label_ids(labels, classes)

@@ -156,7 +156,7 @@ def calibrate_exits(
     """An early-exit model's calibration: one temperature per exit (and, with ``max_drop``, a
     threshold), saved in ``model_dir`` with the evidence in its ``calibration/``."""
     from tango.early_exit import EarlyExitClassifier
-    from tango.tuning import calibrate_early_exit, format_exit_report
+    from tango.early_exit.calibration import calibrate_early_exit, format_exit_report
 
     model = EarlyExitClassifier.from_pretrained(model_dir, device=device)
     dev = load_labelled(dev_path, **(columns or {}), label_names=list(model.classes_))
