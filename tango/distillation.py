@@ -110,7 +110,8 @@ def teacher_scorer(
     A directory with PyTorch weights scores with them (bf16 autocast if asked). An exported form
     (OpenVINO IR, ONNX; a linear tier too) scores as a :class:`tango.tiers.Tier` on its own
     runtime: the form the cascade serves, so tier 1 learns the answers it will be compared with,
-    and at int8 a few times faster than PyTorch over 100,000s of rows.
+    and at int8 a few times faster than PyTorch over 100,000s of rows. Either reads
+    ``max_length`` tokens of a row, the student's length: soft targets on text the student sees.
     """
     if not has_torch_weights(teacher_dir):
         from tango.tiers import Tier  # the serving side; training imports it only for this
@@ -142,7 +143,12 @@ def teacher_logits(
     resumes from the last saved chunk (unlabelled files run to 100,000s of rows). The teacher is
     a PyTorch tier (bf16 if asked) or an exported form (:func:`teacher_scorer`). ``max_length``
     tokens per row, ``batch_size`` rows per batch."""
-    identity = {"teacher": str(resolve(teacher)), "rows": len(data), "texts": _texts_digest(data.texts)}
+    identity = {
+        "teacher": str(resolve(teacher)),
+        "rows": len(data),
+        "texts": _texts_digest(data.texts),
+        "max_length": max_length,  # the teacher reads what the student reads: no more tokens
+    }
     identity_file = cache.with_name(cache.stem + ".json")
     if identity_file.exists() and json.loads(identity_file.read_text()) != identity:
         cache.unlink(missing_ok=True)  # scored for other rows or another teacher: start again

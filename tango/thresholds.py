@@ -238,9 +238,10 @@ def certify(
     settings = _settings(candidate_grid(order_confs, options.grid_size or default_grid_size(len(confs))))
 
     def walk_reaches(lost: np.ndarray, gained: np.ndarray, rows: int) -> int:
-        """How far a walk on the order rows gets. Fewer rows than certify, so it stops short of
-        where the certifying walk will: an anchor there is passed, and later legs are reached."""
-        bounds = options.drop_bounds(lost, gained, rows, None)
+        """How far a walk on the order rows gets, bounded as the certifying walk will be (with
+        ``new_rows``, a constant). Fewer rows than certify, so it stops short of where the
+        certifying walk will: an anchor there is passed, and later legs are reached."""
+        bounds = options.drop_bounds(lost, gained, rows, options.new_rows)
         return certified_prefix(np.concatenate([[0.0], bounds[1:]]), max_drop)
 
     settings = settings[_testing_order(order_confs, order_correct, settings, costs, walk_reaches)]
@@ -277,13 +278,14 @@ def _testing_order(
 
     Two tiers: the one boundary's thresholds from the largest down (the cost falls with them).
     More: the last boundary's walk is the cascade of the last two tiers (every earlier tier sends
-    every row on), up to the point a walk with these rows' rates on the certifying row count
-    reaches; there that threshold stays, and the boundary before it walks down from "escalate
-    all"; and so on to tier 1. The N-tier walk thus contains the shorter cascade's up to that
-    point, and then gives the earlier tiers their turn, where a frontier over the whole product
-    grid, noisy on a few hundred rows, could put a bad setting early and stop the walk before any
-    good one (AG News, series 4 of benchmarks/PROTOCOL.md: in half the seeds three tiers
-    certified less than two). Series 6 ran the legs uncut: tier 1 was never reached.
+    every row on), up to where a walk on these rows (their own count, so short of the certifying
+    walk's reach) gets; there its threshold stays while the boundary before it walks down from
+    "escalate all"; and so on to tier 1; then the last boundary walks on. The N-tier walk thus
+    contains the shorter cascade's up to that point and gives the earlier tiers their turn, where
+    a frontier over the whole product grid, noisy on a few hundred rows, could put a bad setting
+    early and stop the walk before any good one (AG News, series 4 of benchmarks/PROTOCOL.md: in
+    half the seeds three tiers certified less than two). Series 6 ran the legs uncut: tier 1 was
+    never reached.
     """
     everything = np.flatnonzero(np.all(settings == ESCALATE_ALL, axis=1))
     order = list(everything)
@@ -347,7 +349,9 @@ def _combined_bound(
 ) -> np.ndarray:
     """The prediction-powered bound of each setting: the labelled counts beside the settings'
     disagreements on the unlabelled rows (the default bound's kind only; no ``new_rows``)."""
-    if options.new_rows is not None or options.bound not in ("bonett-price", "wald") or options.label_free:
+    if options.label_free:
+        raise ValueError("unlabelled rows join labelled ones; a label-free gate has no labels to combine")
+    if options.new_rows is not None or options.bound not in ("bonett-price", "wald"):
         raise ValueError("unlabelled rows combine with the default bound only (no new_rows)")
     u_confs = [np.asarray(c, dtype=float) for c in unlabelled[0]]
     u_preds = [np.asarray(p) for p in unlabelled[1]]

@@ -158,6 +158,9 @@ def test_a_good_first_tier_gets_rows_of_its_own():
     three = certify(*rows[1], [0.05, 1.0, 10.0], 0.5, order_rows=rows[0])
     assert three.drop_bound <= 0.5
     assert three.reached[1] < 0.7  # tier 1 answers more than 30% of the rows (half are easy)
+    # bounded on a batch of new rows, the anchors are found with the same (wider) bound
+    batch = certify(*rows[1], [0.05, 1.0, 10.0], 0.5, order_rows=rows[0], new_rows=2800)
+    assert batch.drop_bound <= 0.5 and batch.reached[1] < 0.8
 
 
 def test_a_noisy_first_tier_cannot_make_three_tiers_certify_less_than_the_last_two():
