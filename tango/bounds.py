@@ -46,6 +46,14 @@ def clopper_pearson_lower(k: np.ndarray, n: int, alpha: float) -> np.ndarray:
     return bound
 
 
+def _check(confidence_level: float, new_rows: int | None) -> None:
+    """The arguments every drop bound takes: a level in (0, 1), a whole number of new rows."""
+    if not 0 < confidence_level < 1:
+        raise ValueError(f"confidence_level must lie in (0, 1), got {confidence_level}")
+    if new_rows is not None and (not isinstance(new_rows, (int, np.integer)) or new_rows < 1):
+        raise ValueError(f"new_rows must be a whole number of rows >= 1, got {new_rows!r}")
+
+
 BOUNDS = ("bonett-price", "clopper-pearson")
 ALIASES = {"wald": "bonett-price"}  # the default's earlier name, still accepted
 
@@ -72,10 +80,7 @@ def drop_upper_bound(
     population drop, half for the batch's deviation from it (see :mod:`tango.thresholds`' docstring).
     """
     method = ALIASES.get(method, method)
-    if not 0 < confidence_level < 1:
-        raise ValueError(f"confidence_level must lie in (0, 1), got {confidence_level}")
-    if new_rows is not None and (not isinstance(new_rows, (int, np.integer)) or new_rows < 1):
-        raise ValueError(f"new_rows must be a whole number of rows >= 1, got {new_rows!r}")
+    _check(confidence_level, new_rows)
     lost = np.atleast_1d(np.asarray(lost, dtype=float))
     gained = np.atleast_1d(np.asarray(gained, dtype=float))
     if method == "clopper-pearson":
@@ -113,10 +118,7 @@ def disagreement_upper_bound(
     ``new_rows`` = M bounds the rate a batch of M new rows will show: the population rate at half
     the error, then the batch's binomial upper quantile at that rate at the other half.
     """
-    if not 0 < confidence_level < 1:
-        raise ValueError(f"confidence_level must lie in (0, 1), got {confidence_level}")
-    if new_rows is not None and (not isinstance(new_rows, (int, np.integer)) or new_rows < 1):
-        raise ValueError(f"new_rows must be a whole number of rows >= 1, got {new_rows!r}")
+    _check(confidence_level, new_rows)
     disagreed = np.atleast_1d(np.asarray(disagreed, dtype=float))
     if np.any(disagreed < 0) or np.any(disagreed > n):
         raise ValueError(f"disagreed counts must lie in [0, {n}]")
