@@ -4,7 +4,7 @@ Three tiers trained to their best on the rows outside a held-out pool (linear, M
 distilled from MPNet-base, MPNet-base), each in its fastest form, score the pool once. For each
 of SEEDS seeds the pool splits into calibration rows (gates fitted there, labelled and label-free,
 for the two-tier and the three-tier cascade) and evaluation rows (which judge them). Each tier
-alone and the median seeds' cascades are then timed interleaved round-robin on TIMED_ROWS
+alone and the median seeds' cascades are then timed interleaved round-robin on TIMED_ROWS[data]
 evaluation rows (warm-up, REPEATS rounds, 2 threads, tokenization included), with the runtime x
 gate systems of the two-tier cascade; the per-row costs convert every seed's shares to a speedup.
 
@@ -36,7 +36,9 @@ SEEDS = 20
 MAX_DROP = 0.5
 LEVEL = 0.9
 CALIBRATION_ROWS = 2000
-TIMED_ROWS = 1000
+# evaluation rows timed per data set: IMDB's reviews run to 256 tokens (AG News's ~50), so fewer
+# rows keep its series near an hour on 2 AVX2 cores (PROTOCOL.md, version 8's IMDB amendment)
+TIMED_ROWS = {"ag_news": 1000, "imdb": 200}
 # series -> (its protocol version, the suffix of its results' names). Series 4 (results
 # three_tiers_fair_ag_news.*) ran as `--data ag_news` before tango's three-tier testing order
 # changed (commit ff0625d); series 6 (*_nested) with every leg of the nested order run to its end
@@ -203,7 +205,7 @@ def main(data_name: str, series_key: str, repeats: int) -> None:
     logits, scoring_costs = score_tiers(tiers, pool.texts)  # the gates' cost input, as Cascade.fit's
     seeds = [seed_outcomes(logits, labels, scoring_costs, seed) for seed in range(SEEDS)]
     stats = summary(seeds)
-    evaluation = split(len(labels), 0)[1][:TIMED_ROWS]
+    evaluation = split(len(labels), 0)[1][: TIMED_ROWS[data_name]]
     texts = [pool.texts[i] for i in evaluation]
     timings = interleave(
         timed_systems(tiers, seeds, stats, texts), repeats, lambda m: click.echo(m, err=True)

@@ -59,7 +59,7 @@ OWN_KEYS = ("model", "uses", "exports", "check_data", "probe", "early_exit", "ca
 # those `tango train` and `tango early-exit train` share, then each one's own
 TRAIN_KEYS = (
     "train", "dev", "dev_fraction", "text_column", "pair_column", "label_column", "labels",
-    "calibration_rows", "calibration_seed", "group_column", "epochs", "batch_size", "lr",
+    "calibration_rows", "calibration_seed", "group_column", "train_rows", "epochs", "batch_size", "lr",
     "max_length", "seed", "max_steps", "bf16", "checkpoint_every",
 )  # fmt: skip
 TIER_KEYS = ("layers", "teacher", "unlabelled", "gatekeeper", "split_sentences", "unlabelled_rows")

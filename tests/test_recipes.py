@@ -126,5 +126,9 @@ def test_the_committed_configs_read():
     )
     assert recipes["minilm-l6-sst2-g30k-imdb"].train["group_column"] == "containment"
     imdb = recipes["mpnet-base-imdb-pool4k"].steps(Path("home"))[0].args  # long steps, frequent saves
-    assert imdb[imdb.index("--checkpoint-every") + 1] == "50"
-    assert imdb[imdb.index("--max-length") + 1] == "512"
+    assert imdb[imdb.index("--checkpoint-every") + 1] == "10"
+    assert imdb[imdb.index("--max-length") + 1] == "256"
+    # the IMDB transformer tiers train on one seeded budget of reviews, the same for both
+    student = recipes["minilm-l6-imdb-pool4k"].steps(Path("home"))[0].args
+    assert imdb[imdb.index("--train-rows") + 1] == student[student.index("--train-rows") + 1] == "2000"
+    assert "--train-rows" not in recipes["linear-imdb-pool4k"].steps(Path("home"))[0].args

@@ -272,6 +272,27 @@ def test_calibration_rows_never_overlap_training_rows(tmp_path):
         held.load()
 
 
+def test_train_rows_sample_the_rows_left_after_the_held_out_ones(tmp_path):
+    """--train-rows: a seeded budget of training rows, never a calibration row, said in the source."""
+    from tango.splits import training_rows
+
+    data = sentiment_rows(500, 3)
+    data.texts[:] = [f"{i} {t}" for i, t in enumerate(data.texts)]
+    path = write_tsv(tmp_path / "train.tsv", data)
+    whole = training_rows(path, calibration_rows=120, calibration_seed=7)
+    rows = training_rows(path, calibration_rows=120, calibration_seed=7, train_rows=100, seed=3)
+    assert len(rows.train) == 100 and rows.held == whole.held
+    assert set(rows.train.texts) < set(whole.train.texts)
+    assert not set(rows.train.texts) & set(rows.calibration.texts)
+    assert "a sample of 100 of its 380 rows (seed 3)" in rows.train.source
+    again = training_rows(path, calibration_rows=120, calibration_seed=7, train_rows=100, seed=3)
+    assert again.train.texts == rows.train.texts  # tiers of one recipe train on the same rows
+    other = training_rows(path, calibration_rows=120, calibration_seed=7, train_rows=100, seed=4)
+    assert other.train.texts != rows.train.texts
+    with pytest.raises(ValueError, match="--train-rows 381 is more than the 380 rows"):
+        training_rows(path, calibration_rows=120, calibration_seed=7, train_rows=381)
+
+
 def test_held_out_phrases_of_training_rows_are_flagged(tmp_path):
     """A file of phrases (like SST-2's) holds out pieces of training rows: not new text."""
     from tango.splits import overlap_warning, text_overlap

@@ -161,6 +161,13 @@ training_rows_options = stacked(
         help="Hold out whole groups: rows sharing this column's value, or `containment` (a phrase "
         "goes with the longest row it lies inside, e.g. SST-2's sentences). Recorded.",
     ),
+    click.option(
+        "--train-rows",
+        type=click.IntRange(min=1),
+        default=None,
+        help="Train on a sample of this many of the rows left once the calibration and dev rows "
+        "are out (seeded by --seed, recorded): a budget for long rows on a CPU.",
+    ),
 )
 
 # How a transformer trains: the loop's settings (tango.training.fit).

@@ -18,6 +18,7 @@ ROW_OPTIONS = (
     "calibration_rows",
     "calibration_seed",
     "group_column",
+    "train_rows",
 )
 EXIT_OPTIONS = ("exits", "pooling", "device")
 # the loop's settings of a multi-exit training, and their defaults (`tango early-exit train`'s)
@@ -48,7 +49,7 @@ def train(
     """Train ``model`` on ``train_path`` into ``out_dir`` and register it: ``linear`` fits a
     TF-IDF + logistic-regression tier, else a fine-tuned tier (a multi-exit model:
     :func:`train_exits`). ``options``: the rows (``ROW_OPTIONS``: dev_path or dev_fraction,
-    columns, label_names, calibration_rows, calibration_seed, group_column), and the rest
+    columns, label_names, calibration_rows, calibration_seed, group_column, train_rows), and the rest
     :func:`tango.training.train_classifier`'s. Calibration rows are held out of the file first
     (``group_column``: whole groups, a column or ``containment``) and recorded in
     ``tango_train.json`` for `tango calibrate`."""
