@@ -360,4 +360,5 @@ def training_sample(data: LabelledData, rows: int, seed: int) -> LabelledData:
             f"--train-rows {rows} is more than the {len(data)} rows left to train on in {data.source}"
         )
     picked = np.sort(np.random.default_rng(seed).permutation(len(data))[:rows])
-    return replace(data.subset(picked), source=f"{data.source}: a sample of {rows} of its {len(data)} rows (seed {seed})")
+    source = f"{data.source}: a sample of {rows} of its {len(data)} rows (seed {seed})"
+    return replace(data.subset(picked), source=source)
