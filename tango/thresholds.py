@@ -288,9 +288,12 @@ def _testing_order(
     never reached.
     """
     everything = np.flatnonzero(np.all(settings == ESCALATE_ALL, axis=1))
-    order = list(everything)
+    order, seen = list(everything), set(everything.tolist())
     for leg in nested_legs(confs, correct, settings, costs, walk_reaches):
-        order += [i for i in leg if i not in order]
+        for i in leg.tolist():
+            if i not in seen:  # a set: legs over a product grid run to 10^4-10^5 settings
+                seen.add(i)
+                order.append(i)
     return np.asarray(order, dtype=np.int64)
 
 
