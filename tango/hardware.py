@@ -10,7 +10,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-ISA_FLAGS = ("avx512_vnni", "avx512_bf16", "amx_tile", "amx_int8", "amx_bf16")
+# the widest vector unit first (this project's machines: AVX2 only, AVX-512, AVX-512 with AMX),
+# then the int8/bf16 extensions
+ISA_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_int8", "amx_bf16")
 
 
 def check_threads(threads: object, where: str = "threads") -> int | None:
@@ -82,7 +84,7 @@ def cpu_name() -> str:
 
 
 def isa_flags() -> list[str]:
-    """The matrix and vector extensions that decide tango's kernels (AVX-512 VNNI/bf16, AMX)."""
+    """The vector and matrix extensions that decide tango's kernels (AVX2, AVX-512 VNNI/bf16, AMX)."""
     flags = set(next((line.split(":", 1)[1].split() for line in _cpuinfo() if line.startswith("flags")), []))
     return [flag for flag in ISA_FLAGS if flag in flags]
 

@@ -97,7 +97,7 @@ HEADER = ["system", "rows/s median (min-max)", "accuracy", "speedup vs last tier
 def describe(result: dict[str, Any]) -> str:
     """One paragraph: machine, versions, rows, method."""
     m, s, d = result["machine"], result["settings"], result["data"]
-    isa = ", ".join(m["isa"]) or "no VNNI/AMX"
+    isa = ", ".join(m["isa"]) or "no AVX2"
     return (
         f"{d['scored']} rows of {d['source'] or 'memory'} scored end to end (tokenization included); "
         f"thresholds chosen {d['calibration']['mode']} (max drop {s['max_drop']} points at confidence "
