@@ -330,15 +330,16 @@ def _per_token_quantize(x: str, p: str) -> list:
     ]
 
 
-def _check_texts(check_data: str | Path | None, rows: int, label_names: list[str]):
-    """(texts, label ids or None, description) for the self-check."""
+def _check_texts(source: Path, check_data: str | Path | None, rows: int, label_names: list[str]):
+    """(texts, label ids or None, description) for the self-check: the first ``rows`` rows of
+    ``check_data`` outside the rows ``source`` held out of training (its calibration pool)."""
     if check_data is None:
         return CHECK_SENTENCES, None, "built-in sentences"
-    from tango.data import load_labelled
+    from tango.splits import rows_outside_held_out
 
-    data = load_labelled(check_data, label_names=label_names)
+    data = rows_outside_held_out(source, check_data, label_names)
     texts = data.texts[:rows]
-    return texts, data.labels[:rows], f"{check_data} (first {len(texts)} rows)"
+    return texts, data.labels[:rows], f"{data.source or check_data} (first {len(texts)} rows)"
 
 
 def check_export(
@@ -358,7 +359,7 @@ def check_export(
 
     reference = Tier.from_pretrained(source, runtime="torch", precision="fp32")
     exported = Tier.from_pretrained(out_dir, runtime=runtime, precision=precision)
-    texts, labels, description = _check_texts(check_data, rows, reference.labels)
+    texts, labels, description = _check_texts(source, check_data, rows, reference.labels)
     expected, got = reference.logits(texts), exported.logits(texts)
     diff = np.abs(expected - got)
     agreement = float((expected.argmax(1) == got.argmax(1)).mean())

@@ -257,8 +257,9 @@ def _calibration_texts(
     calibration_data: str | Path | None,
     rows: int,
 ) -> tuple[list, dict[str, Any]]:
-    """The rows NNCF calibrates on, and a record of which they are."""
-    from tango.data import load_labelled
+    """The rows NNCF calibrates on, and a record of which they are (never the rows ``source``
+    held out of training: :func:`tango.splits.rows_outside_held_out`)."""
+    from tango.splits import rows_outside_held_out
 
     if rows < 1:
         raise ValueError(f"calibration_rows must be at least 1, got {rows}")
@@ -267,14 +268,15 @@ def _calibration_texts(
     if file is None:
         builtin = CHECK_SENTENCES[:rows]
         return builtin, {"source": "built-in sentences", "first_row": 0, "rows": len(builtin)}
-    data = load_labelled(file, label_names=labels)
+    data = rows_outside_held_out(source, file, labels)
     first = 0
     # The check reads the first check_rows rows of check_data: calibrate on others where there are.
     if calibration_data is None and check_data is not None and len(data.texts) >= check_rows + rows:
         first = check_rows
     texts: list = list(data.texts[first : first + rows])
     overlaps = calibration_data is None and check_data is not None and first < check_rows
-    return texts, {"source": str(file), "first_row": first, "rows": len(texts), "overlaps_check": overlaps}
+    record = {"source": data.source or str(file), "first_row": first, "rows": len(texts)}
+    return texts, {**record, "overlaps_check": overlaps}
 
 
 def _versions(int8: bool) -> dict[str, str]:

@@ -265,6 +265,21 @@ def held_out_rows(tier_path: str | Path) -> HeldOutRows | None:
     return HeldOutRows(**record) if record else None
 
 
+def rows_outside_held_out(tier_path: str | Path, path: str | Path, label_names: list[str]) -> LabelledData:
+    """The labelled rows of ``path`` that may check or calibrate an export of ``tier_path``: all of
+    them, less the rows the tier held out of its training when ``path`` is that training file.
+
+    An export's check and NNCF's calibration read rows of a file; a recipe passes the training
+    file, whose held-out rows are the calibration and evaluation pool of every gate and series.
+    Reading them there would touch that pool before any gate does."""
+    held = held_out_rows(tier_path)
+    if held is None or not Path(path).is_file() or file_sha256(path) != held.sha256:
+        return load_labelled(path, label_names=label_names)
+    rest = held.load_with_rest(label_names)[1]
+    kept_out = held.held or held.rows
+    return replace(rest, source=f"{path} without the {kept_out} rows held out of training")
+
+
 def trained_on(tier_path: str | Path, held: HeldOutRows) -> bool:
     """Whether a tier's training may have seen ``held``'s rows (same file, not held out)."""
     record = training_record(tier_path)

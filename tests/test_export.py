@@ -59,3 +59,30 @@ def test_smoothing_changes_no_fp32_output(tiny_model_dir):
         before = model(**batch).logits
         after = _smooth(model, tokenizer)(**batch).logits
     torch.testing.assert_close(after, before, atol=1e-4, rtol=1e-4)
+
+
+def test_the_check_never_reads_the_rows_the_tier_held_out(tiny_model_dir, tmp_path):
+    """A recipe checks an export on the training file: the rows held out of training (every
+    gate's and series' pool) stay unread, and the record says so."""
+    import shutil
+
+    from tiny_models import sentiment_rows, write_tsv
+
+    from tango.data import load_labelled
+    from tango.splits import carve_calibration_rows, record_training_file, rows_outside_held_out
+
+    tier = shutil.copytree(tiny_model_dir, tmp_path / "tier")
+    rows = sentiment_rows(300, 5)
+    rows.texts[:] = [f"{i} {t}" for i, t in enumerate(rows.texts)]
+    path = write_tsv(tmp_path / "train.tsv", rows)
+    columns = {"text_column": None, "text_pair_column": None, "label_column": None}
+    _, held = carve_calibration_rows(load_labelled(path), path, 100, 0, columns)
+    record_training_file(tier, path, held)
+    outside = rows_outside_held_out(tier, path, ["negative", "positive"])
+    assert len(outside) == 200 and not set(outside.texts) & set(held.load().texts)
+    check = export_tier(tier, tmp_path / "onnx", check_data=path, check_rows=1000, name="tiny-held")
+    assert check.rows == 200 and "without the 100 rows held out of training" in check.source
+    copy = write_tsv(tmp_path / "copy.tsv", rows)  # known by its bytes, not its name
+    assert len(rows_outside_held_out(tier, copy, ["negative", "positive"])) == 200
+    other = write_tsv(tmp_path / "other.tsv", sentiment_rows(300, 6))  # another file: every row may
+    assert len(rows_outside_held_out(tier, other, ["negative", "positive"])) == 300
