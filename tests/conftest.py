@@ -93,10 +93,12 @@ def tiny_openvino_int8_dir(tiny_model_dir: Path, tmp_path_factory: pytest.TempPa
     """``tiny_model_dir`` exported to an OpenVINO IR quantized to int8 by NNCF."""
     pytest.importorskip("openvino")
     pytest.importorskip("nncf")
+    from tolerances import TINY_INT8_AGREEMENT
+
     from tango.openvino import export_openvino
 
     out = tmp_path_factory.mktemp("tiny_openvino_int8")
-    export_openvino(tiny_model_dir, out, int8=True)
+    export_openvino(tiny_model_dir, out, int8=True, min_agreement=TINY_INT8_AGREEMENT)
     return out
 
 
