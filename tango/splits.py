@@ -353,11 +353,11 @@ def training_rows(
     )
     dev = load_labelled(dev_path, label_names=data.label_names, **columns) if dev_path else None
     if dev is None and dev_fraction:
-        train_rows, dev_rows = split_rows(len(data), dev_fraction, seed)
+        kept, dev_rows = split_rows(len(data), dev_fraction, seed)
         split = f"seeded split (dev_fraction={dev_fraction}, seed={seed})"
         data, dev = (
             replace(data.subset(rows), source=f"{train_path} {part} of {split}")
-            for part, rows in (("train", train_rows), ("dev", dev_rows))
+            for part, rows in (("train", kept), ("dev", dev_rows))
         )
     if train_rows is not None:
         data = training_sample(data, train_rows, seed)

@@ -289,6 +289,10 @@ def test_train_rows_sample_the_rows_left_after_the_held_out_ones(tmp_path):
     assert again.train.texts == rows.train.texts  # tiers of one recipe train on the same rows
     other = training_rows(path, calibration_rows=120, calibration_seed=7, train_rows=100, seed=4)
     assert other.train.texts != rows.train.texts
+    # with a dev split too: the sample is taken from what the split leaves for training
+    split = training_rows(path, calibration_rows=120, calibration_seed=7, dev_fraction=0.25, train_rows=200)
+    assert len(split.train) == 200 and len(split.dev) == 95
+    assert not set(split.train.texts) & set(split.dev.texts)
     with pytest.raises(ValueError, match="--train-rows 381 is more than the 380 rows"):
         training_rows(path, calibration_rows=120, calibration_seed=7, train_rows=381)
 

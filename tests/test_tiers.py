@@ -3,7 +3,14 @@
 import numpy as np
 import pytest
 from tiny_models import build_tiny_classifier
-from tolerances import FP32_REORDERED, assert_close, assert_same_labels
+from tolerances import (
+    FP32_REORDERED,
+    INT8_DOT_PRODUCTS,
+    INT8_SATURATES,
+    TINY_ONNX_INT8_AGREEMENT,
+    assert_close,
+    assert_same_labels,
+)
 
 from tango.registry import register, resolve
 from tango.tiers import Tier
@@ -26,7 +33,7 @@ def int8_dir(tiny_model_dir, tmp_path_factory):
     from tango.export import export_tier
 
     out = tmp_path_factory.mktemp("int8")
-    export_tier(tiny_model_dir, out, int8=True)
+    export_tier(tiny_model_dir, out, int8=True, min_agreement=TINY_ONNX_INT8_AGREEMENT)
     return out
 
 
@@ -66,7 +73,14 @@ def test_shapes_and_probabilities(case):
     assert set(tier.predict(TEXTS)) <= {"negative", "positive"}
 
 
-def test_matches_pytorch_fp32_on_the_same_weights(case):
+def expect_saturation(request) -> None:
+    """An int8 case on a CPU without VNNI/AMX: expected to fail (tolerances.INT8_SATURATES)."""
+    if "int8" in request.node.callspec.params["case"] and not INT8_DOT_PRODUCTS:
+        request.applymarker(pytest.mark.xfail(reason=INT8_SATURATES, strict=False))
+
+
+def test_matches_pytorch_fp32_on_the_same_weights(case, request):
+    expect_saturation(request)
     tier, reference, tolerance, agreement = case
     for texts in (TEXTS, PAIRS):
         expected, got = reference.logits(texts), tier.logits(texts)
@@ -91,7 +105,8 @@ def test_empty_and_single_inputs(case):
     assert tier.predict(("good film", "dull mess")).shape == (2,)  # a tuple of texts is rows
 
 
-def test_save_and_load_round_trip(case, tmp_path):
+def test_save_and_load_round_trip(case, tmp_path, request):
+    expect_saturation(request)
     tier = case[0]
     tier.save_pretrained(tmp_path / "copy")
     again = Tier.from_pretrained(tmp_path / "copy", runtime="auto", precision="fp32")

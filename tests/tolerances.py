@@ -66,7 +66,13 @@ def _int8_dot_products() -> bool:
 # decision boundary, so int8 flips a few. Trained tiers keep >= 99.5% (docs/models.md). Without
 # VNNI/AMX (2 AVX2 cores), int8 products are summed through int16 and flip more: seen 15 of 16
 # built-in sentences and 25 of 30 check rows kept, against 27 of 30 with VNNI.
-TINY_INT8_AGREEMENT = 0.85 if _int8_dot_products() else 0.75
+INT8_DOT_PRODUCTS = _int8_dot_products()
+TINY_INT8_AGREEMENT = 0.85 if INT8_DOT_PRODUCTS else 0.75
 # ONNX Runtime's dynamic int8 keeps every built-in sentence's prediction with VNNI/AMX; on 2 AVX2
 # cores it kept 14 of 16
-TINY_ONNX_INT8_AGREEMENT = 0.995 if _int8_dot_products() else 0.75
+TINY_ONNX_INT8_AGREEMENT = 0.995 if INT8_DOT_PRODUCTS else 0.75
+# Known defect, open: tango quantizes with full 8-bit weights, whose products saturate in the
+# int16 sums of CPUs without VNNI/AMX (seen: int8 logits 3.7 from fp32 on 2 AVX2 cores, where
+# VNNI keeps them within 1). The fix is 7-bit weights there (ONNX Runtime's reduce_range, NNCF's
+# overflow fix); until then the int8-against-fp32 closeness tests are expected to fail there.
+INT8_SATURATES = "int8 sums saturate without VNNI/AMX; tango does not quantize for it yet"
