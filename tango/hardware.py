@@ -83,9 +83,14 @@ def cpu_name() -> str:
     return names[0] if names else platform.processor() or platform.machine()
 
 
+def cpu_flags() -> set[str]:
+    """Every feature flag the CPU reports (``/proc/cpuinfo``; empty where there is none)."""
+    return set(next((line.split(":", 1)[1].split() for line in _cpuinfo() if line.startswith("flags")), []))
+
+
 def isa_flags() -> list[str]:
     """The vector and matrix extensions that decide tango's kernels (AVX2, AVX-512 VNNI/bf16, AMX)."""
-    flags = set(next((line.split(":", 1)[1].split() for line in _cpuinfo() if line.startswith("flags")), []))
+    flags = cpu_flags()
     return [flag for flag in ISA_FLAGS if flag in flags]
 
 

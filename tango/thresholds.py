@@ -288,13 +288,10 @@ def _testing_order(
     never reached.
     """
     everything = np.flatnonzero(np.all(settings == ESCALATE_ALL, axis=1))
-    order, seen = list(everything), set(everything.tolist())
-    for leg in nested_legs(confs, correct, settings, costs, walk_reaches):
-        for i in leg.tolist():
-            if i not in seen:  # a set: legs over a product grid run to 10^4-10^5 settings
-                seen.add(i)
-                order.append(i)
-    return np.asarray(order, dtype=np.int64)
+    legs = nested_legs(confs, correct, settings, costs, walk_reaches)
+    # each setting at its first place (dict keys keep order; legs run to 10^4-10^5 settings)
+    order = dict.fromkeys(np.concatenate([everything, *legs]).tolist())
+    return np.fromiter(order, dtype=np.int64, count=len(order))
 
 
 def nested_legs(

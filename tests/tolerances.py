@@ -56,10 +56,9 @@ def assert_same_where_clear(actual, expected, clear: np.ndarray, err_msg: str = 
 
 def _int8_dot_products() -> bool:
     """VNNI or AMX: int8 products summed straight into int32."""
-    from tango.hardware import _cpuinfo
+    from tango.hardware import cpu_flags
 
-    flags = next((line.split(":", 1)[1].split() for line in _cpuinfo() if line.startswith("flags")), [])
-    return bool({"avx512_vnni", "avx_vnni", "amx_int8"} & set(flags))
+    return bool({"avx512_vnni", "avx_vnni", "amx_int8"} & cpu_flags())
 
 
 # The share of predictions an int8 IR of the random tiny model keeps. Its rows sit near the
